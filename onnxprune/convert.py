@@ -1,0 +1,249 @@
+"""ONNX -> torch through onnx2torch, and the map from torch parameters back to initializers.
+
+`to_torch` returns a `TorchModel`: the fx.GraphModule onnx2torch builds, and a `ParamMap` that links
+every prunable layer to the torch parameter holding its weight, with the transpose and scale in
+between. The link is checked by exact equality at load, so a wrong mapping can never silently
+write the wrong tensor back.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import fx, nn
+
+from onnxprune.errors import ConversionError
+from onnxprune.model import Model, PrunableLayer, conversion_copy
+
+_LOG = logging.getLogger(__name__)
+
+
+def import_onnx2torch() -> types.ModuleType:
+    """Import onnx2torch, surviving a torchvision that does not match the installed torch.
+
+    onnx2torch imports torchvision at import time, only for its NonMaxSuppression and RoiAlign
+    converters. A torchvision built for another torch fails with "operator torchvision::nms does
+    not exist"; classifiers need neither op, so a stand-in module is installed that raises a clear
+    error if one of those two converters ever runs.
+    """
+    if "onnx2torch" in sys.modules:
+        return sys.modules["onnx2torch"]
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # RuntimeError for a mismatch, ImportError when absent
+        _install_torchvision_stand_in(f"{type(exc).__name__}: {exc}")
+    import onnx2torch
+
+    return onnx2torch
+
+
+def _install_torchvision_stand_in(reason: str) -> None:
+    for name in [name for name in sys.modules if name == "torchvision" or name.startswith("torchvision.")]:
+        del sys.modules[name]
+
+    def unavailable(*_args, **_kwargs):
+        raise ConversionError(
+            f"this graph needs torchvision, which failed to import ({reason}); "
+            "install the torchvision release that matches your torch"
+        )
+
+    stand_in = types.ModuleType("torchvision")
+    ops = types.ModuleType("torchvision.ops")
+    ops.nms = ops.box_convert = ops.roi_align = unavailable
+    stand_in.ops = ops
+    stand_in.__onnxprune_stand_in__ = reason
+    sys.modules["torchvision"] = stand_in
+    sys.modules["torchvision.ops"] = ops
+    _LOG.debug("torchvision unusable (%s); installed a stand-in for onnx2torch", reason)
+
+
+class BoundWeight(nn.Module):
+    """Holds an initializer as a real parameter for an onnx2torch module that takes it as an input.
+
+    onnx2torch turns `MatMul(x, W)` into a parameterless OnnxMatMul fed from a buffer, which neither
+    an optimizer nor `torch.nn.utils.prune` can see. This wrapper owns `weight` (ONNX layout) and
+    passes it to the wrapped module at its original argument position, so forward pre-hooks
+    (pruning masks) apply on every call.
+    """
+
+    def __init__(self, inner: nn.Module, weight: torch.Tensor, position: int):
+        super().__init__()
+        self.inner = inner
+        self.weight = nn.Parameter(weight.detach())
+        self.position = position
+
+    def forward(self, *args):  # noqa: D102 - same contract as the wrapped module
+        args = list(args)
+        args.insert(self.position, self.weight)
+        return self.inner(*args)
+
+
+@dataclass
+class ParamEntry:
+    """How one prunable layer's weight lives in torch.
+
+    torch_weight = scale * (onnx_weight.T if transpose else onnx_weight)
+    """
+
+    layer: PrunableLayer
+    module: nn.Module
+    transpose: bool = False
+    scale: float = 1.0
+
+    @property
+    def parameter(self) -> torch.Tensor:
+        """The weight as the module computes with it (masked, when a mask is applied)."""
+        return self.module.weight
+
+    def to_onnx(self) -> np.ndarray:
+        """The current weight in ONNX layout, as float32 numpy."""
+        weight = self.parameter.detach().to("cpu", torch.float32)
+        if self.scale != 1.0:
+            weight = weight / self.scale
+        if self.transpose:
+            weight = weight.T
+        return weight.contiguous().numpy()
+
+    def from_onnx(self, array: np.ndarray) -> torch.Tensor:
+        """What the torch parameter holds for an ONNX-layout `array`."""
+        weight = torch.from_numpy(np.array(array))
+        if self.transpose:
+            weight = weight.T
+        if self.scale != 1.0:
+            weight = weight * self.scale
+        return weight
+
+
+class ParamMap(dict):
+    """Layer name -> `ParamEntry`, in graph order."""
+
+    def check(self, model: Model) -> None:
+        """Assert every torch weight equals its initializer exactly (raises ConversionError)."""
+        for entry in self.values():
+            expected = entry.from_onnx(model.weight_array(entry.layer)).to(entry.parameter.dtype)
+            if tuple(expected.shape) != tuple(entry.parameter.shape) or not torch.equal(
+                expected, entry.parameter.detach().cpu()
+            ):
+                raise ConversionError(
+                    f"layer '{entry.layer.name}': the torch weight does not equal initializer "
+                    f"'{entry.layer.weight}' after conversion; please report this model"
+                )
+
+
+@dataclass
+class TorchModel:
+    """A converted model: the GraphModule and the map back to the ONNX initializers."""
+
+    module: fx.GraphModule
+    params: ParamMap
+
+
+def to_torch(model: Model) -> TorchModel:
+    """Convert a loaded model to torch and map its prunable weights.
+
+    Raises:
+        ConversionError: an op onnx2torch cannot convert (names the op and the node), or a
+            weight that cannot be mapped back exactly.
+    """
+    onnx2torch = import_onnx2torch()
+    copy = conversion_copy(model.proto)
+    _check_convertible(copy)
+    try:
+        module = onnx2torch.convert(copy, attach_onnx_mapping=True)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"onnx2torch cannot convert this graph: {message}") from None
+    del copy
+    module.eval()
+    params = _map_parameters(model, module)
+    params.check(model)
+    return TorchModel(module=module, params=params)
+
+
+def _check_convertible(copy) -> None:
+    from onnx2torch.node_converters import get_converter
+
+    versions = {opset.domain or "": opset.version for opset in copy.opset_import}
+    for index, node in enumerate(copy.graph.node):
+        domain = node.domain if node.domain != "ai.onnx" else ""
+        try:
+            get_converter(domain=domain, operation_type=node.op_type, version=versions.get(domain, 1))
+        except NotImplementedError:
+            where = node.name or f"#{index}"
+            qualified = f"{domain}::{node.op_type}" if domain else node.op_type
+            raise ConversionError(
+                f"node '{where}' uses op {qualified} (opset {versions.get(domain, '?')}), which onnx2torch "
+                "cannot convert; replace that layer before exporting, or export it as standard ONNX ops"
+            ) from None
+
+
+def _map_parameters(model: Model, module: fx.GraphModule) -> ParamMap:
+    by_output = {}
+    for node in module.graph.nodes:
+        if node.op == "call_module":
+            mapping = getattr(module.get_submodule(node.target), "onnx_mapping", None)
+            for output in getattr(mapping, "outputs", ()):
+                by_output[output] = node
+    params = ParamMap()
+    for layer in model.layers:
+        fx_node = by_output.get(layer.output)
+        if fx_node is None:
+            raise ConversionError(f"layer '{layer.name}': no torch module produces '{layer.output}' after conversion")
+        params[layer.name] = _entry_for(model, layer, module, fx_node)
+    module.recompile()
+    return params
+
+
+def _entry_for(model: Model, layer: PrunableLayer, module: fx.GraphModule, fx_node: fx.Node) -> ParamEntry:
+    submodule = module.get_submodule(fx_node.target)
+    if isinstance(submodule, nn.Sequential):
+        # asymmetric padding: onnx2torch writes Sequential(OnnxPadStatic, ConvNd)
+        convolutions = [child for child in submodule if isinstance(child, nn.modules.conv._ConvNd)]
+        if len(convolutions) == 1:
+            submodule = convolutions[0]
+    if isinstance(submodule, nn.modules.conv._ConvNd):
+        return ParamEntry(layer, submodule)
+    if isinstance(submodule, nn.Linear):
+        node = _onnx_node(model, layer)
+        attributes = {a.name: a for a in node.attribute}
+        trans_b = bool(attributes["transB"].i) if "transB" in attributes else False
+        alpha = attributes["alpha"].f if "alpha" in attributes else 1.0
+        return ParamEntry(layer, submodule, transpose=not trans_b, scale=alpha)
+    return ParamEntry(layer, _bind_weight(model, layer, module, fx_node))
+
+
+def _onnx_node(model: Model, layer: PrunableLayer):
+    return next(node for node in model.proto.graph.node if node.output and node.output[0] == layer.output)
+
+
+def _bind_weight(model: Model, layer: PrunableLayer, module: fx.GraphModule, fx_node: fx.Node) -> BoundWeight:
+    """Replace a module fed with the weight buffer by a `BoundWeight` that owns it."""
+    expected = torch.from_numpy(np.array(model.weight_array(layer)))
+    for position, arg in enumerate(fx_node.args):
+        if isinstance(arg, fx.Node) and arg.op == "get_attr":
+            owner_name, buffer_name = arg.target.rsplit(".", 1)
+            owner = module.get_submodule(owner_name)
+            buffer = owner.get_buffer(buffer_name)
+            if tuple(buffer.shape) == tuple(expected.shape) and torch.equal(buffer, expected.to(buffer.dtype)):
+                fx_node.args = fx_node.args[:position] + fx_node.args[position + 1 :]
+                shared = bool(arg.users)  # a weight tied to another node keeps its buffer
+                bound = BoundWeight(
+                    module.get_submodule(fx_node.target), buffer.clone() if shared else buffer, position
+                )
+                bound.onnx_mapping = getattr(bound.inner, "onnx_mapping", None)
+                module.add_submodule(fx_node.target, bound)
+                if not shared:
+                    module.graph.erase_node(arg)
+                    del owner._buffers[buffer_name]
+                return bound
+    raise ConversionError(
+        f"layer '{layer.name}' ({layer.op_type}): its weight '{layer.weight}' is not an input of the "
+        "converted module; please report this model"
+    )

@@ -1,0 +1,27 @@
+"""One exception family for everything a user can get wrong.
+
+Every message says what went wrong, where, and what to do; the CLI prints it as one line and
+exits with code 2.
+"""
+
+from __future__ import annotations
+
+
+class OnnxpruneError(Exception):
+    """Base class of every error onnxprune raises on purpose."""
+
+
+class ModelLoadError(OnnxpruneError):
+    """The model file is missing, unreadable, or not a valid ONNX model."""
+
+
+class ConversionError(OnnxpruneError):
+    """The ONNX graph cannot be converted to torch (an op onnx2torch lacks, ...)."""
+
+
+class ConfigError(OnnxpruneError):
+    """Bad options: a sparsity out of range, a YAML naming an unknown layer, ..."""
+
+
+class VerificationError(OnnxpruneError):
+    """The written model fails onnx.checker, onnxruntime, or disagrees with torch."""

@@ -1,0 +1,259 @@
+"""The prune verb: score, select, mask, write back; and save with verification."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch.nn.utils import prune as torch_prune
+
+from onnxprune import select
+from onnxprune.convert import TorchModel, to_torch
+from onnxprune.errors import ConfigError
+from onnxprune.methods import ScoreContext, get_method
+from onnxprune.model import Model, PrunableLayer, check_output_path, from_proto, save_atomic
+from onnxprune.storage import to_sparse_storage, write_back
+from onnxprune.verify import VerifyReport, verify
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """Sparsity of one prunable layer, counted on the weights that will be written."""
+
+    name: str
+    op_type: str
+    weight: str
+    shape: tuple[int, ...]
+    numel: int
+    zeros: int
+    target: float | None
+    capped: bool = False
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the layer's weights that are zero."""
+        return self.zeros / self.numel if self.numel else 0.0
+
+
+@dataclass
+class PruneResult:
+    """A pruned model in memory, with what was done to it.
+
+    Attributes:
+        model: the pruned model (a copy of the original graph with new initializers).
+        source: the model it was pruned from.
+        torch_model: the masked torch model (masks from torch.nn.utils.prune), for fine-tuning.
+        layers: per-layer report.
+        method, scope: what was asked.
+        requested: the requested sparsity.
+        notes: things the user should know (capped layers, excluded layers).
+        selection_seconds: time spent scoring and selecting.
+        verification: filled in by `save`.
+    """
+
+    model: Model
+    source: Model
+    torch_model: TorchModel
+    layers: list[LayerReport]
+    method: str
+    scope: str
+    requested: float
+    notes: list[str] = field(default_factory=list)
+    selection_seconds: float = 0.0
+    verification: VerifyReport | None = None
+    sparse_initializers: list[str] = field(default_factory=list)
+
+    @property
+    def prunable_sparsity(self) -> float:
+        """Zeros over all weights of prunable layers."""
+        total = sum(layer.numel for layer in self.layers)
+        return sum(layer.zeros for layer in self.layers) / total if total else 0.0
+
+    @property
+    def total_sparsity(self) -> float:
+        """Zeros over every floating-point initializer (biases, BatchNorm, mean image included)."""
+        total, zeros = self.model.parameter_counts()
+        return zeros / total if total else 0.0
+
+
+def prune(
+    model: Model,
+    sparsity: float,
+    *,
+    method: str = "magnitude",
+    scope: str = "layer",
+    config: str | os.PathLike | None = None,
+    skip_first: bool = False,
+    skip_last: bool = False,
+    max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY,
+    torch_model: TorchModel | None = None,
+) -> PruneResult:
+    """Prune a loaded model.
+
+    Args:
+        model: from `onnxprune.load`.
+        sparsity: fraction of prunable weights to remove, in [0, 1).
+        method: a registered method name (`onnxprune.methods.list_methods()`).
+        scope: "layer" (every layer to `sparsity`) or "global" (one threshold over all layers,
+            no layer above `max_layer_sparsity`).
+        config: a YAML of per-layer ratios (`conv1: 0.5`, optional `default:`); named layers get
+            exactly their ratio, the others follow `scope` with the default or `sparsity`.
+        skip_first: leave the first prunable layer dense.
+        skip_last: leave the last prunable layer dense.
+        max_layer_sparsity: the cap of global selection.
+        torch_model: an already converted model to continue from (iterative pruning).
+
+    Returns:
+        A `PruneResult`; nothing is written until `save`.
+
+    Example:
+        >>> model = onnxprune.load("alexnet.onnx")  # doctest: +SKIP
+        >>> result = onnxprune.prune(model, 0.9, scope="global")  # doctest: +SKIP
+        >>> onnxprune.save(result, "alexnet_pruned.onnx")  # doctest: +SKIP
+    """
+    sparsity = select.check_sparsity(sparsity)
+    if scope not in select.SCOPES:
+        raise ConfigError(f"scope must be one of {', '.join(select.SCOPES)}, got '{scope}'")
+    max_layer_sparsity = select.check_sparsity(max_layer_sparsity, "max layer sparsity")
+    chosen = get_method(method)
+    if not model.layers:
+        raise ConfigError(
+            "the model has no prunable layer (Conv, Gemm or MatMul with an initializer weight); nothing to prune"
+        )
+    pinned, default = _pinned_ratios(model, config, skip_first, skip_last)
+    free_sparsity = sparsity if default is None else default
+    torch_model = torch_model or to_torch(model)
+
+    started = time.perf_counter()
+    context = ScoreContext(torch_model=torch_model)
+    scores = {name: entry_scores for name, entry_scores in _score(chosen, torch_model, context)}
+    plans = select.select_layerwise(scores, pinned)
+    free = {name: scores[name] for name in scores if name not in pinned}
+    if scope == "global" and free:
+        plans.update(select.select_global(free, free_sparsity, max_layer_sparsity))
+    else:
+        plans.update(select.select_layerwise(free, {name: free_sparsity for name in free}))
+    masks = select.masks_from_plans(scores, plans)
+    selection_seconds = time.perf_counter() - started
+    del scores
+
+    _apply_masks(torch_model, masks)
+    weights = {entry.layer.weight: entry.to_onnx() for entry in torch_model.params.values()}
+    pruned = from_proto(write_back(model, weights))
+    layers = [_layer_report(layer, weights[layer.weight], plans[layer.name]) for layer in model.layers]
+    notes = _notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity)
+    return PruneResult(
+        model=pruned,
+        source=model,
+        torch_model=torch_model,
+        layers=layers,
+        method=method,
+        scope=scope,
+        requested=sparsity,
+        notes=notes,
+        selection_seconds=selection_seconds,
+    )
+
+
+def _pinned_ratios(model: Model, config, skip_first: bool, skip_last: bool) -> tuple[dict[str, float], float | None]:
+    names = [layer.name for layer in model.layers]
+    pinned, default = {}, None
+    if config is not None:
+        aliases = {layer.weight: layer.name for layer in model.layers}
+        pinned, default = select.read_ratios(config, names, aliases)
+    if skip_first:
+        pinned[names[0]] = 0.0
+    if skip_last:
+        pinned[names[-1]] = 0.0
+    return pinned, default
+
+
+def _score(method, torch_model: TorchModel, context: ScoreContext):
+    with torch.no_grad():
+        for name, entry in torch_model.params.items():
+            yield name, np.asarray(method.score(entry, context), dtype=np.float32)
+
+
+def _apply_masks(torch_model: TorchModel, masks: dict[str, np.ndarray]) -> None:
+    """Attach each mask through torch.nn.utils.prune, so fine-tuning keeps pruned weights at zero."""
+    for name, mask in masks.items():
+        entry = torch_model.params[name]
+        torch_mask = torch.from_numpy(np.ascontiguousarray(mask.T if entry.transpose else mask))
+        torch_prune.custom_from_mask(entry.module, "weight", torch_mask.to(entry.parameter.device))
+
+
+def _layer_report(layer: PrunableLayer, weight: np.ndarray, plan: select.LayerPlan) -> LayerReport:
+    return LayerReport(
+        name=layer.name,
+        op_type=layer.op_type,
+        weight=layer.weight,
+        shape=layer.shape,
+        numel=layer.numel,
+        zeros=int(weight.size - np.count_nonzero(weight)),
+        target=plan.ratio,
+        capped=plan.capped,
+    )
+
+
+def _notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity) -> list[str]:
+    notes = []
+    capped = [name for name, plan in plans.items() if plan.capped]
+    if capped:
+        notes.append(
+            f"global selection capped {len(capped)} layer(s) at {max_layer_sparsity:.0%} to avoid layer collapse: "
+            + ", ".join(capped)
+        )
+    if skip_first:
+        notes.append(f"first layer '{model.layers[0].name}' left dense")
+    if skip_last:
+        notes.append(f"last layer '{model.layers[-1].name}' left dense")
+    return notes
+
+
+def save(
+    result: PruneResult,
+    output: str | os.PathLike,
+    *,
+    sparse_storage: bool = False,
+) -> VerifyReport:
+    """Write a pruned model atomically, after verifying it.
+
+    The file is written to a temporary name, checked (onnx.checker, onnxruntime loads it, output
+    equals the torch model's within `onnxprune.verify.RTOL/ATOL`), then renamed into place. On
+    any failure nothing is left at `output`. The input file is never overwritten.
+
+    Args:
+        result: from `prune`.
+        output: the .onnx path to write.
+        sparse_storage: move weights to `graph.sparse_initializer` where that is smaller
+            (smaller file; onnxruntime densifies them at load, so no speed-up).
+
+    Returns:
+        The verification report (also stored in `result.verification`).
+    """
+    output = check_output_path(result.source, output)
+    proto = result.model.proto
+    if sparse_storage:
+        proto = _copy(proto)
+        result.sparse_initializers = to_sparse_storage(proto, [layer.weight for layer in result.model.layers])
+    reports = []
+    module, spec = result.torch_model.module, result.model.input
+    save_atomic(proto, output, check=lambda path: reports.append(verify(path, module, spec)))
+    result.verification = reports[0]
+    return reports[0]
+
+
+def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    return copy
+
+
+def default_output(model_path: Path, sparsity: float, method: str) -> Path:
+    """`<stem>_<method>_<sparsity>.onnx` beside the input."""
+    return model_path.with_name(f"{model_path.stem}_{method}_{sparsity:.2f}.onnx")
