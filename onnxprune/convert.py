@@ -8,6 +8,7 @@ write the wrong tensor back.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import types
@@ -36,15 +37,55 @@ def import_onnx2torch() -> types.ModuleType:
     try:
         import torchvision  # noqa: F401
     except Exception as exc:  # RuntimeError for a mismatch, ImportError when absent
-        _install_torchvision_stand_in(f"{type(exc).__name__}: {exc}")
-    import onnx2torch
+        with _torchvision_stand_in(f"{type(exc).__name__}: {exc}"):
+            import onnx2torch
+    else:
+        import onnx2torch
 
+    _register_type_only_revisions()
     return onnx2torch
 
 
-def _install_torchvision_stand_in(reason: str) -> None:
-    for name in [name for name in sys.modules if name == "torchvision" or name.startswith("torchvision.")]:
-        del sys.modules[name]
+# Schema revisions newer than onnx2torch 1.5.15 knows, whose only change is a wider list of
+# element types (float8, int4, bfloat16): the older converter is exact for float32 graphs. The
+# dynamo exporter of torch.onnx writes opset 18-20 (Reshape-19, Constant-19, Identity-19, ...).
+TYPE_ONLY_REVISIONS = {
+    "Reshape": ((19, 14), (21, 14), (23, 14), (24, 14)),
+    "Constant": ((19, 13), (21, 13), (23, 13), (24, 13)),
+    "Identity": ((19, 16), (21, 16), (23, 16), (24, 16)),
+    "Shape": ((19, 15), (21, 15), (23, 15), (24, 15)),
+    "Cast": ((19, 13), (21, 13), (23, 13), (24, 13)),
+    "Flatten": ((21, 13), (23, 13), (24, 13)),
+    "Transpose": ((21, 13), (23, 13), (24, 13)),
+    "Squeeze": ((23, 21), (24, 21)),
+    "Unsqueeze": ((21, 13), (23, 13), (24, 13)),
+    "Conv": ((22, 11),),
+    "MaxPool": ((22, 12),),
+    "Dropout": ((22, 13),),
+    "GlobalAveragePool": ((22, 1),),
+    "LRN": ((22, 13),),
+    "InstanceNormalization": ((22, 6),),
+}
+
+
+def _register_type_only_revisions() -> None:
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, add_converter
+
+    for operation, revisions in TYPE_ONLY_REVISIONS.items():
+        for new_version, known_version in revisions:
+            known = _CONVERTER_REGISTRY.get(OperationDescription("", operation, known_version))
+            if known is not None and OperationDescription("", operation, new_version) not in _CONVERTER_REGISTRY:
+                add_converter(operation_type=operation, version=new_version)(known)
+
+
+@contextlib.contextmanager
+def _torchvision_stand_in(reason: str):
+    """Put a stand-in `torchvision` in sys.modules while onnx2torch is imported, then remove it.
+
+    onnx2torch keeps its references to the stand-in; everything else (torch.onnx's exporter looks
+    torchvision up by name) sees the same environment as without onnxprune.
+    """
+    broken = {name: sys.modules.pop(name) for name in list(sys.modules) if name.split(".")[0] == "torchvision"}
 
     def unavailable(*_args, **_kwargs):
         raise ConversionError(
@@ -56,10 +97,13 @@ def _install_torchvision_stand_in(reason: str) -> None:
     ops = types.ModuleType("torchvision.ops")
     ops.nms = ops.box_convert = ops.roi_align = unavailable
     stand_in.ops = ops
-    stand_in.__onnxprune_stand_in__ = reason
-    sys.modules["torchvision"] = stand_in
-    sys.modules["torchvision.ops"] = ops
-    _LOG.debug("torchvision unusable (%s); installed a stand-in for onnx2torch", reason)
+    sys.modules["torchvision"], sys.modules["torchvision.ops"] = stand_in, ops
+    _LOG.debug("torchvision unusable (%s); onnx2torch imported with a stand-in", reason)
+    try:
+        yield
+    finally:
+        del sys.modules["torchvision"], sys.modules["torchvision.ops"]
+        del broken  # the half-imported modules are not put back: importing them again fails the same way
 
 
 class BoundWeight(nn.Module):

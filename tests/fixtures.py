@@ -1,0 +1,226 @@
+"""Models built here for the tests: MATLAB-style, MatMul MLPs, tf2onnx-style NHWC, torch exports.
+
+Every builder is deterministic (seeded) and small, so a test can build it in milliseconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+MATLAB_PRODUCER = "MATLAB Deep Learning Toolbox Converter for ONNX Model Format"
+
+
+def _init(rng, name, shape, scale=None):
+    fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else shape[0]
+    scale = scale if scale is not None else 1.0 / np.sqrt(max(fan_in, 1))
+    return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+
+def matlab_alexnet(opset: int = 8, size: int = 35, classes: int = 5, seed: int = 0) -> onnx.ModelProto:
+    """An AlexNet-shaped graph as exportONNXNetwork writes it.
+
+    Mean-image Sub, Conv + Relu + LRN + MaxPool, grouped convolutions (group=2), Flatten,
+    Gemm(transB=1) fully-connected layers with Dropout between them, Softmax output; opset 8
+    (Flatten v1, Dropout v7, Gemm v7) or 13.
+    """
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((rng.random((1, 3, size, size)) * 128).astype(np.float32), "data_Mean")]
+    nodes = [helper.make_node("Sub", ["data", "data_Mean"], ["data_Sub"], name="data_Sub")]
+
+    def conv(name, source, cin, cout, k, stride=1, pad=0, group=1):
+        inits.append(_init(rng, f"{name}_W", (cout, cin // group, k, k)))
+        inits.append(_init(rng, f"{name}_B", (cout,), 0.1))
+        nodes.append(
+            helper.make_node(
+                "Conv",
+                [source, f"{name}_W", f"{name}_B"],
+                [name],
+                name=name,
+                kernel_shape=[k, k],
+                strides=[stride, stride],
+                pads=[pad] * 4,
+                group=group,
+                dilations=[1, 1],
+            )
+        )
+        nodes.append(helper.make_node("Relu", [name], [f"relu_{name}"], name=f"relu_{name}"))
+        return f"relu_{name}"
+
+    def lrn(name, source):
+        nodes.append(helper.make_node("LRN", [source], [name], name=name, size=5, alpha=1e-4, beta=0.75, bias=1.0))
+        return name
+
+    def pool(name, source):
+        nodes.append(helper.make_node("MaxPool", [source], [name], name=name, kernel_shape=[3, 3], strides=[2, 2]))
+        return name
+
+    x = conv("conv1", "data_Sub", 3, 16, 5, stride=2, pad=0)  # 35 -> 16
+    x = pool("pool1", lrn("norm1", x))  # 16 -> 7
+    x = conv("conv2", x, 16, 24, 3, pad=1, group=2)
+    x = pool("pool2", lrn("norm2", x))  # 7 -> 3
+    x = conv("conv3", x, 24, 32, 3, pad=1)
+    x = conv("conv4", x, 32, 32, 3, pad=1, group=2)
+    x = conv("conv5", x, 32, 16, 3, pad=1, group=2)
+    nodes.append(helper.make_node("Flatten", [x], ["flat"], name="fc6_Flatten", axis=1))
+    features = 16 * 3 * 3
+    source = "flat"
+    for index, (name, width) in enumerate([("fc6", 64), ("fc7", 64), ("fc8", classes)]):
+        inits.append(_init(rng, f"{name}_W", (width, features)))
+        inits.append(_init(rng, f"{name}_B", (width,), 0.1))
+        nodes.append(helper.make_node("Gemm", [source, f"{name}_W", f"{name}_B"], [name], name=name, transB=1))
+        source, features = name, width
+        if index < 2:
+            nodes.append(helper.make_node("Relu", [source], [f"relu{name}"], name=f"relu{name}"))
+            dropout_attrs = {"ratio": 0.5} if opset < 12 else {}
+            nodes.append(helper.make_node("Dropout", [f"relu{name}"], [f"drop{name}"], name=f"drop{name}", **dropout_attrs))
+            source = f"drop{name}"
+    nodes.append(helper.make_node("Softmax", [source], ["prob"], name="prob", axis=1))
+    graph = helper.make_graph(
+        nodes,
+        "matlab_alexnet",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("prob", TensorProto.FLOAT, [1, classes])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=MATLAB_PRODUCER)
+    model.producer_version = "23.2.0"
+    model.ir_version = 4 if opset <= 8 else 7
+    onnx.checker.check_model(model)
+    return model
+
+
+def matmul_mlp(seed: int = 1, opset: int = 13) -> onnx.ModelProto:
+    """A fully-connected network stored as MatMul (W [in, out]) + Add, symbolic batch (MATLAB's cora style)."""
+    rng = np.random.default_rng(seed)
+    widths = [20, 32, 16, 4]
+    inits, nodes, source = [], [], "input"
+    for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True), 1):
+        inits.append(_init(rng, f"fc_{index}_MatMul_W", (fan_in, fan_out), 1.0 / np.sqrt(fan_in)))
+        inits.append(_init(rng, f"fc_{index}_Add_B", (fan_out,), 0.1))
+        nodes.append(helper.make_node("MatMul", [source, f"fc_{index}_MatMul_W"], [f"fc_{index}_MatMul"], name=f"fc_{index}_MatMul"))
+        nodes.append(helper.make_node("Add", [f"fc_{index}_MatMul", f"fc_{index}_Add_B"], [f"fc_{index}_Add"], name=f"fc_{index}_Add"))
+        source = f"fc_{index}_Add"
+        if index < len(widths) - 1:
+            nodes.append(helper.make_node("Relu", [source], [f"relu_{index}"], name=f"relu_{index}"))
+            source = f"relu_{index}"
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["BatchSize", widths[0]])],
+        [helper.make_tensor_value_info(source, TensorProto.FLOAT, ["BatchSize", widths[-1]])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name=MATLAB_PRODUCER)
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    return model
+
+
+def tf2onnx_nhwc(seed: int = 2) -> onnx.ModelProto:
+    """A tf2onnx-style graph: NHWC input, Transpose to NCHW, Conv, pooling, Reshape, MatMul + Add, Softmax."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init(rng, "conv2d/kernel", (8, 3, 3, 3)),
+        _init(rng, "conv2d/bias", (8,), 0.1),
+        _init(rng, "dense/kernel", (8, 6)),
+        _init(rng, "dense/bias", (6,), 0.1),
+        numpy_helper.from_array(np.array([-1, 8], dtype=np.int64), "flatten/shape"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["input_1"], ["nchw"], name="transpose_to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "conv2d/kernel", "conv2d/bias"], ["conv"], name="conv2d", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["relu"], name="conv2d/Relu"),
+        helper.make_node("GlobalAveragePool", ["relu"], ["gap"], name="global_average_pooling2d"),
+        helper.make_node("Reshape", ["gap", "flatten/shape"], ["flat"], name="flatten/Reshape"),
+        helper.make_node("MatMul", ["flat", "dense/kernel"], ["dense_mm"], name="dense/MatMul"),
+        helper.make_node("Add", ["dense_mm", "dense/bias"], ["logits"], name="dense/BiasAdd"),
+        helper.make_node("Softmax", ["logits"], ["dense"], name="dense/Softmax", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tf2onnx",
+        [helper.make_tensor_value_info("input_1", TensorProto.FLOAT, ["unk__6", 12, 12, 3])],
+        [helper.make_tensor_value_info("dense", TensorProto.FLOAT, ["unk__7", 6])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="tf2onnx")
+    model.producer_version = "1.16.1"
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    return model
+
+
+def vgg_bn_module(seed: int = 3):
+    """A small VGG with BatchNorm (torch), with non-trivial BatchNorm statistics."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 32),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(32, 10),
+    )
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+def export_vgg(path: Path, dynamo: bool) -> Path:
+    """Export `vgg_bn_module` with torch.onnx.export, BatchNorm kept, symbolic batch.
+
+    dynamo=True: the default exporter of recent torch (opset 18+, Reshape(allowzero=1)), with its
+    graph optimiser off so BatchNormalization stays a node. dynamo=False: the TorchScript exporter
+    at opset 13 in PRESERVE mode (in EVAL mode it folds BatchNorm into the Conv).
+    """
+    import torch
+
+    model = vgg_bn_module()
+    example = torch.randn(2, 3, 16, 16)
+    common = {"input_names": ["images"], "output_names": ["logits"]}
+    if dynamo:
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        torch.onnx.export(
+            model, (example,), str(path), dynamo=True, optimize=False, verbose=False, dynamic_shapes=({0: batch},), **common
+        )
+    else:
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=13,
+            training=torch.onnx.TrainingMode.PRESERVE,
+            do_constant_folding=False,
+            dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+            **common,
+        )
+    return path
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    """Write a fixture to disk and return its path."""
+    onnx.save_model(model, str(path))
+    return path
