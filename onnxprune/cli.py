@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -25,8 +26,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Prune ONNX classifiers exported by MATLAB or PyTorch, verified in onnxruntime.",
 )
-console = Console()
-error_console = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """A rich console; wide when output goes to a file or pipe, so tables keep full layer names."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, width=None if stream.isatty() else 160, soft_wrap=True)
+
+
+def _human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GB"
 
 
 def reports_errors(command: Callable) -> Callable:
@@ -68,9 +81,9 @@ def inspect(
         typer.echo(json.dumps(description, indent=2))
         return
     spec = description["input"]
-    console.print(f"[bold]{model_path}[/bold]  producer: {description['producer']}  opset {description['opset']}")
-    console.print(f"input  {spec['name']} {spec['shape']} {spec['layout']} {spec['elem_type']}")
-    console.print(f"output {', '.join(description['outputs'])}")
+    _console().print(f"[bold]{model_path}[/bold]  producer: {description['producer']}  opset {description['opset']}")
+    _console().print(f"input  {spec['name']} {spec['shape']} {spec['layout']} {spec['elem_type']}")
+    _console().print(f"output {', '.join(description['outputs'])}")
     table = Table("layer", "op", "weight shape", "params", "zeros", "sparsity", "MACs")
     for layer in description["layers"]:
         table.add_row(
@@ -82,9 +95,9 @@ def inspect(
             f"{layer['sparsity']:.1%}",
             f"{layer['macs']:,}",
         )
-    console.print(table)
+    _console().print(table)
     totals = description["totals"]
-    console.print(
+    _console().print(
         f"prunable: {totals['prunable_params']:,} weights, {totals['prunable_zeros']:,} zero; "
         f"all parameters: {totals['all_params']:,}, {totals['all_zeros']:,} zero; MACs {totals['macs']:,}"
     )
@@ -144,18 +157,17 @@ def prune(
         return
     _print_prune_table(result)
     for note in result.notes:
-        console.print(f"note: {note}", highlight=False)
+        _console().print(f"note: {note}")
     if result.sparse_initializers:
-        console.print(
+        _console().print(
             f"sparse storage: {len(result.sparse_initializers)} weight(s) stored as sparse initializers "
             "(smaller file; onnxruntime densifies them at load, so inference is not faster)",
             highlight=False,
         )
-    console.print(
+    _console().print(
         f"sparsity {result.prunable_sparsity:.2%} of prunable weights, {result.total_sparsity:.2%} of all parameters; "
         f"verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); wrote {output} "
-        f"({output.stat().st_size / 1e6:.2f} MB)",
-        highlight=False,
+        f"({_human_size(output.stat().st_size)})"
     )
 
 
@@ -189,7 +201,7 @@ def _print_prune_table(result) -> None:
             f"{layer.zeros:,}",
             f"{layer.sparsity:.1%}",
         )
-    console.print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -197,7 +209,7 @@ def demo(
     out: Annotated[Path, typer.Option(help="folder for the demo's results")] = Path("onnxprune-demo"),
 ) -> None:
     """Run the built-in demo (coming in a later version)."""
-    console.print(
+    _console().print(
         "The built-in demo (data set, reference models, sweep and figures) is coming in a later version.\n"
         "Today you can prune any ONNX classifier:  onnxprune prune model.onnx --sparsity 0.9 -o pruned.onnx"
     )
@@ -209,7 +221,7 @@ def main() -> None:
 
 
 def _print_error(message: str) -> None:
-    error_console.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
+    _console(stderr=True).print(f"error: {message}", markup=False)
 
 
 if __name__ == "__main__":

@@ -76,7 +76,9 @@ def matlab_alexnet(opset: int = 8, size: int = 35, classes: int = 5, seed: int =
         if index < 2:
             nodes.append(helper.make_node("Relu", [source], [f"relu{name}"], name=f"relu{name}"))
             dropout_attrs = {"ratio": 0.5} if opset < 12 else {}
-            nodes.append(helper.make_node("Dropout", [f"relu{name}"], [f"drop{name}"], name=f"drop{name}", **dropout_attrs))
+            nodes.append(
+                helper.make_node("Dropout", [f"relu{name}"], [f"drop{name}"], name=f"drop{name}", **dropout_attrs)
+            )
             source = f"drop{name}"
     nodes.append(helper.make_node("Softmax", [source], ["prob"], name="prob", axis=1))
     graph = helper.make_graph(
@@ -101,8 +103,16 @@ def matmul_mlp(seed: int = 1, opset: int = 13) -> onnx.ModelProto:
     for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True), 1):
         inits.append(_init(rng, f"fc_{index}_MatMul_W", (fan_in, fan_out), 1.0 / np.sqrt(fan_in)))
         inits.append(_init(rng, f"fc_{index}_Add_B", (fan_out,), 0.1))
-        nodes.append(helper.make_node("MatMul", [source, f"fc_{index}_MatMul_W"], [f"fc_{index}_MatMul"], name=f"fc_{index}_MatMul"))
-        nodes.append(helper.make_node("Add", [f"fc_{index}_MatMul", f"fc_{index}_Add_B"], [f"fc_{index}_Add"], name=f"fc_{index}_Add"))
+        nodes.append(
+            helper.make_node(
+                "MatMul", [source, f"fc_{index}_MatMul_W"], [f"fc_{index}_MatMul"], name=f"fc_{index}_MatMul"
+            )
+        )
+        nodes.append(
+            helper.make_node(
+                "Add", [f"fc_{index}_MatMul", f"fc_{index}_Add_B"], [f"fc_{index}_Add"], name=f"fc_{index}_Add"
+            )
+        )
         source = f"fc_{index}_Add"
         if index < len(widths) - 1:
             nodes.append(helper.make_node("Relu", [source], [f"relu_{index}"], name=f"relu_{index}"))
@@ -203,7 +213,14 @@ def export_vgg(path: Path, dynamo: bool) -> Path:
     if dynamo:
         batch = torch.export.Dim("batch", min=1, max=1024)
         torch.onnx.export(
-            model, (example,), str(path), dynamo=True, optimize=False, verbose=False, dynamic_shapes=({0: batch},), **common
+            model,
+            (example,),
+            str(path),
+            dynamo=True,
+            optimize=False,
+            verbose=False,
+            dynamic_shapes=({0: batch},),
+            **common,
         )
     else:
         torch.onnx.export(

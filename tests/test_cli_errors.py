@@ -1,0 +1,156 @@
+"""Bad input: one line, exit code 2, no traceback, input unchanged, no partial output."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from typer.testing import CliRunner
+
+from onnxprune.cli import app
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def alexnet(fixture_model, tmp_path):
+    """A private copy of a fixture, so a test may check it is unchanged."""
+    path = tmp_path / "alexnet.onnx"
+    path.write_bytes(fixture_model("matlab_alexnet_opset8").read_bytes())
+    return path
+
+
+def only_files(folder, *expected):
+    assert sorted(p.name for p in folder.iterdir()) == sorted(expected)
+
+
+def test_missing_file(tmp_path):
+    result = run("prune", tmp_path / "absent.onnx", "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "absent.onnx", "no such file")
+    only_files(tmp_path)
+
+
+def test_missing_file_inspect(tmp_path):
+    assert_one_line_error(run("inspect", tmp_path / "absent.onnx"), "no such file")
+
+
+def test_text_file_named_onnx(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("these are my notes, not a network\n" * 20)
+    result = run("prune", path, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "notes.onnx")
+    only_files(tmp_path, "notes.onnx")
+
+
+def test_truncated_onnx(alexnet, tmp_path):
+    data = alexnet.read_bytes()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(data[: len(data) // 2])
+    result = run("prune", truncated, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "truncated.onnx", "truncated")
+    only_files(tmp_path, "alexnet.onnx", "truncated.onnx")
+
+
+def _with_node(node, opset_imports, tmp_path, name):
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "conv_W")
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "conv_W"], ["conv"], name="conv"), node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=opset_imports)
+    path = tmp_path / name
+    onnx.save_model(model, str(path))
+    return path
+
+
+def test_matlab_placeholder_op_is_named(tmp_path):
+    node = helper.make_node("Placeholder", ["conv"], ["y"], name="customLayer_1", domain="com.mathworks")
+    opsets = [helper.make_opsetid("", 13), helper.make_opsetid("com.mathworks", 1)]
+    path = _with_node(node, opsets, tmp_path, "custom.onnx")
+    result = run("prune", path, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "customLayer_1", "com.mathworks::Placeholder")
+    only_files(tmp_path, "custom.onnx")
+
+
+def test_standard_op_without_converter_is_named(tmp_path):
+    node = helper.make_node("Hardmax", ["conv"], ["y"], name="hardmax_node", axis=1)
+    path = _with_node(node, [helper.make_opsetid("", 13)], tmp_path, "hardmax.onnx")
+    assert_one_line_error(run("prune", path, "-o", tmp_path / "out.onnx"), "hardmax_node", "Hardmax")
+
+
+def test_model_without_prunable_layer(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"], name="relu"), helper.make_node("Softmax", ["r"], ["y"], name="sm")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+    )
+    path = tmp_path / "plain.onnx"
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    assert_one_line_error(run("prune", path, "-o", tmp_path / "out.onnx"), "no prunable layer")
+    only_files(tmp_path, "plain.onnx")
+
+
+@pytest.mark.parametrize("sparsity", ["1.5", "1.0", "-0.1", "nan"])
+def test_sparsity_out_of_range(alexnet, tmp_path, sparsity):
+    before = alexnet.read_bytes()
+    result = run("prune", alexnet, "--sparsity", sparsity, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "sparsity must be in [0, 1)")
+    assert alexnet.read_bytes() == before
+    only_files(tmp_path, "alexnet.onnx")
+
+
+def test_output_equal_to_input(alexnet, tmp_path):
+    before = alexnet.read_bytes()
+    result = run("prune", alexnet, "--sparsity", "0.5", "-o", alexnet)
+    assert_one_line_error(result, "is the input file")
+    assert alexnet.read_bytes() == before
+    only_files(tmp_path, "alexnet.onnx")
+
+
+def test_output_in_missing_folder(alexnet, tmp_path):
+    result = run("prune", alexnet, "-o", tmp_path / "nowhere" / "out.onnx")
+    assert_one_line_error(result, "does not exist")
+
+
+def test_yaml_with_unknown_layer_lists_valid_ones(alexnet, tmp_path):
+    config = tmp_path / "ratios.yaml"
+    config.write_text("conv1: 0.5\nconv9: 0.7\n")
+    before = alexnet.read_bytes()
+    result = run("prune", alexnet, "--config", config, "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "conv9", "conv1, conv2, conv3, conv4, conv5, fc6, fc7, fc8")
+    assert alexnet.read_bytes() == before
+    only_files(tmp_path, "alexnet.onnx", "ratios.yaml")
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [("conv1: 1.2\n", "sparsity of 'conv1'"), ("- conv1\n", "expected a mapping"), ("conv1: [\n", "not valid YAML")],
+)
+def test_bad_yaml_values(alexnet, tmp_path, content, fragment):
+    config = tmp_path / "ratios.yaml"
+    config.write_text(content)
+    assert_one_line_error(run("prune", alexnet, "--config", config, "-o", tmp_path / "out.onnx"), fragment)
+
+
+def test_unknown_scope_and_method(alexnet, tmp_path):
+    assert_one_line_error(run("prune", alexnet, "--scope", "planet", "-o", tmp_path / "o.onnx"), "scope must be one of")
+    assert_one_line_error(
+        run("prune", alexnet, "--method", "dice", "-o", tmp_path / "o.onnx"), "known methods: magnitude"
+    )

@@ -1,0 +1,63 @@
+"""Selection: exact counts, ties, global threshold, the layer-collapse guard, ratio files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from onnxprune import select
+from onnxprune.errors import ConfigError
+
+
+def test_smallest_drops_exactly_count_even_with_ties():
+    scores = np.array([0, 0, 0, 0, 1, 2, 3, 3, 3, 4], dtype=np.float32)
+    for count in range(11):
+        keep = select.smallest(scores, count)
+        assert int((~keep).sum()) == count
+        if 0 < count < 10:
+            assert scores[~keep].max() <= scores[keep].min()
+
+
+def test_global_uses_one_threshold():
+    rng = np.random.default_rng(0)
+    scores = {"a": rng.random(1000).astype(np.float32), "b": rng.random(3000).astype(np.float32) * 2}
+    plans = select.select_global(scores, 0.5, max_layer_sparsity=0.99)
+    masks = select.masks_from_plans(scores, plans)
+    assert sum(plan.count for plan in plans.values()) == 2000
+    dropped = np.concatenate([scores[n][~masks[n]] for n in scores])
+    kept = np.concatenate([scores[n][masks[n]] for n in scores])
+    assert dropped.max() <= kept.min()
+    assert plans["a"].ratio > plans["b"].ratio  # smaller scores, pruned harder
+
+
+def test_global_caps_a_layer_that_would_collapse_and_keeps_the_total():
+    scores = {"tiny": np.full(100, 1e-6, np.float32), "big": np.linspace(1, 2, 900, dtype=np.float32)}
+    plans = select.select_global(scores, 0.5, max_layer_sparsity=0.9)
+    assert plans["tiny"].capped and plans["tiny"].count == 90
+    assert plans["big"].count == 500 - 90
+    assert not plans["big"].capped
+
+
+def test_global_infeasible_cap_is_an_error():
+    scores = {"a": np.ones(10, np.float32), "b": np.ones(10, np.float32)}
+    with pytest.raises(ConfigError, match="cannot be reached"):
+        select.select_global(scores, 0.95, max_layer_sparsity=0.5)
+
+
+def test_read_ratios_accepts_aliases_and_default(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("default: 0.7\nconv1: 0.5\nfc8_W: 0\n")
+    ratios, default = select.read_ratios(path, ["conv1", "fc8"], {"conv1_W": "conv1", "fc8_W": "fc8"})
+    assert ratios == {"conv1": 0.5, "fc8": 0.0}
+    assert default == 0.7
+
+
+def test_read_ratios_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such ratio file"):
+        select.read_ratios(tmp_path / "absent.yaml", ["a"], {})
+
+
+@pytest.mark.parametrize("value", [1.0, 1.5, -0.01, "x", float("nan")])
+def test_check_sparsity_rejects(value):
+    with pytest.raises(ConfigError):
+        select.check_sparsity(value)
