@@ -149,6 +149,7 @@ def prune(
         skip_first=skip_first,
         skip_last=skip_last,
         max_layer_sparsity=max_layer_sparsity,
+        keep_masks=False,  # nothing trains after this command: the zeros are the mask
     )
     report = save(result, output, sparse_storage=sparse_storage)
     summary = _prune_summary(result, output)

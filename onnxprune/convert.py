@@ -16,10 +16,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from onnx import numpy_helper
 from torch import fx, nn
 
 from onnxprune.errors import ConversionError
-from onnxprune.model import Model, PrunableLayer, conversion_copy
+from onnxprune.model import Model, PrunableLayer, conversion_copy, is_stand_in
 
 _LOG = logging.getLogger(__name__)
 
@@ -198,7 +199,8 @@ def to_torch(model: Model) -> TorchModel:
     copy = conversion_copy(model.proto)
     _check_convertible(copy)
     try:
-        module = onnx2torch.convert(copy, attach_onnx_mapping=True)
+        with _values_from(model.proto):
+            module = onnx2torch.convert(copy, attach_onnx_mapping=True)
     except ConversionError:
         raise
     except Exception as exc:
@@ -209,6 +211,30 @@ def to_torch(model: Model) -> TorchModel:
     params = _map_parameters(model, module)
     params.check(model)
     return TorchModel(module=module, params=params)
+
+
+@contextlib.contextmanager
+def _values_from(original):
+    """While converting a skeleton, give onnx2torch each stand-in's value from the original proto.
+
+    Every converter of onnx2torch reads initializer values through `OnnxTensor.to_torch`; routing
+    that one method keeps a single copy of the weights (the torch one) besides the original.
+    """
+    from onnx2torch.onnx_tensor import OnnxTensor
+
+    originals = {tensor.name: tensor for tensor in original.graph.initializer}
+    own_to_torch = OnnxTensor.to_torch
+
+    def to_torch(tensor: OnnxTensor) -> torch.Tensor:
+        if is_stand_in(tensor.proto):
+            return torch.from_numpy(np.array(numpy_helper.to_array(originals[tensor.name])))
+        return own_to_torch(tensor)
+
+    OnnxTensor.to_torch = to_torch
+    try:
+        yield
+    finally:
+        OnnxTensor.to_torch = own_to_torch
 
 
 def _check_convertible(copy) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference, version_converter
+from onnx import helper, numpy_helper, shape_inference, version_converter
 
 from onnxprune.errors import ConfigError, ModelLoadError
 
@@ -201,11 +201,53 @@ def _read_proto(path: Path) -> onnx.ModelProto:
     if not proto.graph.node:
         raise ModelLoadError(f"{path}: contains no ONNX graph (no nodes); is it truncated or another format?")
     try:
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(_checkable_skeleton(proto))
+        _check_initializer_sizes(proto)
     except onnx.checker.ValidationError as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line}") from None
     return proto
+
+
+def _checkable_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with each large initializer turned into a typed graph input.
+
+    onnx.checker serialises what it checks; this spares it the weights while keeping every
+    structural rule it enforces (the checker rejects the external-data stand-ins of
+    `_copy_without_weights`, whose location is not a file).
+    """
+    skeleton = onnx.ModelProto()
+    _copy_without_weights(proto, skeleton)
+    listed = {value.name for value in skeleton.graph.input}
+    kept = []
+    for tensor in skeleton.graph.initializer:
+        if is_stand_in(tensor):
+            if tensor.name not in listed:
+                skeleton.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+        else:
+            kept.append(tensor)
+    del skeleton.graph.initializer[:]
+    skeleton.graph.initializer.extend(kept)
+    return skeleton
+
+
+def _check_initializer_sizes(proto: onnx.ModelProto) -> None:
+    """What the checker would have found in the weights the skeleton lacks: data of the wrong size."""
+    for tensor in proto.graph.initializer:
+        if tensor.raw_data:
+            expected = int(np.prod(tensor.dims)) * helper_itemsize(tensor.data_type)
+            if expected and len(tensor.raw_data) != expected:
+                raise onnx.checker.ValidationError(
+                    f"initializer '{tensor.name}' holds {len(tensor.raw_data)} bytes for shape {list(tensor.dims)}"
+                )
+
+
+def helper_itemsize(data_type: int) -> int:
+    """Bytes per element of an ONNX tensor type (0 when not fixed-size)."""
+    try:
+        return np.dtype(helper.tensor_dtype_to_np_dtype(data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        return 0
 
 
 def from_proto(proto: onnx.ModelProto, path: Path | None = None) -> Model:
@@ -369,7 +411,8 @@ def _copy_without_weights(proto: onnx.ModelProto, target: onnx.ModelProto) -> No
             entry.key, entry.value = "location", STAND_IN_LOCATION
 
 
-def _is_stand_in(tensor: onnx.TensorProto) -> bool:
+def is_stand_in(tensor: onnx.TensorProto) -> bool:
+    """True for the shape-only placeholder of a large initializer in a skeleton copy."""
     return tensor.data_location == onnx.TensorProto.EXTERNAL and any(
         entry.value == STAND_IN_LOCATION for entry in tensor.external_data
     )
@@ -396,16 +439,18 @@ def copy_without_initializers(proto: onnx.ModelProto, target: onnx.ModelProto) -
 
 
 def conversion_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `proto` that onnx2torch can convert: opset >= 13 and sanitised attributes.
+    """A skeleton copy of `proto` that onnx2torch can convert: opset >= 13, sanitised attributes.
 
-    The original is never modified. Sanitising:
+    Initializers over 64 KB are shape-only stand-ins (see `is_stand_in`); their values stay in the
+    original. The original is never modified. Sanitising:
     - `Reshape(allowzero=1)` (torch.onnx's dynamo exporter writes it) becomes allowzero=0, which
       onnx2torch supports; the two differ only for a 0 in the target shape, which a classifier's
       shapes (computed from real, non-empty tensors) never contain.
     - initializers listed among the graph inputs (IR < 4 habit) are removed from the inputs.
     """
-    # Upgrade a skeleton (weights replaced by shape-only stand-ins), then put the weights back:
-    # the version converter serialises the whole model, which would copy every weight twice.
+    # Work on a skeleton: large initializers are shape-only stand-ins (`is_stand_in`). The version
+    # converter and shape inference serialise the whole model, which would copy every weight
+    # twice; `onnxprune.convert` feeds the real values to onnx2torch from the original instead.
     copy = onnx.ModelProto()
     _copy_without_weights(proto, copy)
     initializer_names = {tensor.name for tensor in copy.graph.initializer}
@@ -416,10 +461,6 @@ def conversion_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
         copy.ir_version = 4
     if default_opset(copy) < CONVERSION_OPSET:
         copy = _upgrade_opset(copy)
-    originals = {tensor.name: tensor for tensor in proto.graph.initializer}
-    for tensor in copy.graph.initializer:
-        if _is_stand_in(tensor) and tensor.name in originals:
-            tensor.CopyFrom(originals[tensor.name])
     for node in copy.graph.node:
         if node.op_type == "Reshape":
             for attribute in node.attribute:
@@ -452,12 +493,18 @@ def check_output_path(model: Model, output: str | os.PathLike) -> Path:
     return output
 
 
-def save_atomic(proto: onnx.ModelProto, output: Path, check=None) -> None:
-    """Write `proto` to `output` through a temporary file in the same folder.
+def save_atomic(write, output: Path, check=None) -> None:
+    """Write a file through a temporary file in the same folder, then rename it into place.
 
-    `check(temp_path)` runs on the written temporary file before it is renamed into place; if it
-    raises, the temporary file is removed and `output` is left as it was.
+    Args:
+        write: `write(temp_path)` writes the content (an `onnx.ModelProto` is accepted too).
+        output: the final path.
+        check: `check(temp_path)` runs on the written file before the rename; if it raises,
+            the temporary file is removed and `output` is left as it was.
     """
+    if isinstance(write, onnx.ModelProto):
+        proto = write
+        write = lambda path: onnx.save_model(proto, str(path))  # noqa: E731
     handle, temp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
     os.close(handle)
     temp_path = Path(temp_name)
@@ -465,7 +512,7 @@ def save_atomic(proto: onnx.ModelProto, output: Path, check=None) -> None:
     os.umask(umask)
     os.chmod(temp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
     try:
-        onnx.save_model(proto, str(temp_path))
+        write(temp_path)
         if check is not None:
             check(temp_path)
         os.replace(temp_path, output)

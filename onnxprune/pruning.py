@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from torch.nn.utils import prune as torch_prune
 
@@ -17,7 +16,7 @@ from onnxprune.convert import TorchModel, to_torch
 from onnxprune.errors import ConfigError
 from onnxprune.methods import ScoreContext, get_method
 from onnxprune.model import Model, PrunableLayer, check_output_path, from_proto, save_atomic
-from onnxprune.storage import to_sparse_storage, write_back
+from onnxprune.storage import write_back, write_model
 from onnxprune.verify import VerifyReport, verify
 
 
@@ -45,28 +44,40 @@ class PruneResult:
     """A pruned model in memory, with what was done to it.
 
     Attributes:
-        model: the pruned model (a copy of the original graph with new initializers).
-        source: the model it was pruned from.
-        torch_model: the masked torch model (masks from torch.nn.utils.prune), for fine-tuning.
+        source: the model it was pruned from (untouched).
+        torch_model: the pruned torch model; with `masks_kept`, its masks are
+            torch.nn.utils.prune masks (`weight_orig` x `weight_mask`), ready for fine-tuning.
+        weights: the new value of each prunable weight initializer, in ONNX layout.
         layers: per-layer report.
         method, scope: what was asked.
         requested: the requested sparsity.
         notes: things the user should know (capped layers, excluded layers).
         selection_seconds: time spent scoring and selecting.
+        masks_kept: whether the torch model carries torch.nn.utils.prune masks.
         verification: filled in by `save`.
+        sparse_initializers: filled in by `save` with `sparse_storage=True`.
     """
 
-    model: Model
     source: Model
     torch_model: TorchModel
+    weights: dict[str, np.ndarray]
     layers: list[LayerReport]
     method: str
     scope: str
     requested: float
     notes: list[str] = field(default_factory=list)
     selection_seconds: float = 0.0
+    masks_kept: bool = True
     verification: VerifyReport | None = None
     sparse_initializers: list[str] = field(default_factory=list)
+    _model: Model | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> Model:
+        """The pruned model as an in-memory `Model` (built on first use: it copies the graph)."""
+        if self._model is None:
+            self._model = from_proto(write_back(self.source, self.weights))
+        return self._model
 
     @property
     def prunable_sparsity(self) -> float:
@@ -77,7 +88,12 @@ class PruneResult:
     @property
     def total_sparsity(self) -> float:
         """Zeros over every floating-point initializer (biases, BatchNorm, mean image included)."""
-        total, zeros = self.model.parameter_counts()
+        total, zeros = self.source.parameter_counts()
+        for layer in self.source.layers:
+            before = self.source.weight_array(layer)
+            zeros += int(np.count_nonzero(self.weights[layer.weight] == 0)) - int(
+                before.size - np.count_nonzero(before)
+            )
         return zeros / total if total else 0.0
 
 
@@ -92,6 +108,7 @@ def prune(
     skip_last: bool = False,
     max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY,
     torch_model: TorchModel | None = None,
+    keep_masks: bool = True,
 ) -> PruneResult:
     """Prune a loaded model.
 
@@ -107,6 +124,10 @@ def prune(
         skip_last: leave the last prunable layer dense.
         max_layer_sparsity: the cap of global selection.
         torch_model: an already converted model to continue from (iterative pruning).
+        keep_masks: attach the masks with torch.nn.utils.prune so fine-tuning keeps pruned
+            weights at zero. False zeroes the weights in place instead (the zeros are the mask:
+            reloading the file recovers it), which saves two copies of every weight when
+            nothing is trained afterwards.
 
     Returns:
         A `PruneResult`; nothing is written until `save`.
@@ -130,34 +151,38 @@ def prune(
     torch_model = torch_model or to_torch(model)
 
     started = time.perf_counter()
+    masks, plans = _select(chosen, torch_model, pinned, scope, free_sparsity, max_layer_sparsity)
+    selection_seconds = time.perf_counter() - started
+
+    _apply_masks(torch_model, masks, keep_masks)
+    del masks
+    weights = {entry.layer.weight: entry.to_onnx() for entry in torch_model.params.values()}
+    layers = [_layer_report(layer, weights[layer.weight], plans[layer.name]) for layer in model.layers]
+    return PruneResult(
+        source=model,
+        torch_model=torch_model,
+        weights=weights,
+        layers=layers,
+        method=method,
+        scope=scope,
+        requested=sparsity,
+        notes=_notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity),
+        selection_seconds=selection_seconds,
+        masks_kept=keep_masks,
+    )
+
+
+def _select(method, torch_model, pinned, scope, free_sparsity, max_layer_sparsity):
+    """Score every layer and choose what to remove: (keep-masks in ONNX layout, plans)."""
     context = ScoreContext(torch_model=torch_model)
-    scores = {name: entry_scores for name, entry_scores in _score(chosen, torch_model, context)}
+    scores = dict(_score(method, torch_model, context))
     plans = select.select_layerwise(scores, pinned)
     free = {name: scores[name] for name in scores if name not in pinned}
     if scope == "global" and free:
         plans.update(select.select_global(free, free_sparsity, max_layer_sparsity))
     else:
         plans.update(select.select_layerwise(free, {name: free_sparsity for name in free}))
-    masks = select.masks_from_plans(scores, plans)
-    selection_seconds = time.perf_counter() - started
-    del scores
-
-    _apply_masks(torch_model, masks)
-    weights = {entry.layer.weight: entry.to_onnx() for entry in torch_model.params.values()}
-    pruned = from_proto(write_back(model, weights))
-    layers = [_layer_report(layer, weights[layer.weight], plans[layer.name]) for layer in model.layers]
-    notes = _notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity)
-    return PruneResult(
-        model=pruned,
-        source=model,
-        torch_model=torch_model,
-        layers=layers,
-        method=method,
-        scope=scope,
-        requested=sparsity,
-        notes=notes,
-        selection_seconds=selection_seconds,
-    )
+    return select.masks_from_plans(scores, plans), plans
 
 
 def _pinned_ratios(model: Model, config, skip_first: bool, skip_last: bool) -> tuple[dict[str, float], float | None]:
@@ -179,12 +204,17 @@ def _score(method, torch_model: TorchModel, context: ScoreContext):
             yield name, np.asarray(method.score(entry, context), dtype=np.float32)
 
 
-def _apply_masks(torch_model: TorchModel, masks: dict[str, np.ndarray]) -> None:
-    """Attach each mask through torch.nn.utils.prune, so fine-tuning keeps pruned weights at zero."""
+def _apply_masks(torch_model: TorchModel, masks: dict[str, np.ndarray], keep_masks: bool) -> None:
+    """Attach each mask through torch.nn.utils.prune, or zero the weights in place."""
     for name, mask in masks.items():
         entry = torch_model.params[name]
         torch_mask = torch.from_numpy(np.ascontiguousarray(mask.T if entry.transpose else mask))
-        torch_prune.custom_from_mask(entry.module, "weight", torch_mask.to(entry.parameter.device))
+        torch_mask = torch_mask.to(entry.parameter.device)
+        if keep_masks:
+            torch_prune.custom_from_mask(entry.module, "weight", torch_mask)
+        else:
+            with torch.no_grad():
+                entry.parameter.masked_fill_(~torch_mask, 0.0)
 
 
 def _layer_report(layer: PrunableLayer, weight: np.ndarray, plan: select.LayerPlan) -> LayerReport:
@@ -237,21 +267,18 @@ def save(
         The verification report (also stored in `result.verification`).
     """
     output = check_output_path(result.source, output)
-    proto = result.model.proto
-    if sparse_storage:
-        proto = _copy(proto)
-        result.sparse_initializers = to_sparse_storage(proto, [layer.weight for layer in result.model.layers])
-    reports = []
-    module, spec = result.torch_model.module, result.model.input
-    save_atomic(proto, output, check=lambda path: reports.append(verify(path, module, spec)))
+    candidates = [layer.weight for layer in result.source.layers] if sparse_storage else []
+    moved: list[str] = []
+    reports: list[VerifyReport] = []
+
+    def write(path: Path) -> None:
+        moved[:] = write_model(path, result.source.proto, result.weights, candidates)
+
+    module, spec = result.torch_model.module, result.source.input
+    save_atomic(write, output, check=lambda path: reports.append(verify(path, module, spec)))
+    result.sparse_initializers = moved
     result.verification = reports[0]
     return reports[0]
-
-
-def _copy(proto: onnx.ModelProto) -> onnx.ModelProto:
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    return copy
 
 
 def default_output(model_path: Path, sparsity: float, method: str) -> Path:

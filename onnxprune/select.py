@@ -164,20 +164,50 @@ def _global_counts(scores: dict[str, np.ndarray], budget: int) -> dict[str, int]
     """How many of each layer's scores fall under one global threshold that removes `budget`."""
     if budget <= 0 or not scores:
         return {name: 0 for name in scores}
-    pooled = np.concatenate([array.reshape(-1) for array in scores.values()])
-    budget = min(budget, pooled.size)
-    threshold = np.partition(pooled, budget - 1)[budget - 1]
-    del pooled
+    budget = min(budget, sum(array.size for array in scores.values()))
+    threshold = global_kth_smallest(list(scores.values()), budget)
     counts = {name: int(np.count_nonzero(array < threshold)) for name, array in scores.items()}
     missing = budget - sum(counts.values())
     for name, array in scores.items():  # ties at the threshold, in layer order
         if missing <= 0:
             break
-        ties = int(np.count_nonzero(array == threshold))
-        taken = min(ties, missing)
+        taken = min(int(np.count_nonzero(array == threshold)), missing)
         counts[name] += taken
         missing -= taken
     return counts
+
+
+SAMPLE_SIZE = 1 << 20
+
+
+def global_kth_smallest(arrays: list[np.ndarray], k: int, seed: int = 0) -> float:
+    """The k-th smallest value (1-based) over several arrays, without concatenating them all.
+
+    Floyd-Rivest style: a random sample brackets the answer, one counting pass finds how many
+    values lie below the bracket, and only the values inside it (a few per million) are gathered
+    and partitioned. Falls back to one concatenation when the bracket misses (never seen in
+    practice) or the arrays are small. Memory: the bracket, not a copy of every score.
+    """
+    total = sum(array.size for array in arrays)
+    if total <= 4 * SAMPLE_SIZE:
+        pooled = np.concatenate([array.reshape(-1) for array in arrays])
+        return float(np.partition(pooled, k - 1)[k - 1])
+    rng = np.random.default_rng(seed)
+    sample = np.concatenate(
+        [rng.choice(array.reshape(-1), size=max(1, round(SAMPLE_SIZE * array.size / total))) for array in arrays]
+    )
+    sample.sort()
+    position = k / total * sample.size
+    margin = 6 * np.sqrt(sample.size) + 16  # six standard deviations of the sample rank
+    low = sample[max(0, int(position - margin))]
+    high = sample[min(sample.size - 1, int(position + margin))]
+    below = sum(int(np.count_nonzero(array < low)) for array in arrays)
+    inside = np.concatenate([array[(array >= low) & (array <= high)] for array in arrays])
+    rank = k - 1 - below
+    if 0 <= rank < inside.size:
+        return float(np.partition(inside, rank)[rank])
+    pooled = np.concatenate([array.reshape(-1) for array in arrays])
+    return float(np.partition(pooled, k - 1)[k - 1])
 
 
 def masks_from_plans(scores: dict[str, np.ndarray], plans: dict[str, LayerPlan]) -> dict[str, np.ndarray]:

@@ -29,11 +29,7 @@ def write_back(model: Model, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     copy_without_initializers(original, result)
     for tensor in original.graph.initializer:
         if tensor.name in weights:
-            dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-            replacement = numpy_helper.from_array(np.asarray(weights[tensor.name], dtype=dtype), tensor.name)
-            if tensor.doc_string:
-                replacement.doc_string = tensor.doc_string
-            result.graph.initializer.append(replacement)
+            result.graph.initializer.append(_replacement(tensor, weights[tensor.name]))
         else:
             result.graph.initializer.append(tensor)
     return result
@@ -57,30 +53,115 @@ def to_sparse_storage(proto: onnx.ModelProto, candidates: list[str]) -> list[str
     Returns:
         The names that were moved.
     """
-    moved = []
-    kept = []
-    wanted = set(candidates)
-    for tensor in proto.graph.initializer:
-        if tensor.name not in wanted:
-            kept.append(tensor)
-            continue
-        array = numpy_helper.to_array(tensor)
-        if sparse_size(array) >= array.nbytes:
-            kept.append(tensor)
-            continue
-        flat = array.reshape(-1)
-        indices = np.flatnonzero(flat).astype(np.int64)
-        values = numpy_helper.from_array(flat[indices], tensor.name)
-        index_tensor = numpy_helper.from_array(indices, f"{tensor.name}_indices")
-        proto.graph.sparse_initializer.append(helper.make_sparse_tensor(values, index_tensor, list(array.shape)))
-        moved.append(tensor.name)
+    moved = _add_sparse_initializers(proto, proto, {}, candidates)
+    kept = [tensor for tensor in proto.graph.initializer if tensor.name not in moved]
     del proto.graph.initializer[:]
     proto.graph.initializer.extend(kept)
+    return sorted(moved)
+
+
+def write_model(
+    path,
+    source: onnx.ModelProto,
+    replacements: dict[str, np.ndarray],
+    sparse_candidates: list[str] = (),
+) -> list[str]:
+    """Write `source` with some initializers replaced, one tensor at a time.
+
+    The result is the file `write_back(...)` would serialise, byte for byte equivalent once
+    parsed, but it is streamed: protobuf's wire format lets the graph field be written as its
+    skeleton followed by one initializer record after another, so the whole model never exists
+    twice in memory (a 61M-parameter AlexNet would otherwise need the proto and its serialised
+    copy at once).
+
+    Args:
+        path: the file to write.
+        source: the original model (left untouched).
+        replacements: initializer name -> new value (ONNX layout), cast to the original type.
+        sparse_candidates: initializer names to store as int64-indexed sparse initializers where
+            that is smaller (see `to_sparse_storage`).
+
+    Returns:
+        The names stored as sparse initializers.
+    """
+    skeleton = onnx.ModelProto()
+    copy_without_initializers(source, skeleton)
+    moved = _add_sparse_initializers(skeleton, source, replacements, sparse_candidates)
+    graph = skeleton.graph
+    graph_field = _tag(onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number)
+    initializer_field = _tag(onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number)
+    records = [
+        (tensor, replacements.get(tensor.name)) for tensor in source.graph.initializer if tensor.name not in moved
+    ]
+    graph_head = graph.SerializeToString()
+    sizes = [_record_size(tensor, value) for tensor, value in records]
+    graph_size = len(graph_head) + sum(len(initializer_field) + len(_varint(size)) + size for size in sizes)
+    skeleton.ClearField("graph")
+    with open(path, "wb") as stream:
+        stream.write(skeleton.SerializeToString())
+        stream.write(graph_field + _varint(graph_size) + graph_head)
+        for (tensor, value), size in zip(records, sizes, strict=True):
+            data = tensor.SerializeToString() if value is None else _replacement(tensor, value).SerializeToString()
+            assert len(data) == size, f"initializer '{tensor.name}': size changed while writing"
+            stream.write(initializer_field + _varint(size))
+            stream.write(data)
+    return sorted(moved)
+
+
+def _replacement(tensor: onnx.TensorProto, value: np.ndarray) -> onnx.TensorProto:
+    dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+    replacement = numpy_helper.from_array(np.asarray(value, dtype=dtype), tensor.name)
+    if tensor.doc_string:
+        replacement.doc_string = tensor.doc_string
+    return replacement
+
+
+def _record_size(tensor: onnx.TensorProto, value: np.ndarray | None) -> int:
+    """Serialised size of the initializer record, without building the replacement tensor."""
+    if value is None:
+        return tensor.ByteSize()
+    header = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=list(np.shape(value)))
+    if tensor.doc_string:
+        header.doc_string = tensor.doc_string
+    raw_bytes = int(np.prod(np.shape(value))) * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    raw_field = _tag(onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number)
+    return header.ByteSize() + len(raw_field) + len(_varint(raw_bytes)) + raw_bytes
+
+
+def _add_sparse_initializers(skeleton, source, replacements, candidates) -> set[str]:
+    originals = {tensor.name: tensor for tensor in source.graph.initializer}
+    moved = set()
+    for name in candidates:
+        value = replacements[name] if name in replacements else numpy_helper.to_array(originals[name])
+        value = np.asarray(value, dtype=helper.tensor_dtype_to_np_dtype(originals[name].data_type))
+        if sparse_size(value) >= value.nbytes:
+            continue
+        flat = value.reshape(-1)
+        indices = np.flatnonzero(flat).astype(np.int64)
+        values = numpy_helper.from_array(flat[indices], name)
+        index_tensor = numpy_helper.from_array(indices, f"{name}_indices")
+        skeleton.graph.sparse_initializer.append(helper.make_sparse_tensor(values, index_tensor, list(value.shape)))
+        moved.add(name)
     if moved:
-        # graph inputs that shadow initializers (IR < 4 habit) would now be unfed inputs
-        moved_names = set(moved)
-        inputs = [value for value in proto.graph.input if value.name not in moved_names]
-        del proto.graph.input[:]
-        proto.graph.input.extend(inputs)
-        proto.ir_version = max(proto.ir_version, 4)
+        # graph inputs that shadow initializers (IR < 4 habit) would become unfed inputs
+        inputs = [value for value in skeleton.graph.input if value.name not in moved]
+        del skeleton.graph.input[:]
+        skeleton.graph.input.extend(inputs)
+        skeleton.ir_version = max(skeleton.ir_version, 4)
     return moved
+
+
+def _tag(field_number: int) -> bytes:
+    return _varint(field_number << 3 | 2)  # wire type 2: length-delimited
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

@@ -20,13 +20,23 @@ def _init(rng, name, shape, scale=None):
     return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
 
 
-def matlab_alexnet(opset: int = 8, size: int = 35, classes: int = 5, seed: int = 0) -> onnx.ModelProto:
+def matlab_alexnet(
+    opset: int = 8, size: int = 35, classes: int = 5, seed: int = 0, full: bool = False
+) -> onnx.ModelProto:
     """An AlexNet-shaped graph as exportONNXNetwork writes it.
 
     Mean-image Sub, Conv + Relu + LRN + MaxPool, grouped convolutions (group=2), Flatten,
     Gemm(transB=1) fully-connected layers with Dropout between them, Softmax output; opset 8
-    (Flatten v1, Dropout v7, Gemm v7) or 13.
+    (Flatten v1, Dropout v7, Gemm v7) or 13. `full=True` gives the real AlexNet's shapes
+    (227x227 input, 61M parameters, 1000 classes) for benchmarks; the default is a small one.
     """
+    if full:
+        size, classes = 227, 1000
+        conv1_kernel, conv1_stride, conv2_kernel = 11, 4, 5
+        widths, fc_widths, pool3 = (96, 256, 384, 384, 256), (4096, 4096), True
+    else:
+        conv1_kernel, conv1_stride, conv2_kernel = 5, 2, 3
+        widths, fc_widths, pool3 = (16, 24, 32, 32, 16), (64, 64), False
     rng = np.random.default_rng(seed)
     inits = [numpy_helper.from_array((rng.random((1, 3, size, size)) * 128).astype(np.float32), "data_Mean")]
     nodes = [helper.make_node("Sub", ["data", "data_Mean"], ["data_Sub"], name="data_Sub")]
@@ -34,19 +44,8 @@ def matlab_alexnet(opset: int = 8, size: int = 35, classes: int = 5, seed: int =
     def conv(name, source, cin, cout, k, stride=1, pad=0, group=1):
         inits.append(_init(rng, f"{name}_W", (cout, cin // group, k, k)))
         inits.append(_init(rng, f"{name}_B", (cout,), 0.1))
-        nodes.append(
-            helper.make_node(
-                "Conv",
-                [source, f"{name}_W", f"{name}_B"],
-                [name],
-                name=name,
-                kernel_shape=[k, k],
-                strides=[stride, stride],
-                pads=[pad] * 4,
-                group=group,
-                dilations=[1, 1],
-            )
-        )
+        attributes = {"kernel_shape": [k, k], "strides": [stride, stride], "pads": [pad] * 4, "group": group}
+        nodes.append(helper.make_node("Conv", [source, f"{name}_W", f"{name}_B"], [name], name=name, **attributes))
         nodes.append(helper.make_node("Relu", [name], [f"relu_{name}"], name=f"relu_{name}"))
         return f"relu_{name}"
 
@@ -58,17 +57,22 @@ def matlab_alexnet(opset: int = 8, size: int = 35, classes: int = 5, seed: int =
         nodes.append(helper.make_node("MaxPool", [source], [name], name=name, kernel_shape=[3, 3], strides=[2, 2]))
         return name
 
-    x = conv("conv1", "data_Sub", 3, 16, 5, stride=2, pad=0)  # 35 -> 16
-    x = pool("pool1", lrn("norm1", x))  # 16 -> 7
-    x = conv("conv2", x, 16, 24, 3, pad=1, group=2)
-    x = pool("pool2", lrn("norm2", x))  # 7 -> 3
-    x = conv("conv3", x, 24, 32, 3, pad=1)
-    x = conv("conv4", x, 32, 32, 3, pad=1, group=2)
-    x = conv("conv5", x, 32, 16, 3, pad=1, group=2)
+    side = (size - conv1_kernel) // conv1_stride + 1
+    x = pool("pool1", lrn("norm1", conv("conv1", "data_Sub", 3, widths[0], conv1_kernel, stride=conv1_stride)))
+    side = (side - 3) // 2 + 1
+    x = conv("conv2", x, widths[0], widths[1], conv2_kernel, pad=conv2_kernel // 2, group=2)
+    x = pool("pool2", lrn("norm2", x))
+    side = (side - 3) // 2 + 1
+    x = conv("conv3", x, widths[1], widths[2], 3, pad=1)
+    x = conv("conv4", x, widths[2], widths[3], 3, pad=1, group=2)
+    x = conv("conv5", x, widths[3], widths[4], 3, pad=1, group=2)
+    if pool3:
+        x = pool("pool5", x)
+        side = (side - 3) // 2 + 1
     nodes.append(helper.make_node("Flatten", [x], ["flat"], name="fc6_Flatten", axis=1))
-    features = 16 * 3 * 3
+    features = widths[4] * side * side
     source = "flat"
-    for index, (name, width) in enumerate([("fc6", 64), ("fc7", 64), ("fc8", classes)]):
+    for index, (name, width) in enumerate(zip(("fc6", "fc7", "fc8"), (*fc_widths, classes), strict=True)):
         inits.append(_init(rng, f"{name}_W", (width, features)))
         inits.append(_init(rng, f"{name}_B", (width,), 0.1))
         nodes.append(helper.make_node("Gemm", [source, f"{name}_W", f"{name}_B"], [name], name=name, transB=1))

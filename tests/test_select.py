@@ -61,3 +61,12 @@ def test_read_ratios_missing_file(tmp_path):
 def test_check_sparsity_rejects(value):
     with pytest.raises(ConfigError):
         select.check_sparsity(value)
+
+
+@pytest.mark.parametrize("k", [1, 12345, 2_500_000, 4_999_999, 5_000_000])
+def test_global_kth_smallest_matches_a_full_partition(k):
+    rng = np.random.default_rng(1)
+    arrays = [rng.random(3_000_000).astype(np.float32), (rng.random(2_000_000) * 0.5).astype(np.float32)]
+    arrays[1][:1000] = 0.0  # ties
+    pooled = np.concatenate(arrays)
+    assert select.global_kth_smallest(arrays, k) == np.partition(pooled, k - 1)[k - 1]
