@@ -151,7 +151,8 @@ def prune(
         max_layer_sparsity=max_layer_sparsity,
         keep_masks=False,  # nothing trains after this command: the zeros are the mask
     )
-    report = save(result, output, sparse_storage=sparse_storage)
+    del model  # with release=True, save frees the last references once the file is written
+    report = save(result, output, sparse_storage=sparse_storage, release=True)
     summary = _prune_summary(result, output)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from onnxprune.errors import ConfigError
 from onnxprune.methods import ScoreContext, get_method
 from onnxprune.model import Model, PrunableLayer, check_output_path, from_proto, save_atomic
 from onnxprune.storage import write_back, write_model
-from onnxprune.verify import VerifyReport, verify
+from onnxprune.verify import VerifyReport, reference, verify
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class PruneResult:
         notes: things the user should know (capped layers, excluded layers).
         selection_seconds: time spent scoring and selecting.
         masks_kept: whether the torch model carries torch.nn.utils.prune masks.
+        total_sparsity: zeros over every floating-point initializer (biases, BatchNorm
+            parameters and MATLAB's mean image included).
         verification: filled in by `save`.
         sparse_initializers: filled in by `save` with `sparse_storage=True`.
     """
@@ -70,6 +73,7 @@ class PruneResult:
     masks_kept: bool = True
     verification: VerifyReport | None = None
     sparse_initializers: list[str] = field(default_factory=list)
+    total_sparsity: float = 0.0
     _model: Model | None = field(default=None, repr=False)
 
     @property
@@ -85,16 +89,26 @@ class PruneResult:
         total = sum(layer.numel for layer in self.layers)
         return sum(layer.zeros for layer in self.layers) / total if total else 0.0
 
-    @property
-    def total_sparsity(self) -> float:
-        """Zeros over every floating-point initializer (biases, BatchNorm, mean image included)."""
-        total, zeros = self.source.parameter_counts()
-        for layer in self.source.layers:
-            before = self.source.weight_array(layer)
-            zeros += int(np.count_nonzero(self.weights[layer.weight] == 0)) - int(
-                before.size - np.count_nonzero(before)
-            )
-        return zeros / total if total else 0.0
+    def release(self) -> None:
+        """Drop the torch model, the new weights and the source model to free their memory.
+
+        Afterwards only the reports (`layers`, sparsities, `notes`, `verification`) remain;
+        `save(..., release=True)` calls this once the file is written.
+        """
+        self.torch_model = None
+        self.weights = {}
+        self.source = None
+        self._model = None
+        gc.collect()  # an fx.GraphModule and its graph reference each other: free the cycle now
+
+
+def _total_sparsity(model: Model, weights: dict[str, np.ndarray]) -> float:
+    """Zeros over every floating-point initializer once `weights` replace their initializers."""
+    total, zeros = model.parameter_counts()
+    for layer in model.layers:
+        before = model.weight_array(layer)
+        zeros += int(np.count_nonzero(weights[layer.weight] == 0)) - int(before.size - np.count_nonzero(before))
+    return zeros / total if total else 0.0
 
 
 def prune(
@@ -169,6 +183,7 @@ def prune(
         notes=_notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity),
         selection_seconds=selection_seconds,
         masks_kept=keep_masks,
+        total_sparsity=_total_sparsity(model, weights),
     )
 
 
@@ -250,6 +265,7 @@ def save(
     output: str | os.PathLike,
     *,
     sparse_storage: bool = False,
+    release: bool = False,
 ) -> VerifyReport:
     """Write a pruned model atomically, after verifying it.
 
@@ -262,20 +278,25 @@ def save(
         output: the .onnx path to write.
         sparse_storage: move weights to `graph.sparse_initializer` where that is smaller
             (smaller file; onnxruntime densifies them at load, so no speed-up).
+        release: free the torch model and both copies of the weights as soon as the file is
+            written, before onnxruntime loads it (`PruneResult.release`); for callers that
+            need nothing but the reports afterwards. It keeps peak memory near 4x the file.
 
     Returns:
         The verification report (also stored in `result.verification`).
     """
     output = check_output_path(result.source, output)
     candidates = [layer.weight for layer in result.source.layers] if sparse_storage else []
+    expected = reference(result.torch_model.module, result.source.input)
     moved: list[str] = []
-    reports: list[VerifyReport] = []
 
     def write(path: Path) -> None:
         moved[:] = write_model(path, result.source.proto, result.weights, candidates)
+        if release:
+            result.release()
 
-    module, spec = result.torch_model.module, result.source.input
-    save_atomic(write, output, check=lambda path: reports.append(verify(path, module, spec)))
+    reports: list[VerifyReport] = []
+    save_atomic(write, output, check=lambda path: reports.append(verify(path, expected)))
     result.sparse_initializers = moved
     result.verification = reports[0]
     return reports[0]

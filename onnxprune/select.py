@@ -110,7 +110,7 @@ def smallest(scores: np.ndarray, count: int) -> np.ndarray:
         return keep.reshape(scores.shape)
     if count >= flat.size:
         return np.zeros(scores.shape, dtype=bool)
-    threshold = np.partition(flat, count - 1)[count - 1]
+    threshold = global_kth_smallest([flat], count)  # no full copy of a large layer
     below = flat < threshold
     keep[below] = False
     missing = count - int(below.sum())

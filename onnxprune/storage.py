@@ -10,6 +10,7 @@ from onnxprune.model import Model, copy_without_initializers
 
 # Each stored non-zero costs its value (4 bytes for float32) plus an int64 linear index.
 INDEX_BYTES = 8
+RAW_DATA_FIELD = onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
 
 
 def write_back(model: Model, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
@@ -101,11 +102,21 @@ def write_model(
         stream.write(skeleton.SerializeToString())
         stream.write(graph_field + _varint(graph_size) + graph_head)
         for (tensor, value), size in zip(records, sizes, strict=True):
-            data = tensor.SerializeToString() if value is None else _replacement(tensor, value).SerializeToString()
-            assert len(data) == size, f"initializer '{tensor.name}': size changed while writing"
             stream.write(initializer_field + _varint(size))
-            stream.write(data)
+            if value is None:
+                stream.write(tensor.SerializeToString())
+            else:
+                _write_replacement(stream, tensor, value)
     return sorted(moved)
+
+
+def _write_replacement(stream, tensor: onnx.TensorProto, value: np.ndarray) -> None:
+    """Write a TensorProto record for `value` without copying its data into a proto first."""
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
+    data = np.ascontiguousarray(value, dtype=dtype)
+    stream.write(_tensor_header(tensor, data.shape).SerializeToString())
+    stream.write(_tag(RAW_DATA_FIELD) + _varint(data.nbytes))
+    stream.write(memoryview(data.reshape(-1)).cast("B"))
 
 
 def _replacement(tensor: onnx.TensorProto, value: np.ndarray) -> onnx.TensorProto:
@@ -116,16 +127,21 @@ def _replacement(tensor: onnx.TensorProto, value: np.ndarray) -> onnx.TensorProt
     return replacement
 
 
+def _tensor_header(tensor: onnx.TensorProto, shape: tuple) -> onnx.TensorProto:
+    """The replacement's fields other than its data: name, type, dims, doc string."""
+    header = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=list(shape))
+    if tensor.doc_string:
+        header.doc_string = tensor.doc_string
+    return header
+
+
 def _record_size(tensor: onnx.TensorProto, value: np.ndarray | None) -> int:
     """Serialised size of the initializer record, without building the replacement tensor."""
     if value is None:
         return tensor.ByteSize()
-    header = onnx.TensorProto(name=tensor.name, data_type=tensor.data_type, dims=list(np.shape(value)))
-    if tensor.doc_string:
-        header.doc_string = tensor.doc_string
     raw_bytes = int(np.prod(np.shape(value))) * np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
-    raw_field = _tag(onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number)
-    return header.ByteSize() + len(raw_field) + len(_varint(raw_bytes)) + raw_bytes
+    header = _tensor_header(tensor, np.shape(value))
+    return header.ByteSize() + len(_tag(RAW_DATA_FIELD)) + len(_varint(raw_bytes)) + raw_bytes
 
 
 def _add_sparse_initializers(skeleton, source, replacements, candidates) -> set[str]:

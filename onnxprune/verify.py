@@ -56,7 +56,21 @@ def torch_outputs(module: torch.nn.Module, inputs: np.ndarray) -> list[np.ndarra
     return [output.detach().cpu().numpy() for output in outputs]
 
 
-def verify(path: Path, module: torch.nn.Module, spec: InputSpec, batch: int = 2) -> VerifyReport:
+@dataclass(frozen=True)
+class Reference:
+    """What the written file must reproduce: a batch and the torch model's outputs on it."""
+
+    inputs: np.ndarray
+    outputs: list[np.ndarray]
+
+
+def reference(module: torch.nn.Module, spec: InputSpec, batch: int = 2) -> Reference:
+    """Run the torch model on a random batch, to check a written file against later."""
+    inputs = random_batch(spec, batch)
+    return Reference(inputs=inputs, outputs=torch_outputs(module.eval(), inputs))
+
+
+def verify(path: Path, expected: Reference) -> VerifyReport:
     """Check a written model: onnx.checker passes, onnxruntime loads it, outputs equal torch's.
 
     Raises:
@@ -70,11 +84,9 @@ def verify(path: Path, module: torch.nn.Module, spec: InputSpec, batch: int = 2)
         ort_session = session(path)
     except Exception as exc:
         raise VerificationError(f"onnxruntime cannot load the written model: {str(exc).strip()[:300]}") from None
-    inputs = random_batch(spec, batch)
-    expected = torch_outputs(module.eval(), inputs)
-    actual = ort_session.run(None, {ort_session.get_inputs()[0].name: inputs})
+    actual = ort_session.run(None, {ort_session.get_inputs()[0].name: expected.inputs})
     worst = 0.0
-    for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
+    for index, (want, got) in enumerate(zip(expected.outputs, actual, strict=True)):
         want = np.asarray(want, dtype=np.float64).reshape(np.shape(got))
         got = np.asarray(got, dtype=np.float64)
         difference = float(np.max(np.abs(want - got))) if want.size else 0.0
@@ -84,4 +96,4 @@ def verify(path: Path, module: torch.nn.Module, spec: InputSpec, batch: int = 2)
                 f"output {index} of the written model differs from torch by up to {difference:.3g} "
                 f"(tolerance rtol={RTOL}, atol={ATOL}); the model was not saved"
             )
-    return VerifyReport(max_abs_diff=worst, rtol=RTOL, atol=ATOL, batch=inputs.shape[0])
+    return VerifyReport(max_abs_diff=worst, rtol=RTOL, atol=ATOL, batch=expected.inputs.shape[0])
