@@ -14,11 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from onnxprune.errors import OnnxpruneError
+from onnxprune.errors import ConfigError, OnnxpruneError
 
 app = typer.Typer(
     add_completion=False,
@@ -103,6 +104,190 @@ def inspect(
     )
 
 
+DataOption = Annotated[
+    Path | None, typer.Option("--data", help="images: class-subfolder folder or .zip, .mat, .npz or MNIST idx")
+]
+ValOption = Annotated[Path | None, typer.Option("--val", help="validation data (same formats); else --val-split")]
+ValSplitOption = Annotated[
+    float | None, typer.Option(help="fraction of --data held out for validation (default 0.2 when fine-tuning)")
+]
+LimitOption = Annotated[int | None, typer.Option(help="use only the first N samples of each data source")]
+PixelRangeOption = Annotated[
+    str | None, typer.Option(help="'0-255' or '0-1' (default: 0-255 for MATLAB exports with a mean-image Sub)")
+]
+MeanOption = Annotated[str | None, typer.Option(help="per-channel mean after scaling, e.g. 0.4914,0.4822,0.4465")]
+StdOption = Annotated[str | None, typer.Option(help="per-channel std, e.g. 0.2470,0.2435,0.2616")]
+FlattenOption = Annotated[
+    str, typer.Option(help="for flat inputs: 'row' (numpy order) or 'column' (MATLAB's X(:) order)")
+]
+SeedOption = Annotated[int, typer.Option(help="seed for splits, shuffling, augmentation and dropout")]
+
+
+def _numbers(text: str | None, what: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated numbers, got '{text}'") from None
+
+
+def _prepare_data(model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, default_split):
+    """(preprocess, train set or None, validation set or None) for a model and the data options."""
+    from onnxprune.data import check_labels, load_data, preprocess_for, split
+    from onnxprune.evaluate import num_outputs
+
+    preprocess = preprocess_for(model, pixel_range, _numbers(mean, "--mean"), _numbers(std, "--std"), flatten)
+    if data is None:
+        return preprocess, None, None
+
+    def read(path):
+        dataset = load_data(path, size=preprocess.image_size)
+        if limit is not None:
+            dataset = dataset.subset(np.arange(min(limit, len(dataset))), f" (first {limit})")
+        check_labels(dataset, num_outputs(model) or int(dataset.labels.max()) + 1)
+        return dataset
+
+    train = read(data)
+    if val is not None:
+        return preprocess, train, read(val)
+    fraction = default_split if val_split is None else val_split
+    if not fraction:
+        return preprocess, train, train
+    train, held_out = split(train, fraction, seed)
+    return preprocess, train, held_out
+
+
+@app.command()
+@reports_errors
+def evaluate(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
+    data: DataOption = None,
+    engine: Annotated[str, typer.Option(help="onnxruntime, torch or both")] = "onnxruntime",
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = "row",
+    batch_size: Annotated[int, typer.Option(help="samples per call")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Top-1 and top-5 accuracy and loss of MODEL on labelled data, in onnxruntime and/or torch."""
+    from onnxprune.evaluate import evaluate as evaluate_model
+    from onnxprune.model import load
+
+    if data is None:
+        raise ConfigError("evaluate needs --data (a folder, .zip, .mat, .npz or MNIST idx file)")
+    engines = ["onnxruntime", "torch"] if engine == "both" else [engine]
+    model = load(model_path)
+    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    results = [evaluate_model(model, dataset, preprocess, engine=name, batch_size=batch_size) for name in engines]
+    if as_json:
+        typer.echo(json.dumps([result.as_dict() for result in results], indent=2))
+        return
+    for note in preprocess.notes:
+        _console().print(f"note: {note}")
+    for result in results:
+        _console().print(
+            f"{result.engine:>11}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  "
+            f"({result.samples} samples, {result.samples / result.seconds:,.0f} samples/s)"
+        )
+
+
+@app.command()
+@reports_errors
+def finetune(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file (its zeros are kept)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output .onnx")],
+    data: DataOption = None,
+    val: ValOption = None,
+    val_split: ValSplitOption = None,
+    epochs: Annotated[int, typer.Option(help="passes over the training data")] = 3,
+    batch_size: Annotated[int, typer.Option(help="samples per step")] = 64,
+    lr: Annotated[float, typer.Option(help="initial learning rate (cosine schedule)")] = 0.01,
+    momentum: Annotated[float, typer.Option(help="SGD momentum")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="weight decay")] = 5e-4,
+    label_smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.0,
+    augment: Annotated[bool, typer.Option(help="random flip and crop for image inputs")] = True,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = "row",
+    seed: SeedOption = 0,
+) -> None:
+    """Fine-tune MODEL with its zero weights held at zero; write the best epoch on validation."""
+    from onnxprune.convert import to_torch
+    from onnxprune.evaluate import outputs_probabilities
+    from onnxprune.model import check_output_path, load
+    from onnxprune.schedule import _softmax_node_output, write_checkpoint
+    from onnxprune.train import TrainOptions
+    from onnxprune.train import finetune as finetune_model
+
+    if data is None:
+        raise ConfigError("finetune needs --data")
+    model = load(model_path)
+    check_output_path(model, output)
+    preprocess, train, held_out = _prepare_data(
+        model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, 0.2
+    )
+    options = TrainOptions(
+        epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        label_smoothing=label_smoothing, augment=augment, seed=seed, device=device,
+    )  # fmt: skip
+    torch_model = to_torch(model)
+    softmax = _softmax_node_output(model, model.outputs[0] if outputs_probabilities(model) else None)
+    with _training_progress() as progress:
+        result = finetune_model(torch_model, train, preprocess, options, held_out, softmax, progress)
+    write_checkpoint(model, torch_model, output)
+    best = result.best
+    accuracy = f", validation top-1 {best.val_top1:.2%}" if best and best.val_top1 is not None else ""
+    _console().print(f"kept epoch {result.best_epoch} of {epochs}{accuracy}; wrote {output}")
+
+
+class _training_progress:
+    """A rich progress bar fed by the library's progress callbacks."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(), console=_console(stderr=True), transient=True,
+        )  # fmt: skip
+        self.bar.start()
+        self.task = None
+        return self.update
+
+    def update(self, event: dict) -> None:
+        if "phase" in event:
+            description = f"round {event['round']}/{event['rounds']}: {event['phase']}"
+            if self.task is None:
+                self.task = self.bar.add_task(description, total=None, status="")
+            self.bar.update(self.task, description=description)
+        elif "step" in event:
+            if self.task is None:
+                self.task = self.bar.add_task("", total=event["steps"], status="")
+            self.bar.update(
+                self.task,
+                total=event["steps"],
+                completed=event["step"],
+                status=f"epoch {event['epoch']}  loss {event['loss']:.3f}  acc {event['top1']:.1%}",
+            )
+        elif "record" in event:
+            record = event["record"]
+            val = f"  val top-1 {record.val_top1:.2%}" if record.val_top1 is not None else ""
+            self.bar.console.print(
+                f"epoch {record.epoch}: loss {record.train_loss:.3f}  train top-1 {record.train_top1:.2%}{val}  "
+                f"({record.images_per_second:,.0f} images/s)"
+            )
+
+    def __exit__(self, *exc_info):
+        self.bar.stop()
+        return False
+
+
 @app.command()
 @reports_errors
 def prune(
@@ -129,8 +314,50 @@ def prune(
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    data: DataOption = None,
+    val: ValOption = None,
+    val_split: ValSplitOption = None,
+    finetune_epochs: Annotated[int, typer.Option(help="fine-tuning epochs after each pruning round")] = 0,
+    iterations: Annotated[int, typer.Option(help="pruning rounds: 1 = one-shot (OMP), 3+ = iterative (IMP)")] = 1,
+    schedule: Annotated[str, typer.Option(help="IMP schedule: geometric or cubic (Zhu-Gupta)")] = "geometric",
+    rewind: Annotated[bool, typer.Option("--rewind", help="reset surviving weights to their original values")] = False,
+    out_dir: Annotated[Path | None, typer.Option(help="folder for checkpoints and results (with --data)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out-dir")] = False,
+    batch_size: Annotated[int, typer.Option(help="fine-tuning batch size")] = 64,
+    lr: Annotated[float, typer.Option(help="fine-tuning learning rate")] = 0.01,
+    weight_decay: Annotated[float, typer.Option(help="fine-tuning weight decay")] = 5e-4,
+    label_smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.0,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = "row",
+    seed: SeedOption = 0,
 ) -> None:
-    """Prune MODEL and write the same graph with zeros in it, verified in onnxruntime."""
+    """Prune MODEL and write the same graph with zeros in it, verified in onnxruntime.
+
+    With --data: accuracy before and after, optional fine-tuning (--finetune-epochs) and
+    iterative rounds (--iterations), checkpoints and results in --out-dir, and a final model
+    named like omp_unstructured_0.80_acc_0.912.onnx.
+    """
+    if data is not None or finetune_epochs > 0 or iterations > 1 or resume:
+        from onnxprune.schedule import ScheduleOptions
+        from onnxprune.train import TrainOptions
+
+        options = ScheduleOptions(
+            target=sparsity, iterations=iterations, schedule=schedule, rewind=rewind, method=method, scope=scope,
+            config=str(config) if config else None, skip_first=skip_first, skip_last=skip_last,
+            max_layer_sparsity=max_layer_sparsity,
+            train=TrainOptions(
+                epochs=finetune_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                label_smoothing=label_smoothing, seed=seed, device=device,
+            ),
+        )  # fmt: skip
+        _run_schedule(
+            model_path, options, out_dir, resume, data, val, val_split, limit, pixel_range, mean, std, flatten, seed
+        )
+        return
     from onnxprune.model import check_output_path, load
     from onnxprune.pruning import default_output, save
     from onnxprune.pruning import prune as prune_model
@@ -171,6 +398,44 @@ def prune(
         f"verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); wrote {output} "
         f"({_human_size(output.stat().st_size)})"
     )
+
+
+def _run_schedule(
+    model_path, options, out_dir, resume, data, val, val_split, limit, pixel_range, mean, std, flatten, seed
+):
+    from onnxprune.model import load
+    from onnxprune.schedule import run
+
+    model = load(model_path)
+    preprocess, train, held_out = _prepare_data(
+        model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed,
+        0.2 if options.train.epochs > 0 else 0.0,
+    )  # fmt: skip
+    del model
+    out_dir = out_dir or model_path.with_name(f"{model_path.stem}_{options.name}_{options.target:.2f}")
+    for note in preprocess.notes:
+        _console().print(f"note: {note}")
+    try:
+        with _training_progress() as progress:
+            result = run(model_path, out_dir, options, train, held_out, preprocess, resume, progress)
+    except KeyboardInterrupt:
+        _print_error(f"interrupted; finished rounds are kept in {out_dir}; add --resume to continue")
+        raise typer.Exit(130) from None
+    table = Table("round", "target", "sparsity", "top-1", "loss", "seconds")
+    if result.baseline_top1 is not None:
+        table.add_row("dense", "0%", "-", f"{result.baseline_top1:.2%}", "", "")
+    for record in result.rounds:
+        table.add_row(
+            str(record.round),
+            f"{record.target_sparsity:.1%}",
+            f"{record.sparsity:.1%}",
+            f"{record.top1:.2%}" if record.top1 is not None else "-",
+            f"{record.loss:.4f}" if record.loss is not None else "-",
+            f"{record.seconds:.1f}",
+        )
+    _console().print(table)
+    final = f" (top-1 {result.final_top1:.2%} in onnxruntime)" if result.final_top1 is not None else ""
+    _console().print(f"wrote {result.final_path}{final}; checkpoints and results.json/.csv in {result.folder}")
 
 
 def _prune_summary(result, output: Path) -> dict:

@@ -182,10 +182,30 @@ class ParamMap(dict):
 
 @dataclass
 class TorchModel:
-    """A converted model: the GraphModule and the map back to the ONNX initializers."""
+    """A converted model: the GraphModule and the map back to the ONNX initializers.
+
+    Attributes:
+        module: the fx.GraphModule onnx2torch built.
+        params: prunable layer name -> `ParamEntry`.
+        node_modules: first output name of each ONNX node -> the torch module that computes it.
+    """
 
     module: fx.GraphModule
     params: ParamMap
+    node_modules: dict[str, nn.Module]
+
+    def initializer_values(self, model: Model) -> dict[str, np.ndarray]:
+        """Every initializer that torch can change, as it is now, in ONNX layout.
+
+        Prunable weights, Conv and fully-connected biases, and BatchNormalization scale, shift
+        and running statistics: what fine-tuning updates. Constants onnx2torch keeps as buffers
+        (the mean image, Add biases of MatMul layers) are not trained and not listed.
+        """
+        values = {entry.layer.weight: entry.to_onnx() for entry in self.params.values()}
+        for node in model.proto.graph.node:
+            module = self.node_modules.get(node.output[0]) if node.output else None
+            values.update(_trainable_inputs(node, module))
+        return values
 
 
 def to_torch(model: Model) -> TorchModel:
@@ -210,7 +230,8 @@ def to_torch(model: Model) -> TorchModel:
     module.eval()
     params = _map_parameters(model, module)
     params.check(model)
-    return TorchModel(module=module, params=params)
+    node_modules = {output: module.get_submodule(node.target) for output, node in _modules_by_output(module).items()}
+    return TorchModel(module=module, params=params, node_modules=node_modules)
 
 
 @contextlib.contextmanager
@@ -254,13 +275,44 @@ def _check_convertible(copy) -> None:
             ) from None
 
 
-def _map_parameters(model: Model, module: fx.GraphModule) -> ParamMap:
+def _trainable_inputs(node, module: nn.Module | None) -> dict[str, np.ndarray]:
+    """Initializer name -> value for the trainable tensors of one converted node besides its weight."""
+    if module is None:
+        return {}
+    if isinstance(module, nn.Sequential):  # Sequential(pad, conv)
+        module = next((child for child in module if isinstance(child, nn.modules.conv._ConvNd)), module)
+
+    def numpy(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+
+    if node.op_type == "Conv" and isinstance(module, nn.modules.conv._ConvNd) and module.bias is not None:
+        return {node.input[2]: numpy(module.bias)} if len(node.input) > 2 and node.input[2] else {}
+    if node.op_type == "Gemm" and isinstance(module, nn.Linear) and module.bias is not None and len(node.input) > 2:
+        beta = next((a.f for a in node.attribute if a.name == "beta"), 1.0)
+        return {node.input[2]: numpy(module.bias) / beta}
+    if node.op_type == "BatchNormalization" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+        scale, shift, mean, var = node.input[1:5]
+        return {
+            scale: numpy(module.weight),
+            shift: numpy(module.bias),
+            mean: numpy(module.running_mean),
+            var: numpy(module.running_var),
+        }
+    return {}
+
+
+def _modules_by_output(module: fx.GraphModule) -> dict[str, fx.Node]:
     by_output = {}
     for node in module.graph.nodes:
         if node.op == "call_module":
             mapping = getattr(module.get_submodule(node.target), "onnx_mapping", None)
             for output in getattr(mapping, "outputs", ()):
                 by_output[output] = node
+    return by_output
+
+
+def _map_parameters(model: Model, module: fx.GraphModule) -> ParamMap:
+    by_output = _modules_by_output(module)
     params = ParamMap()
     for layer in model.layers:
         fx_node = by_output.get(layer.output)

@@ -25,3 +25,7 @@ class ConfigError(OnnxpruneError):
 
 class VerificationError(OnnxpruneError):
     """The written model fails onnx.checker, onnxruntime, or disagrees with torch."""
+
+
+class DataError(OnnxpruneError):
+    """Data that cannot be read or does not fit the model: an empty folder, an undecodable image, ..."""

@@ -1,0 +1,334 @@
+"""One-shot (OMP) and iterative (IMP) pruning with fine-tuning, checkpoints and resume.
+
+A run lives in an output folder:
+
+    run.json                the source model's hash and the options (what --resume checks)
+    round_1.onnx ...        each finished round, verified (weights, biases, BatchNorm as trained)
+    results.json / .csv     one record per finished round, rewritten after each round
+    omp_unstructured_0.80_acc_0.912.onnx    the final model: method, kind, sparsity, top-1
+
+Every round starts from the previous round's checkpoint file, in an uninterrupted run as after
+`--resume`, and is seeded by its number: an interrupted run resumed gives the same final model
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxprune import select
+from onnxprune.convert import TorchModel, to_torch
+from onnxprune.data import Dataset, Preprocess
+from onnxprune.errors import ConfigError
+from onnxprune.evaluate import evaluate, outputs_probabilities
+from onnxprune.model import Model, load, save_atomic
+from onnxprune.pruning import prune
+from onnxprune.storage import write_model
+from onnxprune.train import TrainOptions, finetune
+from onnxprune.verify import reference, verify
+
+SCHEDULES = ("geometric", "cubic")
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """What to prune, how often, and how to fine-tune between rounds.
+
+    Attributes:
+        target: final fraction of prunable weights removed.
+        iterations: rounds; 1 is one-shot (OMP), 3 or more is iterative (IMP).
+        schedule: "geometric" prunes the same fraction of what remains each round; "cubic" is
+            Zhu & Gupta's s_k = s (1 - (1 - k/K)^3), pruning hardest early.
+        rewind: after each pruning, reset surviving weights to their original values (lottery
+            ticket style) before fine-tuning.
+        method, scope, config, skip_first, skip_last, max_layer_sparsity: as in `prune`.
+        train: fine-tuning settings; `train.epochs == 0` prunes without fine-tuning.
+    """
+
+    target: float
+    iterations: int = 1
+    schedule: str = "geometric"
+    rewind: bool = False
+    method: str = "magnitude"
+    scope: str = "layer"
+    config: str | None = None
+    skip_first: bool = False
+    skip_last: bool = False
+    max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY
+    train: TrainOptions = field(default_factory=TrainOptions)
+
+    def __post_init__(self):
+        select.check_sparsity(self.target, "target sparsity")
+        if self.iterations < 1:
+            raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+
+    @property
+    def name(self) -> str:
+        """ "omp" for one round, "imp" for several."""
+        return "omp" if self.iterations == 1 else "imp"
+
+    def sparsity_at(self, round_number: int) -> float:
+        """The sparsity reached after round `round_number` (1-based)."""
+        fraction = round_number / self.iterations
+        if self.schedule == "cubic":
+            return self.target * (1.0 - (1.0 - fraction) ** 3)
+        return 1.0 - (1.0 - self.target) ** fraction
+
+
+@dataclass
+class RoundRecord:
+    """What one round did and measured."""
+
+    round: int
+    target_sparsity: float
+    sparsity: float
+    sparsity_all: float
+    layer_sparsity: dict[str, float]
+    top1: float | None
+    top5: float | None
+    loss: float | None
+    seconds: float
+    checkpoint: str
+    train_history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class ScheduleResult:
+    """A finished run: the rounds, the baseline, and the final file."""
+
+    folder: Path
+    rounds: list[RoundRecord]
+    baseline_top1: float | None
+    final_path: Path | None
+    final_top1: float | None
+
+
+Progress = Callable[[dict], None]
+
+
+def run(
+    model_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    options: ScheduleOptions,
+    train: Dataset | None,
+    val: Dataset | None,
+    preprocess: Preprocess,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> ScheduleResult:
+    """Prune `model_path` to `options.target` in `options.iterations` rounds, fine-tuning between them.
+
+    Args:
+        model_path: the source .onnx file (never modified).
+        out_dir: the run's folder (created; with `resume`, an earlier run of the same model).
+        options: `ScheduleOptions`.
+        train: fine-tuning data (needed when `options.train.epochs > 0`).
+        val: validation data for accuracy per round and for the final name (optional).
+        preprocess: how samples become the model's input.
+        resume: continue from the last finished round in `out_dir`.
+        progress: called with dicts describing rounds ({"round", "rounds", "phase"}) and the
+            fine-tuning steps (see `onnxprune.train.finetune`).
+    """
+    model_path = Path(model_path)
+    source = load(model_path)
+    folder = Path(out_dir)
+    if options.train.epochs > 0 and train is None:
+        raise ConfigError("fine-tuning needs training data: give --data (and --finetune-epochs 0 to skip it)")
+    identity = _identity(model_path, options)
+    records = _open_run(folder, identity, resume)
+    baseline = _baseline(source, val, preprocess, records, folder)
+    for number in range(len(records) + 1, options.iterations + 1):
+        if progress:
+            progress({"round": number, "rounds": options.iterations, "phase": "prune"})
+        start_path = model_path if number == 1 else folder / records[-1].checkpoint
+        record = _round(number, start_path, source, options, train, val, preprocess, folder, progress)
+        records.append(record)
+        _write_results(folder, identity, baseline, records, final=None)
+    final_path, final_top1 = _finish(folder, options, records, val, preprocess)
+    _write_results(folder, identity, baseline, records, final={"file": final_path.name, "top1": final_top1})
+    return ScheduleResult(folder, records, baseline, final_path, final_top1)
+
+
+def _identity(model_path: Path, options: ScheduleOptions) -> dict:
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    described = asdict(options)
+    described["train"] = asdict(options.train)
+    return {"model": model_path.name, "model_sha256": digest, "options": described}
+
+
+def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
+    run_file = folder / "run.json"
+    if resume:
+        if not run_file.exists():
+            raise ConfigError(f"--resume: {folder} holds no run (no run.json); start without --resume")
+        earlier = json.loads(run_file.read_text())
+        if earlier.get("model_sha256") != identity["model_sha256"]:
+            raise ConfigError(
+                f"--resume: {folder} holds a run of another model ({earlier.get('model')}); "
+                "use a new --out-dir or the model that run started from"
+            )
+        if earlier.get("options") != identity["options"]:
+            raise ConfigError(f"--resume: {folder} was started with other options; repeat them, or use a new --out-dir")
+        results = folder / "results.json"
+        rounds = json.loads(results.read_text())["rounds"] if results.exists() else []
+        return [RoundRecord(**record) for record in rounds]
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} is not empty; choose a new --out-dir, or add --resume to continue its run")
+    if not folder.parent.exists():
+        raise ConfigError(f"{folder.parent} does not exist; create it or choose another --out-dir")
+    folder.mkdir(exist_ok=True)
+    _write_json(folder / "run.json", identity)
+    return []
+
+
+def _baseline(source: Model, val: Dataset | None, preprocess: Preprocess, records, folder: Path) -> float | None:
+    results = folder / "results.json"
+    if records and results.exists():
+        return json.loads(results.read_text()).get("baseline_top1")
+    return evaluate(source, val, preprocess).top1 if val is not None else None
+
+
+def _round(number, start_path, source, options, train, val, preprocess, folder, progress) -> RoundRecord:
+    started = time.perf_counter()
+    start = load(start_path)
+    torch_model = to_torch(start)
+    target = options.sparsity_at(number)
+    prune(
+        start,
+        target,
+        method=options.method,
+        scope=options.scope,
+        config=options.config,
+        skip_first=options.skip_first,
+        skip_last=options.skip_last,
+        max_layer_sparsity=options.max_layer_sparsity,
+        torch_model=torch_model,
+        keep_masks=True,
+    )
+    if options.rewind:
+        _rewind(torch_model, source)
+    history = []
+    if options.train.epochs > 0:
+        if progress:
+            progress({"round": number, "rounds": options.iterations, "phase": "finetune"})
+        round_options = TrainOptions(**{**asdict(options.train), "seed": options.train.seed + number})
+        softmax = source.outputs[0] if outputs_probabilities(source) else None
+        trained = finetune(
+            torch_model, train, preprocess, round_options, val, _softmax_node_output(source, softmax), progress
+        )
+        history = [asdict(record) for record in trained.history]
+    checkpoint = folder / f"round_{number}.onnx"
+    write_checkpoint(start, torch_model, checkpoint)
+    written = load(checkpoint)
+    evaluation = None
+    if val is not None:
+        evaluation = evaluate(written, val, preprocess, engine="torch", torch_module=torch_model.module)
+    layer_sparsity = _layer_sparsity(written)
+    zeros = sum(s * layer.numel for s, layer in zip(layer_sparsity.values(), written.layers, strict=True))
+    total, all_zeros = written.parameter_counts()
+    return RoundRecord(
+        round=number,
+        target_sparsity=target,
+        sparsity=zeros / sum(layer.numel for layer in written.layers),
+        sparsity_all=all_zeros / total if total else 0.0,
+        layer_sparsity=layer_sparsity,
+        top1=evaluation.top1 if evaluation else None,
+        top5=evaluation.top5 if evaluation else None,
+        loss=evaluation.loss if evaluation else None,
+        seconds=time.perf_counter() - started,
+        checkpoint=checkpoint.name,
+        train_history=history,
+    )
+
+
+def _softmax_node_output(source: Model, graph_output: str | None) -> str | None:
+    """The output name of the final Softmax node (what `finetune` strips to train on logits)."""
+    if graph_output is None:
+        return None
+    producer = {output: node for node in source.proto.graph.node for output in node.output}
+    node = producer.get(graph_output)
+    while node is not None and node.op_type != "Softmax":
+        node = producer.get(node.input[0])
+    return node.output[0] if node is not None else None
+
+
+def _rewind(torch_model: TorchModel, source: Model) -> None:
+    """Reset surviving weights to the source model's values; the masks keep pruned ones at zero."""
+    import torch
+
+    with torch.no_grad():
+        for entry in torch_model.params.values():
+            original = entry.from_onnx(source.weight_array(entry.layer)).to(entry.module.weight_orig.dtype)
+            entry.module.weight_orig.copy_(original)
+            entry.module.weight = entry.module.weight_orig * entry.module.weight_mask
+
+
+def write_checkpoint(start: Model, torch_model: TorchModel, path: Path) -> None:
+    """Write every trainable initializer of `torch_model` into `start`'s graph, verified, atomically."""
+    torch_model.module.eval()
+    # the masked weight attribute is refreshed by the forward pre-hook: run one forward first
+    expected = reference(torch_model.module, start.input)
+    values = torch_model.initializer_values(start)
+    save_atomic(lambda temp: write_model(temp, start.proto, values), path, check=lambda temp: verify(temp, expected))
+
+
+def _layer_sparsity(model: Model) -> dict[str, float]:
+    return {layer.name: float(np.count_nonzero(model.weight_array(layer) == 0)) / layer.numel for layer in model.layers}
+
+
+def _finish(folder, options, records, val, preprocess) -> tuple[Path, float | None]:
+    last = records[-1]
+    final_top1 = None
+    if val is not None:
+        final_top1 = evaluate(load(folder / last.checkpoint), val, preprocess, engine="onnxruntime").top1
+    accuracy = f"{final_top1:.3f}" if final_top1 is not None else "na"
+    name = f"{options.name}_unstructured_{last.sparsity:.2f}_acc_{accuracy}.onnx"
+    final = folder / name
+    for stale in folder.glob(f"{options.name}_unstructured_*.onnx"):
+        stale.unlink()
+    shutil.copyfile(folder / last.checkpoint, final)
+    return final, final_top1
+
+
+def _write_results(folder: Path, identity: dict, baseline, records: list[RoundRecord], final) -> None:
+    document = {
+        "model": identity["model"],
+        "model_sha256": identity["model_sha256"],
+        "method": identity["options"]["method"],
+        "kind": "unstructured",
+        "schedule": identity["options"]["schedule"],
+        "iterations": identity["options"]["iterations"],
+        "target": identity["options"]["target"],
+        "baseline_top1": baseline,
+        "rounds": [asdict(record) for record in records],
+        "final": final,
+    }
+    _write_json(folder / "results.json", document)
+    layer_names = list(records[0].layer_sparsity) if records else []
+    columns = ["round", "target_sparsity", "sparsity", "sparsity_all", "top1", "top5", "loss", "seconds", "checkpoint"]
+
+    def write_csv(path: Path) -> None:
+        with open(path, "w", newline="") as stream:
+            writer = csv.writer(stream)
+            writer.writerow(columns + [f"sparsity:{name}" for name in layer_names])
+            for record in records:
+                row = [getattr(record, column) for column in columns]
+                writer.writerow(row + [record.layer_sparsity[name] for name in layer_names])
+
+    save_atomic(write_csv, folder / "results.csv")
+
+
+def _write_json(path: Path, document: dict) -> None:
+    save_atomic(lambda temp: Path(temp).write_text(json.dumps(document, indent=2)), path)
