@@ -256,11 +256,14 @@ class _training_progress:
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
             TimeRemainingColumn(), console=_console(stderr=True), transient=True,
         )  # fmt: skip
-        self.bar.start()
         self.task = None
+        self.started = False
         return self.update
 
     def update(self, event: dict) -> None:
+        if not self.started:  # started on the first event, so an early error prints nothing else
+            self.bar.start()
+            self.started = True
         if "phase" in event:
             description = f"round {event['round']}/{event['rounds']}: {event['phase']}"
             if self.task is None:
@@ -284,7 +287,8 @@ class _training_progress:
             )
 
     def __exit__(self, *exc_info):
-        self.bar.stop()
+        if self.started:
+            self.bar.stop()
         return False
 
 

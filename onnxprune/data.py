@@ -172,7 +172,8 @@ def _load_image_files(entries: list[_Entry], source: str, size: tuple[int, int] 
         shapes = {image.shape for image in images}
         if len(shapes) > 1:
             raise DataError(
-                f"{source}: images have different sizes {sorted(shapes)[:3]}...; they are resized to the model's input size when a model is given"
+                f"{source}: images have different sizes {sorted(shapes)[:3]}...; "
+                "give a model (or a size) to resize them to its input"
             )
     index = {name: i for i, name in enumerate(classes)}
     labels = np.array([index[entry.label] for entry in entries], dtype=np.int64)
@@ -200,16 +201,17 @@ def _decode(entry: _Entry, size: tuple[int, int] | None) -> np.ndarray:
 
 
 def _load_mat(path: Path) -> Dataset:
+    import h5py
     import scipy.io
 
-    try:
-        content = scipy.io.loadmat(str(path), squeeze_me=False)
-        matlab_order = True
-    except NotImplementedError:  # v7.3 is HDF5
+    if h5py.is_hdf5(str(path)):  # -v7.3 files are HDF5 (behind a 512-byte MATLAB header)
         content = _read_mat73(path)
-        matlab_order = True
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__})") from None
+    else:
+        try:
+            content = scipy.io.loadmat(str(path), squeeze_me=False)
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable .mat file ({type(exc).__name__})") from None
+    matlab_order = True
     variables = {key: value for key, value in content.items() if not key.startswith("__")}
     images_key = _pick(variables, IMAGE_KEYS, path, "images")
     labels_key = _pick(variables, LABEL_KEYS, path, "labels")
@@ -472,7 +474,7 @@ class Preprocess:
         images = images.astype(np.float32)
         images = _rescale(images, dataset.value_range, self.pixel_range)
         per_sample = int(np.prod(self.input_shape))
-        if dataset.flat or (images[0].size == per_sample and self._wants_flat(images)):
+        if dataset.flat or self.layout == "flat" or (images[0].size == per_sample and self._wants_flat(images)):
             return self._flatten(images, dataset).reshape((images.shape[0], *self.input_shape))
         images = self._match_channels(images, dataset)
         images = self._resize(images)
@@ -480,6 +482,11 @@ class Preprocess:
             images = (images - np.asarray(self.mean, np.float32)) / np.asarray(self.std or (1.0,), np.float32)
         if self.layout == "NCHW":
             images = images.transpose(0, 3, 1, 2)
+        if images[0].size != per_sample:
+            raise DataError(
+                f"{dataset.source}: samples of shape {'x'.join(map(str, images.shape[1:]))} do not fit the model's "
+                f"input {'x'.join(map(str, self.input_shape))}"
+            )
         return np.ascontiguousarray(images.reshape((images.shape[0], *self.input_shape)))
 
     def _wants_flat(self, images: np.ndarray) -> bool:

@@ -76,7 +76,7 @@ class ScheduleOptions:
 
     @property
     def name(self) -> str:
-        """ "omp" for one round, "imp" for several."""
+        """The run's name: omp for one round, imp for several."""
         return "omp" if self.iterations == 1 else "imp"
 
     def sparsity_at(self, round_number: int) -> float:

@@ -245,3 +245,29 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     """Write a fixture to disk and return its path."""
     onnx.save_model(model, str(path))
     return path
+
+
+def image_folder(root: Path, classes=("cat", "dog", "fish"), per_class: int = 4, size=(12, 10), seed: int = 0) -> Path:
+    """A folder of PNG images in class subfolders (imageDatastore layout), sizes varying by class."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for number in range(per_class):
+            height, width = size[0] + index, size[1] + index  # sizes differ: loading must resize
+            pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{name}_{number}.png")
+    return root
+
+
+def class_images(count: int, size: int = 35, classes: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable synthetic images (N x H x W x 3, uint8): each class brightens its own horizontal band."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(count) % classes
+    images = rng.integers(0, 100, (count, size, size, 3)).astype(np.uint8)
+    band = size // classes
+    for index, label in enumerate(labels):
+        images[index, label * band : (label + 1) * band] += 120
+    return images, labels.astype(np.int64)

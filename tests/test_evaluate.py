@@ -1,0 +1,74 @@
+"""Evaluation reproduces the accuracies listed for the real models, in onnxruntime and in torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import shared_path
+from typer.testing import CliRunner
+
+import onnxprune
+from onnxprune.cli import app
+from onnxprune.data import load_data, preprocess_for
+from onnxprune.evaluate import evaluate
+
+CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
+# ../shared/models/README.md: file, data, preprocessing, listed top-1
+LISTED = [
+    ("matlab/nln_logsig_200_100_50.onnx", "mnist", {}, 0.9601),
+    ("matlab/cora_mnist_point.onnx", "mnist", {"flatten_order": "column"}, 0.9817),
+    ("pytorch/convnet_maxpool_mnist.onnx", "mnist", {}, 0.9792),
+    ("pytorch/resnet_2b_cifar10.onnx", "cifar", CIFAR, 0.6725),
+    ("pytorch/oval21_cifar_base.onnx", "cifar", CIFAR, 0.584),
+]
+
+
+@pytest.fixture(scope="module")
+def datasets():
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            if name == "mnist":
+                cache[name] = load_data(shared_path("data/mnist"))
+            else:  # "first 2000" of the test set: the archive's own order
+                full = load_data(shared_path("data/cifar10/test.zip"))
+                cache[name] = full.subset(np.arange(2000))
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, data, options, listed", LISTED, ids=[row[0] for row in LISTED])
+def test_listed_accuracy_reproduced_in_both_engines(name, data, options, listed, datasets):
+    model = onnxprune.load(shared_path(f"models/{name}"))
+    preprocess = preprocess_for(model, **options)
+    dataset = datasets(data)
+    ort = evaluate(model, dataset, preprocess, engine="onnxruntime")
+    torch_result = evaluate(model, dataset, preprocess, engine="torch")
+    assert ort.top1 == pytest.approx(listed, abs=0.005)
+    assert abs(ort.top1 - torch_result.top1) <= 1 / len(dataset)  # a single borderline sample at most
+    assert ort.loss == pytest.approx(torch_result.loss, rel=1e-3)
+    assert ort.top5 >= ort.top1
+
+
+def test_fixed_batch_model_is_evaluated_in_batches(datasets):
+    """nln_logsig has a fixed batch of 1; the working copy makes it symbolic, so one call serves 512."""
+    model = onnxprune.load(shared_path("models/matlab/nln_logsig_200_100_50.onnx"))
+    assert model.input.shape[0] == 1
+    subset = datasets("mnist").subset(np.arange(1000))
+    result = evaluate(model, subset, preprocess_for(model), batch_size=512)
+    assert result.samples == 1000 and result.top1 > 0.9
+
+
+def test_evaluate_cli_both_engines():
+    args = ["evaluate", str(shared_path("models/pytorch/convnet_maxpool_mnist.onnx")), "--data"]
+    args += [str(shared_path("data/mnist")), "--engine", "both", "--limit", "500", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    import json
+
+    ort, torch_result = json.loads(result.stdout)
+    assert ort["engine"] == "onnxruntime" and torch_result["engine"] == "torch"
+    assert ort["top1"] == torch_result["top1"] and ort["samples"] == 500

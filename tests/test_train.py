@@ -1,0 +1,175 @@
+"""Masked fine-tuning and the OMP / IMP schedule with checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+
+import fixtures
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+import onnxprune
+from onnxprune.cli import app
+from onnxprune.convert import to_torch
+from onnxprune.data import Dataset, preprocess_for
+from onnxprune.errors import ConfigError
+from onnxprune.schedule import ScheduleOptions, run
+from onnxprune.train import TrainOptions, finetune
+
+FAST = TrainOptions(epochs=2, batch_size=16, lr=0.01, seed=0)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    images, labels = fixtures.class_images(60, size=35, classes=5)
+    dataset = Dataset(images, labels, [str(i) for i in range(5)], "synthetic")
+    return dataset.subset(np.arange(40)), dataset.subset(np.arange(40, 60))
+
+
+def zeros_per_weight(path, model) -> dict[str, np.ndarray]:
+    proto = onnx.load(str(path))
+    values = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    return {layer.weight: values[layer.weight] == 0 for layer in model.layers}
+
+
+def test_finetuning_keeps_every_pruned_weight_at_zero(fixture_model, synthetic, tmp_path):
+    train, val = synthetic
+    model = onnxprune.load(fixture_model("matlab_alexnet_opset8"))
+    result = onnxprune.prune(model, 0.7)
+    before = {entry.layer.weight: (entry.to_onnx() == 0) for entry in result.torch_model.params.values()}
+    preprocess = preprocess_for(model)
+    history = finetune(result.torch_model, train, preprocess, FAST, val, softmax_output="prob")
+    assert [record.epoch for record in history.history] == [1, 2]
+    from onnxprune.schedule import write_checkpoint
+
+    write_checkpoint(model, result.torch_model, tmp_path / "tuned.onnx")
+    after = zeros_per_weight(tmp_path / "tuned.onnx", model)
+    for name, mask in before.items():
+        assert np.array_equal(after[name] & mask, mask), f"{name}: a pruned weight came back"
+        assert int(after[name].sum()) == int(mask.sum())
+    # biases and weights that survived did change: training happened
+    tuned = onnxprune.load(tmp_path / "tuned.onnx")
+    assert not np.array_equal(tuned.weight_array(tuned.layers[-1]), result.weights[tuned.layers[-1].weight])
+
+
+def test_zeros_of_a_loaded_model_are_its_mask(fixture_model, synthetic, tmp_path):
+    train, _ = synthetic
+    model = onnxprune.load(fixture_model("matmul_mlp"))
+    pruned = tmp_path / "pruned.onnx"
+    onnxprune.save(onnxprune.prune(model, 0.6, keep_masks=False), pruned)
+    reloaded = onnxprune.load(pruned)
+    zeros = {layer.name: reloaded.weight_array(layer) == 0 for layer in reloaded.layers}
+    torch_model = to_torch(reloaded)
+    flat = Dataset(
+        np.random.default_rng(0).random((32, 20)).astype(np.float32), np.arange(32) % 4, list("abcd"), "f", "0-1", True
+    )
+    finetune(torch_model, flat, preprocess_for(reloaded), TrainOptions(epochs=2, batch_size=8, lr=0.1))
+    for name, entry in torch_model.params.items():
+        assert np.all(entry.to_onnx()[zeros[name]] == 0)
+
+
+def test_finetune_cli_writes_a_verified_model(fixture_model, tmp_path):
+    images, labels = fixtures.class_images(30, size=35, classes=5)
+    np.savez(tmp_path / "d.npz", x=images, y=labels)
+    output = tmp_path / "tuned.onnx"
+    args = ["finetune", str(fixture_model("matlab_alexnet_opset13")), "--data", str(tmp_path / "d.npz")]
+    result = CliRunner().invoke(app, args + ["--epochs", "1", "--batch-size", "8", "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert "kept epoch 1 of 1" in result.stdout and output.exists()
+
+
+def test_schedule_sparsities():
+    geometric = ScheduleOptions(target=0.8, iterations=3)
+    assert [round(geometric.sparsity_at(k), 4) for k in (1, 2, 3)] == [0.4152, 0.658, 0.8]
+    cubic = ScheduleOptions(target=0.8, iterations=3, schedule="cubic")
+    assert cubic.sparsity_at(1) > geometric.sparsity_at(1) and cubic.sparsity_at(3) == pytest.approx(0.8)
+    assert ScheduleOptions(target=0.8).name == "omp"
+
+
+@pytest.mark.slow
+def test_imp_writes_rounds_results_and_named_model(fixture_model, synthetic, tmp_path):
+    train, val = synthetic
+    model_path = fixture_model("matlab_alexnet_opset8")
+    options = ScheduleOptions(target=0.8, iterations=3, scope="global", train=FAST)
+    result = run(model_path, tmp_path / "imp", options, train, val, preprocess_for(onnxprune.load(model_path)))
+    assert [r.round for r in result.rounds] == [1, 2, 3]
+    assert result.rounds[-1].sparsity == pytest.approx(0.8, abs=1e-3)
+    assert result.final_path.name == f"imp_unstructured_0.80_acc_{result.final_top1:.3f}.onnx"
+    document = json.loads((tmp_path / "imp" / "results.json").read_text())
+    assert document["final"]["top1"] == result.final_top1 and len(document["rounds"]) == 3
+    csv_lines = (tmp_path / "imp" / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("round,target_sparsity,sparsity") and len(csv_lines) == 4
+    for record in result.rounds:  # the written checkpoint holds the sparsity of its round
+        checkpoint = onnxprune.load(tmp_path / "imp" / record.checkpoint)
+        zeros = sum(int((checkpoint.weight_array(layer) == 0).sum()) for layer in checkpoint.layers)
+        assert zeros / sum(layer.numel for layer in checkpoint.layers) == pytest.approx(
+            record.target_sparsity, abs=1e-3
+        )
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_gives_the_same_model(fixture_model, synthetic, tmp_path):
+    train, val = synthetic
+    model_path = fixture_model("matlab_alexnet_opset8")
+    preprocess = preprocess_for(onnxprune.load(model_path))
+    options = ScheduleOptions(target=0.8, iterations=3, rewind=False, train=FAST)
+    whole = run(model_path, tmp_path / "whole", options, train, val, preprocess)
+
+    def interrupt_in_round_3(event):
+        if event.get("round") == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(model_path, tmp_path / "cut", options, train, val, preprocess, progress=interrupt_in_round_3)
+    assert sorted(p.name for p in (tmp_path / "cut").glob("round_*.onnx")) == ["round_1.onnx", "round_2.onnx"]
+    resumed = run(model_path, tmp_path / "cut", options, train, val, preprocess, resume=True)
+    a = onnx.load(str(whole.final_path))
+    b = onnx.load(str(resumed.final_path))
+    for x, y in zip(a.graph.initializer, b.graph.initializer, strict=True):
+        np.testing.assert_array_equal(numpy_helper.to_array(x), numpy_helper.to_array(y), err_msg=x.name)
+    assert whole.final_path.name == resumed.final_path.name
+
+
+def test_resume_refuses_another_models_run(fixture_model, synthetic, tmp_path):
+    train, val = synthetic
+    options = ScheduleOptions(target=0.5, iterations=1, train=TrainOptions(epochs=0))
+    first = fixture_model("matlab_alexnet_opset8")
+    run(first, tmp_path / "run", options, None, val, preprocess_for(onnxprune.load(first)))
+    other = fixture_model("matlab_alexnet_opset13")
+    with pytest.raises(ConfigError, match="holds a run of another model"):
+        run(other, tmp_path / "run", options, None, val, preprocess_for(onnxprune.load(other)), resume=True)
+    with pytest.raises(ConfigError, match="is not empty"):
+        run(first, tmp_path / "run", options, None, val, preprocess_for(onnxprune.load(first)))
+
+
+def test_prune_cli_with_data_runs_omp(fixture_model, tmp_path):
+    images, labels = fixtures.class_images(30, size=35, classes=5)
+    np.savez(tmp_path / "d.npz", x=images, y=labels)
+    args = [
+        "prune",
+        str(fixture_model("matlab_alexnet_opset8")),
+        "--sparsity",
+        "0.5",
+        "--data",
+        str(tmp_path / "d.npz"),
+    ]
+    result = CliRunner().invoke(
+        app, args + ["--finetune-epochs", "1", "--batch-size", "8", "--out-dir", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert any(n.startswith("omp_unstructured_0.50_acc_") for n in names)
+    assert {"results.json", "results.csv", "run.json", "round_1.onnx"} <= set(names)
+
+
+def test_prune_cli_resume_on_other_model_is_one_line(fixture_model, tmp_path):
+    images, labels = fixtures.class_images(10, size=35, classes=5)
+    np.savez(tmp_path / "d.npz", x=images, y=labels)
+    base = ["prune", "--sparsity", "0.5", "--data", str(tmp_path / "d.npz"), "--out-dir", str(tmp_path / "o")]
+    first = CliRunner().invoke(app, [base[0], str(fixture_model("matlab_alexnet_opset8")), *base[1:]])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(app, [base[0], str(fixture_model("matlab_alexnet_opset13")), *base[1:], "--resume"])
+    assert second.exit_code == 2 and "another model" in second.stderr and second.stderr.count("\n") == 1
