@@ -6,6 +6,7 @@ line and exit code 1 (set ONNXPRUNE_DEBUG=1 for the traceback). Usage errors are
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -20,6 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from onnxprune.errors import ConfigError, OnnxpruneError
+
+DEFAULT_LR = 0.01
+RAW_PIXEL_LR = 1e-4
 
 app = typer.Typer(
     add_completion=False,
@@ -204,7 +208,10 @@ def finetune(
     val_split: ValSplitOption = None,
     epochs: Annotated[int, typer.Option(help="passes over the training data")] = 3,
     batch_size: Annotated[int, typer.Option(help="samples per step")] = 64,
-    lr: Annotated[float, typer.Option(help="initial learning rate (cosine schedule)")] = 0.01,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="initial learning rate, cosine schedule (default 0.01; 1e-4 for raw 0-255 inputs)"),
+    ] = None,
     momentum: Annotated[float, typer.Option(help="SGD momentum")] = 0.9,
     weight_decay: Annotated[float, typer.Option(help="weight decay")] = 5e-4,
     label_smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.0,
@@ -233,9 +240,10 @@ def finetune(
         model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, 0.2
     )
     options = TrainOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        epochs=epochs, batch_size=batch_size, lr=lr or DEFAULT_LR, momentum=momentum, weight_decay=weight_decay,
         label_smoothing=label_smoothing, augment=augment, seed=seed, device=device,
     )  # fmt: skip
+    options = _default_lr(options, preprocess, lr_given=lr is not None)
     torch_model = to_torch(model)
     softmax = _softmax_node_output(model, model.outputs[0] if outputs_probabilities(model) else None)
     with _training_progress() as progress:
@@ -328,7 +336,9 @@ def prune(
     out_dir: Annotated[Path | None, typer.Option(help="folder for checkpoints and results (with --data)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out-dir")] = False,
     batch_size: Annotated[int, typer.Option(help="fine-tuning batch size")] = 64,
-    lr: Annotated[float, typer.Option(help="fine-tuning learning rate")] = 0.01,
+    lr: Annotated[
+        float | None, typer.Option(help="fine-tuning learning rate (default 0.01; 1e-4 for raw 0-255 inputs)")
+    ] = None,
     weight_decay: Annotated[float, typer.Option(help="fine-tuning weight decay")] = 5e-4,
     label_smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.0,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
@@ -354,13 +364,14 @@ def prune(
             config=str(config) if config else None, skip_first=skip_first, skip_last=skip_last,
             max_layer_sparsity=max_layer_sparsity,
             train=TrainOptions(
-                epochs=finetune_epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                epochs=finetune_epochs, batch_size=batch_size, lr=lr or DEFAULT_LR, weight_decay=weight_decay,
                 label_smoothing=label_smoothing, seed=seed, device=device,
             ),
         )  # fmt: skip
         _run_schedule(
-            model_path, options, out_dir, resume, data, val, val_split, limit, pixel_range, mean, std, flatten, seed
-        )
+            model_path, options, out_dir, resume, data, val, val_split, limit, pixel_range, mean, std, flatten, seed,
+            lr_given=lr is not None,
+        )  # fmt: skip
         return
     from onnxprune.model import check_output_path, load
     from onnxprune.pruning import default_output, save
@@ -404,8 +415,16 @@ def prune(
     )
 
 
+def _default_lr(options, preprocess, lr_given: bool):
+    """Raw 0-255 inputs (MATLAB exports) make first-layer gradients ~255x larger: start lower."""
+    if lr_given or preprocess.pixel_range != "0-255" or options.epochs == 0:
+        return options
+    _console().print(f"note: raw 0-255 inputs: learning rate {RAW_PIXEL_LR:g} (set --lr to choose)")
+    return dataclasses.replace(options, lr=RAW_PIXEL_LR)
+
+
 def _run_schedule(
-    model_path, options, out_dir, resume, data, val, val_split, limit, pixel_range, mean, std, flatten, seed
+    model_path, options, out_dir, resume, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, lr_given
 ):
     from onnxprune.model import load
     from onnxprune.schedule import run
@@ -416,6 +435,7 @@ def _run_schedule(
         0.2 if options.train.epochs > 0 else 0.0,
     )  # fmt: skip
     del model
+    options = dataclasses.replace(options, train=_default_lr(options.train, preprocess, lr_given))
     out_dir = out_dir or model_path.with_name(f"{model_path.stem}_{options.name}_{options.target:.2f}")
     for note in preprocess.notes:
         _console().print(f"note: {note}")
