@@ -215,3 +215,9 @@ def test_onnx_untouched_by_data_loading(fixture_model):
     before = path.read_bytes()
     preprocess_for(onnxprune.load(path))
     assert path.read_bytes() == before and onnx.load(str(path))
+
+
+def test_real_merchdata_zip_with_spaces_in_class_names():
+    dataset = load_data(shared_path("data/merchdata/MerchData.zip"), size=(64, 64))
+    assert len(dataset) == 75 and len(dataset.classes) == 5
+    assert "MathWorks Cap" in dataset.classes and list(np.bincount(dataset.labels)) == [15] * 5
