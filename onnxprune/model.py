@@ -300,6 +300,10 @@ def _guess_layout(shape: tuple) -> str:
 
 def _find_prunable_layers(proto: onnx.ModelProto, initializers: dict) -> list[PrunableLayer]:
     macs = _macs_per_node(proto)
+    consumers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     layers = []
     for index, node in enumerate(proto.graph.node):
         if node.op_type not in PRUNABLE_OPS or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
@@ -307,7 +311,7 @@ def _find_prunable_layers(proto: onnx.ModelProto, initializers: dict) -> list[Pr
         weight = initializers.get(node.input[1])
         if weight is None or weight.data_type not in FLOAT_TYPES:
             continue
-        layer = _describe_layer(node, index, weight, initializers, macs)
+        layer = _describe_layer(node, index, weight, initializers, macs, consumers)
         if layer is not None:
             layers.append(layer)
     return layers
@@ -318,10 +322,12 @@ def node_display_name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
-def _describe_layer(node, index, weight, initializers, macs) -> PrunableLayer | None:
+def _describe_layer(node, index, weight, initializers, macs, consumers) -> PrunableLayer | None:
     shape = tuple(int(d) for d in weight.dims)
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     bias = node.input[2] if len(node.input) > 2 and node.input[2] in initializers else None
+    if node.op_type == "MatMul" and len(shape) == 2:
+        bias = _matmul_bias(node, shape[1], initializers, consumers)
     if node.op_type == "Conv":
         out_axis, in_axis = 0, 1
     elif node.op_type == "Gemm":
@@ -344,6 +350,18 @@ def _describe_layer(node, index, weight, initializers, macs) -> PrunableLayer | 
         groups=int(attributes.get("group", 1)),
         macs=macs.get(node.output[0], 0),
     )
+
+
+def _matmul_bias(node, width: int, initializers: dict, consumers: dict) -> str | None:
+    """The bias of a MatMul layer: a 1-D initializer of its width in the single Add that follows it."""
+    following = consumers.get(node.output[0], [])
+    if len(following) != 1 or following[0].op_type != "Add":
+        return None
+    for name in following[0].input:
+        tensor = initializers.get(name)
+        if tensor is not None and [int(d) for d in tensor.dims] == [width]:
+            return name
+    return None
 
 
 def _macs_per_node(proto: onnx.ModelProto) -> dict[str, int]:
