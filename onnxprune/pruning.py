@@ -9,15 +9,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
 from torch.nn.utils import prune as torch_prune
 
-from onnxprune import select
+from onnxprune import channels, select
 from onnxprune.convert import TorchModel, to_torch
+from onnxprune.data import Dataset, Preprocess
 from onnxprune.errors import ConfigError
 from onnxprune.methods import ScoreContext, get_method
 from onnxprune.model import Model, PrunableLayer, check_output_path, from_proto, save_atomic
 from onnxprune.storage import write_back, write_model
+from onnxprune.structure import CompactReport, compact
 from onnxprune.verify import VerifyReport, reference, verify
 
 
@@ -33,11 +36,18 @@ class LayerReport:
     zeros: int
     target: float | None
     capped: bool = False
+    channels: int = 0
+    channels_removed: int = 0
 
     @property
     def sparsity(self) -> float:
-        """Fraction of the layer's weights that are zero."""
+        """Fraction of the layer's weights that are zero (structured: removed)."""
         return self.zeros / self.numel if self.numel else 0.0
+
+    @property
+    def channel_sparsity(self) -> float:
+        """Fraction of the layer's output channels removed (structured methods)."""
+        return self.channels_removed / self.channels if self.channels else 0.0
 
 
 @dataclass
@@ -57,6 +67,14 @@ class PruneResult:
         masks_kept: whether the torch model carries torch.nn.utils.prune masks.
         total_sparsity: zeros over every floating-point initializer (biases, BatchNorm
             parameters and MATLAB's mean image included).
+        compacted: structured methods: the model with the removed channels physically gone.
+        compaction: what compaction removed, folded, and where it is approximate.
+        granularity: "weight" or "channel".
+        params_removed, macs_removed: structured methods: the fractions of prunable-layer
+            parameters and multiply-accumulates removed by compaction.
+        history: Taylor: per round, mini-batch loss, validation top-1, filters left.
+        units: structured methods: (units removed, removable units); a unit is a filter or
+            neuron, or channels coupled by residual connections.
         verification: filled in by `save`.
         sparse_initializers: filled in by `save` with `sparse_storage=True`.
     """
@@ -74,14 +92,28 @@ class PruneResult:
     verification: VerifyReport | None = None
     sparse_initializers: list[str] = field(default_factory=list)
     total_sparsity: float = 0.0
+    compacted: onnx.ModelProto | None = field(default=None, repr=False)
+    compaction: CompactReport | None = None
+    granularity: str = "weight"
+    params_removed: float = 0.0
+    macs_removed: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    units: tuple[int, int] = (0, 0)
     _model: Model | None = field(default=None, repr=False)
 
     @property
     def model(self) -> Model:
-        """The pruned model as an in-memory `Model` (built on first use: it copies the graph)."""
+        """The pruned model as an in-memory `Model` (compacted for structured methods)."""
         if self._model is None:
-            self._model = from_proto(write_back(self.source, self.weights))
+            proto = self.compacted if self.compacted is not None else write_back(self.source, self.weights)
+            self._model = from_proto(proto)
         return self._model
+
+    @property
+    def channel_sparsity(self) -> float:
+        """Structured methods: the fraction of removable filters and neurons removed."""
+        removed, total = self.units
+        return removed / total if total else 0.0
 
     @property
     def prunable_sparsity(self) -> float:
@@ -123,6 +155,10 @@ def prune(
     max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY,
     torch_model: TorchModel | None = None,
     keep_masks: bool = True,
+    data: Dataset | None = None,
+    preprocess: Preprocess | None = None,
+    method_options: dict | None = None,
+    original_counts: dict[str, int] | None = None,
 ) -> PruneResult:
     """Prune a loaded model.
 
@@ -142,6 +178,16 @@ def prune(
             weights at zero. False zeroes the weights in place instead (the zeros are the mask:
             reloading the file recovers it), which saves two copies of every weight when
             nothing is trained afterwards.
+        data: training samples, for methods that need data (Taylor).
+        preprocess: how `data` becomes the model's input.
+        method_options: method settings (Taylor: batches_per_round, max_per_round, lr, ...;
+            and "val" with "val_preprocess" to record validation accuracy per round).
+        original_counts: structured methods on a model compacted earlier: each channel
+            group's original size, so `sparsity` stays a fraction of the original channels.
+
+    Structured methods (granularity "channel": l1-filter, l2-filter, neuron, taylor) take
+    `sparsity` as the fraction of removable filters and neurons, and compact the model: see
+    `PruneResult.compacted`.
 
     Returns:
         A `PruneResult`; nothing is written until `save`.
@@ -163,6 +209,12 @@ def prune(
     pinned, default = _pinned_ratios(model, config, skip_first, skip_last)
     free_sparsity = sparsity if default is None else default
     torch_model = torch_model or to_torch(model)
+    if chosen.granularity == "channel":
+        context = ScoreContext(torch_model, data, preprocess, dict(method_options or {}))
+        return _prune_channels(
+            model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
+            keep_masks, original_counts,
+        )  # fmt: skip
 
     started = time.perf_counter()
     masks, plans = _select(chosen, torch_model, pinned, scope, free_sparsity, max_layer_sparsity)
@@ -185,6 +237,77 @@ def prune(
         masks_kept=keep_masks,
         total_sparsity=_total_sparsity(model, weights),
     )
+
+
+def _prune_channels(
+    model, method, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, keep_masks,
+    original_counts,
+) -> PruneResult:  # fmt: skip
+    """Structured pruning: plan, mask in torch, write the masked graph, compact it."""
+    if method.needs_data and context.data is None:
+        raise ConfigError(f"the {method.name} method needs training data: give --data")
+    started = time.perf_counter()
+    history = []
+    if method.name == "taylor":
+        evaluate_round = _round_evaluator(model, torch_model, context.options)
+        chosen_plan, history = channels.taylor_iterative(
+            model, method, torch_model, context, sparsity, max_layer_sparsity, evaluate_round
+        )
+        keep_masks = True  # the masks were attached while training between rounds
+    else:
+        chosen_plan = channels.plan(
+            model, method, torch_model, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, context,
+            original_counts,
+        )  # fmt: skip
+        channels.apply(torch_model, model, chosen_plan, keep_masks)
+    selection_seconds = time.perf_counter() - started
+    weights = torch_model.initializer_values(model)
+    compacted, report = compact(from_proto(write_back(model, weights)), remove=chosen_plan.removed)
+    small = from_proto(compacted)
+    before = {layer.name: layer for layer in model.layers}
+    layers = [
+        LayerReport(
+            name=layer.name, op_type=layer.op_type, weight=layer.weight, shape=layer.shape, numel=before[layer.name].numel,
+            zeros=before[layer.name].numel - layer.numel, target=None,
+            channels=before[layer.name].shape[layer.out_axis], channels_removed=report.removed.get(layer.name, 0),
+        )
+        for layer in small.layers
+    ]  # fmt: skip
+    notes = [f"'{name}' keeps its channels: {why}" for name, why in chosen_plan.kept_layers.items()]
+    notes += [f"compaction is approximate at '{name}': {why}" for name, why in report.inexact.items()]
+    return PruneResult(
+        source=model,
+        torch_model=torch_model,
+        weights=weights,
+        layers=layers,
+        method=method.name,
+        scope=scope,
+        requested=sparsity,
+        notes=notes,
+        selection_seconds=selection_seconds,
+        masks_kept=keep_masks,
+        total_sparsity=_total_sparsity(model, weights),
+        compacted=compacted,
+        compaction=report,
+        granularity="channel",
+        params_removed=1 - _total(small, "numel") / max(1, _total(model, "numel")),
+        macs_removed=1 - _total(small, "macs") / max(1, _total(model, "macs")),
+        units=(len(chosen_plan.removed), sum(len(g.roots) for g in chosen_plan.groups.values())),
+        history=history,
+    )
+
+
+def _total(model: Model, attribute: str) -> int:
+    return sum(getattr(layer, attribute) for layer in model.layers)
+
+
+def _round_evaluator(model, torch_model, options):
+    val, val_preprocess = options.get("val"), options.get("val_preprocess")
+    if val is None or val_preprocess is None:
+        return None
+    from onnxprune.evaluate import evaluate
+
+    return lambda: evaluate(model, val, val_preprocess, engine="torch", torch_module=torch_model.module).top1
 
 
 def _select(method, torch_model, pinned, scope, free_sparsity, max_layer_sparsity):
@@ -286,6 +409,8 @@ def save(
         The verification report (also stored in `result.verification`).
     """
     output = check_output_path(result.source, output)
+    if result.compacted is not None:
+        return _save_compacted(result, output)
     candidates = [layer.weight for layer in result.source.layers] if sparse_storage else []
     expected = reference(result.torch_model.module, result.source.input)
     moved: list[str] = []
@@ -298,6 +423,16 @@ def save(
     reports: list[VerifyReport] = []
     save_atomic(write, output, check=lambda path: reports.append(verify(path, expected)))
     result.sparse_initializers = moved
+    result.verification = reports[0]
+    return reports[0]
+
+
+def _save_compacted(result: PruneResult, output: Path) -> VerifyReport:
+    """Write the compacted model; where compaction is approximate (LRN), measure instead of failing."""
+    expected = reference(result.torch_model.module, result.source.input)
+    strict = not result.compaction.inexact
+    reports: list[VerifyReport] = []
+    save_atomic(result.compacted, output, check=lambda path: reports.append(verify(path, expected, strict=strict)))
     result.verification = reports[0]
     return reports[0]
 

@@ -70,8 +70,11 @@ def reference(module: torch.nn.Module, spec: InputSpec, batch: int = 2) -> Refer
     return Reference(inputs=inputs, outputs=torch_outputs(module.eval(), inputs))
 
 
-def verify(path: Path, expected: Reference) -> VerifyReport:
+def verify(path: Path, expected: Reference, strict: bool = True) -> VerifyReport:
     """Check a written model: onnx.checker passes, onnxruntime loads it, outputs equal torch's.
+
+    With `strict=False` the difference is measured and reported, not enforced (compaction
+    through an LRN, which mixes neighbouring channels, cannot be exact).
 
     Raises:
         VerificationError: with the failing check and the measured difference.
@@ -91,7 +94,7 @@ def verify(path: Path, expected: Reference) -> VerifyReport:
         got = np.asarray(got, dtype=np.float64)
         difference = float(np.max(np.abs(want - got))) if want.size else 0.0
         worst = max(worst, difference)
-        if not np.allclose(got, want, rtol=RTOL, atol=ATOL):
+        if strict and not np.allclose(got, want, rtol=RTOL, atol=ATOL):
             raise VerificationError(
                 f"output {index} of the written model differs from torch by up to {difference:.3g} "
                 f"(tolerance rtol={RTOL}, atol={ATOL}); the model was not saved"

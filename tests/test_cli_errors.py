@@ -152,5 +152,6 @@ def test_bad_yaml_values(alexnet, tmp_path, content, fragment):
 def test_unknown_scope_and_method(alexnet, tmp_path):
     assert_one_line_error(run("prune", alexnet, "--scope", "planet", "-o", tmp_path / "o.onnx"), "scope must be one of")
     assert_one_line_error(
-        run("prune", alexnet, "--method", "dice", "-o", tmp_path / "o.onnx"), "known methods: magnitude"
+        run("prune", alexnet, "--method", "dice", "-o", tmp_path / "o.onnx"),
+        "known methods: l1-filter, l2-filter, magnitude, neuron, taylor",
     )

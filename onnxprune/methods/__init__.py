@@ -23,25 +23,40 @@ class ScoreContext:
 
     Attributes:
         torch_model: the converted `onnxprune.convert.TorchModel`.
+        data: training samples, for data-driven methods (Taylor); None for data-free ones.
+        preprocess: how `data` becomes the model's input.
+        options: method-specific settings (a dict), e.g. Taylor's batches per round.
     """
 
     torch_model: object
+    data: object = None
+    preprocess: object = None
+    options: dict | None = None
 
 
 @dataclass(frozen=True)
 class Method:
-    """A registered pruning method."""
+    """A registered pruning method.
+
+    Attributes:
+        name: what --method takes.
+        granularity: "weight" (unstructured) or "channel" (filters and neurons, compacted).
+        score: score(entry, ctx) -> scores (lower goes first).
+        summary: the first line of its docstring.
+        needs_data: the method needs training data in its `ScoreContext`.
+    """
 
     name: str
     granularity: str
     score: Callable[..., np.ndarray]
     summary: str
+    needs_data: bool = False
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, granularity: str) -> Callable:
+def register(name: str, granularity: str, needs_data: bool = False) -> Callable:
     """Register a scoring function `score(entry, ctx) -> np.ndarray` under `name`.
 
     The function receives a `ParamEntry` and a `ScoreContext` and returns scores in the ONNX
@@ -55,7 +70,7 @@ def register(name: str, granularity: str) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"pruning method '{name}' is already registered")
         summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
-        _REGISTRY[name] = Method(name=name, granularity=granularity, score=function, summary=summary)
+        _REGISTRY[name] = Method(name, granularity, function, summary, needs_data)
         return function
 
     return decorate
@@ -76,4 +91,4 @@ def list_methods() -> list[Method]:
 
 
 def _load_builtin_methods() -> None:
-    from onnxprune.methods import magnitude  # noqa: F401  (registers on import)
+    from onnxprune.methods import magnitude, norms, taylor  # noqa: F401  (they register on import)
