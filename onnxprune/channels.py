@@ -43,9 +43,22 @@ class ChannelPlan:
     kept_layers: dict[str, str]  # layer -> why it cannot lose channels
 
 
-def channel_groups(model: Model, structure: Structure) -> tuple[dict[str, ChannelGroup], dict[str, str]]:
-    """Selection groups of removable units, and the layers that have none (with the reason)."""
+def channel_groups(
+    model: Model, structure: Structure, mask_only: bool = False
+) -> tuple[dict[str, ChannelGroup], dict[str, str]]:
+    """Selection groups of removable units, and the layers that have none (with the reason).
+
+    Raises:
+        ConfigError: a channel dependency the analysis cannot resolve (it names the node),
+            unless `mask_only`: then those channels are selected and zeroed but not removed.
+    """
     units = structure.units()
+    unresolved = [unit for unit in units.values() if unit.blocked_by and unit.unresolved]
+    if unresolved and not mask_only:
+        raise ConfigError(
+            f"cannot remove channels of '{unresolved[0].members[0][0]}': {unresolved[0].blocked_by}; "
+            "add --mask-only to zero those filters without removing them"
+        )
     by_layers: dict[tuple[str, ...], list[int]] = {}
     kept_layers = {}
     order = {layer.name: i for i, layer in enumerate(model.layers)}
@@ -54,7 +67,7 @@ def channel_groups(model: Model, structure: Structure) -> tuple[dict[str, Channe
             continue
         for root in dict.fromkeys(int(r) for r in structure.layer_units(layer.name)):
             unit = units[root]
-            if unit.blocked_by:
+            if unit.blocked_by and not (mask_only and unit.unresolved):
                 kept_layers.setdefault(layer.name, unit.blocked_by)
                 continue
             key = tuple(sorted({member[0] for member in unit.members}, key=order.get))
@@ -108,6 +121,7 @@ def plan(
     max_layer_sparsity: float,
     ctx: ScoreContext,
     original_counts: dict[str, int] | None = None,
+    mask_only: bool = False,
 ) -> ChannelPlan:
     """Choose the units to remove.
 
@@ -124,9 +138,11 @@ def plan(
         max_layer_sparsity: the floor of global scope (each group keeps at least 1 - this).
         original_counts: group name -> its unit count in the uncompacted model, for models
             compacted in earlier rounds (fractions are of the original counts).
+        mask_only: select channels whose dependencies cannot be resolved too (they are zeroed,
+            not removed).
     """
     structure = analyse(model)
-    groups, kept_layers = channel_groups(model, structure)
+    groups, kept_layers = channel_groups(model, structure, mask_only)
     if not groups:
         raise ConfigError(
             "no filter or neuron can be removed in this model "
@@ -240,6 +256,7 @@ def taylor_iterative(
     sparsity: float,
     max_layer_sparsity: float,
     evaluate_round=None,
+    mask_only: bool = False,
 ) -> tuple[ChannelPlan, list[dict]]:
     """MATLAB's taylorPrunableNetwork loop: score while fine-tuning, remove up to N filters, repeat.
 
@@ -255,7 +272,7 @@ def taylor_iterative(
     from onnxprune.methods.taylor import settings
 
     structure = analyse(model)
-    groups, kept_layers = channel_groups(model, structure)
+    groups, kept_layers = channel_groups(model, structure, mask_only)
     if not groups:
         raise ConfigError("no filter or neuron can be removed in this model")
     total = sum(len(group.roots) for group in groups.values())

@@ -348,8 +348,16 @@ def prune(
     std: StdOption = None,
     flatten: FlattenOption = "row",
     seed: SeedOption = 0,
+    mask_only: Annotated[
+        bool, typer.Option("--mask-only", help="structured: zero channels whose dependencies cannot be resolved")
+    ] = False,
+    batches_per_round: Annotated[int, typer.Option(help="taylor: mini-batches scored (and trained) per round")] = 10,
+    max_per_round: Annotated[int, typer.Option(help="taylor: most filters removed per round")] = 8,
 ) -> None:
     """Prune MODEL and write the same graph with zeros in it, verified in onnxruntime.
+
+    Structured methods (l1-filter, l2-filter, neuron, taylor) remove the fraction SPARSITY of
+    the filters and neurons and write the smaller, compacted graph.
 
     With --data: accuracy before and after, optional fine-tuning (--finetune-epochs) and
     iterative rounds (--iterations), checkpoints and results in --out-dir, and a final model
@@ -361,6 +369,8 @@ def prune(
 
         options = ScheduleOptions(
             target=sparsity, iterations=iterations, schedule=schedule, rewind=rewind, method=method, scope=scope,
+            mask_only=mask_only,
+            method_options={"batches_per_round": batches_per_round, "max_per_round": max_per_round},
             config=str(config) if config else None, skip_first=skip_first, skip_last=skip_last,
             max_layer_sparsity=max_layer_sparsity,
             train=TrainOptions(
@@ -392,12 +402,23 @@ def prune(
         skip_last=skip_last,
         max_layer_sparsity=max_layer_sparsity,
         keep_masks=False,  # nothing trains after this command: the zeros are the mask
+        mask_only=mask_only,
     )
     del model  # with release=True, save frees the last references once the file is written
     report = save(result, output, sparse_storage=sparse_storage, release=True)
     summary = _prune_summary(result, output)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
+        return
+    if result.granularity == "channel":
+        _print_channel_table(result)
+        for note in result.notes:
+            _console().print(f"note: {note}")
+        _console().print(
+            f"removed {result.channel_sparsity:.1%} of the removable filters and neurons: parameters "
+            f"-{result.params_removed:.1%}, MACs -{result.macs_removed:.1%}; verified in onnxruntime "
+            f"(max |diff| {report.max_abs_diff:.2e}); wrote {output} ({_human_size(output.stat().st_size)})"
+        )
         return
     _print_prune_table(result)
     for note in result.notes:
@@ -426,13 +447,14 @@ def _default_lr(options, preprocess, lr_given: bool):
 def _run_schedule(
     model_path, options, out_dir, resume, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, lr_given
 ):
+    from onnxprune.methods import get_method
     from onnxprune.model import load
     from onnxprune.schedule import run
 
     model = load(model_path)
     preprocess, train, held_out = _prepare_data(
         model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed,
-        0.2 if options.train.epochs > 0 else 0.0,
+        0.2 if options.train.epochs > 0 or get_method(options.method).needs_data else 0.0,
     )  # fmt: skip
     del model
     options = dataclasses.replace(options, train=_default_lr(options.train, preprocess, lr_given))
@@ -475,10 +497,28 @@ def _prune_summary(result, output: Path) -> dict:
             for layer in result.layers
         ],
         "notes": result.notes,
+        "granularity": result.granularity,
+        "channel_sparsity": result.channel_sparsity,
+        "params_removed": result.params_removed,
+        "macs_removed": result.macs_removed,
         "sparse_initializers": result.sparse_initializers,
         "max_abs_diff": result.verification.max_abs_diff if result.verification else None,
         "bytes": output.stat().st_size,
     }
+
+
+def _print_channel_table(result) -> None:
+    table = Table("layer", "op", "channels", "removed", "params before", "params after")
+    for layer in result.layers:
+        table.add_row(
+            layer.name,
+            layer.op_type,
+            f"{layer.channels} -> {layer.channels - layer.channels_removed}",
+            f"{layer.channel_sparsity:.1%}",
+            f"{layer.numel:,}",
+            f"{layer.numel - layer.zeros:,}",
+        )
+    _console().print(table)
 
 
 def _print_prune_table(result) -> None:
@@ -493,6 +533,57 @@ def _print_prune_table(result) -> None:
             f"{layer.sparsity:.1%}",
         )
     _console().print(table)
+
+
+@app.command()
+@reports_errors
+def compact(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="a masked .onnx file (all-zero filters)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output .onnx")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Remove every all-zero filter and neuron of MODEL for real: smaller tensors, same outputs."""
+    from onnxprune.inspection import describe
+    from onnxprune.model import check_output_path, from_proto, load, save_atomic
+    from onnxprune.structure import compact as compact_model
+    from onnxprune.verify import Reference, random_batch, session, verify
+
+    model = load(model_path)
+    check_output_path(model, output)
+    proto, report = compact_model(model)
+    inputs = random_batch(model.input, 2)
+    masked = session(model.path)
+    expected = Reference(inputs, masked.run(None, {masked.get_inputs()[0].name: inputs}))
+    reports = []
+    strict = not report.inexact
+    save_atomic(proto, output, check=lambda path: reports.append(verify(path, expected, strict=strict)))
+    before, after = describe(model)["totals"], describe(from_proto(proto))["totals"]
+    summary = {
+        "output": str(output),
+        "removed": report.removed,
+        "kept": report.kept,
+        "folded_into_bias": report.folded,
+        "approximate": report.inexact,
+        "not_removed": report.skipped,
+        "params": [before["prunable_params"], after["prunable_params"]],
+        "macs": [before["macs"], after["macs"]],
+        "max_abs_diff": reports[0].max_abs_diff,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    table = Table("layer", "channels before", "after")
+    for name, kept in report.kept.items():
+        table.add_row(name, str(kept + report.removed[name]), str(kept))
+    _console().print(table)
+    for name, why in report.inexact.items():
+        _console().print(f"note: approximate at '{name}': {why}")
+    for where, why in list(report.skipped.items())[:5]:
+        _console().print(f"note: zero channel {where} kept: {why}")
+    _console().print(
+        f"parameters {before['prunable_params']:,} -> {after['prunable_params']:,}, MACs {before['macs']:,} -> "
+        f"{after['macs']:,}; output vs the masked model: max |diff| {reports[0].max_abs_diff:.2e}; wrote {output}"
+    )
 
 
 @app.command()

@@ -159,6 +159,7 @@ def prune(
     preprocess: Preprocess | None = None,
     method_options: dict | None = None,
     original_counts: dict[str, int] | None = None,
+    mask_only: bool = False,
 ) -> PruneResult:
     """Prune a loaded model.
 
@@ -184,6 +185,8 @@ def prune(
             and "val" with "val_preprocess" to record validation accuracy per round).
         original_counts: structured methods on a model compacted earlier: each channel
             group's original size, so `sparsity` stays a fraction of the original channels.
+        mask_only: structured methods, where a channel dependency cannot be resolved: zero
+            those filters without removing them (otherwise that is an error naming the node).
 
     Structured methods (granularity "channel": l1-filter, l2-filter, neuron, taylor) take
     `sparsity` as the fraction of removable filters and neurons, and compact the model: see
@@ -213,7 +216,7 @@ def prune(
         context = ScoreContext(torch_model, data, preprocess, dict(method_options or {}))
         return _prune_channels(
             model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
-            keep_masks, original_counts,
+            keep_masks, original_counts, mask_only,
         )  # fmt: skip
 
     started = time.perf_counter()
@@ -241,7 +244,7 @@ def prune(
 
 def _prune_channels(
     model, method, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, keep_masks,
-    original_counts,
+    original_counts, mask_only,
 ) -> PruneResult:  # fmt: skip
     """Structured pruning: plan, mask in torch, write the masked graph, compact it."""
     if method.needs_data and context.data is None:
@@ -251,13 +254,13 @@ def _prune_channels(
     if method.name == "taylor":
         evaluate_round = _round_evaluator(model, torch_model, context.options)
         chosen_plan, history = channels.taylor_iterative(
-            model, method, torch_model, context, sparsity, max_layer_sparsity, evaluate_round
+            model, method, torch_model, context, sparsity, max_layer_sparsity, evaluate_round, mask_only
         )
         keep_masks = True  # the masks were attached while training between rounds
     else:
         chosen_plan = channels.plan(
             model, method, torch_model, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, context,
-            original_counts,
+            original_counts, mask_only,
         )  # fmt: skip
         channels.apply(torch_model, model, chosen_plan, keep_masks)
     selection_seconds = time.perf_counter() - started
@@ -267,14 +270,16 @@ def _prune_channels(
     before = {layer.name: layer for layer in model.layers}
     layers = [
         LayerReport(
-            name=layer.name, op_type=layer.op_type, weight=layer.weight, shape=layer.shape, numel=before[layer.name].numel,
-            zeros=before[layer.name].numel - layer.numel, target=None,
+            name=layer.name, op_type=layer.op_type, weight=layer.weight, shape=layer.shape,
+            numel=before[layer.name].numel, zeros=before[layer.name].numel - layer.numel, target=None,
             channels=before[layer.name].shape[layer.out_axis], channels_removed=report.removed.get(layer.name, 0),
         )
         for layer in small.layers
     ]  # fmt: skip
     notes = [f"'{name}' keeps its channels: {why}" for name, why in chosen_plan.kept_layers.items()]
     notes += [f"compaction is approximate at '{name}': {why}" for name, why in report.inexact.items()]
+    if report.skipped:
+        notes.append(f"{len(report.skipped)} channel(s) zeroed but not removed: {next(iter(report.skipped.values()))}")
     return PruneResult(
         source=model,
         torch_model=torch_model,

@@ -27,13 +27,16 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune import select
+from onnxprune.channels import channel_groups
 from onnxprune.convert import TorchModel, to_torch
 from onnxprune.data import Dataset, Preprocess
 from onnxprune.errors import ConfigError
 from onnxprune.evaluate import evaluate, outputs_probabilities
-from onnxprune.model import Model, load, save_atomic
+from onnxprune.methods import get_method
+from onnxprune.model import Model, from_proto, load, save_atomic
 from onnxprune.pruning import prune
 from onnxprune.storage import write_model
+from onnxprune.structure import analyse
 from onnxprune.train import TrainOptions, finetune
 from onnxprune.verify import reference, verify
 
@@ -53,6 +56,8 @@ class ScheduleOptions:
             ticket style) before fine-tuning.
         method, scope, config, skip_first, skip_last, max_layer_sparsity: as in `prune`.
         train: fine-tuning settings; `train.epochs == 0` prunes without fine-tuning.
+        mask_only: structured methods: zero channels whose dependencies cannot be resolved.
+        method_options: method settings (Taylor's batches_per_round, max_per_round).
     """
 
     target: float
@@ -66,6 +71,8 @@ class ScheduleOptions:
     skip_last: bool = False
     max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY
     train: TrainOptions = field(default_factory=TrainOptions)
+    mask_only: bool = False
+    method_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         select.check_sparsity(self.target, "target sparsity")
@@ -73,6 +80,11 @@ class ScheduleOptions:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+
+    @property
+    def kind(self) -> str:
+        """Unstructured for weight methods, filter for structured ones (they name the final file)."""
+        return "filter" if get_method(self.method).granularity == "channel" else "unstructured"
 
     @property
     def name(self) -> str:
@@ -102,6 +114,9 @@ class RoundRecord:
     seconds: float
     checkpoint: str
     train_history: list[dict] = field(default_factory=list)
+    params_removed: float = 0.0
+    macs_removed: float = 0.0
+    method_history: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -205,7 +220,9 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
     start = load(start_path)
     torch_model = to_torch(start)
     target = options.sparsity_at(number)
-    prune(
+    structured = get_method(options.method).granularity == "channel"
+    method_options = dict(options.method_options, val=val, val_preprocess=preprocess, seed=options.train.seed)
+    result = prune(
         start,
         target,
         method=options.method,
@@ -216,8 +233,16 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         max_layer_sparsity=options.max_layer_sparsity,
         torch_model=torch_model,
         keep_masks=True,
+        data=train,
+        preprocess=preprocess,
+        method_options=method_options,
+        original_counts=original_channel_counts(source) if structured else None,
+        mask_only=options.mask_only,
     )
-    if options.rewind:
+    if structured:  # fine-tune the compacted model: a smaller graph, nothing to mask
+        start = from_proto(result.compacted)
+        torch_model = to_torch(start)
+    elif options.rewind:
         _rewind(torch_model, source)
     history = []
     if options.train.epochs > 0:
@@ -235,13 +260,17 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
     evaluation = None
     if val is not None:
         evaluation = evaluate(written, val, preprocess, engine="torch", torch_module=torch_model.module)
-    layer_sparsity = _layer_sparsity(written)
-    zeros = sum(s * layer.numel for s, layer in zip(layer_sparsity.values(), written.layers, strict=True))
+    if structured:
+        sparsity, layer_sparsity = _channel_sparsity(written, source)
+    else:
+        layer_sparsity = _layer_sparsity(written)
+        zeros = sum(s * layer.numel for s, layer in zip(layer_sparsity.values(), written.layers, strict=True))
+        sparsity = zeros / sum(layer.numel for layer in written.layers)
     total, all_zeros = written.parameter_counts()
     return RoundRecord(
         round=number,
         target_sparsity=target,
-        sparsity=zeros / sum(layer.numel for layer in written.layers),
+        sparsity=sparsity,
         sparsity_all=all_zeros / total if total else 0.0,
         layer_sparsity=layer_sparsity,
         top1=evaluation.top1 if evaluation else None,
@@ -250,7 +279,30 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         seconds=time.perf_counter() - started,
         checkpoint=checkpoint.name,
         train_history=history,
+        params_removed=1 - _sum(written, "numel") / max(1, _sum(source, "numel")),
+        macs_removed=1 - _sum(written, "macs") / max(1, _sum(source, "macs")),
+        method_history=result.history,
     )
+
+
+def original_channel_counts(source: Model) -> dict[str, int]:
+    """Each channel group's size in the source model (fractions of later rounds refer to it)."""
+    groups, _ = channel_groups(source, analyse(source), mask_only=True)
+    return {name: len(group.roots) for name, group in groups.items()}
+
+
+def _channel_sparsity(written: Model, source: Model) -> tuple[float, dict[str, float]]:
+    """Fraction of the source's removable units gone, and per layer the fraction of channels gone."""
+    original = original_channel_counts(source)
+    now = original_channel_counts(written)
+    removed = sum(original[name] - now.get(name, 0) for name in original)
+    before = {layer.name: layer.shape[layer.out_axis] for layer in source.layers}
+    per_layer = {layer.name: 1 - layer.shape[layer.out_axis] / before[layer.name] for layer in written.layers}
+    return removed / max(1, sum(original.values())), per_layer
+
+
+def _sum(model: Model, attribute: str) -> int:
+    return sum(getattr(layer, attribute) for layer in model.layers)
 
 
 def _softmax_node_output(source: Model, graph_output: str | None) -> str | None:
@@ -294,9 +346,9 @@ def _finish(folder, options, records, val, preprocess) -> tuple[Path, float | No
     if val is not None:
         final_top1 = evaluate(load(folder / last.checkpoint), val, preprocess, engine="onnxruntime").top1
     accuracy = f"{final_top1:.3f}" if final_top1 is not None else "na"
-    name = f"{options.name}_unstructured_{last.sparsity:.2f}_acc_{accuracy}.onnx"
+    name = f"{options.name}_{options.kind}_{last.sparsity:.2f}_acc_{accuracy}.onnx"
     final = folder / name
-    for stale in folder.glob(f"{options.name}_unstructured_*.onnx"):
+    for stale in folder.glob(f"{options.name}_{options.kind}_*.onnx"):
         stale.unlink()
     shutil.copyfile(folder / last.checkpoint, final)
     return final, final_top1
@@ -307,7 +359,7 @@ def _write_results(folder: Path, identity: dict, baseline, records: list[RoundRe
         "model": identity["model"],
         "model_sha256": identity["model_sha256"],
         "method": identity["options"]["method"],
-        "kind": "unstructured",
+        "kind": "filter" if get_method(identity["options"]["method"]).granularity == "channel" else "unstructured",
         "schedule": identity["options"]["schedule"],
         "iterations": identity["options"]["iterations"],
         "target": identity["options"]["target"],
@@ -317,7 +369,8 @@ def _write_results(folder: Path, identity: dict, baseline, records: list[RoundRe
     }
     _write_json(folder / "results.json", document)
     layer_names = list(records[0].layer_sparsity) if records else []
-    columns = ["round", "target_sparsity", "sparsity", "sparsity_all", "top1", "top5", "loss", "seconds", "checkpoint"]
+    columns = ["round", "target_sparsity", "sparsity", "sparsity_all", "params_removed", "macs_removed"]
+    columns += ["top1", "top5", "loss", "seconds", "checkpoint"]
 
     def write_csv(path: Path) -> None:
         with open(path, "w", newline="") as stream:

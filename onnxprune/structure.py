@@ -72,6 +72,7 @@ class Unit:
     root: int
     members: list[tuple[str, int]]  # (layer name, output channel index)
     blocked_by: str | None = None  # why it cannot be removed
+    unresolved: bool = False  # blocked because the graph could not be followed (not by design)
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Structure:
     producers: dict[str, np.ndarray] = field(default_factory=dict)
     owner: list[tuple[str, int]] = field(default_factory=list)
     blocked: dict[int, str] = field(default_factory=dict)
+    protected: set[int] = field(default_factory=set)
     blocks: list[list[np.ndarray]] = field(default_factory=list)
     inexact: dict[str, str] = field(default_factory=dict)
 
@@ -106,7 +108,12 @@ class Structure:
             root = self.root(channel_id)
             units.setdefault(root, Unit(root, [])).members.append(member)
         for channel_id, reason in self.blocked.items():
-            units[self.root(channel_id)].blocked_by = reason
+            unit = units[self.root(channel_id)]
+            unit.blocked_by = unit.blocked_by or reason
+            unit.unresolved = unit.unresolved or channel_id not in self.protected
+        for unit in units.values():
+            if unit.blocked_by and any(self.root(i) == unit.root for i in self.protected):
+                unit.unresolved = False  # protected by design wins: nothing to report
         return units
 
     def layer_units(self, layer: str) -> np.ndarray:
@@ -145,8 +152,7 @@ def _constant_values(model: Model) -> dict[str, np.ndarray]:
 def _block(structure: Structure, tensor: str, reason: str) -> None:
     tracked = structure.tracked.get(tensor)
     if tracked is not None:
-        for channel_id in np.unique(tracked.ids):
-            structure.blocked.setdefault(int(channel_id), reason)
+        _block_all(structure, [tracked], reason, protected=True)
 
 
 def _new_ids(structure: Structure, layer: str, count: int) -> np.ndarray:
@@ -186,16 +192,19 @@ def _trace(structure, node, index, layers, initializers, constants, shapes) -> N
     elif op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze"):
         _trace_reshape(structure, node, tracked_inputs[0], shapes, where)
     elif op in CROSS_CHANNEL:
-        _block_all(structure, present, f"{where} normalises across channels")
+        _block_all(structure, present, f"{where} normalises across channels", protected=True)
         structure.tracked[node.output[0]] = tracked_inputs[0]
     else:
         _block_all(structure, present, f"{where}: onnxprune cannot follow channels through {op}")
 
 
-def _block_all(structure: Structure, tracked: list[Tracked], reason: str) -> None:
+def _block_all(structure: Structure, tracked: list[Tracked], reason: str, protected: bool = False) -> None:
+    """Mark channels as not removable: `protected` ones by design (outputs), others unresolved."""
     for item in tracked:
         for channel_id in np.unique(item.ids):
             structure.blocked.setdefault(int(channel_id), reason)
+            if protected:
+                structure.protected.add(int(channel_id))
 
 
 def _pad_keeps_channels(node, constants, axis) -> bool:
@@ -446,8 +455,10 @@ def _rewrite(model: Model, structure: Structure, chosen: set[int], constants: _C
         elif node.output and node.output[0] in keep_of:
             _cut_channelwise(node, keep_of[node.output[0]], structure.tracked[node.output[0]], new_values)
         if node.op_type == "Reshape" and node.output[0] in keep_of:
-            _patch_reshape(node, keep_of, new_values)
+            _patch_reshape(node, keep_of, new_values, proto)
     changed = {name for name, keep in keep_of.items() if not keep.all()}
+    # exporters (torch's dynamo) also record the shapes of initializers
+    changed |= {name for name, array in new_values.items() if np.shape(array) != np.shape(values.get(name))}
     kept_info = [v for v in proto.graph.value_info if v.name not in changed]
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept_info)
@@ -549,13 +560,41 @@ def _cut_channelwise(node, keep: np.ndarray, tracked: Tracked, values) -> None:
                     values[name] = np.compress(keep, array, axis=axis)
 
 
-def _patch_reshape(node, keep_of, values) -> None:
+def _patch_reshape(node, keep_of, values, proto) -> None:
+    """Replace the old feature count by the new one wherever the Reshape's target shape comes from."""
     keep = keep_of[node.output[0]]
-    if keep.all() or len(node.input) < 2 or node.input[1] not in values:
+    if keep.all() or len(node.input) < 2:
         return
-    target = values[node.input[1]].copy()
-    target[target == keep.size] = int(keep.sum())
-    values[node.input[1]] = target
+    producers = {output: n for n in proto.graph.node for output in n.output}
+    _patch_shape_source(node.input[1], keep.size, int(keep.sum()), values, producers)
+
+
+def _patch_shape_source(name: str, old: int, new: int, values, producers) -> None:
+    """Follow a shape tensor back through Concat / Cast / Unsqueeze to its constants, and patch them."""
+    if name in values:
+        target = np.array(values[name], copy=True)
+        target[target == old] = new
+        values[name] = target
+        return
+    node = producers.get(name)
+    if node is None:
+        return
+    if node.op_type == "Constant":
+        for attribute in node.attribute:
+            if attribute.name == "value":
+                array = numpy_helper.to_array(attribute.t).copy()
+                if np.any(array == old):
+                    array[array == old] = new
+                    attribute.t.CopyFrom(numpy_helper.from_array(array, attribute.t.name))
+            elif attribute.name == "value_ints":
+                patched = [new if value == old else value for value in attribute.ints]
+                del attribute.ints[:]
+                attribute.ints.extend(patched)
+            elif attribute.name == "value_int" and attribute.i == old:
+                attribute.i = new
+    elif node.op_type in ("Concat", "Cast", "Unsqueeze", "Squeeze", "Identity"):
+        for source in node.input:
+            _patch_shape_source(source, old, new, values, producers)
 
 
 def _shrink_inputs_listing_initializers(proto: onnx.ModelProto, values: dict) -> None:

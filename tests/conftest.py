@@ -41,6 +41,8 @@ FIXTURE_BUILDERS = {
     "matlab_alexnet_opset13": lambda: fixtures.matlab_alexnet(opset=13),
     "matmul_mlp": fixtures.matmul_mlp,
     "tf2onnx_nhwc": fixtures.tf2onnx_nhwc,
+    "concat_net": fixtures.concat_net,
+    "depthwise_net": fixtures.depthwise_net,
 }
 TORCH_EXPORTS = {"vgg_bn_torchscript": False, "vgg_bn_dynamo": True}
 ALL_FIXTURES = list(FIXTURE_BUILDERS) + list(TORCH_EXPORTS)

@@ -271,3 +271,68 @@ def class_images(count: int, size: int = 35, classes: int = 5, seed: int = 0) ->
     for index, label in enumerate(labels):
         images[index, label * band : (label + 1) * band] += 120
     return images, labels.astype(np.int64)
+
+
+def concat_net(seed: int = 4) -> onnx.ModelProto:
+    """Two convolutions concatenated on the channel axis, then a conv, pooling and a Gemm."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init(rng, "a_W", (6, 3, 3, 3)), _init(rng, "a_B", (6,), 0.1),
+        _init(rng, "b_W", (4, 3, 1, 1)), _init(rng, "b_B", (4,), 0.1),
+        _init(rng, "c_W", (8, 10, 3, 3)), _init(rng, "c_B", (8,), 0.1),
+        _init(rng, "fc_W", (5, 8)), _init(rng, "fc_B", (5,), 0.1),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "a_W", "a_B"], ["a"], name="conv_a", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "b_W", "b_B"], ["b"], name="conv_b"),
+        helper.make_node("Concat", ["a", "b"], ["ab"], name="concat", axis=1),
+        helper.make_node("Relu", ["ab"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "c_W", "c_B"], ["c"], name="conv_c", pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["c"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_W", "fc_B"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "concat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="onnx.helper")
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    return model
+
+
+def depthwise_net(seed: int = 5) -> onnx.ModelProto:
+    """Conv -> depthwise Conv (group = channels) -> Sigmoid -> 1x1 Conv -> pooling -> Gemm."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        _init(rng, "c1_W", (8, 3, 3, 3)), _init(rng, "c1_B", (8,), 0.1),
+        _init(rng, "dw_W", (8, 1, 3, 3)), _init(rng, "dw_B", (8,), 0.1),
+        _init(rng, "pw_W", (6, 8, 1, 1)), _init(rng, "pw_B", (6,), 0.1),
+        _init(rng, "fc_W", (4, 6)), _init(rng, "fc_B", (4,), 0.1),
+    ]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "c1_W", "c1_B"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "dw_W", "dw_B"], ["dw"], name="depthwise", pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Sigmoid", ["dw"], ["s"], name="sigmoid"),
+        helper.make_node("Conv", ["s", "pw_W", "pw_B"], ["pw"], name="pointwise"),
+        helper.make_node("MaxPool", ["pw"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["p"], ["g"], name="gap"),
+        helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc_W", "fc_B"], ["y"], name="fc", transB=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "depthwise",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="onnx.helper")
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    return model
