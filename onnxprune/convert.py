@@ -128,6 +128,18 @@ class BoundWeight(nn.Module):
         return self.inner(*args)
 
 
+def current_value(module: nn.Module, name: str) -> torch.Tensor:
+    """A tensor as the next forward will use it.
+
+    Under torch.nn.utils.prune, `module.weight` is recomputed as `weight_orig * weight_mask` by
+    a forward pre-hook, so after an optimizer step it is stale until the next forward; this
+    computes it now.
+    """
+    if hasattr(module, f"{name}_orig") and hasattr(module, f"{name}_mask"):
+        return getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask")
+    return getattr(module, name)
+
+
 @dataclass
 class ParamEntry:
     """How one prunable layer's weight lives in torch.
@@ -143,7 +155,7 @@ class ParamEntry:
     @property
     def parameter(self) -> torch.Tensor:
         """The weight as the module computes with it (masked, when a mask is applied)."""
-        return self.module.weight
+        return current_value(self.module, "weight")
 
     def to_onnx(self) -> np.ndarray:
         """The current weight in ONNX layout, as float32 numpy."""
@@ -286,15 +298,15 @@ def _trainable_inputs(node, module: nn.Module | None) -> dict[str, np.ndarray]:
         return tensor.detach().to("cpu", torch.float32).contiguous().numpy()
 
     if node.op_type == "Conv" and isinstance(module, nn.modules.conv._ConvNd) and module.bias is not None:
-        return {node.input[2]: numpy(module.bias)} if len(node.input) > 2 and node.input[2] else {}
+        return {node.input[2]: numpy(current_value(module, "bias"))} if len(node.input) > 2 and node.input[2] else {}
     if node.op_type == "Gemm" and isinstance(module, nn.Linear) and module.bias is not None and len(node.input) > 2:
         beta = next((a.f for a in node.attribute if a.name == "beta"), 1.0)
-        return {node.input[2]: numpy(module.bias) / beta}
+        return {node.input[2]: numpy(current_value(module, "bias")) / beta}
     if node.op_type == "BatchNormalization" and isinstance(module, nn.modules.batchnorm._BatchNorm):
         scale, shift, mean, var = node.input[1:5]
         return {
-            scale: numpy(module.weight),
-            shift: numpy(module.bias),
+            scale: numpy(current_value(module, "weight")),
+            shift: numpy(current_value(module, "bias")),
             mean: numpy(module.running_mean),
             var: numpy(module.running_var),
         }

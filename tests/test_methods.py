@@ -1,0 +1,69 @@
+"""The contract every registered pruning method keeps (parametrized over the registry)."""
+
+from __future__ import annotations
+
+import fixtures
+import numpy as np
+import pytest
+
+import onnxprune
+from onnxprune.data import Dataset, preprocess_for
+from onnxprune.methods import list_methods
+from onnxprune.verify import random_batch, session
+
+METHODS = [method.name for method in list_methods()]
+
+
+@pytest.fixture(scope="module")
+def images():
+    pixels, labels = fixtures.class_images(48, size=16, classes=5)
+    return Dataset(pixels, labels, [str(i) for i in range(5)], "synthetic")
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_method_contract(name, fixture_model, images, tmp_path):
+    """Target reached, the written file verifies in onnxruntime, outputs finite."""
+    method = next(m for m in list_methods() if m.name == name)
+    model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
+    extra = {}
+    if method.needs_data:
+        extra = {"data": images, "preprocess": preprocess_for(model), "method_options": {"batches_per_round": 2}}
+    result = onnxprune.prune(model, 0.4, method=name, **extra)
+    output = tmp_path / f"{name}.onnx"
+    report = onnxprune.save(result, output)
+    assert report.max_abs_diff <= 1e-3
+    if method.granularity == "weight":
+        assert result.prunable_sparsity == pytest.approx(0.4, abs=0.01)
+    else:
+        removed, total = result.units
+        assert abs(removed - round(0.4 * total)) <= len(model.layers), (removed, total)
+        assert onnxprune.load(output).layers[0].shape[0] < model.layers[0].shape[0] or name == "neuron"
+    run = session(output)
+    values = run.run(None, {run.get_inputs()[0].name: random_batch(model.input, 3)})[0]
+    assert np.all(np.isfinite(values))
+
+
+def test_registry_rejects_duplicates():
+    from onnxprune.methods import register
+
+    with pytest.raises(ValueError, match="already registered"):
+        register("magnitude", granularity="weight")(lambda entry, ctx: None)
+
+
+def test_taylor_records_loss_accuracy_and_filters_per_round(fixture_model, images):
+    model = onnxprune.load(fixture_model("concat_net"))
+    preprocess = preprocess_for(model)
+    options = {"batches_per_round": 2, "max_per_round": 2, "val": images, "val_preprocess": preprocess}
+    result = onnxprune.prune(model, 0.4, method="taylor", data=images, preprocess=preprocess, method_options=options)
+    history = result.history
+    assert len(history) >= 2 and all(row["loss"] is not None and 0 <= row["val_top1"] <= 1 for row in history)
+    filters = [row["filters"] for row in history]
+    assert filters == sorted(filters, reverse=True) and filters[0] - filters[1] <= 2
+    assert history[-1]["filters"] == result.units[1] - result.units[0]
+
+
+def test_taylor_needs_data(fixture_model):
+    from onnxprune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs training data"):
+        onnxprune.prune(onnxprune.load(fixture_model("concat_net")), 0.4, method="taylor")
