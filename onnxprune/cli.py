@@ -353,6 +353,9 @@ def prune(
     ] = False,
     batches_per_round: Annotated[int, typer.Option(help="taylor: mini-batches scored (and trained) per round")] = 10,
     max_per_round: Annotated[int, typer.Option(help="taylor: most filters removed per round")] = 8,
+    round_to: Annotated[
+        int, typer.Option(help="structured: leave layers of 64+ channels a multiple of this (1: exact fraction)")
+    ] = 16,
 ) -> None:
     """Prune MODEL and write the same graph with zeros in it, verified in onnxruntime.
 
@@ -371,6 +374,7 @@ def prune(
             target=sparsity, iterations=iterations, schedule=schedule, rewind=rewind, method=method, scope=scope,
             mask_only=mask_only,
             method_options={"batches_per_round": batches_per_round, "max_per_round": max_per_round},
+            round_to=round_to,
             config=str(config) if config else None, skip_first=skip_first, skip_last=skip_last,
             max_layer_sparsity=max_layer_sparsity,
             train=TrainOptions(
@@ -403,6 +407,7 @@ def prune(
         max_layer_sparsity=max_layer_sparsity,
         keep_masks=False,  # nothing trains after this command: the zeros are the mask
         mask_only=mask_only,
+        round_to=round_to,
     )
     del model  # with release=True, save frees the last references once the file is written
     report = save(result, output, sparse_storage=sparse_storage, release=True)

@@ -160,6 +160,7 @@ def prune(
     method_options: dict | None = None,
     original_counts: dict[str, int] | None = None,
     mask_only: bool = False,
+    round_to: int = 16,
 ) -> PruneResult:
     """Prune a loaded model.
 
@@ -187,6 +188,9 @@ def prune(
             group's original size, so `sparsity` stays a fraction of the original channels.
         mask_only: structured methods, where a channel dependency cannot be resolved: zero
             those filters without removing them (otherwise that is an error naming the node).
+        round_to: structured methods: leave each layer a multiple of this many channels
+            (16, the default, suits onnxruntime's blocked CPU kernels; 1 keeps the exact
+            fraction). Layers under 64 channels are not rounded.
 
     Structured methods (granularity "channel": l1-filter, l2-filter, neuron, taylor) take
     `sparsity` as the fraction of removable filters and neurons, and compact the model: see
@@ -216,7 +220,7 @@ def prune(
         context = ScoreContext(torch_model, data, preprocess, dict(method_options or {}))
         return _prune_channels(
             model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
-            keep_masks, original_counts, mask_only,
+            keep_masks, original_counts, mask_only, round_to,
         )  # fmt: skip
 
     started = time.perf_counter()
@@ -244,7 +248,7 @@ def prune(
 
 def _prune_channels(
     model, method, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, keep_masks,
-    original_counts, mask_only,
+    original_counts, mask_only, round_to,
 ) -> PruneResult:  # fmt: skip
     """Structured pruning: plan, mask in torch, write the masked graph, compact it."""
     if method.needs_data and context.data is None:
@@ -260,7 +264,7 @@ def _prune_channels(
     else:
         chosen_plan = channels.plan(
             model, method, torch_model, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, context,
-            original_counts, mask_only,
+            original_counts, mask_only, round_to,
         )  # fmt: skip
         channels.apply(torch_model, model, chosen_plan, keep_masks)
     selection_seconds = time.perf_counter() - started

@@ -58,6 +58,7 @@ class ScheduleOptions:
         train: fine-tuning settings; `train.epochs == 0` prunes without fine-tuning.
         mask_only: structured methods: zero channels whose dependencies cannot be resolved.
         method_options: method settings (Taylor's batches_per_round, max_per_round).
+        round_to: structured methods: channel counts rounded to multiples of this.
     """
 
     target: float
@@ -73,6 +74,7 @@ class ScheduleOptions:
     train: TrainOptions = field(default_factory=TrainOptions)
     mask_only: bool = False
     method_options: dict = field(default_factory=dict)
+    round_to: int = 16
 
     def __post_init__(self):
         select.check_sparsity(self.target, "target sparsity")
@@ -238,6 +240,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         method_options=method_options,
         original_counts=original_channel_counts(source) if structured else None,
         mask_only=options.mask_only,
+        round_to=options.round_to,
     )
     if structured:  # fine-tune the compacted model: a smaller graph, nothing to mask
         start = from_proto(result.compacted)

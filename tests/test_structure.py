@@ -210,3 +210,11 @@ def test_unresolved_dependency_names_the_node_and_mask_only_falls_back(tmp_path)
     assert result.compaction.skipped, "the channels were zeroed, not removed"
     zeros = result.weights["c_W"].reshape(8, -1)
     assert int((~zeros.any(axis=1)).sum()) == 4
+
+
+def test_channel_counts_rounded_for_fast_kernels():
+    from onnxprune.channels import _rounded
+
+    assert _rounded(count=26, original=64, remaining=64, round_to=16) == 32  # 38 left -> 32, the nearest
+    assert 512 - _rounded(205, 512, 512, 16) == 304
+    assert _rounded(count=3, original=8, remaining=8, round_to=16) == 3  # small layers: exact
