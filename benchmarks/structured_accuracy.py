@@ -60,10 +60,9 @@ def main() -> None:
             params = sum(layer.numel for layer in final.layers) / sum(layer.numel for layer in model.layers)
             macs = sum(layer.macs for layer in final.layers) / sum(layer.macs for layer in model.layers)
         label = "dense, fine-tuned with the same budget" if sparsity == 0 else method
-        print(json.dumps({
-            "model": label, "filters_removed": round(result.rounds[-1].sparsity, 3), "top1": result.final_top1,
-            "params_kept": round(params, 3), "macs_kept": round(macs, 3), "seconds": round(time.perf_counter() - started, 1),
-        }))  # fmt: skip
+        row = {"model": label, "filters_removed": round(result.rounds[-1].sparsity, 3), "top1": result.final_top1}
+        row.update(params_kept=round(params, 3), macs_kept=round(macs, 3))
+        print(json.dumps({**row, "seconds": round(time.perf_counter() - started, 1)}))
 
 
 if __name__ == "__main__":
