@@ -2,8 +2,8 @@
 
 A VGG-style network for 32x32 images (VGG11 layout with BatchNorm, random weights: latency does
 not depend on training), exported by torch.onnx (TorchScript, opset 13). Each model gets its own
-onnxruntime session, one at a time (interleaved sessions on 2 cores distort each other);
-warm-up, then the median of repeated runs at batch 1 and 32. The efficiency of the cut is the
+onnxruntime session, one at a time (never two computing at once on 2 cores); they take
+turns in rounds, after a warm-up, and the median of all runs at batch 1 and 32 counts. The efficiency of the cut is the
 speedup divided by the MAC reduction (1.0: latency falls exactly with the arithmetic).
 
 Usage:  .venv/bin/python benchmarks/structured_latency.py [--runs1 300] [--runs32 30]
@@ -41,18 +41,25 @@ def vgg(width: float = 1.0) -> nn.Module:
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels, 10)).eval()
 
 
-def latency(path: Path, batch: int, runs: int) -> float:
-    run = session(path)
-    name = run.get_inputs()[0].name
+def latencies(paths: dict[str, Path], batch: int, runs: int, rounds: int = 5) -> dict[str, float]:
+    """Median milliseconds per call; models take turns (round-robin) so drifts hit all alike.
+
+    Only one session computes at any moment; each is warmed up before its first timed turn.
+    """
+    sessions = {name: session(path) for name, path in paths.items()}
     inputs = np.random.default_rng(0).random((batch, 3, 32, 32), dtype=np.float32)
-    for _ in range(max(3, runs // 10)):
-        run.run(None, {name: inputs})
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        run.run(None, {name: inputs})
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+    times = {name: [] for name in paths}
+    for run in sessions.values():
+        for _ in range(max(3, runs // 10)):
+            run.run(None, {run.get_inputs()[0].name: inputs})
+    for _ in range(rounds):
+        for name, run in sessions.items():
+            feed = {run.get_inputs()[0].name: inputs}
+            for _ in range(runs // rounds):
+                started = time.perf_counter()
+                run.run(None, feed)
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(values) * 1000 for name, values in times.items()}
 
 
 def main() -> None:
@@ -76,15 +83,17 @@ def main() -> None:
         )
         unstructured = folder / "unstructured80.onnx"
         onnxprune.save(onnxprune.prune(model, 0.8, scope="global", keep_masks=False), unstructured)
+        paths = {"dense": dense, "40% filters removed": filters, "80% unstructured": unstructured}
+        batch1, batch32 = latencies(paths, 1, args.runs1), latencies(paths, 32, args.runs32)
         rows = {}
-        for name, path in (("dense", dense), ("40% filters removed", filters), ("80% unstructured", unstructured)):
+        for name, path in paths.items():
             totals = describe(onnxprune.load(path))["totals"]
             rows[name] = {
                 "params": totals["prunable_params"] - totals["prunable_zeros"],
                 "macs": totals["macs"],
                 "bytes": path.stat().st_size,
-                "ms_batch1": latency(path, 1, args.runs1),
-                "ms_batch32": latency(path, 32, args.runs32),
+                "ms_batch1": batch1[name],
+                "ms_batch32": batch32[name],
             }
     base = rows["dense"]
     for name, row in rows.items():
