@@ -356,6 +356,11 @@ def prune(
     round_to: Annotated[
         int, typer.Option(help="structured: leave layers of 64+ channels a multiple of this (1: exact fraction)")
     ] = 16,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(help="choose the sparsity: the highest within this accuracy drop on --data (0.01 = one point)"),
+    ] = None,
+    sparsities: SparsitiesOption = None,
 ) -> None:
     """Prune MODEL and write the same graph with zeros in it, verified in onnxruntime.
 
@@ -366,6 +371,11 @@ def prune(
     iterative rounds (--iterations), checkpoints and results in --out-dir, and a final model
     named like omp_unstructured_0.80_acc_0.912.onnx.
     """
+    if max_drop is not None:
+        sparsity = _sparsity_within(
+            model_path, max_drop, method, scope, sparsities, data, limit, pixel_range, mean, std, flatten
+        )
+        data = None if finetune_epochs == 0 and iterations == 1 else data
     if data is not None or finetune_epochs > 0 or iterations > 1 or resume:
         from onnxprune.schedule import ScheduleOptions
         from onnxprune.train import TrainOptions
@@ -538,6 +548,247 @@ def _print_prune_table(result) -> None:
             f"{layer.sparsity:.1%}",
         )
     _console().print(table)
+
+
+class _level_progress:
+    """A progress bar over sweep levels, showing the level and its accuracy."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=_console(stderr=True), transient=True,
+        )  # fmt: skip
+        self.task = None
+        return self.update
+
+    def update(self, event: dict) -> None:
+        row = event["row"]
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task("", total=event["total"])
+        label = f"{row.method} {row.scope} {row.sparsity:.1%}: top-1 {row.accuracy:.2%}"
+        self.bar.update(self.task, completed=event["done"], description=label)
+
+    def __exit__(self, *exc_info):
+        if self.task is not None:
+            self.bar.stop()
+        return False
+
+
+def _levels(sparsities: str | None, start: float | None, stop: float | None, step: float | None, default: str):
+    from onnxprune.sweep import grid, parse_levels
+
+    if start is not None or stop is not None or step is not None:
+        if None in (start, stop, step):
+            raise ConfigError("--from, --to and --step go together")
+        return grid(start, stop, step)
+    return parse_levels(sparsities or default)
+
+
+SparsitiesOption = Annotated[
+    str | None, typer.Option(help="levels: start:step:stop ranges and values, e.g. 0:0.1:0.9,0.9:0.02:0.98")
+]
+FromOption = Annotated[float | None, typer.Option("--from", help="first level (with --to and --step)")]
+ToOption = Annotated[float | None, typer.Option("--to", help="last level")]
+StepOption = Annotated[float | None, typer.Option("--step", help="level step")]
+
+
+@app.command()
+@reports_errors
+def sweep(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
+    data: DataOption = None,
+    method: Annotated[str, typer.Option(help="method(s), comma-separated: magnitude,l1-filter,...")] = "magnitude",
+    scope: Annotated[str, typer.Option(help="scope(s), comma-separated: layer,global")] = "layer",
+    sparsities: SparsitiesOption = None,
+    start: FromOption = None,
+    stop: ToOption = None,
+    step: StepOption = None,
+    max_drop: Annotated[float, typer.Option(help="accuracy budget for the trade-off (0.01 = one point)")] = 0.01,
+    out_dir: Annotated[Path | None, typer.Option(help="folder for results and the figure")] = None,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = "row",
+) -> None:
+    """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop."""
+    from onnxprune import plots, results
+    from onnxprune.model import load
+    from onnxprune.sweep import sweep as sweep_model
+    from onnxprune.sweep import trade_off
+
+    if data is None:
+        raise ConfigError("sweep needs --data")
+    levels = _levels(sparsities, start, stop, step, "0:0.1:0.9,0.9:0.02:0.98")
+    model = load(model_path)
+    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    methods, scopes = [m.strip() for m in method.split(",")], [x.strip() for x in scope.split(",")]
+    with _level_progress() as progress:
+        table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress)
+    choice = trade_off(table, max_drop)
+    table.extra["trade_off"] = choice
+    out_dir = out_dir or model_path.with_name(f"{model_path.stem}_sweep")
+    written = results.write(table, out_dir)
+    figure = plots.accuracy_vs_sparsity([table], out_dir / "accuracy_vs_sparsity.png")
+    _print_sweep(table, choice)
+    _console().print(f"wrote {', '.join(str(p) for p in written.values())} and {figure}")
+
+
+def _sparsity_within(model_path, max_drop, method, scope, sparsities, data, limit, pixel_range, mean, std, flatten):
+    """Sweep, then return the highest sparsity whose accuracy is within `max_drop` of the dense model."""
+    from onnxprune.model import load
+    from onnxprune.sweep import sweep as sweep_model
+    from onnxprune.sweep import trade_off
+
+    if data is None:
+        raise ConfigError("--max-drop needs --data to measure accuracy on")
+    model = load(model_path)
+    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    levels = _levels(sparsities, None, None, None, "0:0.05:0.95")
+    with _level_progress() as progress:
+        table = sweep_model(model, dataset, preprocess, levels, [method], [scope], progress=progress)
+    choice = trade_off(table, max_drop)
+    _console().print(
+        f"trade-off: {choice['sparsity']:.1%} keeps top-1 {choice['accuracy']:.2%} within {max_drop:.1%} "
+        f"of the dense {table.baseline_accuracy:.2%}"
+    )
+    if choice["sparsity"] <= 0:
+        raise ConfigError(f"no sparsity level keeps accuracy within {max_drop} of the dense model; raise --max-drop")
+    return choice["sparsity"]
+
+
+def _percent(value) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _print_sweep(table, choice) -> None:
+    labels = table.methods()
+    levels = list(dict.fromkeys(row.sparsity for row in table.rows))
+    grid_table = Table("sparsity", *labels)
+    by_key = {(f"{r.method} ({r.scope})", r.sparsity): r for r in table.rows}
+    for level in levels:
+        cells = [f"{by_key[(label, level)].accuracy:.2%}" if (label, level) in by_key else "" for label in labels]
+        grid_table.add_row(f"{level:.1%}", *cells)
+    _console().print(grid_table)
+    _console().print(
+        f"dense top-1 {table.baseline_accuracy:.2%}; highest sparsity within {choice['max_drop']:.1%} of it: "
+        f"{choice['sparsity']:.1%} ({choice['method']}, {choice['scope']}, top-1 {choice['accuracy']:.2%}); "
+        f"knee of the curve: {_percent(choice['knee_sparsity'])}"
+    )
+
+
+@app.command()
+@reports_errors
+def sensitivity(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
+    data: DataOption = None,
+    sparsities: SparsitiesOption = None,
+    target: Annotated[float, typer.Option(help="overall sparsity the ratio file must reach")] = 0.8,
+    max_drop: Annotated[float, typer.Option(help="accuracy budget per layer (0.01 = one point)")] = 0.01,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="ratio YAML to write")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="folder for results and the figure")] = None,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = "row",
+) -> None:
+    """Prune one layer at a time to find the sensitive ones; write per-layer ratios reaching --target."""
+    from onnxprune import plots, results
+    from onnxprune.model import load
+    from onnxprune.select import check_sparsity
+    from onnxprune.sweep import ratios_for_target, write_ratios
+    from onnxprune.sweep import sensitivity as layer_sensitivity
+
+    if data is None:
+        raise ConfigError("sensitivity needs --data")
+    check_sparsity(target, "--target")
+    levels = _levels(sparsities, None, None, None, "0:0.1:0.9,0.95,0.98")
+    model = load(model_path)
+    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    with _level_progress() as progress:
+        table = layer_sensitivity(model, dataset, preprocess, levels, progress=progress)
+    ratios = ratios_for_target(table, model, target, max_drop)
+    out_dir = out_dir or model_path.with_name(f"{model_path.stem}_sensitivity")
+    output = output or out_dir / "ratios.yaml"
+    table.extra["ratios"] = ratios
+    results.write(table, out_dir)
+    figure = plots.sensitivity(table, out_dir / "sensitivity.png")
+    sizes = {layer.name: layer.numel for layer in model.layers}
+    reached = sum(ratios[n] * sizes[n] for n in ratios) / sum(sizes.values())
+    write_ratios(
+        ratios, output, f"onnxprune sensitivity: target {target}, per-layer budget {max_drop}; reaches {reached:.4f}"
+    )
+    summary = Table("layer", "weights", "ratio")
+    for name, ratio in ratios.items():
+        summary.add_row(name, f"{sizes[name]:,}", f"{ratio:.1%}")
+    _console().print(summary)
+    if reached + 1e-6 < target:
+        _console().print(f"note: with {max_drop:.1%} per layer the ratios reach only {reached:.1%} of {target:.1%}")
+    _console().print(f"overall {reached:.2%}; wrote {output}, {figure} and results in {out_dir}")
+
+
+@app.command()
+@reports_errors
+def plot(
+    kind: Annotated[str, typer.Argument(help="accuracy, pareto, mask, layers, filters, training, taylor or gamma")],
+    sources: Annotated[list[Path], typer.Argument(help="results files / run folders / models, as KIND needs")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write")],
+    layer: Annotated[str | None, typer.Option(help="mask: one layer (default: all)")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="gamma/pareto: a label per source")] = None,
+) -> None:
+    """Draw a figure from saved results or models (PNG)."""
+    import json as json_module
+
+    from onnxprune import plots, results
+    from onnxprune.model import load
+
+    if kind == "accuracy":
+        figure = plots.accuracy_vs_sparsity([results.read(path) for path in sources], output)
+    elif kind == "pareto":
+        points = []
+        for index, path in enumerate(sources):
+            table = results.read(path)
+            name = label[index] if label and index < len(label) else None
+            for row in table.rows:
+                if row.accuracy is not None:
+                    points.append(
+                        {
+                            "sparsity": row.sparsity,
+                            "accuracy": row.accuracy,
+                            "label": name or f"{row.method} ({row.scope})",
+                        }
+                    )
+        figure = plots.pareto(points, output)
+    elif kind == "mask":
+        figure = plots.mask(load(sources[0]), output, layer)
+    elif kind == "layers":
+        figure = plots.layer_sparsity(load(sources[0]), output)
+    elif kind == "filters":
+        if len(sources) != 2:
+            raise ConfigError("plot filters takes two models: before and after")
+        figure = plots.filters_per_layer(load(sources[0]), load(sources[1]), output)
+    elif kind in ("training", "taylor"):
+        results.read(sources[0])  # checks the schema
+        path = sources[0] / "results.json" if sources[0].is_dir() else sources[0]
+        document = json_module.loads(path.read_text())
+        if kind == "training":
+            figure = plots.training(document, output)
+        else:
+            history = [h for r in document["extra"]["rounds"] for h in r.get("method_history", [])]
+            if not history:
+                raise ConfigError(f"{path}: no Taylor rounds recorded (run prune --method taylor --data ...)")
+            figure = plots.taylor_rounds(history, output)
+    elif kind == "gamma":
+        figure = plots.batchnorm_scales([load(path) for path in sources], output, label)
+    else:
+        raise ConfigError(
+            f"unknown figure '{kind}'; choose accuracy, pareto, mask, layers, filters, training, taylor or gamma"
+        )
+    _console().print(f"wrote {figure}")
 
 
 @app.command()

@@ -14,7 +14,6 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -35,6 +34,9 @@ from onnxprune.evaluate import evaluate, outputs_probabilities
 from onnxprune.methods import get_method
 from onnxprune.model import Model, from_proto, load, save_atomic
 from onnxprune.pruning import prune
+from onnxprune.results import ResultRow, ResultTable
+from onnxprune.results import read as read_results
+from onnxprune.results import write as write_results
 from onnxprune.storage import write_model
 from onnxprune.structure import analyse
 from onnxprune.train import TrainOptions, finetune
@@ -119,6 +121,7 @@ class RoundRecord:
     params_removed: float = 0.0
     macs_removed: float = 0.0
     method_history: list[dict] = field(default_factory=list)
+    num_nonzero: int = 0
 
 
 @dataclass
@@ -199,7 +202,7 @@ def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
         if earlier.get("options") != identity["options"]:
             raise ConfigError(f"--resume: {folder} was started with other options; repeat them, or use a new --out-dir")
         results = folder / "results.json"
-        rounds = json.loads(results.read_text())["rounds"] if results.exists() else []
+        rounds = read_results(results).extra["rounds"] if results.exists() else []
         return [RoundRecord(**record) for record in rounds]
     if folder.exists() and any(folder.iterdir()):
         raise ConfigError(f"{folder} is not empty; choose a new --out-dir, or add --resume to continue its run")
@@ -213,7 +216,7 @@ def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
 def _baseline(source: Model, val: Dataset | None, preprocess: Preprocess, records, folder: Path) -> float | None:
     results = folder / "results.json"
     if records and results.exists():
-        return json.loads(results.read_text()).get("baseline_top1")
+        return read_results(results).baseline_accuracy
     return evaluate(source, val, preprocess).top1 if val is not None else None
 
 
@@ -285,6 +288,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         params_removed=1 - _sum(written, "numel") / max(1, _sum(source, "numel")),
         macs_removed=1 - _sum(written, "macs") / max(1, _sum(source, "macs")),
         method_history=result.history,
+        num_nonzero=sum(int(np.count_nonzero(written.weight_array(layer))) for layer in written.layers),
     )
 
 
@@ -358,32 +362,37 @@ def _finish(folder, options, records, val, preprocess) -> tuple[Path, float | No
 
 
 def _write_results(folder: Path, identity: dict, baseline, records: list[RoundRecord], final) -> None:
-    document = {
-        "model": identity["model"],
-        "model_sha256": identity["model_sha256"],
-        "method": identity["options"]["method"],
-        "kind": "filter" if get_method(identity["options"]["method"]).granularity == "channel" else "unstructured",
-        "schedule": identity["options"]["schedule"],
-        "iterations": identity["options"]["iterations"],
-        "target": identity["options"]["target"],
-        "baseline_top1": baseline,
-        "rounds": [asdict(record) for record in records],
-        "final": final,
-    }
-    _write_json(folder / "results.json", document)
+    """results.json / .csv / .mat in the common schema: a row per round, the rounds in full under `extra`."""
+    options = identity["options"]
     layer_names = list(records[0].layer_sparsity) if records else []
-    columns = ["round", "target_sparsity", "sparsity", "sparsity_all", "params_removed", "macs_removed"]
-    columns += ["top1", "top5", "loss", "seconds", "checkpoint"]
-
-    def write_csv(path: Path) -> None:
-        with open(path, "w", newline="") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(columns + [f"sparsity:{name}" for name in layer_names])
-            for record in records:
-                row = [getattr(record, column) for column in columns]
-                writer.writerow(row + [record.layer_sparsity[name] for name in layer_names])
-
-    save_atomic(write_csv, folder / "results.csv")
+    table = ResultTable(
+        kind="schedule",
+        model=identity["model"],
+        layer_names=layer_names,
+        baseline_accuracy=baseline,
+        units="channels" if get_method(options["method"]).granularity == "channel" else "weights",
+        rows=[
+            ResultRow(
+                sparsity=record.sparsity,
+                accuracy=record.top1,
+                loss=record.loss,
+                num_nonzero=record.num_nonzero,
+                method=options["method"],
+                scope=options["scope"],
+                layer_sparsity=[record.layer_sparsity[name] for name in layer_names],
+            )
+            for record in records
+        ],
+        extra={
+            "model_sha256": identity["model_sha256"],
+            "schedule": options["schedule"],
+            "iterations": options["iterations"],
+            "target": options["target"],
+            "rounds": [asdict(record) for record in records],
+            "final": final,
+        },
+    )
+    write_results(table, folder)
 
 
 def _write_json(path: Path, document: dict) -> None:

@@ -99,9 +99,11 @@ def test_imp_writes_rounds_results_and_named_model(fixture_model, synthetic, tmp
     assert result.rounds[-1].sparsity == pytest.approx(0.8, abs=1e-3)
     assert result.final_path.name == f"imp_unstructured_0.80_acc_{result.final_top1:.3f}.onnx"
     document = json.loads((tmp_path / "imp" / "results.json").read_text())
-    assert document["final"]["top1"] == result.final_top1 and len(document["rounds"]) == 3
+    assert document["extra"]["final"]["top1"] == result.final_top1 and len(document["extra"]["rounds"]) == 3
+    assert [row["accuracy"] for row in document["rows"]] == [r.top1 for r in result.rounds]
     csv_lines = (tmp_path / "imp" / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("round,target_sparsity,sparsity") and len(csv_lines) == 4
+    assert csv_lines[0].startswith("method,scope,sparsity,accuracy") and len(csv_lines) == 4
+    assert (tmp_path / "imp" / "results.mat").exists()
     for record in result.rounds:  # the written checkpoint holds the sparsity of its round
         checkpoint = onnxprune.load(tmp_path / "imp" / record.checkpoint)
         zeros = sum(int((checkpoint.weight_array(layer) == 0).sum()) for layer in checkpoint.layers)

@@ -1,0 +1,209 @@
+"""Sweeps, the trade-off, sensitivity ratios, results files and every figure."""
+
+from __future__ import annotations
+
+import json
+
+import fixtures
+import numpy as np
+import pytest
+import scipy.io
+from PIL import Image
+from typer.testing import CliRunner
+
+import onnxprune
+from onnxprune import plots, results
+from onnxprune.cli import app
+from onnxprune.data import Dataset, preprocess_for
+from onnxprune.errors import ConfigError, DataError
+from onnxprune.evaluate import evaluate
+from onnxprune.sweep import parse_levels, ratios_for_target, sensitivity, sweep, trade_off, write_ratios
+
+
+@pytest.fixture(scope="module")
+def images():
+    pixels, labels = fixtures.class_images(200, size=16, classes=10, seed=2)
+    return Dataset(pixels, labels, [str(i) for i in range(10)], "synthetic")
+
+
+@pytest.fixture(scope="module")
+def vgg(fixture_model):
+    return onnxprune.load(fixture_model("vgg_bn_torchscript"))
+
+
+@pytest.fixture(scope="module")
+def swept(vgg, images):
+    return sweep(
+        vgg, images, preprocess_for(vgg), parse_levels("0:0.2:0.8"), ["magnitude", "l1-filter"], ["layer", "global"]
+    )
+
+
+def test_parse_levels():
+    assert parse_levels("0:0.1:0.3,0.35,0.4:0.02:0.44") == [0.0, 0.1, 0.2, 0.3, 0.35, 0.4, 0.42, 0.44]
+    assert len(parse_levels("0.80:0.002:0.98")) == 91
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("", "no sparsity levels"), ("0.5,0.3", "must increase"), ("0.5:0.1:0.2", "no sparsity levels"),
+     ("0.9:0.05:1.0", "outside \\[0, 1\\)"), ("0.2,abc", "not a number")],
+)  # fmt: skip
+def test_bad_grids(text, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_levels(text)
+
+
+@pytest.mark.parametrize("method, scope", [("magnitude", "layer"), ("magnitude", "global"), ("l1-filter", "layer")])
+def test_a_sweep_point_equals_prune_then_evaluate(vgg, images, swept, method, scope):
+    row = next(r for r in swept.rows if r.method == method and r.scope == scope and r.sparsity == 0.6)
+    result = onnxprune.prune(vgg, 0.6, method=method, scope=scope)
+    model = result.model
+    direct = evaluate(model, images, preprocess_for(vgg), engine="onnxruntime")
+    assert direct.top1 == row.accuracy
+    assert direct.loss == pytest.approx(row.loss, rel=1e-4)
+
+
+def test_sweep_baseline_and_rows(swept):
+    assert swept.baseline_accuracy == swept.rows[0].accuracy  # level 0 is the dense model
+    assert len(swept.rows) == 2 * 2 * 5
+    assert swept.methods() == ["magnitude (layer)", "magnitude (global)", "l1-filter (layer)", "l1-filter (global)"]
+
+
+def test_trade_off_respects_the_budget(swept):
+    for budget in (0.0, 0.02, 0.1):
+        choice = trade_off(swept, budget, method="magnitude", scope="global")
+        assert choice["accuracy"] >= swept.baseline_accuracy - budget - 1e-12
+        higher = [
+            r for r in swept.rows if r.method == "magnitude" and r.scope == "global" and r.sparsity > choice["sparsity"]
+        ]
+        assert all(r.accuracy < swept.baseline_accuracy - budget for r in higher)
+
+
+def test_sensitivity_ratios_load_in_prune_and_reach_the_target(vgg, images, tmp_path):
+    table = sensitivity(vgg, images, preprocess_for(vgg), parse_levels("0:0.2:0.8,0.9,0.95"))
+    assert {r.scope for r in table.rows} == {layer.name for layer in vgg.layers}
+    ratios = ratios_for_target(table, vgg, 0.7, max_drop=0.5)
+    path = tmp_path / "ratios.yaml"
+    write_ratios(ratios, path)
+    result = onnxprune.prune(vgg, 0.5, config=path)
+    assert result.prunable_sparsity == pytest.approx(0.7, abs=0.002)
+
+
+def test_results_files_in_the_documented_types(swept, tmp_path):
+    paths = results.write(swept, tmp_path)
+    content = scipy.io.loadmat(paths["mat"])
+    assert content["sparsity"].shape == (20, 1) and content["sparsity"].dtype == np.float64
+    assert content["accuracy"].dtype == np.float64 and content["loss"].shape == (20, 1)
+    assert content["layer_names"].dtype == object and content["layer_names"].shape == (5, 1)
+    assert str(content["layer_names"][0, 0][0]) == swept.layer_names[0]
+    assert content["method"].shape == (20, 1) and content["layer_sparsity"].shape == (20, 5)
+    assert float(content["baseline_accuracy"][0, 0]) == swept.baseline_accuracy
+    assert results.read(tmp_path).rows == swept.rows
+    assert paths["csv"].read_text().splitlines()[0].startswith("method,scope,sparsity,accuracy,loss,num_nonzero")
+
+
+def test_results_from_another_run_are_refused(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"rounds": [], "model": "x"}))
+    with pytest.raises(DataError, match="schema unknown.*rerun"):
+        results.read(tmp_path)
+    with pytest.raises(DataError, match="no results file"):
+        results.read(tmp_path / "nothing")
+
+
+def assert_png(path, size=(800, 500)):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as image:
+        assert image.size == size
+
+
+def test_every_figure(vgg, images, swept, tmp_path):
+    assert_png(plots.accuracy_vs_sparsity([swept], tmp_path / "a.png"))
+    points = [{"sparsity": r.sparsity, "accuracy": r.accuracy, "label": r.method} for r in swept.rows]
+    assert_png(plots.pareto(points, tmp_path / "p.png"))
+    pruned = onnxprune.prune(vgg, 0.6).model
+    assert_png(plots.mask(pruned, tmp_path / "m.png"))
+    assert_png(plots.mask(pruned, tmp_path / "m1.png", layer=pruned.layers[0].name))
+    assert_png(plots.layer_sparsity(pruned, tmp_path / "l.png"))
+    small = onnxprune.prune(vgg, 0.4, method="l1-filter").model
+    assert_png(plots.filters_per_layer(vgg, small, tmp_path / "f.png"))
+    assert_png(plots.batchnorm_scales([vgg, small], tmp_path / "g.png", ["dense", "pruned"]))
+    assert_png(plots.sensitivity(sensitivity(vgg, images, preprocess_for(vgg), [0.0, 0.5]), tmp_path / "s.png"))
+    run = {"rounds": [{"round": 1, "sparsity": 0.5, "top1": 0.8, "train_history": [
+        {"train_loss": 1.0, "train_top1": 0.5, "val_top1": 0.6}, {"train_loss": 0.8, "train_top1": 0.6, "val_top1": 0.7}]}]}  # fmt: skip
+    assert_png(plots.training(run, tmp_path / "t.png"))
+    taylor = [
+        {"round": 1, "loss": 1.0, "val_top1": 0.5, "filters": 30},
+        {"round": 2, "loss": 0.9, "val_top1": 0.6, "filters": 28},
+    ]
+    assert_png(plots.taylor_rounds(taylor, tmp_path / "tr.png"))
+
+
+def test_pareto_frontier():
+    points = [
+        {"sparsity": s, "accuracy": a, "label": "x"}
+        for s, a in [(0.1, 0.9), (0.5, 0.85), (0.5, 0.7), (0.9, 0.4), (0.3, 0.8)]
+    ]
+    frontier = plots.pareto_frontier(points)
+    assert [(p["sparsity"], p["accuracy"]) for p in frontier] == [(0.1, 0.9), (0.5, 0.85), (0.9, 0.4)]
+
+
+def test_mask_of_unknown_layer_lists_layers(vgg, tmp_path):
+    with pytest.raises(ConfigError, match="no prunable layer called 'conv9'; the layers are: "):
+        plots.mask(vgg, tmp_path / "m.png", layer="conv9")
+
+
+def test_gamma_without_batchnorm(fixture_model, tmp_path):
+    with pytest.raises(ConfigError, match="has no BatchNormalization"):
+        plots.batchnorm_scales([onnxprune.load(fixture_model("matmul_mlp"))], tmp_path / "g.png")
+
+
+def test_sweep_and_plot_cli(fixture_model, tmp_path):
+    pixels, labels = fixtures.class_images(60, size=16, classes=10)
+    np.savez(tmp_path / "d.npz", x=pixels, y=labels)
+    model = str(fixture_model("vgg_bn_torchscript"))
+    args = ["sweep", model, "--data", str(tmp_path / "d.npz"), "--from", "0", "--to", "0.6", "--step", "0.3"]
+    result = CliRunner().invoke(app, args + ["--scope", "layer,global", "--out-dir", str(tmp_path / "sw")])
+    assert result.exit_code == 0, result.output
+    assert "highest sparsity within 1.0%" in result.stdout
+    assert_png(tmp_path / "sw" / "accuracy_vs_sparsity.png")
+    assert json.loads((tmp_path / "sw" / "results.json").read_text())["extra"]["trade_off"]["max_drop"] == 0.01
+    for kind, sources in (
+        ("accuracy", [tmp_path / "sw"]),
+        ("pareto", [tmp_path / "sw" / "results.json"]),
+        ("mask", [model]),
+    ):
+        out = tmp_path / f"{kind}.png"
+        plotted = CliRunner().invoke(app, ["plot", kind, *map(str, sources), "-o", str(out)])
+        assert plotted.exit_code == 0, plotted.output
+        assert_png(out)
+    bad = CliRunner().invoke(app, ["sweep", model, "--data", str(tmp_path / "d.npz"), "--sparsities", "0.5,0.2"])
+    assert bad.exit_code == 2 and "must increase" in bad.stderr and bad.stderr.count("\n") == 1
+    layer = CliRunner().invoke(app, ["plot", "mask", model, "--layer", "nope", "-o", str(tmp_path / "x.png")])
+    assert layer.exit_code == 2 and "the layers are:" in layer.stderr
+
+
+def test_sensitivity_cli_writes_a_ratio_file_prune_reads(fixture_model, tmp_path):
+    pixels, labels = fixtures.class_images(60, size=16, classes=10)
+    np.savez(tmp_path / "d.npz", x=pixels, y=labels)
+    model = str(fixture_model("vgg_bn_torchscript"))
+    args = ["sensitivity", model, "--data", str(tmp_path / "d.npz"), "--sparsities", "0:0.3:0.9", "--target", "0.5"]
+    result = CliRunner().invoke(app, args + ["--max-drop", "0.5", "--out-dir", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    pruned = CliRunner().invoke(
+        app, ["prune", model, "--config", str(tmp_path / "s" / "ratios.yaml"), "-o", str(tmp_path / "p.onnx"), "--json"]
+    )
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.stdout)["prunable_sparsity"] == pytest.approx(0.5, abs=0.005)
+
+
+def test_prune_max_drop_chooses_the_sparsity(fixture_model, tmp_path):
+    pixels, labels = fixtures.class_images(60, size=16, classes=10)
+    np.savez(tmp_path / "d.npz", x=pixels, y=labels)
+    args = ["prune", str(fixture_model("vgg_bn_torchscript")), "--max-drop", "0.05", "--data", str(tmp_path / "d.npz")]
+    result = CliRunner().invoke(app, args + ["--sparsities", "0:0.2:0.8", "-o", str(tmp_path / "p.onnx")])
+    assert result.exit_code == 0, result.output
+    chosen = float(result.stdout.split("trade-off: ")[1].split("%")[0]) / 100
+    assert chosen > 0 and (tmp_path / "p.onnx").exists()
+    written = onnxprune.load(tmp_path / "p.onnx")
+    zeros = sum(int((written.weight_array(layer) == 0).sum()) for layer in written.layers)
+    assert zeros / sum(layer.numel for layer in written.layers) == pytest.approx(chosen, abs=0.01)
