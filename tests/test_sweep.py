@@ -128,7 +128,10 @@ def test_every_figure(vgg, images, swept, tmp_path):
     assert_png(plots.filters_per_layer(vgg, small, tmp_path / "f.png"))
     assert_png(plots.batchnorm_scales([vgg, small], tmp_path / "g.png", ["dense", "pruned"]))
     assert_png(plots.sensitivity(sensitivity(vgg, images, preprocess_for(vgg), [0.0, 0.5]), tmp_path / "s.png"))
-    epochs = [{"train_loss": 1.0, "train_top1": 0.5, "val_top1": 0.6}, {"train_loss": 0.8, "train_top1": 0.6, "val_top1": 0.7}]
+    epochs = [
+        {"train_loss": 1.0, "train_top1": 0.5, "val_top1": 0.6},
+        {"train_loss": 0.8, "train_top1": 0.6, "val_top1": 0.7},
+    ]
     run = {"rounds": [{"round": 1, "sparsity": 0.5, "top1": 0.8, "train_history": epochs}]}
     assert_png(plots.training(run, tmp_path / "t.png"))
     taylor = [
