@@ -123,6 +123,7 @@ def plan(
     original_counts: dict[str, int] | None = None,
     mask_only: bool = False,
     round_to: int = 1,
+    saturate: bool = False,
 ) -> ChannelPlan:
     """Choose the units to remove.
 
@@ -142,6 +143,8 @@ def plan(
         mask_only: select channels whose dependencies cannot be resolved too (they are zeroed,
             not removed).
         round_to: leave each group a multiple of this many channels (see `_rounded`).
+        saturate: a ratio that would empty a layer leaves it one channel instead of raising
+            (sweeps up to high levels).
     """
     structure = analyse(model)
     groups, kept_layers = channel_groups(model, structure, mask_only)
@@ -166,7 +169,7 @@ def plan(
         if ratio is None and scope == "global":
             continue
         ratio = free_sparsity if ratio is None else ratio
-        counts[name] = _count(name, ratio, originals[name], already.get(name, 0), len(group.roots))
+        counts[name] = _count(name, ratio, originals[name], already.get(name, 0), len(group.roots), saturate)
     free = {name: s for name, s in group_scores.items() if name not in counts}
     if free:
         target_total = int(round(free_sparsity * sum(originals[name] for name in free)))
@@ -201,9 +204,9 @@ def _rounded(count: int, original: int, remaining: int, round_to: int) -> int:
     return max(0, min(remaining - 1, remaining - target))
 
 
-def _count(name: str, ratio: float, original: int, already: int, remaining: int) -> int:
+def _count(name: str, ratio: float, original: int, already: int, remaining: int, saturate: bool = False) -> int:
     wanted = int(round(ratio * original)) - already
-    if int(round(ratio * original)) >= original:
+    if int(round(ratio * original)) >= original and not saturate:
         raise ConfigError(
             f"a ratio of {ratio} would remove every channel of '{name}' ({original}); lower it, or skip that layer"
         )
