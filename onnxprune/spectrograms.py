@@ -42,7 +42,8 @@ def generate(
 
     Args:
         root: the folder (default: a cache folder named after the arguments).
-        train_per_class, test_per_class: images per class in each split.
+        train_per_class: images per class in the training split.
+        test_per_class: images per class in the test split.
         seed: everything random derives from it.
     """
     name = f"spectrograms-v{VERSION}-seed{seed}-{train_per_class}-{test_per_class}"
