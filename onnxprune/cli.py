@@ -791,6 +791,125 @@ def plot(
     _console().print(f"wrote {figure}")
 
 
+@app.command(name="bench")
+@reports_errors
+def bench_command(
+    models: Annotated[
+        list[Path], typer.Argument(metavar="MODEL...", help="models to compare (the first is the reference)")
+    ],
+    batch: Annotated[str, typer.Option(help="batch sizes, comma-separated")] = "1,32",
+    provider: Annotated[str, typer.Option(help="cpu or cuda (needs the gpu extra and a GPU)")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads")] = None,
+    runs: Annotated[int | None, typer.Option(help="timed calls per batch size (default: ~2 s worth)")] = None,
+    data: DataOption = None,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = "row",
+    out_dir: Annotated[Path | None, typer.Option(help="folder for bench.json and bench.png")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Latency, throughput, sizes and accuracy of models side by side in onnxruntime, one session at a time."""
+    from onnxprune import bench as bench_module
+    from onnxprune.model import load
+
+    batches = [int(float(b)) for b in batch.split(",") if b.strip()]
+    dataset, options = None, None
+    if data is not None:
+        first = load(models[0])
+        _, dataset, _ = _prepare_data(first, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+        options = {"pixel_range": pixel_range, "mean": _numbers(mean, "--mean"), "std": _numbers(std, "--std"),
+                   "flatten_order": flatten}  # fmt: skip
+    results = bench_module.bench(models, batches, provider, threads, runs, dataset, options)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "bench.json").write_text(json.dumps(bench_module.as_dicts(results), indent=2))
+        bench_module.figure(results, out_dir / "bench.png")
+    if as_json:
+        typer.echo(json.dumps(bench_module.as_dicts(results), indent=2))
+        return
+    columns = ["model"] + [f"b{b} ms (p90)" for b in batches] + [f"b{b} speedup" for b in batches]
+    table = Table(*columns, "size", "zipped", "bound", "non-zeros", "MACs", "top-1")
+    for r in results:
+        latency = [f"{r.latency_ms[str(b)]['median']:.2f} ({r.latency_ms[str(b)]['p90']:.2f})" if str(b) in r.latency_ms
+                   else "-" for b in batches]  # fmt: skip
+        speed = [f"{r.speedup[str(b)]:.2f}x" if str(b) in r.speedup else "-" for b in batches]
+        table.add_row(
+            r.name, *latency, *speed, _human_size(r.bytes), _human_size(r.zipped_bytes), _human_size(r.bound_bytes),
+            f"{r.nonzero:,}", f"{r.macs:,}", f"{r.top1:.2%}" if r.top1 is not None else "-",
+        )  # fmt: skip
+    _console().print(table)
+    _console().print("bound: the weights' non-zero values plus the entropy of their mask (no lossless file is smaller)")
+
+
+@app.command()
+@reports_errors
+def quantize(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="a float .onnx file (pruned or not)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the int8 .onnx to write")],
+    method: Annotated[str, typer.Option(help="static (QDQ, calibrated on --data) or dynamic")] = "static",
+    data: DataOption = None,
+    calibration: Annotated[int, typer.Option(help="samples used to calibrate activations")] = 256,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = "row",
+) -> None:
+    """Quantize MODEL to int8 with onnxruntime.quantization; pruned zeros stay zero."""
+    from onnxprune.model import load
+    from onnxprune.quantize import quantize as quantize_model
+
+    model = load(model_path)
+    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    report = quantize_model(model, output, method, dataset, preprocess, calibration, evaluate_data=dataset)
+    accuracy = ""
+    if report.top1_before is not None:
+        accuracy = f"; top-1 {report.top1_before:.2%} -> {report.top1_after:.2%}"
+    _console().print(
+        f"{method} int8: {_human_size(report.bytes_before)} -> {_human_size(report.bytes_after)}; "
+        f"weight zeros {report.zeros_before:,} -> {report.zeros_after:,}{accuracy}; wrote {output}"
+    )
+
+
+@app.command()
+@reports_errors
+def pack(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="a pruned .onnx file")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the package to write (.onnxz)")],
+) -> None:
+    """Store a pruned model in the smallest form: sparse weights as values + a bit mask, deflated."""
+    from onnxprune.bench import information_bound
+    from onnxprune.model import load
+    from onnxprune.quantize import pack as pack_model
+
+    model = load(model_path)
+    report = pack_model(model, output)
+    bound = information_bound(model)
+    _console().print(
+        f"{_human_size(model_path.stat().st_size)} -> {_human_size(report['bytes'])} "
+        f"({report['bytes'] / bound:.2f}x the information bound {_human_size(bound)}); "
+        f"{len(report['packed'])} weight(s) packed; wrote {output} (onnxprune unpack restores the .onnx)"
+    )
+
+
+@app.command()
+@reports_errors
+def unpack(
+    package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="a package written by onnxprune pack")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the .onnx to write")],
+) -> None:
+    """Restore the ONNX model a package holds, exactly."""
+    from onnxprune.model import save_atomic
+    from onnxprune.quantize import unpack as unpack_model
+
+    if output.exists() and output.resolve() == package.resolve():
+        raise ConfigError("output is the package itself; choose another -o")
+    save_atomic(unpack_model(package), output)
+    _console().print(f"wrote {output}")
+
+
 @app.command()
 @reports_errors
 def compact(

@@ -227,6 +227,13 @@ def to_torch(model: Model) -> TorchModel:
         ConversionError: an op onnx2torch cannot convert (names the op and the node), or a
             weight that cannot be mapped back exactly.
     """
+    from onnxprune.quantize import is_quantized
+
+    if is_quantized(model.proto):
+        raise ConversionError(
+            "this model is quantized (QuantizeLinear / DequantizeLinear): torch cannot train or prune it; "
+            "prune the float model, then quantize the result"
+        )
     onnx2torch = import_onnx2torch()
     copy = conversion_copy(model.proto)
     _check_convertible(copy)

@@ -204,6 +204,13 @@ def prune(
         >>> result = onnxprune.prune(model, 0.9, scope="global")  # doctest: +SKIP
         >>> onnxprune.save(result, "alexnet_pruned.onnx")  # doctest: +SKIP
     """
+    from onnxprune.quantize import is_quantized
+
+    if is_quantized(model.proto):
+        raise ConfigError(
+            "this model is quantized (QuantizeLinear / DequantizeLinear): it cannot be pruned or trained; "
+            "prune the float model, then quantize the result"
+        )
     sparsity = select.check_sparsity(sparsity)
     if scope not in select.SCOPES:
         raise ConfigError(f"scope must be one of {', '.join(select.SCOPES)}, got '{scope}'")

@@ -167,7 +167,12 @@ def run(
     if options.train.epochs > 0 and train is None:
         raise ConfigError("fine-tuning needs training data: give --data (and --finetune-epochs 0 to skip it)")
     identity = _identity(model_path, options)
-    records = _open_run(folder, identity, resume)
+    from onnxprune.train import barrier, is_main_process
+
+    records = _open_run(folder, identity, resume) if is_main_process() else []
+    barrier()  # under torchrun, rank 0 creates the folder; the others follow its records
+    if not is_main_process() and resume:
+        records = [RoundRecord(**r) for r in read_results(folder / "results.json").extra["rounds"]]
     baseline = _baseline(source, val, preprocess, records, folder)
     for number in range(len(records) + 1, options.iterations + 1):
         if progress:
@@ -175,9 +180,11 @@ def run(
         start_path = model_path if number == 1 else folder / records[-1].checkpoint
         record = _round(number, start_path, source, options, train, val, preprocess, folder, progress)
         records.append(record)
-        _write_results(folder, identity, baseline, records, final=None)
+        if is_main_process():
+            _write_results(folder, identity, baseline, records, final=None)
     final_path, final_top1 = _finish(folder, options, records, val, preprocess)
-    _write_results(folder, identity, baseline, records, final={"file": final_path.name, "top1": final_top1})
+    if is_main_process():
+        _write_results(folder, identity, baseline, records, final={"file": final_path.name, "top1": final_top1})
     return ScheduleResult(folder, records, baseline, final_path, final_top1)
 
 
@@ -335,7 +342,20 @@ def _rewind(torch_model: TorchModel, source: Model) -> None:
 
 
 def write_checkpoint(start: Model, torch_model: TorchModel, path: Path) -> None:
-    """Write every trainable initializer of `torch_model` into `start`'s graph, verified, atomically."""
+    """Write every trainable initializer of `torch_model` into `start`'s graph, verified, atomically.
+
+    Under torchrun only rank 0 writes; the others wait for the file.
+    """
+    from onnxprune.train import barrier, is_main_process
+
+    if not is_main_process():
+        barrier()
+        return
+    _write_checkpoint(start, torch_model, path)
+    barrier()
+
+
+def _write_checkpoint(start: Model, torch_model: TorchModel, path: Path) -> None:
     torch_model.module.eval()
     # the masked weight attribute is refreshed by the forward pre-hook: run one forward first
     expected = reference(torch_model.module, start.input)
@@ -355,9 +375,13 @@ def _finish(folder, options, records, val, preprocess) -> tuple[Path, float | No
     accuracy = f"{final_top1:.3f}" if final_top1 is not None else "na"
     name = f"{options.name}_{options.kind}_{last.sparsity:.2f}_acc_{accuracy}.onnx"
     final = folder / name
-    for stale in folder.glob(f"{options.name}_{options.kind}_*.onnx"):
-        stale.unlink()
-    shutil.copyfile(folder / last.checkpoint, final)
+    from onnxprune.train import barrier, is_main_process
+
+    if is_main_process():
+        for stale in folder.glob(f"{options.name}_{options.kind}_*.onnx"):
+            stale.unlink()
+        shutil.copyfile(folder / last.checkpoint, final)
+    barrier()
     return final, final_top1
 
 

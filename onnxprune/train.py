@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -159,10 +160,18 @@ def finetune(
     Returns:
         The per-epoch history and the kept epoch.
     """
+    rank, world = distributed()
     device = pick_device(options.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
     ensure_masks(torch_model)
     module = torch_model.module.to(device)
     network = logits_module(torch_model, softmax_output)
+    if world > 1:
+        # gradients are averaged across ranks; each rank computes its share of every global batch
+        network = torch.nn.parallel.DistributedDataParallel(
+            network, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+        )
     inputs = torch.from_numpy(preprocess(train))
     labels = torch.from_numpy(train.labels)
     val_inputs = preprocess(val) if val is not None else None
@@ -223,7 +232,8 @@ def _train_epoch(
         x = inputs[batch]
         y = labels[batch]
         if options.augment and image_input:
-            x = augment(x, generator)
+            x = augment(x, generator)  # the whole global batch: every rank draws the same numbers
+        x, y = _share(x, y)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -254,6 +264,40 @@ def _train_epoch(
         images_per_second=seen / seconds if seconds else 0.0,
         lr=optimizer.param_groups[0]["lr"],
     )
+
+
+def distributed() -> tuple[int, int]:
+    """(rank, world size); joins the process group when launched by torchrun (gloo on CPU, NCCL on GPU)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (or without torchrun): the process that writes files."""
+    return distributed()[0] == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op in one process)."""
+    import torch.distributed as dist
+
+    if distributed()[1] > 1:
+        dist.barrier()
+
+
+def _share(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The contiguous slice of a global batch that belongs to this rank."""
+    rank, world = distributed()
+    if world == 1:
+        return x, y
+    bounds = np.linspace(0, x.shape[0], world + 1).round().astype(int)
+    return x[bounds[rank] : bounds[rank + 1]], y[bounds[rank] : bounds[rank + 1]]
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

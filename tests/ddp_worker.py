@@ -1,0 +1,23 @@
+"""Fine-tune a pruned MLP under torchrun (or alone) and save the weights; used by tests/test_bench.py."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import onnxprune  # noqa: E402
+from onnxprune.data import Dataset, preprocess_for  # noqa: E402
+from onnxprune.train import TrainOptions, distributed, finetune  # noqa: E402
+
+model_path, out = sys.argv[1], Path(sys.argv[2])
+model = onnxprune.load(model_path)
+result = onnxprune.prune(model, 0.5)
+rng = np.random.default_rng(0)
+data = Dataset(rng.random((64, 20)).astype(np.float32), np.arange(64) % 4, list("abcd"), "synthetic", "0-1", True)
+options = TrainOptions(epochs=2, batch_size=16, lr=0.05, momentum=0.9, weight_decay=0.0, augment=False, seed=3)
+finetune(result.torch_model, data, preprocess_for(model), options)
+rank, world = distributed()
+weights = {name: entry.to_onnx() for name, entry in result.torch_model.params.items()}
+np.savez(out / f"weights_world{world}_rank{rank}.npz", **weights)

@@ -1,0 +1,102 @@
+"""Benchmarks, compact storage, quantization, and data-parallel fine-tuning."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import fixtures
+import numpy as np
+import onnx
+import pytest
+from conftest import REPO
+from onnx import numpy_helper
+from typer.testing import CliRunner
+
+import onnxprune
+from onnxprune import bench
+from onnxprune.cli import app
+from onnxprune.data import Dataset, preprocess_for
+from onnxprune.errors import ConfigError
+from onnxprune.quantize import is_quantized, pack, quantize, unpack
+
+
+@pytest.fixture
+def pair(fixture_model, tmp_path):
+    dense = fixture_model("vgg_bn_torchscript")
+    pruned = tmp_path / "pruned.onnx"
+    onnxprune.save(onnxprune.prune(onnxprune.load(dense), 0.9, scope="global"), pruned)
+    return dense, pruned
+
+
+def test_bench_two_models_well_formed(pair, tmp_path):
+    results = bench.bench(list(pair), batches=[1, 4], runs=5)
+    assert [r.name for r in results] == [pair[0].name, "pruned.onnx"]
+    for result in results:
+        assert set(result.latency_ms) == {"1", "4"}
+        assert all(v["median"] > 0 and v["p99"] >= v["median"] for v in result.latency_ms.values())
+        assert result.throughput["4"] > 0 and result.session_seconds > 0
+        assert result.bytes > 0 and 0 < result.zipped_bytes and result.bound_bytes > 0
+    assert results[0].speedup == {"1": 1.0, "4": 1.0} and results[0].size_ratio == 1.0
+    assert results[1].nonzero < 0.2 * results[0].nonzero and results[1].macs == results[0].macs
+    assert results[1].bound_bytes < 0.3 * results[0].bound_bytes
+    out = tmp_path / "b"
+    cli = CliRunner().invoke(app, ["bench", *map(str, pair), "--batch", "1", "--runs", "3", "--out-dir", str(out)])
+    assert cli.exit_code == 0, cli.output
+    assert len(json.loads((out / "bench.json").read_text())) == 2 and (out / "bench.png").exists()
+
+
+def test_provider_cuda_without_gpu_is_one_line(pair):
+    result = CliRunner().invoke(app, ["bench", str(pair[0]), "--provider", "cuda"])
+    assert result.exit_code == 2 and "no CUDA provider" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_package_round_trips_exactly_and_is_near_the_bound(pair, tmp_path):
+    model = onnxprune.load(pair[1])
+    report = pack(model, tmp_path / "m.onnxz")
+    restored = unpack(tmp_path / "m.onnxz")
+    onnx.checker.check_model(restored)
+    original = {t.name: numpy_helper.to_array(t) for t in model.proto.graph.initializer}
+    for tensor in restored.graph.initializer:
+        np.testing.assert_array_equal(numpy_helper.to_array(tensor), original[tensor.name])
+    assert report["bytes"] < 1.2 * bench.information_bound(model) + 4096  # graph and zip overhead on a tiny model
+
+
+def test_quantization_keeps_zeros_and_reports_accuracy(pair, tmp_path):
+    model = onnxprune.load(pair[1])
+    pixels, labels = fixtures.class_images(32, size=16, classes=10)
+    data = Dataset(pixels, labels, [str(i) for i in range(10)], "synthetic")
+    report = quantize(model, tmp_path / "q.onnx", "static", data, preprocess_for(model), 32, evaluate_data=data)
+    assert is_quantized(onnx.load(str(tmp_path / "q.onnx")))
+    assert report.zeros_after >= report.zeros_before > 0
+    assert report.top1_before is not None and report.top1_after is not None
+    assert report.bytes_after < report.bytes_before
+    with pytest.raises(ConfigError, match="quantized"):
+        onnxprune.prune(onnxprune.load(tmp_path / "q.onnx"), 0.5)
+    dynamic = quantize(model, tmp_path / "d.onnx", "dynamic")
+    assert dynamic.zeros_after >= dynamic.zeros_before
+    with pytest.raises(ConfigError, match="calibrates on data"):
+        quantize(model, tmp_path / "s.onnx", "static")
+
+
+@pytest.mark.slow
+def test_two_process_gloo_matches_one_process(fixture_model, tmp_path):
+    model = str(fixture_model("matmul_mlp"))
+    worker = str(REPO / "tests" / "ddp_worker.py")
+    single = subprocess.run([sys.executable, worker, model, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+              "--master_port=29517", worker, model, str(tmp_path)]  # fmt: skip
+    parallel = subprocess.run(
+        launch, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **__import__("os").environ}
+    )
+    assert parallel.returncode == 0, parallel.stderr[-2000:]
+    one = np.load(tmp_path / "weights_world1_rank0.npz")
+    ranks = [np.load(tmp_path / f"weights_world2_rank{r}.npz") for r in (0, 1)]
+    pruned = onnxprune.prune(onnxprune.load(model), 0.5).weights
+    for name in one.files:
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name])  # the ranks agree exactly
+        np.testing.assert_allclose(ranks[0][name], one[name], rtol=1e-4, atol=1e-5)
+        layer_weight = [w for w in pruned if w.startswith(name.split("_MatMul")[0])][0]
+        assert np.all(ranks[0][name][pruned[layer_weight] == 0] == 0), "a pruned weight came back"
