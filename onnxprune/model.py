@@ -139,6 +139,10 @@ class Model:
         valid = ", ".join(layer.name for layer in self.layers)
         raise ConfigError(f"no prunable layer called '{name}'; the layers are: {valid}")
 
+    def layer_total(self, attribute: str) -> int:
+        """Sum over prunable layers of `numel` or `macs`."""
+        return sum(getattr(layer, attribute) for layer in self.layers)
+
     def parameter_counts(self) -> tuple[int, int]:
         """(all floating-point initializer elements, of which zero)."""
         total = zeros = 0

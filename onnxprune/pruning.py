@@ -306,15 +306,11 @@ def _prune_channels(
         compacted=compacted,
         compaction=report,
         granularity="channel",
-        params_removed=1 - _total(small, "numel") / max(1, _total(model, "numel")),
-        macs_removed=1 - _total(small, "macs") / max(1, _total(model, "macs")),
+        params_removed=1 - small.layer_total("numel") / max(1, model.layer_total("numel")),
+        macs_removed=1 - small.layer_total("macs") / max(1, model.layer_total("macs")),
         units=(len(chosen_plan.removed), sum(len(g.roots) for g in chosen_plan.groups.values())),
         history=history,
     )
-
-
-def _total(model: Model, attribute: str) -> int:
-    return sum(getattr(layer, attribute) for layer in model.layers)
 
 
 def _round_evaluator(model, torch_model, options):

@@ -292,8 +292,8 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         seconds=time.perf_counter() - started,
         checkpoint=checkpoint.name,
         train_history=history,
-        params_removed=1 - _sum(written, "numel") / max(1, _sum(source, "numel")),
-        macs_removed=1 - _sum(written, "macs") / max(1, _sum(source, "macs")),
+        params_removed=1 - written.layer_total("numel") / max(1, source.layer_total("numel")),
+        macs_removed=1 - written.layer_total("macs") / max(1, source.layer_total("macs")),
         method_history=result.history,
         num_nonzero=sum(int(np.count_nonzero(written.weight_array(layer))) for layer in written.layers),
     )
@@ -313,10 +313,6 @@ def _channel_sparsity(written: Model, source: Model) -> tuple[float, dict[str, f
     before = {layer.name: layer.shape[layer.out_axis] for layer in source.layers}
     per_layer = {layer.name: 1 - layer.shape[layer.out_axis] / before[layer.name] for layer in written.layers}
     return removed / max(1, sum(original.values())), per_layer
-
-
-def _sum(model: Model, attribute: str) -> int:
-    return sum(getattr(layer, attribute) for layer in model.layers)
 
 
 def _softmax_node_output(source: Model, graph_output: str | None) -> str | None:
