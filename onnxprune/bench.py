@@ -118,10 +118,11 @@ def bench(
         from onnxprune.data import preprocess_for
         from onnxprune.evaluate import evaluate
 
+        # every model takes the first one's input: a quantized or pruned copy keeps its meaning
+        # even when its producer name changed (onnxruntime.quantization rewrites it)
+        preprocess = preprocess_for(load(results[0].path), **(preprocess_options or {}))
         for result in results:
-            model = load(result.path)
-            preprocess = preprocess_for(model, **(preprocess_options or {}))
-            result.top1 = evaluate(model, data, preprocess, providers=[provider_name]).top1
+            result.top1 = evaluate(load(result.path), data, preprocess, providers=[provider_name]).top1
     reference = results[0]
     for result in results:
         result.size_ratio = result.bytes / reference.bytes

@@ -354,8 +354,8 @@ def prune(
     batches_per_round: Annotated[int, typer.Option(help="taylor: mini-batches scored (and trained) per round")] = 10,
     max_per_round: Annotated[int, typer.Option(help="taylor: most filters removed per round")] = 8,
     round_to: Annotated[
-        int, typer.Option(help="structured: leave layers of 64+ channels a multiple of this (1: exact fraction)")
-    ] = 16,
+        int, typer.Option(help="structured: leave layers of 32+ channels a multiple of this (1: exact fraction)")
+    ] = 8,
     max_drop: Annotated[
         float | None,
         typer.Option(help="choose the sparsity: the highest within this accuracy drop on --data (0.01 = one point)"),

@@ -160,7 +160,7 @@ def prune(
     method_options: dict | None = None,
     original_counts: dict[str, int] | None = None,
     mask_only: bool = False,
-    round_to: int = 16,
+    round_to: int = 8,
 ) -> PruneResult:
     """Prune a loaded model.
 
@@ -189,8 +189,8 @@ def prune(
         mask_only: structured methods, where a channel dependency cannot be resolved: zero
             those filters without removing them (otherwise that is an error naming the node).
         round_to: structured methods: leave each layer a multiple of this many channels
-            (16, the default, suits onnxruntime's blocked CPU kernels; 1 keeps the exact
-            fraction). Layers under 64 channels are not rounded.
+            (8, the default, suits onnxruntime's blocked CPU kernels; 1 keeps the exact
+            fraction). Layers under 32 channels are not rounded.
 
     Structured methods (granularity "channel": l1-filter, l2-filter, neuron, taylor) take
     `sparsity` as the fraction of removable filters and neurons, and compact the model: see

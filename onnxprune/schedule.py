@@ -76,7 +76,7 @@ class ScheduleOptions:
     train: TrainOptions = field(default_factory=TrainOptions)
     mask_only: bool = False
     method_options: dict = field(default_factory=dict)
-    round_to: int = 16
+    round_to: int = 8
 
     def __post_init__(self):
         select.check_sparsity(self.target, "target sparsity")

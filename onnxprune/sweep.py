@@ -211,7 +211,7 @@ class Sweeper:
         context = ScoreContext(self.torch_model)
         plan = channels.plan(
             self.model, chosen, self.torch_model, sparsity, scope, {}, sparsity, max_layer_sparsity, context,
-            round_to=16, saturate=True,
+            round_to=8, saturate=True,
         )  # fmt: skip
         channels.apply(self.torch_model, self.model, plan, keep_masks=False)
         return {name: int((e.module.weight == 0).sum()) for name, e in self.torch_model.params.items()}
