@@ -1,7 +1,8 @@
 """What pruning really buys: latency, throughput, size and accuracy in onnxruntime, side by side.
 
-Each model gets its own onnxruntime session, created and measured one at a time (sessions that
-compute at once on few cores distort each other): session creation time, a warm-up, then the
+Each model gets its own onnxruntime session; only one computes at any moment (sessions that
+compute at once on few cores distort each other), and the models take turns in rounds so that
+slow drifts of the machine hit all of them alike: session creation time, a warm-up, then the
 latency of repeated calls (median, p90, p99) and throughput at each batch size; file size raw
 and zipped, the information bound of its weights, parameters, non-zeros, MACs, and accuracy
 when data is given. Ratios are against the first model.
@@ -113,7 +114,9 @@ def bench(
     provider_name = check_provider(provider)
     if not paths:
         raise ConfigError("bench needs at least one model")
-    results = [_measure(Path(p), batches, provider_name, threads, runs) for p in paths]
+    prepared = [_prepare(Path(p), provider_name, threads) for p in paths]
+    _time_round_robin(prepared, batches, runs)
+    results = [item[0] for item in prepared]
     if data is not None:
         from onnxprune.data import preprocess_for
         from onnxprune.evaluate import evaluate
@@ -132,22 +135,20 @@ def bench(
     return results
 
 
-def _measure(path: Path, batches, provider: str, threads: int | None, runs: int | None) -> ModelBench:
+def _prepare(path: Path, provider: str, threads: int | None):
+    """(ModelBench with the static figures, its session, its input spec)."""
+    import onnxruntime as ort
+
     from onnxprune.inspection import describe
-    from onnxprune.verify import random_batch
 
     model = load(path)
     totals = describe(model)["totals"]
-    import onnxruntime as ort
-
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = int(threads)
     started = time.perf_counter()
     session = ort.InferenceSession(str(path), options, providers=[provider])
-    session_seconds = time.perf_counter() - started
-    name = session.get_inputs()[0].name
     result = ModelBench(
         name=path.name,
         path=str(path),
@@ -157,37 +158,58 @@ def _measure(path: Path, batches, provider: str, threads: int | None, runs: int 
         params=totals["prunable_params"],
         nonzero=totals["prunable_params"] - totals["prunable_zeros"],
         macs=totals["macs"],
-        session_seconds=session_seconds,
+        session_seconds=time.perf_counter() - started,
     )
+    return result, session, model.input
+
+
+def _time_round_robin(prepared, batches, runs: int | None, rounds: int = 5) -> None:
+    """Time every model at every batch size, the models taking turns in `rounds` rounds.
+
+    Only one session computes at any moment; turns spread slow drifts of the machine (clock
+    speed, other load) over all models instead of penalising whichever ran first.
+    """
+    from onnxprune.verify import random_batch
+
     for batch in batches:
-        if model.input.fixed_batch and model.input.shape[0] != batch:
-            continue
-        feed = {name: random_batch(model.input, batch)}
-        times = _time_calls(session, feed, runs)
-        median = statistics.median(times)
-        result.latency_ms[str(batch)] = {
-            "median": median * 1000,
-            "p90": float(np.percentile(times, 90)) * 1000,
-            "p99": float(np.percentile(times, 99)) * 1000,
-        }
-        result.throughput[str(batch)] = batch / median
-    del session
-    return result
+        feeds, counts, times = [], [], []
+        for _result, session, spec in prepared:
+            if spec.fixed_batch and spec.shape[0] != batch:
+                feeds.append(None)
+                counts.append(0)
+                times.append([])
+                continue
+            feed = {session.get_inputs()[0].name: random_batch(spec, batch)}
+            feeds.append(feed)
+            counts.append(_call_count(session, feed, runs))
+            times.append([])
+        for _ in range(rounds):
+            for index, (_, session, _) in enumerate(prepared):
+                if feeds[index] is None:
+                    continue
+                for _ in range(max(1, counts[index] // rounds)):
+                    started = time.perf_counter()
+                    session.run(None, feeds[index])
+                    times[index].append(time.perf_counter() - started)
+        for (result, _, _), measured in zip(prepared, times, strict=True):
+            if measured:
+                median = statistics.median(measured)
+                result.latency_ms[str(batch)] = {
+                    "median": median * 1000,
+                    "p90": float(np.percentile(measured, 90)) * 1000,
+                    "p99": float(np.percentile(measured, 99)) * 1000,
+                }
+                result.throughput[str(batch)] = batch / median
 
 
-def _time_calls(session, feed, runs: int | None) -> list[float]:
+def _call_count(session, feed, runs: int | None) -> int:
+    """Warm the session up; how many timed calls make about 2 s (or `runs`)."""
     for _ in range(3):
         session.run(None, feed)
     started = time.perf_counter()
     session.run(None, feed)
     once = time.perf_counter() - started
-    count = runs or int(min(500, max(10, 2.0 / max(once, 1e-6))))
-    times = []
-    for _ in range(count):
-        started = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - started)
-    return times
+    return runs or int(min(500, max(10, 2.0 / max(once, 1e-6))))
 
 
 def as_dicts(results: list[ModelBench]) -> list[dict]:
