@@ -231,7 +231,8 @@ def prune(
         )  # fmt: skip
 
     started = time.perf_counter()
-    masks, plans = _select(chosen, torch_model, pinned, scope, free_sparsity, max_layer_sparsity)
+    context = ScoreContext(torch_model, data, preprocess, _weight_method_options(model, sparsity, method_options))
+    masks, plans = _select(chosen, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context)
     selection_seconds = time.perf_counter() - started
 
     _apply_masks(torch_model, masks, keep_masks)
@@ -322,9 +323,18 @@ def _round_evaluator(model, torch_model, options):
     return lambda: evaluate(model, val, val_preprocess, engine="torch", torch_module=torch_model.module).top1
 
 
-def _select(method, torch_model, pinned, scope, free_sparsity, max_layer_sparsity):
+def _weight_method_options(model: Model, sparsity: float, method_options: dict | None) -> dict:
+    """What data-free iterative methods (SynFlow) need: the target, the input shape, the Softmax to skip."""
+    from onnxprune.evaluate import outputs_probabilities
+    from onnxprune.schedule import _softmax_node_output
+
+    softmax = _softmax_node_output(model, model.outputs[0] if outputs_probabilities(model) else None)
+    return {"target": sparsity, "input_shape": model.input.concrete_shape(1), "softmax_output": softmax,
+            **(method_options or {})}  # fmt: skip
+
+
+def _select(method, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context):
     """Score every layer and choose what to remove: (keep-masks in ONNX layout, plans)."""
-    context = ScoreContext(torch_model=torch_model)
     scores = dict(_score(method, torch_model, context))
     plans = select.select_layerwise(scores, pinned)
     free = {name: scores[name] for name in scores if name not in pinned}

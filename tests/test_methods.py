@@ -67,3 +67,32 @@ def test_taylor_needs_data(fixture_model):
 
     with pytest.raises(ConfigError, match="needs training data"):
         onnxprune.prune(onnxprune.load(fixture_model("concat_net")), 0.4, method="taylor")
+
+
+def test_synflow_with_batchnorm_gives_finite_scores_and_reaches_the_target(fixture_model):
+    from onnxprune.convert import to_torch
+    from onnxprune.methods.synflow import iterative_scores
+
+    model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
+    converted = to_torch(model)
+    scores = iterative_scores(converted, 0.9, 10, model.input.concrete_shape(1), None)
+    assert all(np.all(np.isfinite(s)) for s in scores.values())
+    result = onnxprune.prune(model, 0.9, method="synflow", scope="global")
+    assert result.prunable_sparsity == pytest.approx(0.9, abs=1e-3)
+    assert all(layer.sparsity < 1.0 for layer in result.layers), "SynFlow avoids layer collapse"
+
+
+def test_synflow_is_data_free_and_beats_magnitude_on_the_matlab_model():
+    """On the shipped AlexNet-shaped model at 90%, SynFlow keeps more accuracy than global magnitude."""
+    from conftest import REPO
+
+    from onnxprune import spectrograms
+    from onnxprune.data import load_data
+    from onnxprune.evaluate import evaluate
+
+    model = onnxprune.load(REPO / "models" / "alexnet_spectro.onnx")
+    test = load_data(spectrograms.generate() / "test")
+    preprocess = preprocess_for(model)
+    synflow = evaluate(onnxprune.prune(model, 0.9, method="synflow", scope="global").model, test, preprocess)
+    magnitude = evaluate(onnxprune.prune(model, 0.9, scope="global").model, test, preprocess)
+    assert synflow.top1 > magnitude.top1
