@@ -360,6 +360,8 @@ def prune(
         float | None,
         typer.Option(help="choose the sparsity: the highest within this accuracy drop on --data (0.01 = one point)"),
     ] = None,
+    bn_l1: Annotated[float, typer.Option(help="slimming: L1 penalty lambda on BatchNorm scales")] = 1e-4,
+    sparsity_epochs: Annotated[int, typer.Option(help="slimming: sparsity-training epochs before pruning")] = 0,
     sparsities: SparsitiesOption = None,
 ) -> None:
     """Prune MODEL and write the same graph with zeros in it, verified in onnxruntime.
@@ -376,7 +378,7 @@ def prune(
             model_path, max_drop, method, scope, sparsities, data, limit, pixel_range, mean, std, flatten
         )
         data = None if finetune_epochs == 0 and iterations == 1 else data
-    if data is not None or finetune_epochs > 0 or iterations > 1 or resume:
+    if data is not None or finetune_epochs > 0 or iterations > 1 or resume or sparsity_epochs > 0:
         from onnxprune.schedule import ScheduleOptions
         from onnxprune.train import TrainOptions
 
@@ -384,7 +386,7 @@ def prune(
             target=sparsity, iterations=iterations, schedule=schedule, rewind=rewind, method=method, scope=scope,
             mask_only=mask_only,
             method_options={"batches_per_round": batches_per_round, "max_per_round": max_per_round},
-            round_to=round_to,
+            round_to=round_to, bn_l1=bn_l1, sparsity_epochs=sparsity_epochs,
             config=str(config) if config else None, skip_first=skip_first, skip_last=skip_last,
             max_layer_sparsity=max_layer_sparsity,
             train=TrainOptions(

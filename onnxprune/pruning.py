@@ -224,7 +224,7 @@ def prune(
     free_sparsity = sparsity if default is None else default
     torch_model = torch_model or to_torch(model)
     if chosen.granularity == "channel":
-        context = ScoreContext(torch_model, data, preprocess, dict(method_options or {}))
+        context = ScoreContext(torch_model, data, preprocess, {"model": model, **(method_options or {})})
         return _prune_channels(
             model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
             keep_masks, original_counts, mask_only, round_to,

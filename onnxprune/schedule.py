@@ -61,6 +61,8 @@ class ScheduleOptions:
         mask_only: structured methods: zero channels whose dependencies cannot be resolved.
         method_options: method settings (Taylor's batches_per_round, max_per_round).
         round_to: structured methods: channel counts rounded to multiples of this.
+        bn_l1: slimming: the L1 penalty lambda on BatchNorm scales during sparsity training.
+        sparsity_epochs: slimming: epochs of sparsity training before the first pruning.
     """
 
     target: float
@@ -77,6 +79,8 @@ class ScheduleOptions:
     mask_only: bool = False
     method_options: dict = field(default_factory=dict)
     round_to: int = 8
+    bn_l1: float = 0.0
+    sparsity_epochs: int = 0
 
     def __post_init__(self):
         select.check_sparsity(self.target, "target sparsity")
@@ -84,6 +88,8 @@ class ScheduleOptions:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+        if self.sparsity_epochs > 0 and self.bn_l1 <= 0:
+            raise ConfigError(f"sparsity training needs a lambda > 0 (--bn-l1), got {self.bn_l1}")
 
     @property
     def kind(self) -> str:
@@ -234,6 +240,16 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
     target = options.sparsity_at(number)
     structured = get_method(options.method).granularity == "channel"
     method_options = dict(options.method_options, val=val, val_preprocess=preprocess, seed=options.train.seed)
+    sparsity_history = []
+    if number == 1 and options.sparsity_epochs > 0:  # Network Slimming: push BatchNorm scales to zero first
+        if progress:
+            progress({"round": number, "rounds": options.iterations, "phase": "sparsity training"})
+        sparse_options = TrainOptions(
+            **{**asdict(options.train), "epochs": options.sparsity_epochs, "bn_l1": options.bn_l1}
+        )
+        softmax = _softmax_node_output(source, source.outputs[0] if outputs_probabilities(source) else None)
+        trained = finetune(torch_model, train, preprocess, sparse_options, val, softmax, progress)
+        sparsity_history = [asdict(record) for record in trained.history]
     result = prune(
         start,
         target,
@@ -294,7 +310,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         train_history=history,
         params_removed=1 - written.layer_total("numel") / max(1, source.layer_total("numel")),
         macs_removed=1 - written.layer_total("macs") / max(1, source.layer_total("macs")),
-        method_history=result.history,
+        method_history=sparsity_history + result.history,
         num_nonzero=sum(int(np.count_nonzero(written.weight_array(layer))) for layer in written.layers),
     )
 

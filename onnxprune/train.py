@@ -41,6 +41,8 @@ class TrainOptions:
         seed: seeds shuffling, augmentation and dropout: the same seed gives the same model.
         device: "cpu", "cuda" or None (CUDA when available).
         max_steps: stop each epoch after this many steps (None: the whole epoch).
+        bn_l1: Network Slimming's sparsity training: the subgradient bn_l1 x sign(gamma) is
+            added to the gradient of every BatchNorm scale factor (0: off).
     """
 
     epochs: int = 3
@@ -53,10 +55,13 @@ class TrainOptions:
     seed: int = 0
     device: str | None = None
     max_steps: int | None = None
+    bn_l1: float = 0.0
 
     def __post_init__(self):
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("epochs must be >= 0, batch size >= 1 and the learning rate > 0")
+        if self.bn_l1 < 0:
+            raise ConfigError(f"the BatchNorm L1 penalty (lambda) must be > 0, got {self.bn_l1}")
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class EpochRecord:
     seconds: float
     images_per_second: float
     lr: float
+    scale_sparsity: float | None = None
 
 
 @dataclass
@@ -243,6 +249,9 @@ def _train_epoch(
             loss = F.cross_entropy(logits.float(), y, label_smoothing=options.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
+        if options.bn_l1 > 0:
+            scaler.unscale_(optimizer)
+            _slimming_penalty(module, options.bn_l1)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
@@ -263,7 +272,33 @@ def _train_epoch(
         seconds=seconds,
         images_per_second=seen / seconds if seconds else 0.0,
         lr=optimizer.param_groups[0]["lr"],
+        scale_sparsity=scale_sparsity(module),
     )
+
+
+def _slimming_penalty(module: torch.nn.Module, strength: float) -> None:
+    """Add strength x sign(gamma) to the gradient of every BatchNorm scale (L1 subgradient)."""
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) and layer.weight is not None:
+            scale = layer.weight_orig if hasattr(layer, "weight_orig") else layer.weight
+            if scale.grad is not None:
+                scale.grad.add_(strength * torch.sign(scale.detach()))
+
+
+SCALE_ZERO = 1e-2
+
+
+def scale_sparsity(module: torch.nn.Module) -> float | None:
+    """Fraction of BatchNorm scale factors with |gamma| < 0.01 (None without BatchNorm)."""
+    scales = [
+        layer.weight.detach().abs().reshape(-1)
+        for layer in module.modules()
+        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) and layer.weight is not None
+    ]
+    if not scales:
+        return None
+    values = torch.cat(scales)
+    return float((values < SCALE_ZERO).float().mean())
 
 
 def distributed() -> tuple[int, int]:

@@ -96,3 +96,31 @@ def test_synflow_is_data_free_and_beats_magnitude_on_the_matlab_model():
     synflow = evaluate(onnxprune.prune(model, 0.9, method="synflow", scope="global").model, test, preprocess)
     magnitude = evaluate(onnxprune.prune(model, 0.9, scope="global").model, test, preprocess)
     assert synflow.top1 > magnitude.top1
+
+
+def test_slimming_penalty_drives_batchnorm_scales_toward_zero(fixture_model, images):
+    from onnxprune.convert import to_torch
+    from onnxprune.train import TrainOptions, finetune
+
+    model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
+    means = {}
+    for strength in (0.0, 2.0):
+        converted = to_torch(model)
+        options = TrainOptions(epochs=3, batch_size=16, lr=0.05, weight_decay=0.0, augment=False, bn_l1=strength)
+        history = finetune(converted, images, preprocess_for(model), options).history
+        assert all(record.scale_sparsity is not None for record in history)
+        scales = [
+            np.abs(m.weight.detach().numpy()) for m in converted.module.modules() if "BatchNorm" in type(m).__name__
+        ]
+        means[strength] = float(np.mean(np.concatenate(scales)))
+    assert means[2.0] < 0.8 * means[0.0]
+
+
+def test_slimming_bad_input(fixture_model):
+    from onnxprune.errors import ConfigError
+    from onnxprune.schedule import ScheduleOptions
+
+    with pytest.raises(ConfigError, match="has no BatchNormalization"):
+        onnxprune.prune(onnxprune.load(fixture_model("matmul_mlp")), 0.5, method="slimming")
+    with pytest.raises(ConfigError, match="lambda > 0"):
+        ScheduleOptions(target=0.5, method="slimming", sparsity_epochs=2, bn_l1=0.0)
