@@ -461,4 +461,54 @@ def _save_compacted(result: PruneResult, output: Path) -> VerifyReport:
 
 def default_output(model_path: Path, sparsity: float, method: str) -> Path:
     """`<stem>_<method>_<sparsity>.onnx` beside the input."""
+    method = method.replace(":", "").replace(",", "+").replace("/", "_")  # recipes name the file too
     return model_path.with_name(f"{model_path.stem}_{method}_{sparsity:.2f}.onnx")
+
+
+def parse_recipe(text: str) -> list[tuple[str, float]]:
+    """'l1-filter:0.3,magnitude:0.8' -> [('l1-filter', 0.3), ('magnitude', 0.8)] (a hybrid chain).
+
+    Also reads a YAML file holding a list of {method, sparsity} stages.
+    """
+    from pathlib import Path
+
+    import yaml
+
+    if text.endswith((".yaml", ".yml")):
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such recipe file")
+        stages = yaml.safe_load(path.read_text())
+        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+            raise ConfigError(f"{path}: a recipe is a list of stages like '- {{method: l1-filter, sparsity: 0.3}}'")
+        pairs = [(str(s.get("method")), s.get("sparsity")) for s in stages]
+    else:
+        pairs = []
+        for part in text.split(","):
+            name, _, value = part.strip().partition(":")
+            if not value:
+                raise ConfigError(f"recipe stage '{part.strip()}' needs a sparsity, like magnitude:0.8")
+            pairs.append((name.strip(), value))
+    stages = []
+    for name, value in pairs:
+        get_method(name)  # unknown methods fail here, listing the known ones
+        stages.append((name, select.check_sparsity(value, f"sparsity of stage '{name}'")))
+    return stages
+
+
+def prune_chain(model: Model, stages: list[tuple[str, float]], **options) -> PruneResult:
+    """Apply several methods in turn (a hybrid): e.g. remove 30% of filters, then 80% of the weights left.
+
+    Each stage prunes the previous stage's result (compacted after a structured stage). Returns
+    the last stage's result, its `source` the original model and its notes those of every stage.
+    """
+    if not stages:
+        raise ConfigError("an empty recipe: give stages like l1-filter:0.3,magnitude:0.8")
+    current, notes, result = model, [], None
+    for name, sparsity in stages:
+        result = prune(current, sparsity, method=name, **options)
+        notes += [f"{name} {sparsity:g}: {note}" for note in result.notes]
+        current = result.model if result.granularity == "channel" else from_proto(write_back(current, result.weights))
+    result.notes = notes
+    result.method = "+".join(f"{name}:{sparsity:g}" for name, sparsity in stages)
+    return result

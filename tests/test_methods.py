@@ -124,3 +124,23 @@ def test_slimming_bad_input(fixture_model):
         onnxprune.prune(onnxprune.load(fixture_model("matmul_mlp")), 0.5, method="slimming")
     with pytest.raises(ConfigError, match="lambda > 0"):
         ScheduleOptions(target=0.5, method="slimming", sparsity_epochs=2, bn_l1=0.0)
+
+
+def test_hybrid_chain_removes_filters_then_polishes_magnitude(fixture_model, tmp_path):
+    from onnxprune.errors import ConfigError
+    from onnxprune.pruning import parse_recipe, prune_chain
+
+    model = onnxprune.load(fixture_model("vgg_bn_torchscript"))
+    result = prune_chain(model, parse_recipe("l1-filter:0.4,magnitude:0.8"))
+    onnxprune.save(result, tmp_path / "hybrid.onnx")
+    written = onnxprune.load(tmp_path / "hybrid.onnx")
+    assert written.layers[0].shape[0] < model.layers[0].shape[0], "filters physically removed"
+    zeros = sum(int((written.weight_array(layer) == 0).sum()) for layer in written.layers)
+    assert zeros / sum(layer.numel for layer in written.layers) == pytest.approx(0.8, abs=1e-3)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("- {method: l2-filter, sparsity: 0.3}\n- {method: magnitude, sparsity: 0.5}\n")
+    assert parse_recipe(str(recipe)) == [("l2-filter", 0.3), ("magnitude", 0.5)]
+    with pytest.raises(ConfigError, match="unknown pruning method 'dice'; known methods"):
+        parse_recipe("l1-filter:0.3,dice:0.8")
+    with pytest.raises(ConfigError, match="needs a sparsity"):
+        parse_recipe("l1-filter")
