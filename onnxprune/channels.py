@@ -356,3 +356,111 @@ def _taylor_pick(groups, group_of, scores, removed, floors, budget) -> set[int]:
             continue
         chosen |= take
     return chosen
+
+
+def greedy_iterative(
+    model: Model, torch_model: TorchModel, ctx: ScoreContext, sparsity: float, max_layer_sparsity: float
+) -> tuple[ChannelPlan, list[dict]]:
+    """Remove, one at a time, the unit whose removal raises the validation loss least.
+
+    Each step samples up to `candidates` units still present (never one already removed),
+    measures the loss with each zeroed alone on `val_samples` samples, and masks the cheapest;
+    every `finetune_every` removals it fine-tunes `finetune_batches` mini-batches (masks held).
+
+    Returns:
+        The plan, and per removal: the unit's layer, the loss with it removed, units left.
+    """
+    import torch.nn.functional as F
+
+    from onnxprune.methods.greedy import settings
+
+    options = settings(ctx)
+    structure = analyse(model)
+    groups, kept_layers = channel_groups(model, structure)
+    total = sum(len(group.roots) for group in groups.values())
+    goal = int(round(sparsity * total))
+    floors = {name: max(1, int(np.ceil((1 - max_layer_sparsity) * len(g.roots)))) for name, g in groups.items()}
+    rng = np.random.default_rng(options["seed"])
+    val_indices = np.sort(rng.permutation(len(ctx.data))[: options["val_samples"]])
+    inputs = torch.from_numpy(ctx.preprocess(ctx.data, val_indices))
+    labels = torch.from_numpy(ctx.data.labels[val_indices])
+    probabilities = (ctx.options or {}).get("probabilities", False)
+
+    def loss_now() -> float:
+        with torch.no_grad():
+            output = torch_model.module.eval()(inputs)
+            output = output[0] if isinstance(output, (tuple, list)) else output
+            output = torch.log(output.clamp_min(1e-12)) if probabilities else output
+            return float(F.cross_entropy(output.reshape(output.shape[0], -1), labels))
+
+    removed: set[int] = set()
+    history = []
+    while len(removed) < goal:
+        present = [
+            (name, root)
+            for name, group in groups.items()
+            if len([r for r in group.roots if r not in removed]) > floors[name]
+            for root in group.roots
+            if root not in removed and not group.blocks
+        ]
+        if not present:
+            break
+        sample = [present[i] for i in rng.permutation(len(present))[: options["candidates"]]]
+        costs = []
+        for _name, root in sample:
+            saved = _zero_temporarily(torch_model, structure, root)
+            costs.append(loss_now())
+            _restore(saved)
+        best = int(np.argmin(costs))
+        name, root = sample[best]
+        apply(torch_model, model, ChannelPlan(structure, groups, {root}, {}, kept_layers), keep_masks=True)
+        removed.add(root)
+        history.append({"step": len(removed), "layer": name, "loss": costs[best], "units": total - len(removed)})
+        if options["finetune_batches"] and len(removed) % options["finetune_every"] == 0:
+            _short_finetune(torch_model, ctx, options, rng)
+    counts = {name: sum(1 for r in group.roots if r in removed) for name, group in groups.items()}
+    return ChannelPlan(structure, groups, removed, counts, kept_layers), history
+
+
+def _zero_temporarily(torch_model, structure, root) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Zero one unit's filters and biases in place (the forward pre-hooks re-apply masks); return what to restore."""
+    saved = []
+    for name, entry in torch_model.params.items():
+        if name not in structure.producers:
+            continue
+        drop = structure.layer_units(name) == root
+        if not drop.any():
+            continue
+        module = entry.module
+        weight = getattr(module, "weight_orig", module.weight)
+        saved.append((weight.data, weight.data.clone()))
+        axis = (weight.dim() - 1 - entry.layer.out_axis) if entry.transpose else entry.layer.out_axis
+        index = [slice(None)] * weight.dim()
+        index[axis] = torch.from_numpy(drop)
+        weight.data[tuple(index)] = 0
+        bias = getattr(module, "bias_orig", getattr(module, "bias", None))
+        if isinstance(bias, torch.Tensor) and bias.dim() == 1 and bias.numel() == drop.size:
+            saved.append((bias.data, bias.data.clone()))
+            bias.data[torch.from_numpy(drop)] = 0
+    return saved
+
+
+def _restore(saved) -> None:
+    for target, original in saved:
+        target.copy_(original)
+
+
+def _short_finetune(torch_model, ctx, options, rng) -> None:
+    import torch.nn.functional as F
+
+    module = torch_model.module.train()
+    optimizer = torch.optim.SGD(module.parameters(), lr=options["lr"], momentum=0.9)
+    for _ in range(options["finetune_batches"]):
+        indices = np.sort(rng.choice(len(ctx.data), size=min(32, len(ctx.data)), replace=False))
+        output = module(torch.from_numpy(ctx.preprocess(ctx.data, indices)))
+        output = output[0] if isinstance(output, (tuple, list)) else output
+        loss = F.cross_entropy(output.reshape(output.shape[0], -1), torch.from_numpy(ctx.data.labels[indices]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    module.eval()

@@ -269,6 +269,9 @@ def _prune_channels(
             model, method, torch_model, context, sparsity, max_layer_sparsity, evaluate_round, mask_only
         )
         keep_masks = True  # the masks were attached while training between rounds
+    elif method.name == "greedy":
+        chosen_plan, history = channels.greedy_iterative(model, torch_model, context, sparsity, max_layer_sparsity)
+        keep_masks = True
     else:
         chosen_plan = channels.plan(
             model, method, torch_model, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, context,

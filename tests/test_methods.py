@@ -144,3 +144,18 @@ def test_hybrid_chain_removes_filters_then_polishes_magnitude(fixture_model, tmp
         parse_recipe("l1-filter:0.3,dice:0.8")
     with pytest.raises(ConfigError, match="needs a sparsity"):
         parse_recipe("l1-filter")
+
+
+def test_greedy_removal_never_picks_a_removed_filter(fixture_model, images):
+    model = onnxprune.load(fixture_model("concat_net"))
+    pixels = images.subset(np.arange(24))
+    pixels.images = pixels.images[:, :8, :8, :]
+    options = {"candidates": 4, "val_samples": 16, "finetune_every": 3, "finetune_batches": 1}
+    result = onnxprune.prune(
+        model, 0.4, method="greedy", data=pixels, preprocess=preprocess_for(model), method_options=options
+    )
+    steps = result.history
+    assert [row["step"] for row in steps] == list(range(1, len(steps) + 1))
+    units = [row["units"] for row in steps]
+    assert units == sorted(units, reverse=True) and len(set(units)) == len(units), "one new unit per step"
+    assert len(steps) == result.units[0] and result.units[0] == round(0.4 * result.units[1])
