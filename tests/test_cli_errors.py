@@ -153,5 +153,5 @@ def test_unknown_scope_and_method(alexnet, tmp_path):
     assert_one_line_error(run("prune", alexnet, "--scope", "planet", "-o", tmp_path / "o.onnx"), "scope must be one of")
     assert_one_line_error(
         run("prune", alexnet, "--method", "dice", "-o", tmp_path / "o.onnx"),
-        "known methods: greedy, l1-filter, l2-filter, magnitude, neuron, slimming, synflow, taylor",
+        "known methods: greedy, l1-filter, l2-filter, magnitude, neuron, slimming, sss, synflow, taylor",
     )

@@ -159,3 +159,50 @@ def test_greedy_removal_never_picks_a_removed_filter(fixture_model, images):
     units = [row["units"] for row in steps]
     assert units == sorted(units, reverse=True) and len(set(units)) == len(units), "one new unit per step"
     assert len(steps) == result.units[0] and result.units[0] == round(0.4 * result.units[1])
+
+
+def test_sss_factors_fold_exactly_into_the_weights(fixture_model):
+    import torch
+
+    from onnxprune.convert import to_torch
+    from onnxprune.methods.sss import _Scale, fold
+
+    for name in ("vgg_bn_dynamo", "matmul_mlp"):
+        model = onnxprune.load(fixture_model(name))
+        converted = to_torch(model)
+        inputs = torch.from_numpy(__import__("onnxprune").verify.random_batch(model.input, 3))
+        factors, hooks = {}, []
+        generator = torch.Generator().manual_seed(0)
+        for layer, entry in converted.params.items():
+            scale = _Scale(entry.layer.shape[entry.layer.out_axis], 1 if entry.layer.op_type == "Conv" else -1)
+            with torch.no_grad():
+                scale.factor.copy_(torch.rand(scale.factor.shape, generator=generator) * 2)
+            factors[layer] = scale.factor.detach().clone()
+            hooks.append(entry.module.register_forward_hook(scale))
+        with torch.no_grad():
+            scaled = converted.module.eval()(inputs)
+        for hook in hooks:
+            hook.remove()
+        fold(converted, factors)
+        with torch.no_grad():
+            folded = converted.module(inputs)
+        torch.testing.assert_close(folded, scaled, rtol=1e-5, atol=1e-6)
+
+
+def test_sss_proximal_l1_sets_factors_exactly_to_zero(fixture_model, images):
+    from onnxprune.convert import to_torch
+    from onnxprune.methods import ScoreContext
+    from onnxprune.methods.sss import learn_factors
+
+    model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
+    zeros = {}
+    for gamma in (0.0, 20.0):
+        context = ScoreContext(
+            to_torch(model), images, preprocess_for(model), {"sss_gamma": gamma, "lr": 0.05, "max_steps": 20}
+        )
+        factors = np.concatenate(list(learn_factors(context).values()))
+        zeros[gamma] = float(np.mean(factors == 0))
+    assert zeros[0.0] == 0.0 and zeros[20.0] > 0.2
+    result = onnxprune.prune(model, 0.3, method="sss", data=images, preprocess=preprocess_for(model),
+                             method_options={"sss_gamma": 5.0, "lr": 0.05, "max_steps": 20})  # fmt: skip
+    assert result.units[0] > 0 and result.compacted is not None

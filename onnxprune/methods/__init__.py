@@ -91,4 +91,4 @@ def list_methods() -> list[Method]:
 
 
 def _load_builtin_methods() -> None:
-    from onnxprune.methods import greedy, magnitude, norms, slimming, synflow, taylor  # noqa: F401  (they register on import)
+    from onnxprune.methods import greedy, magnitude, norms, slimming, sss, synflow, taylor  # noqa: F401  (they register)
