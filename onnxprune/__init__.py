@@ -6,12 +6,29 @@ The Python API has the CLI's verbs::
     model = onnxprune.load("alexnet.onnx")
     result = onnxprune.prune(model, 0.9, scope="global")
     onnxprune.save(result, "alexnet_pruned.onnx")
+
+The names below are imported on first use (PEP 562), so `import onnxprune` (and the CLI's
+`--help` and error messages) do not wait for torch.
 """
 
 from onnxprune.errors import OnnxpruneError
-from onnxprune.inspection import describe
-from onnxprune.model import Model, load
-from onnxprune.pruning import PruneResult, prune, save
 
 __all__ = ["Model", "OnnxpruneError", "PruneResult", "describe", "load", "prune", "save"]
 __version__ = "0.1.0"
+
+_LAZY = {
+    "Model": "onnxprune.model",
+    "load": "onnxprune.model",
+    "describe": "onnxprune.inspection",
+    "PruneResult": "onnxprune.pruning",
+    "prune": "onnxprune.pruning",
+    "save": "onnxprune.pruning",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'onnxprune' has no attribute '{name}'")
