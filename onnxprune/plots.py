@@ -227,7 +227,8 @@ def batchnorm_scales(models: Sequence[Model], path, labels: Sequence[str] | None
     from onnx import numpy_helper
 
     figure, axis = plt.subplots(figsize=SIZE)
-    for index, model in enumerate(models):
+    every = []
+    for model in models:
         scales = [
             numpy_helper.to_array(model.initializer(node.input[1]))
             for node in model.proto.graph.node
@@ -235,9 +236,12 @@ def batchnorm_scales(models: Sequence[Model], path, labels: Sequence[str] | None
         ]
         if not scales:
             raise ConfigError(f"{model.path or 'model'}: has no BatchNormalization layer; no scale factors to plot")
-        values = np.abs(np.concatenate([s.reshape(-1) for s in scales]))
+        every.append(np.abs(np.concatenate([s.reshape(-1) for s in scales])))
+    edges = np.linspace(0.0, max(float(v.max()) for v in every) or 1.0, bins + 1)  # one set of bins for all
+    for index, (model, values) in enumerate(zip(models, every, strict=True)):
         label = labels[index] if labels and index < len(labels) else Path(str(model.path or f"model {index}")).name
-        axis.hist(values, bins=bins, alpha=0.5, label=f"{label} ({values.size} channels)")
+        near_zero = float(np.mean(values < 1e-2))
+        axis.hist(values, bins=edges, alpha=0.5, label=f"{label} ({values.size} channels, {near_zero:.0%} < 0.01)")
     axis.set_xlabel("|gamma| (BatchNorm scale)")
     axis.set_ylabel("channels")
     axis.set_title("BatchNorm scale factors")
