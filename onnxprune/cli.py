@@ -162,6 +162,12 @@ def _prepare_data(model, data, val, val_split, limit, pixel_range, mean, std, fl
     return preprocess, train, held_out
 
 
+def _evaluation_data(model, data, limit, pixel_range, mean, std, flatten):
+    """(preprocess, dataset) for commands that only measure: all of --data, no split."""
+    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    return preprocess, dataset
+
+
 @app.command()
 @reports_errors
 def evaluate(
@@ -184,7 +190,7 @@ def evaluate(
         raise ConfigError("evaluate needs --data (a folder, .zip, .mat, .npz or MNIST idx file)")
     engines = ["onnxruntime", "torch"] if engine == "both" else [engine]
     model = load(model_path)
-    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    preprocess, dataset = _evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
     results = [evaluate_model(model, dataset, preprocess, engine=name, batch_size=batch_size) for name in engines]
     if as_json:
         typer.echo(json.dumps([result.as_dict() for result in results], indent=2))
@@ -636,7 +642,7 @@ def sweep(
         raise ConfigError("sweep needs --data")
     levels = _levels(sparsities, start, stop, step, "0:0.1:0.9,0.9:0.02:0.98")
     model = load(model_path)
-    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    preprocess, dataset = _evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
     methods, scopes = [m.strip() for m in method.split(",")], [x.strip() for x in scope.split(",")]
     with _level_progress() as progress:
         table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress)
@@ -658,7 +664,7 @@ def _sparsity_within(model_path, max_drop, method, scope, sparsities, data, limi
     if data is None:
         raise ConfigError("--max-drop needs --data to measure accuracy on")
     model = load(model_path)
-    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    preprocess, dataset = _evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
     levels = _levels(sparsities, None, None, None, "0:0.05:0.95")
     with _level_progress() as progress:
         table = sweep_model(model, dataset, preprocess, levels, [method], [scope], progress=progress)
@@ -720,7 +726,7 @@ def sensitivity(
     check_sparsity(target, "--target")
     levels = _levels(sparsities, None, None, None, "0:0.1:0.9,0.95,0.98")
     model = load(model_path)
-    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    preprocess, dataset = _evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
     with _level_progress() as progress:
         table = layer_sensitivity(model, dataset, preprocess, levels, progress=progress)
     ratios = ratios_for_target(table, model, target, max_drop)
@@ -830,7 +836,7 @@ def bench_command(
     dataset, options = None, None
     if data is not None:
         first = load(models[0])
-        _, dataset, _ = _prepare_data(first, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+        _, dataset = _evaluation_data(first, data, limit, pixel_range, mean, std, flatten)
         options = {"pixel_range": pixel_range, "mean": _numbers(mean, "--mean"), "std": _numbers(std, "--std"),
                    "flatten_order": flatten}  # fmt: skip
     results = bench_module.bench(models, batches, provider, threads, runs, dataset, options)
@@ -874,7 +880,7 @@ def quantize(
     from onnxprune.quantize import quantize as quantize_model
 
     model = load(model_path)
-    preprocess, dataset, _ = _prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    preprocess, dataset = _evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
     report = quantize_model(model, output, method, dataset, preprocess, calibration, evaluate_data=dataset)
     accuracy = ""
     if report.top1_before is not None:

@@ -20,8 +20,6 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from onnxprune import plots, results, spectrograms
 from onnxprune.data import load_data, preprocess_for
 from onnxprune.errors import ConfigError
@@ -151,8 +149,3 @@ def _zipped_size(path: Path) -> int:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.write(path, path.name)
     return len(buffer.getvalue())
-
-
-def layer_table(summary: dict) -> list[tuple[str, float]]:
-    """(layer, sparsity) rows of the pruned model, for printing."""
-    return [(name, float(np.round(value, 4))) for name, value in summary["layer_sparsity"].items()]

@@ -76,11 +76,10 @@ def check_levels(levels: list[float], what: str = "sparsity grid") -> list[float
 
 @dataclass
 class _Ranked:
-    """Everything a level needs: per-layer scores, their stable orders, and the original weights."""
+    """Everything a level needs: per-layer scores and their stable orders."""
 
     scores: dict[str, np.ndarray]
     orders: dict[str, np.ndarray]
-    originals: dict[str, torch.Tensor]
 
 
 class Sweeper:
@@ -185,12 +184,12 @@ class Sweeper:
                     for name, entry in self.torch_model.params.items()
                 }
             orders = {name: np.argsort(s, kind="stable") for name, s in scores.items()}
-            self._ranked[method] = _Ranked(scores, orders, self.originals)
+            self._ranked[method] = _Ranked(scores, orders)
         return self._ranked[method]
 
     def _apply_weights(self, method, scope, sparsity, max_layer_sparsity) -> dict[str, int]:
         ranked = self._ranking(method)
-        scores = {name: s for name, s in ranked.scores.items()}
+        scores = ranked.scores
         if scope == "global":
             plans = select.select_global(scores, sparsity, max_layer_sparsity)
         else:
