@@ -221,7 +221,21 @@ def finetune(
     if best_state is not None:
         module.load_state_dict(best_state)
     module.to(torch.device("cpu"), memory_format=torch.contiguous_format).eval()
+    refresh_pruned(module)
     return result
+
+
+def refresh_pruned(module: torch.nn.Module) -> None:
+    """Recompute every masked tensor (`weight = weight_orig * weight_mask`) where its parts now live.
+
+    torch.nn.utils.prune keeps `weight` as a plain attribute that a pre-hook recomputes before each
+    forward; `Module.to` moves `weight_orig` and `weight_mask` but not it, so after training on
+    CUDA it would stay on the GPU beside a model moved back to the CPU.
+    """
+    for layer in module.modules():
+        for hook in layer._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                setattr(layer, hook._tensor_name, hook.apply_mask(layer))
 
 
 def _train_epoch(

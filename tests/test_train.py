@@ -17,7 +17,7 @@ from onnxprune.convert import to_torch
 from onnxprune.data import Dataset, preprocess_for
 from onnxprune.errors import ConfigError
 from onnxprune.schedule import ScheduleOptions, run
-from onnxprune.train import TrainOptions, finetune
+from onnxprune.train import TrainOptions, finetune, refresh_pruned
 
 FAST = TrainOptions(epochs=2, batch_size=16, lr=0.01, seed=0)
 
@@ -53,6 +53,21 @@ def test_finetuning_keeps_every_pruned_weight_at_zero(fixture_model, synthetic, 
     # biases and weights that survived did change: training happened
     tuned = onnxprune.load(tmp_path / "tuned.onnx")
     assert not np.array_equal(tuned.weight_array(tuned.layers[-1]), result.weights[tuned.layers[-1].weight])
+
+
+def test_masked_weights_follow_the_module_to_another_device():
+    # Module.to moves weight_orig and weight_mask but not the computed `weight` attribute: after
+    # training on CUDA it stayed on the GPU and the next channel mask failed (seen on an H100).
+    import torch
+    from torch.nn.utils import prune as torch_prune
+
+    layer = torch.nn.Linear(4, 3)
+    torch_prune.l1_unstructured(layer, "weight", amount=0.5)
+    layer(torch.ones(1, 4))
+    layer.to("meta")
+    assert layer.weight.device.type == "cpu" and layer.weight_orig.device.type == "meta"
+    refresh_pruned(layer)
+    assert layer.weight.device.type == "meta"
 
 
 def test_zeros_of_a_loaded_model_are_its_mask(fixture_model, synthetic, tmp_path):
