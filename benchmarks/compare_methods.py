@@ -7,7 +7,8 @@ Two phases, so that the training can run on a GPU machine and the measuring on t
   less a seeded, stratified 10% validation split that picks the kept epoch (the test set is never
   seen in training). Network Slimming first trains `--epochs` epochs with the L1 penalty
   `--bn-l1` on the BatchNorm scales. The hybrid chain (l1-filter 30% then magnitude 80%) gets
-  the same fine-tuning. Writes `<method>.onnx` and `train_record.json` into `--models`.
+  the same fine-tuning. Writes `<method>.onnx`, its run's `<method>.results.json` (per epoch:
+  loss, accuracy, BatchNorm scale sparsity) and `train_record.json` into `--models`.
 - `measure`: top-1 in onnxruntime on the 10,000 test images; sparsity on one axis for all: the
   fraction of prunable-layer parameters gone or zero; MACs; latency in onnxruntime at batch 32,
   every model in one round-robin `onnxprune.bench` run. Writes the Pareto figure and prints the
@@ -85,6 +86,8 @@ def train_phase(args: argparse.Namespace) -> None:
                                        method_options=options, **extra)  # fmt: skip
             result = run(REFERENCE, Path(folder) / method, settings, train, val, preprocess)
             (args.models / f"{method}.onnx").write_bytes(result.final_path.read_bytes())
+            # per epoch: training and validation accuracy, BatchNorm scale sparsity (slimming)
+            (args.models / f"{method}.results.json").write_bytes((result.folder / "results.json").read_bytes())
             _log(record, args.models, {"name": method, "label": f"{method} {target:.0%}", "val_top1": result.final_top1,
                                        "seconds": time.perf_counter() - started})  # fmt: skip
     if only and HYBRID[0] not in only:
@@ -132,8 +135,9 @@ def measure_phase(args: argparse.Namespace) -> None:
     points = [{"sparsity": r["sparsity"], "accuracy": r["top1"], "label": r["label"]} for r in rows]
     title = f"VGG13-BN x0.25 on CIFAR-10: every method, {record['epochs']} fine-tuning epochs each"
     plots.pareto(points, args.out, title)
+    devices = ", ".join(sorted({row.get("device", record["device"]) for row in record["runs"]}))
     print(f"training: {record['train_images']} images, {record['epochs']} epochs, lr {record['lr']}, "
-          f"lambda {record['bn_l1']}, on {record['device']}")  # fmt: skip
+          f"lambda {record['bn_l1']}, on {devices}")  # fmt: skip
     header = ["method", "parameters kept", "sparsity (params)", "MACs", "latency b32", "val top-1", "test top-1"]
     header += ["score", "train s", "trained on"]
     print("| " + " | ".join(header) + " |")
