@@ -155,3 +155,24 @@ def test_unknown_scope_and_method(alexnet, tmp_path):
         run("prune", alexnet, "--method", "dice", "-o", tmp_path / "o.onnx"),
         "known methods: greedy, l1-filter, l2-filter, magnitude, neuron, slimming, sss, synflow, taylor",
     )
+
+
+def test_data_driven_methods_bad_input(alexnet, fixture_model, tmp_path):
+    # issue 9: slimming without BatchNorm, a lambda <= 0, a recipe naming an unknown method
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_one_line_error(
+        run("prune", alexnet, "--method", "slimming", "-o", out / "o.onnx"), "has no BatchNormalization"
+    )
+    vgg = fixture_model("vgg_bn_torchscript")
+    for bad in ("0", "-0.001"):
+        assert_one_line_error(
+            run("prune", vgg, "--method", "slimming", "--sparsity-epochs", 2, "--bn-l1", bad, "-o", out / "o.onnx"),
+            "lambda",
+            "> 0",
+        )
+    assert_one_line_error(
+        run("prune", alexnet, "--method", "l1-filter:0.3,dice:0.8", "-o", out / "o.onnx"),
+        "unknown pruning method 'dice'",
+    )
+    only_files(out)
