@@ -68,17 +68,17 @@ def train_phase(args: argparse.Namespace) -> None:
     training = TrainOptions(epochs=args.epochs, batch_size=128, lr=args.lr, weight_decay=5e-4)
     record = {"epochs": args.epochs, "lr": args.lr, "bn_l1": args.bn_l1, "train_images": len(train),
               "val_images": len(val), "device": _device_name(), "runs": []}  # fmt: skip
-    only = set(args.only.split(",")) if args.only else None
+    wanted = set(args.only.split(",")) if args.only else {name for name, *_ in RUNS} | {HYBRID[0]}
     if args.resume and (args.models / "train_record.json").exists():
         earlier = json.loads((args.models / "train_record.json").read_text())
         if any(earlier[key] != record[key] for key in ("epochs", "lr", "bn_l1", "train_images")):
             sys.exit(f"--resume: {args.models} holds a run with other settings; use a new --models folder")
         record["runs"] = [{"device": earlier["device"], **row} for row in earlier["runs"]]
         done = {row["name"] for row in earlier["runs"]}
-        only = (only or {name for name, *_ in RUNS} | {HYBRID[0]}) - done
+        wanted -= done
     with tempfile.TemporaryDirectory() as folder:
         for method, target, scope, options in RUNS:
-            if only and method not in only:
+            if method not in wanted:
                 continue
             started = time.perf_counter()
             extra = {"bn_l1": args.bn_l1, "sparsity_epochs": args.epochs} if method == "slimming" else {}
@@ -90,7 +90,7 @@ def train_phase(args: argparse.Namespace) -> None:
             (args.models / f"{method}.results.json").write_bytes((result.folder / "results.json").read_bytes())
             _log(record, args.models, {"name": method, "label": f"{method} {target:.0%}", "val_top1": result.final_top1,
                                        "seconds": time.perf_counter() - started})  # fmt: skip
-    if only and HYBRID[0] not in only:
+    if HYBRID[0] not in wanted:
         return
     started = time.perf_counter()
     chain = prune_chain(dense, parse_recipe(HYBRID[1]), keep_masks=True)
