@@ -15,7 +15,7 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 from onnxprune import select
-from onnxprune.convert import TorchModel, current_value
+from onnxprune.convert import TorchModel
 from onnxprune.errors import ConfigError
 from onnxprune.methods import Method, ScoreContext
 from onnxprune.model import Model
@@ -266,7 +266,7 @@ def _bias_module(entry, torch_model: TorchModel):
 
 def _mask(module, name: str, keep: torch.Tensor, keep_masks: bool) -> None:
     if keep_masks:
-        torch_prune.custom_from_mask(module, name, keep.to(current_value(module, name).device))
+        torch_prune.custom_from_mask(module, name, keep.to(getattr(module, name).device))
     else:
         with torch.no_grad():
             getattr(module, name).masked_fill_(~keep.to(getattr(module, name).device), 0.0)
