@@ -128,7 +128,7 @@ def measure_phase(args: argparse.Namespace) -> None:
     measured = bench.bench([row["path"] for row in rows], [32], runs=args.runs)
     for row, timing in zip(rows, measured, strict=True):
         model = onnxprune.load(row["path"])
-        kept = sum(int(np.count_nonzero(model.weight_array(layer))) for layer in model.layers)
+        kept = model.layer_nonzero()
         row.update(top1=evaluate(model, test, preprocess).top1, sparsity=1 - kept / dense_params, params=kept,
                    macs=model.layer_total("macs"), ms_b32=timing.latency_ms["32"]["median"])  # fmt: skip
         row["score"] = (row["top1"] + row["sparsity"]) / 2

@@ -143,6 +143,10 @@ class Model:
         """Sum over prunable layers of `numel` or `macs`."""
         return sum(getattr(layer, attribute) for layer in self.layers)
 
+    def layer_nonzero(self) -> int:
+        """Nonzero weights over prunable layers (what pruning left)."""
+        return sum(int(np.count_nonzero(self.weight_array(layer))) for layer in self.layers)
+
     def parameter_counts(self) -> tuple[int, int]:
         """(all floating-point initializer elements, of which zero)."""
         total = zeros = 0

@@ -311,7 +311,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         params_removed=1 - written.layer_total("numel") / max(1, source.layer_total("numel")),
         macs_removed=1 - written.layer_total("macs") / max(1, source.layer_total("macs")),
         method_history=sparsity_history + result.history,
-        num_nonzero=sum(int(np.count_nonzero(written.weight_array(layer))) for layer in written.layers),
+        num_nonzero=written.layer_nonzero(),
     )
 
 
