@@ -122,8 +122,9 @@ def measure_phase(args: argparse.Namespace) -> None:
     dense = onnxprune.load(REFERENCE)
     preprocess = preprocess_for(dense, **CIFAR)
     test = load_data(args.test)
-    rows = [{"label": "dense", "path": REFERENCE, "seconds": 0.0}]
-    rows += [{**run_row, "path": args.models / f"{run_row['name']}.onnx"} for run_row in record["runs"]]
+    trained = [{"device": record["device"], **run_row} for run_row in record["runs"]]  # older records: one device
+    rows = [{"label": "dense", "path": REFERENCE, "seconds": 0.0, "device": "-"}]
+    rows += [{**run_row, "path": args.models / f"{run_row['name']}.onnx"} for run_row in trained]
     dense_params = dense.layer_total("numel")
     measured = bench.bench([row["path"] for row in rows], [32], runs=args.runs)
     for row, timing in zip(rows, measured, strict=True):
@@ -135,7 +136,7 @@ def measure_phase(args: argparse.Namespace) -> None:
     points = [{"sparsity": r["sparsity"], "accuracy": r["top1"], "label": r["label"]} for r in rows]
     title = f"VGG13-BN x0.25 on CIFAR-10: every method, {record['epochs']} fine-tuning epochs each"
     plots.pareto(points, args.out, title)
-    devices = ", ".join(sorted({row.get("device", record["device"]) for row in record["runs"]}))
+    devices = ", ".join(sorted({row["device"] for row in trained}))
     print(f"training: {record['train_images']} images, {record['epochs']} epochs, lr {record['lr']}, "
           f"lambda {record['bn_l1']}, on {devices}")  # fmt: skip
     header = ["method", "parameters kept", "sparsity (params)", "MACs", "latency b32", "val top-1", "test top-1"]
@@ -146,7 +147,7 @@ def measure_phase(args: argparse.Namespace) -> None:
         val = f"{r['val_top1']:.2%}" if r.get("val_top1") is not None else "-"
         cells = [r["label"], f"{r['params']:,}", f"{r['sparsity']:.1%}", f"{r['macs'] / 1e6:.2f} M"]
         cells += [f"{r['ms_b32']:.2f} ms", val, f"{r['top1']:.2%}", f"{r['score']:.3f}", f"{r['seconds']:.0f}"]
-        cells.append(r.get("device", "-"))
+        cells.append(r["device"])
         print("| " + " | ".join(cells) + " |")
     print(f"wrote {args.out}")
 
