@@ -326,7 +326,7 @@ def bench(models, **options) -> dict:
     import statistics
     import time
 
-    from onnxprune.model import load
+    from onnxprune.model import load, model_file_size
     from onnxprune.verify import random_batch, session
 
     settings = _options(options, {"batch": 1, "runs": 50})
@@ -346,7 +346,7 @@ def bench(models, **options) -> dict:
             times.append(time.perf_counter() - started)
         names.append(str(path))
         latencies.append(statistics.median(times) * 1000)
-        sizes.append(path.stat().st_size)
+        sizes.append(model_file_size(path))
     return {"models": names, "latency_ms": latencies, "bytes": sizes, "batch": batch}
 
 

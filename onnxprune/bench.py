@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune.errors import ConfigError
-from onnxprune.model import load
+from onnxprune.model import load, model_file_size
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -152,7 +152,7 @@ def _prepare(path: Path, provider: str, threads: int | None):
     result = ModelBench(
         name=path.name,
         path=str(path),
-        bytes=path.stat().st_size,
+        bytes=model_file_size(path),
         zipped_bytes=zipped_size(path),
         bound_bytes=information_bound(model),
         params=totals["prunable_params"],

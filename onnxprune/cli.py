@@ -39,6 +39,13 @@ def _console(stderr: bool = False) -> Console:
     return Console(file=stream, width=None if stream.isatty() else 160, soft_wrap=True)
 
 
+def _model_size(path: Path) -> int:
+    """Bytes of a written model, its external data file included."""
+    from onnxprune.model import model_file_size
+
+    return model_file_size(path)
+
+
 def _human_size(size: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
@@ -421,7 +428,7 @@ def prune(
         report = save(chain, output)
         _console().print(
             f"{chain.method}: weights {chain.prunable_sparsity:.1%} zero of the compacted model; "
-            f"verified (max |diff| {report.max_abs_diff:.2e}); wrote {output} ({_human_size(output.stat().st_size)})"
+            f"verified (max |diff| {report.max_abs_diff:.2e}); wrote {output} ({_human_size(_model_size(output))})"
         )
         return
     result = prune_model(
@@ -450,7 +457,7 @@ def prune(
         _console().print(
             f"removed {result.channel_sparsity:.1%} of the removable filters and neurons: parameters "
             f"-{result.params_removed:.1%}, MACs -{result.macs_removed:.1%}; verified in onnxruntime "
-            f"(max |diff| {report.max_abs_diff:.2e}); wrote {output} ({_human_size(output.stat().st_size)})"
+            f"(max |diff| {report.max_abs_diff:.2e}); wrote {output} ({_human_size(_model_size(output))})"
         )
         return
     _print_prune_table(result)
@@ -465,7 +472,7 @@ def prune(
     _console().print(
         f"sparsity {result.prunable_sparsity:.2%} of prunable weights, {result.total_sparsity:.2%} of all parameters; "
         f"verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); wrote {output} "
-        f"({_human_size(output.stat().st_size)})"
+        f"({_human_size(_model_size(output))})"
     )
 
 
@@ -536,7 +543,7 @@ def _prune_summary(result, output: Path) -> dict:
         "macs_removed": result.macs_removed,
         "sparse_initializers": result.sparse_initializers,
         "max_abs_diff": result.verification.max_abs_diff if result.verification else None,
-        "bytes": output.stat().st_size,
+        "bytes": _model_size(output),
     }
 
 

@@ -21,6 +21,7 @@ from torch import fx, nn
 
 from onnxprune.errors import ConversionError
 from onnxprune.model import Model, PrunableLayer, conversion_copy, is_stand_in
+from onnxprune.sanitise import check_convertible, register_known_revisions
 
 _LOG = logging.getLogger(__name__)
 
@@ -43,40 +44,8 @@ def import_onnx2torch() -> types.ModuleType:
     else:
         import onnx2torch
 
-    _register_type_only_revisions()
+    register_known_revisions()
     return onnx2torch
-
-
-# Schema revisions newer than onnx2torch 1.5.15 knows, whose only change is a wider list of
-# element types (float8, int4, bfloat16): the older converter is exact for float32 graphs. The
-# dynamo exporter of torch.onnx writes opset 18-20 (Reshape-19, Constant-19, Identity-19, ...).
-TYPE_ONLY_REVISIONS = {
-    "Reshape": ((19, 14), (21, 14), (23, 14), (24, 14)),
-    "Constant": ((19, 13), (21, 13), (23, 13), (24, 13)),
-    "Identity": ((19, 16), (21, 16), (23, 16), (24, 16)),
-    "Shape": ((19, 15), (21, 15), (23, 15), (24, 15)),
-    "Cast": ((19, 13), (21, 13), (23, 13), (24, 13)),
-    "Flatten": ((21, 13), (23, 13), (24, 13)),
-    "Transpose": ((21, 13), (23, 13), (24, 13)),
-    "Squeeze": ((23, 21), (24, 21)),
-    "Unsqueeze": ((21, 13), (23, 13), (24, 13)),
-    "Conv": ((22, 11),),
-    "MaxPool": ((22, 12),),
-    "Dropout": ((22, 13),),
-    "GlobalAveragePool": ((22, 1),),
-    "LRN": ((22, 13),),
-    "InstanceNormalization": ((22, 6),),
-}
-
-
-def _register_type_only_revisions() -> None:
-    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, add_converter
-
-    for operation, revisions in TYPE_ONLY_REVISIONS.items():
-        for new_version, known_version in revisions:
-            known = _CONVERTER_REGISTRY.get(OperationDescription("", operation, known_version))
-            if known is not None and OperationDescription("", operation, new_version) not in _CONVERTER_REGISTRY:
-                add_converter(operation_type=operation, version=new_version)(known)
 
 
 @contextlib.contextmanager
@@ -236,7 +205,7 @@ def to_torch(model: Model) -> TorchModel:
         )
     onnx2torch = import_onnx2torch()
     copy = conversion_copy(model.proto)
-    _check_convertible(copy)
+    check_convertible(copy)
     try:
         with _values_from(model.proto):
             module = onnx2torch.convert(copy, attach_onnx_mapping=True)
@@ -275,23 +244,6 @@ def _values_from(original):
         yield
     finally:
         OnnxTensor.to_torch = own_to_torch
-
-
-def _check_convertible(copy) -> None:
-    from onnx2torch.node_converters import get_converter
-
-    versions = {opset.domain or "": opset.version for opset in copy.opset_import}
-    for index, node in enumerate(copy.graph.node):
-        domain = node.domain if node.domain != "ai.onnx" else ""
-        try:
-            get_converter(domain=domain, operation_type=node.op_type, version=versions.get(domain, 1))
-        except NotImplementedError:
-            where = node.name or f"#{index}"
-            qualified = f"{domain}::{node.op_type}" if domain else node.op_type
-            raise ConversionError(
-                f"node '{where}' uses op {qualified} (opset {versions.get(domain, '?')}), which onnx2torch "
-                "cannot convert; replace that layer before exporting, or export it as standard ONNX ops"
-            ) from None
 
 
 def _trainable_inputs(node, module: nn.Module | None) -> dict[str, np.ndarray]:

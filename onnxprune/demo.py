@@ -24,7 +24,7 @@ from onnxprune import plots, results, spectrograms
 from onnxprune.data import load_data, preprocess_for
 from onnxprune.errors import ConfigError
 from onnxprune.evaluate import evaluate
-from onnxprune.model import load
+from onnxprune.model import load, model_file_size
 from onnxprune.schedule import ScheduleOptions, run
 from onnxprune.sweep import parse_levels, sweep, trade_off
 from onnxprune.train import TrainOptions
@@ -137,7 +137,7 @@ def compare(dense_path: Path, pruned_path: Path, out: Path, runs: int = 200) -> 
             times.append(time.perf_counter() - begin)
         rows[name] = {
             "latency_ms": statistics.median(times) * 1000,
-            "bytes": path.stat().st_size,
+            "bytes": model_file_size(path),
             "zipped_bytes": _zipped_size(path),
         }
     (out / "comparison.json").write_text(json.dumps(rows, indent=2))

@@ -99,6 +99,8 @@ class Model:
         layers: the prunable layers, in graph order.
         input: the (first) graph input that is not an initializer.
         outputs: names of the graph outputs.
+        external_data: the file kept its weights in a data file beside it (torch's exporter
+            does for models over a few MB); files written from this model do the same.
     """
 
     proto: onnx.ModelProto
@@ -106,6 +108,7 @@ class Model:
     layers: list[PrunableLayer]
     input: InputSpec
     outputs: list[str]
+    external_data: bool = False
     _initializers: dict[str, onnx.TensorProto] = field(repr=False, default_factory=dict)
 
     @property
@@ -195,17 +198,20 @@ def load(path: str | os.PathLike) -> Model:
         raise ModelLoadError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise ModelLoadError(f"{path}: is a folder, not an .onnx file")
-    proto = _read_proto(path)
-    return from_proto(proto, path=path)
+    proto, external = _read_proto(path)
+    model = from_proto(proto, path=path)
+    model.external_data = external
+    return model
 
 
-def _read_proto(path: Path) -> onnx.ModelProto:
+def _read_proto(path: Path) -> tuple[onnx.ModelProto, bool]:
     try:
-        proto = onnx.load_model(str(path))
+        proto = onnx.load_model(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, onnx raises several others
         raise ModelLoadError(
             f"{path}: not a readable ONNX file ({type(exc).__name__}); is it truncated or another format?"
         ) from None
+    external = _load_external_data(proto, path)
     if not proto.graph.node:
         raise ModelLoadError(f"{path}: contains no ONNX graph (no nodes); is it truncated or another format?")
     try:
@@ -214,7 +220,76 @@ def _read_proto(path: Path) -> onnx.ModelProto:
     except onnx.checker.ValidationError as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line}") from None
-    return proto
+    return proto, external
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> bool:
+    """Read the weights torch's exporter (and others) keep in a data file beside the model.
+
+    Returns:
+        True when there was external data (outputs then keep that form, see `Model.external_data`).
+    """
+    locations = sorted(
+        {
+            entry.value
+            for tensor in proto.graph.initializer
+            if tensor.data_location == onnx.TensorProto.EXTERNAL
+            for entry in tensor.external_data
+            if entry.key == "location"
+        }
+    )
+    if not locations:
+        return False
+    for location in locations:
+        data_path = path.parent / location
+        if not data_path.is_file():
+            raise ModelLoadError(
+                f"{path}: its weights live in '{location}', which is not beside it ({data_path}); "
+                "keep the .onnx and its data file in the same folder"
+            )
+    from onnx.external_data_helper import load_external_data_for_model
+
+    try:
+        load_external_data_for_model(proto, str(path.parent))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{path}: cannot read its external weights ({', '.join(locations)}): {str(exc).strip()[:200]}"
+        ) from None
+    return True
+
+
+def model_file_size(path: str | os.PathLike) -> int:
+    """Bytes of an .onnx file plus the external data files it points at."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except Exception:
+        return size
+    locations = {
+        entry.value
+        for tensor in proto.graph.initializer
+        if tensor.data_location == onnx.TensorProto.EXTERNAL
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    files = [path.parent / location for location in locations]
+    return size + sum(file.stat().st_size for file in files if file.is_file())
+
+
+def identity_aliases(proto: onnx.ModelProto) -> dict[str, str]:
+    """`Identity` outputs that are initializers under another name -> the initializer's name.
+
+    The TorchScript exporter stores identical tensors once and feeds the other users through
+    Identity nodes; onnxprune treats such an output as the tensor it copies.
+    """
+    initializers = {tensor.name for tensor in proto.graph.initializer}
+    outputs = {value.name for value in proto.graph.output}
+    return {
+        node.output[0]: node.input[0]
+        for node in proto.graph.node
+        if node.op_type == "Identity" and node.input and node.input[0] in initializers and node.output[0] not in outputs
+    }
 
 
 def _checkable_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -262,6 +337,9 @@ def from_proto(proto: onnx.ModelProto, path: Path | None = None) -> Model:
     """Build a `Model` from an in-memory proto (the proto is kept, not copied)."""
     default_opset(proto)
     initializers = {tensor.name: tensor for tensor in proto.graph.initializer}
+    # a tensor the exporter stored once and feeds to other users through Identity is, to each
+    # user, an initializer of its own (written back untied if its value ever differs)
+    initializers.update({alias: initializers[source] for alias, source in identity_aliases(proto).items()})
     model_input = _describe_input(proto, initializers)
     layers = _find_prunable_layers(proto, initializers)
     return Model(
@@ -465,15 +543,18 @@ def copy_without_initializers(proto: onnx.ModelProto, target: onnx.ModelProto) -
 
 
 def conversion_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A skeleton copy of `proto` that onnx2torch can convert: opset >= 13, sanitised attributes.
+    """A skeleton copy of `proto` that onnx2torch can convert: opset >= 13, sanitised.
 
     Initializers over 64 KB are shape-only stand-ins (see `is_stand_in`); their values stay in the
-    original. The original is never modified. Sanitising:
+    original. The original is never modified. Besides `onnxprune.sanitise.sanitise` (newer op
+    revisions, Identity of initializers, auto_pad, asymmetric pooling pads):
     - `Reshape(allowzero=1)` (torch.onnx's dynamo exporter writes it) becomes allowzero=0, which
       onnx2torch supports; the two differ only for a 0 in the target shape, which a classifier's
       shapes (computed from real, non-empty tensors) never contain.
     - initializers listed among the graph inputs (IR < 4 habit) are removed from the inputs.
     """
+    from onnxprune.sanitise import sanitise
+
     # Work on a skeleton: large initializers are shape-only stand-ins (`is_stand_in`). The version
     # converter and shape inference serialise the whole model, which would copy every weight
     # twice; `onnxprune.convert` feeds the real values to onnx2torch from the original instead.
@@ -492,6 +573,7 @@ def conversion_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
             for attribute in node.attribute:
                 if attribute.name == "allowzero":
                     attribute.i = 0
+    sanitise(copy)
     return copy
 
 
@@ -519,6 +601,16 @@ def check_output_path(model: Model, output: str | os.PathLike) -> Path:
     return output
 
 
+def temporary_path(output: Path) -> Path:
+    """A new empty file beside `output` (hidden, `.tmp`), with the usual permissions."""
+    handle, temp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(handle)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(temp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+    return Path(temp_name)
+
+
 def save_atomic(write, output: Path, check=None) -> None:
     """Write a file through a temporary file in the same folder, then rename it into place.
 
@@ -531,12 +623,7 @@ def save_atomic(write, output: Path, check=None) -> None:
     if isinstance(write, onnx.ModelProto):
         proto = write
         write = lambda path: onnx.save_model(proto, str(path))  # noqa: E731
-    handle, temp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    os.close(handle)
-    temp_path = Path(temp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
+    temp_path = temporary_path(output)
     try:
         write(temp_path)
         if check is not None:

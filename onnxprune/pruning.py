@@ -18,8 +18,8 @@ from onnxprune.convert import TorchModel, to_torch
 from onnxprune.data import Dataset, Preprocess
 from onnxprune.errors import ConfigError
 from onnxprune.methods import ScoreContext, get_method
-from onnxprune.model import Model, PrunableLayer, check_output_path, from_proto, save_atomic
-from onnxprune.storage import write_back, write_model
+from onnxprune.model import Model, PrunableLayer, check_output_path, from_proto
+from onnxprune.storage import save_model_file, write_back
 from onnxprune.structure import CompactReport, compact
 from onnxprune.verify import VerifyReport, reference, verify
 
@@ -438,15 +438,18 @@ def save(
         return _save_compacted(result, output)
     candidates = [layer.weight for layer in result.source.layers] if sparse_storage else []
     expected = reference(result.torch_model.module, result.source.input)
-    moved: list[str] = []
+    weights = result.weights
 
-    def write(path: Path) -> None:
-        moved[:] = write_model(path, result.source.proto, result.weights, candidates)
-        if release:
-            result.release()
+    def release_memory() -> None:
+        result.release()
+        weights.clear()  # the arrays themselves, not only this result's reference to them
 
     reports: list[VerifyReport] = []
-    save_atomic(write, output, check=lambda path: reports.append(verify(path, expected)))
+    moved = save_model_file(
+        output, result.source.proto, weights, sparse_candidates=candidates,
+        external_data=result.source.external_data, check=lambda path: reports.append(verify(path, expected)),
+        after_write=release_memory if release else None,
+    )  # fmt: skip
     result.sparse_initializers = moved
     result.verification = reports[0]
     return reports[0]
@@ -457,7 +460,10 @@ def _save_compacted(result: PruneResult, output: Path) -> VerifyReport:
     expected = reference(result.torch_model.module, result.source.input)
     strict = not result.compaction.inexact
     reports: list[VerifyReport] = []
-    save_atomic(result.compacted, output, check=lambda path: reports.append(verify(path, expected, strict=strict)))
+    save_model_file(
+        output, result.compacted, external_data=result.source.external_data,
+        check=lambda path: reports.append(verify(path, expected, strict=strict)),
+    )  # fmt: skip
     result.verification = reports[0]
     return reports[0]
 

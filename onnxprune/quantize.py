@@ -25,7 +25,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.errors import ConfigError, ModelLoadError
-from onnxprune.model import FLOAT_TYPES, Model, load, save_atomic
+from onnxprune.model import FLOAT_TYPES, Model, load, model_file_size, save_atomic
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"}
 METHODS = ("static", "dynamic")
@@ -115,8 +115,8 @@ def quantize(
     report = QuantizeReport(
         output=str(output),
         method=method,
-        bytes_before=model.path.stat().st_size if model.path else model.proto.ByteSize(),
-        bytes_after=output.stat().st_size,
+        bytes_before=model_file_size(model.path) if model.path else model.proto.ByteSize(),
+        bytes_after=model_file_size(output),
         zeros_before=_weight_zeros(model.proto, float_only=True),
         zeros_after=_weight_zeros(quantized, float_only=False),
     )
@@ -227,7 +227,7 @@ def pack(model: Model, output: str | os.PathLike) -> dict:
             archive.writestr(PACKAGE_WEIGHTS, weights.getvalue())
 
     save_atomic(write, output)
-    return {"bytes": output.stat().st_size, "packed": packed}
+    return {"bytes": model_file_size(output), "packed": packed}
 
 
 def unpack(package: str | os.PathLike) -> onnx.ModelProto:

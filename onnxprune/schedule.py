@@ -37,7 +37,7 @@ from onnxprune.pruning import prune
 from onnxprune.results import ResultRow, ResultTable
 from onnxprune.results import read as read_results
 from onnxprune.results import write as write_results
-from onnxprune.storage import write_model
+from onnxprune.storage import save_model_file
 from onnxprune.structure import analyse
 from onnxprune.train import TrainOptions, finetune
 from onnxprune.verify import reference, verify
@@ -372,7 +372,9 @@ def _write_checkpoint(start: Model, torch_model: TorchModel, path: Path) -> None
     # the masked weight attribute is refreshed by the forward pre-hook: run one forward first
     expected = reference(torch_model.module, start.input)
     values = torch_model.initializer_values(start)
-    save_atomic(lambda temp: write_model(temp, start.proto, values), path, check=lambda temp: verify(temp, expected))
+    save_model_file(
+        path, start.proto, values, external_data=start.external_data, check=lambda temp: verify(temp, expected)
+    )
 
 
 def _layer_sparsity(model: Model) -> dict[str, float]:

@@ -1,0 +1,287 @@
+"""Graphs onnx2torch does not convert as written: newer op revisions, Identity of initializers,
+auto_pad, asymmetric pooling pads, and external data. Each converts, equals onnxruntime, prunes,
+and the written file keeps the original graph."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from test_cli_errors import assert_one_line_error, run
+
+import onnxprune
+from onnxprune.convert import to_torch
+from onnxprune.errors import ConversionError
+from onnxprune.model import from_proto
+from onnxprune.storage import write_back
+from onnxprune.verify import random_batch, session, torch_outputs
+
+
+def graph_model(nodes, initializers, input_shape, output_shape, opset, name="x", output="y"):
+    graph = helper.make_graph(
+        nodes,
+        "sanitise",
+        [helper.make_tensor_value_info(name, TensorProto.FLOAT, input_shape)],
+        [helper.make_tensor_value_info(output, TensorProto.FLOAT, output_shape)],
+        initializer=initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="tests")
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    return model
+
+
+def weight(rng, name, shape):
+    return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+
+
+def assert_torch_equals_onnxruntime(proto, atol=1e-5):
+    """The three-way check of onnx2torch's tests, two ways here: torch vs onnxruntime."""
+    model = from_proto(proto)
+    converted = to_torch(model)
+    inputs = random_batch(model.input, 2, seed=3)
+    run_session = session(proto.SerializeToString())
+    expected = run_session.run(None, {run_session.get_inputs()[0].name: inputs})
+    actual = torch_outputs(converted.module, inputs)
+    for want, got in zip(expected, actual, strict=True):
+        np.testing.assert_allclose(got, want, atol=atol, rtol=1e-5)
+    return model
+
+
+def conv_head(rng, opset, extra_nodes, extra_inits, source="feat"):
+    """Conv 3->8 then `extra_nodes` (which must produce 'pooled' [N,8]), then Gemm 8->4."""
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["feat"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    nodes += extra_nodes
+    nodes.append(helper.make_node("Gemm", ["pooled", "fw", "fb"], ["y"], name="fc", transB=1))
+    inits = [
+        weight(rng, "cw", (8, 3, 3, 3)),
+        weight(rng, "cb", (8,)),
+        weight(rng, "fw", (4, 8)),
+        weight(rng, "fb", (4,)),
+    ]
+    return graph_model(nodes, inits + extra_inits, ["N", 3, 8, 8], ["N", 4], opset)
+
+
+def test_reduce_mean_revision_18_axes_input():
+    rng = np.random.default_rng(0)
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    nodes = [helper.make_node("ReduceMean", ["feat", "axes"], ["pooled"], name="mean", keepdims=0)]
+    assert_torch_equals_onnxruntime(conv_head(rng, 20, nodes, [axes]))
+
+
+def test_reduce_max_revision_18_without_axes_keeps_noop_semantics():
+    rng = np.random.default_rng(1)
+    nodes = [
+        helper.make_node("ReduceMax", ["feat"], ["same"], name="noop", noop_with_empty_axes=1),
+        helper.make_node("GlobalAveragePool", ["same"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["pooled"]),
+    ]
+    assert_torch_equals_onnxruntime(conv_head(rng, 18, nodes, []))
+
+
+def test_split_revision_18_num_outputs_uneven():
+    rng = np.random.default_rng(2)
+    nodes = [
+        helper.make_node("Split", ["feat"], ["a", "b", "c"], name="split", axis=1, num_outputs=3),  # 3, 3, 2
+        helper.make_node("Concat", ["c", "a", "b"], ["shuffled"], axis=1),
+        helper.make_node("GlobalAveragePool", ["shuffled"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["pooled"]),
+    ]
+    assert_torch_equals_onnxruntime(conv_head(rng, 18, nodes, []))
+
+
+def test_pad_revision_19_with_axes_and_average_pool_19_dilations_one():
+    rng = np.random.default_rng(3)
+    pads = numpy_helper.from_array(np.array([1, 0, 2, 1], np.int64), "pads")
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "pad_axes")
+    zero = numpy_helper.from_array(np.array(0.5, np.float32), "pad_value")
+    nodes = [
+        helper.make_node("Pad", ["feat", "pads", "pad_value", "pad_axes"], ["padded"], name="pad"),
+        helper.make_node("AveragePool", ["padded"], ["avg"], kernel_shape=[2, 2], strides=[2, 2], dilations=[1, 1]),
+        helper.make_node("GlobalAveragePool", ["avg"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["pooled"]),
+    ]
+    assert_torch_equals_onnxruntime(conv_head(rng, 20, nodes, [pads, axes, zero]))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_opset_20(approximate):
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("Gelu", ["feat"], ["gelu"], name="gelu", approximate=approximate),
+        helper.make_node("GlobalAveragePool", ["gelu"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["pooled"]),
+    ]
+    assert_torch_equals_onnxruntime(conv_head(rng, 20, nodes, []))
+
+
+def same_padded_net(auto_pad: str, seed: int = 5) -> onnx.ModelProto:
+    """Keras/tf2onnx style: strided SAME convolutions and a SAME max pool on an even input."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", kernel_shape=[3, 3], strides=[2, 2],
+                         auto_pad=auto_pad),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("MaxPool", ["r1"], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2],
+                         auto_pad=auto_pad),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="conv2", kernel_shape=[4, 4], auto_pad=auto_pad),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fw", "fb"], ["y"], name="fc", transB=1),
+    ]  # fmt: skip
+    inits = [
+        weight(rng, "w1", (8, 3, 3, 3)), weight(rng, "b1", (8,)), weight(rng, "w2", (16, 8, 4, 4)),
+        weight(rng, "b2", (16,)), weight(rng, "fw", (5, 16)), weight(rng, "fb", (5,)),
+    ]  # fmt: skip
+    return graph_model(nodes, inits, ["N", 3, 16, 16], ["N", 5], 13)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
+def test_auto_pad_same_converts_exactly(auto_pad):
+    assert_torch_equals_onnxruntime(same_padded_net(auto_pad))
+
+
+def test_same_upper_conv_prunes_end_to_end_and_keeps_auto_pad(tmp_path):
+    source = tmp_path / "same.onnx"
+    onnx.save(same_padded_net("SAME_UPPER"), source)
+    before = hashlib.sha256(source.read_bytes()).hexdigest()
+    output = tmp_path / "pruned.onnx"
+    result = run("prune", source, "--sparsity", "0.5", "--scope", "global", "-o", output)
+    assert result.exit_code == 0, result.output
+    assert hashlib.sha256(source.read_bytes()).hexdigest() == before
+    written = onnxprune.load(output)
+    weights = [written.weight_array(layer) for layer in written.layers]
+    zeros = sum(int(w.size - np.count_nonzero(w)) for w in weights)
+    assert zeros / sum(w.size for w in weights) == pytest.approx(0.5, abs=0.01)
+    conv1 = next(node for node in written.proto.graph.node if node.name == "conv1")
+    assert any(a.name == "auto_pad" and a.s == b"SAME_UPPER" for a in conv1.attribute), (
+        "the written graph is the original"
+    )
+    assert not any(a.name == "pads" for a in conv1.attribute)
+
+
+@pytest.mark.parametrize("op, extra", [("MaxPool", {}), ("AveragePool", {"count_include_pad": 1})])
+def test_asymmetric_pooling_pads(op, extra):
+    rng = np.random.default_rng(6)
+    nodes = [
+        helper.make_node(op, ["feat"], ["pool"], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1], **extra),
+        helper.make_node("GlobalAveragePool", ["pool"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["pooled"]),
+    ]
+    # the conv's outputs are often negative: zero padding would win the max at the border, -inf never
+    assert_torch_equals_onnxruntime(conv_head(rng, 13, nodes, []))
+
+
+def test_asymmetric_average_pool_pads_not_counted_is_refused_in_one_line():
+    rng = np.random.default_rng(6)
+    nodes = [
+        helper.make_node("AveragePool", ["feat"], ["pool"], name="avg", kernel_shape=[3, 3], pads=[0, 0, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["pool"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["pooled"]),
+    ]
+    with pytest.raises(ConversionError, match="node 'avg' .*count_include_pad"):
+        to_torch(from_proto(conv_head(rng, 13, nodes, [])))
+
+
+def shared_bias_net(seed: int = 7) -> onnx.ModelProto:
+    """Two convs whose equal (zero) biases the TorchScript exporter stored once: Identity feeds the second."""
+    rng = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "bias"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Identity", ["bias"], ["conv2.bias"], name="dedup"),
+        helper.make_node("Conv", ["r1", "w2", "conv2.bias"], ["c2"], name="conv2", kernel_shape=[3, 3],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("GlobalAveragePool", ["r2"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fw", "fb"], ["y"], name="fc", transB=1),
+    ]  # fmt: skip
+    inits = [
+        weight(rng, "w1", (8, 3, 3, 3)), numpy_helper.from_array(np.zeros(8, np.float32), "bias"),
+        weight(rng, "w2", (8, 8, 3, 3)), weight(rng, "fw", (4, 8)), weight(rng, "fb", (4,)),
+    ]  # fmt: skip
+    return graph_model(nodes, inits, ["N", 3, 8, 8], ["N", 4], 17)
+
+
+def test_identity_of_initializer_converts():
+    model = assert_torch_equals_onnxruntime(shared_bias_net())
+    assert [layer.name for layer in model.layers] == ["conv1", "conv2", "fc"]
+
+
+def test_a_shared_tensor_given_its_own_value_is_untied_in_the_written_file():
+    model = from_proto(shared_bias_net())
+    converted = to_torch(model)
+    with np.errstate(all="ignore"):
+        values = converted.initializer_values(model)
+    assert "conv2.bias" in values, "the second conv's bias is trained through its Identity"
+    values["conv2.bias"] = np.full(8, 0.25, np.float32)
+    values["bias"] = np.full(8, -0.5, np.float32)
+    written = write_back(model, values)
+    assert not any(node.op_type == "Identity" for node in written.graph.node)
+    stored = {t.name: numpy_helper.to_array(t) for t in written.graph.initializer}
+    np.testing.assert_array_equal(stored["conv2.bias"], np.full(8, 0.25, np.float32))
+    np.testing.assert_array_equal(stored["bias"], np.full(8, -0.5, np.float32))
+    onnx.checker.check_model(written)
+    # untouched values keep the Identity: the graph changes only where it must
+    same = write_back(model, {"conv2.bias": np.zeros(8, np.float32)})
+    assert any(node.op_type == "Identity" for node in same.graph.node)
+
+
+def test_unconvertible_op_names_op_revision_and_node():
+    rng = np.random.default_rng(8)
+    nodes = [
+        helper.make_node("Conv", ["x", "cw", "cb"], ["feat"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node("Col2Im", ["feat", "im", "blk"], ["y"], name="fold_it"),
+    ]
+    inits = [
+        weight(rng, "cw", (8, 3, 3, 3)), weight(rng, "cb", (8,)),
+        numpy_helper.from_array(np.array([4, 4], np.int64), "im"),
+        numpy_helper.from_array(np.array([1, 1], np.int64), "blk"),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits,
+    )  # fmt: skip
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    with pytest.raises(ConversionError, match=r"node 'fold_it' uses op Col2Im revision 18 \(opset 18\)"):
+        to_torch(from_proto(proto))
+
+
+def test_external_data_missing_is_one_line(tmp_path):
+    proto = shared_bias_net()
+    path = tmp_path / "ext.onnx"
+    onnx.save(proto, path, save_as_external_data=True, all_tensors_to_one_file=True, location="ext.onnx.data",
+              size_threshold=0)  # fmt: skip
+    (tmp_path / "ext.onnx.data").unlink()
+    result = run("inspect", path)
+    assert_one_line_error(result, "ext.onnx.data", "beside")
+
+
+def test_external_data_in_external_data_out(tmp_path):
+    source = tmp_path / "ext.onnx"
+    onnx.save(same_padded_net("SAME_UPPER"), source, save_as_external_data=True, location="ext.onnx.data",
+              size_threshold=0)  # fmt: skip
+    data_before = (tmp_path / "ext.onnx.data").read_bytes()
+    output = tmp_path / "out" / "pruned.onnx"
+    output.parent.mkdir()
+    result = run("prune", source, "--sparsity", "0.6", "-o", output)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ext.onnx.data").read_bytes() == data_before
+    assert sorted(p.name for p in output.parent.iterdir()) == ["pruned.onnx", "pruned.onnx.data"]
+    raw = onnx.load(str(output), load_external_data=False)
+    assert any(t.data_location == TensorProto.EXTERNAL for t in raw.graph.initializer)
+    assert all(
+        entry.value == "pruned.onnx.data" for t in raw.graph.initializer for entry in t.external_data
+        if entry.key == "location"
+    )  # fmt: skip
+    written = onnxprune.load(output)
+    assert written.external_data
+    weights = [written.weight_array(layer) for layer in written.layers]
+    assert sum(int(w.size - np.count_nonzero(w)) for w in weights) / sum(w.size for w in weights) == pytest.approx(
+        0.6, abs=0.02
+    )
