@@ -36,7 +36,7 @@ import zoo  # noqa: E402
 from zoo import STAGE_FUNCTIONS, STAGES  # noqa: E402
 
 
-def one(name: str, exporter: str, folder: Path) -> dict:
+def one(name: str, exporter: str, folder: Path, stages=STAGES) -> dict:
     """Export one model and run every stage on it; a failing stage is recorded, the next still runs."""
     row = {"model": name, "exporter": exporter, "family": zoo.BY_NAME[name].family}
     started = time.perf_counter()
@@ -46,7 +46,7 @@ def one(name: str, exporter: str, folder: Path) -> dict:
         row["export"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         return row
     row["export"] = {"ok": True, "seconds": round(time.perf_counter() - started, 1)}
-    for stage in STAGES:
+    for stage in stages:
         started = time.perf_counter()
         work = folder / stage
         work.mkdir(exist_ok=True)
@@ -70,7 +70,9 @@ def markdown(rows: list[dict]) -> str:
         cells = []
         for stage in STAGES:
             result = row.get(stage)
-            if result is None:
+            if result is None and row["export"]["ok"]:
+                cells.append("not run")
+            elif result is None:
                 cells.append(f"no: export failed ({row['export'].get('error', '')[:80]})")
             elif result["ok"]:
                 detail = {
@@ -93,11 +95,12 @@ def main() -> None:
     parser.add_argument("--exporters", default=",".join(zoo.EXPORTERS))
     parser.add_argument("--out", type=Path, default=Path("zoo_support.json"))
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per model and exporter")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to run")
     parser.add_argument("--one", nargs=2, metavar=("NAME", "EXPORTER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         with tempfile.TemporaryDirectory() as folder:
-            print("ROW " + json.dumps(one(*args.one, Path(folder))), flush=True)
+            print("ROW " + json.dumps(one(*args.one, Path(folder), args.stages.split(","))), flush=True)
         return
     names = [n for n in args.only.split(",") if n] or [a.name for a in zoo.ZOO]
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
@@ -109,7 +112,8 @@ def main() -> None:
             started = time.perf_counter()
             try:
                 finished = subprocess.run(
-                    [sys.executable, __file__, "--one", name, exporter], capture_output=True, text=True,
+                    [sys.executable, __file__, "--one", name, exporter, "--stages", args.stages],
+                    capture_output=True, text=True,
                     timeout=args.timeout,
                 )  # fmt: skip
                 line = next((x for x in finished.stdout.splitlines() if x.startswith("ROW ")), None)

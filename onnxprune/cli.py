@@ -944,7 +944,8 @@ def compact(
 ) -> None:
     """Remove every all-zero filter and neuron of MODEL for real: smaller tensors, same outputs."""
     from onnxprune.inspection import describe
-    from onnxprune.model import check_output_path, from_proto, load, save_atomic
+    from onnxprune.model import check_output_path, from_proto, load
+    from onnxprune.storage import save_model_file
     from onnxprune.structure import compact as compact_model
     from onnxprune.verify import Reference, random_batch, session, verify
 
@@ -956,7 +957,10 @@ def compact(
     expected = Reference(inputs, masked.run(None, {masked.get_inputs()[0].name: inputs}))
     reports = []
     strict = not report.inexact
-    save_atomic(proto, output, check=lambda path: reports.append(verify(path, expected, strict=strict)))
+    save_model_file(
+        output, proto, external_data=model.external_data,
+        check=lambda path: reports.append(verify(path, expected, strict=strict)),
+    )  # fmt: skip
     before, after = describe(model)["totals"], describe(from_proto(proto))["totals"]
     summary = {
         "output": str(output),

@@ -85,6 +85,7 @@ def quantize(
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     from onnxprune.model import check_output_path, conversion_copy
+    from onnxprune.storage import save_model_file
 
     if method not in METHODS:
         raise ConfigError(f"--method must be static or dynamic, got '{method}'")
@@ -111,7 +112,7 @@ def quantize(
         else:
             quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=False)
         quantized = onnx.load(str(target))
-    save_atomic(quantized, output)
+    save_model_file(output, quantized, external_data=model.external_data)
     report = QuantizeReport(
         output=str(output),
         method=method,

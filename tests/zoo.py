@@ -40,15 +40,16 @@ class Architecture:
 
 
 # Input sides are the smallest each architecture accepts with all its stages intact, to keep the
-# zoo fast on a 2-core machine; the graphs are the architectures' own.
+# zoo fast on a 2-core machine; the graphs are the architectures' own. VGG and AlexNet end in an
+# adaptive pool to 7x7 / 6x6 that the TorchScript exporter exports only from 224x224 inputs.
 ZOO = [
     Architecture("resnet18", "resnet18", family="ResNet"),
     Architecture("resnet50", "resnet50", family="ResNet"),
     Architecture("resnext50_32x4d", "resnext50_32x4d", family="ResNeXt"),
     Architecture("wide_resnet50_2", "wide_resnet50_2", family="Wide ResNet"),
-    Architecture("vgg11_bn", "vgg11_bn", size=32, family="VGG-BN"),
-    Architecture("vgg16_bn", "vgg16_bn", size=32, family="VGG-BN"),
-    Architecture("alexnet", "alexnet", size=64, family="AlexNet"),
+    Architecture("vgg11_bn", "vgg11_bn", size=224, family="VGG-BN"),
+    Architecture("vgg16_bn", "vgg16_bn", size=224, family="VGG-BN"),
+    Architecture("alexnet", "alexnet", size=224, family="AlexNet"),
     Architecture("mobilenet_v2", "mobilenet_v2", family="MobileNetV2"),
     Architecture("mobilenet_v3_small", "mobilenet_v3_small", family="MobileNetV3"),
     Architecture("mobilenet_v3_large", "mobilenet_v3_large", family="MobileNetV3"),
