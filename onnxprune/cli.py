@@ -33,6 +33,24 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from onnxprune import __version__
+
+        typer.echo(f"onnxprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = None,
+) -> None:
+    """Prune ONNX classifiers exported by MATLAB or PyTorch, verified in onnxruntime."""
+
+
 def _console(stderr: bool = False) -> Console:
     """A rich console; wide when output goes to a file or pipe, so tables keep full layer names."""
     stream = sys.stderr if stderr else sys.stdout
