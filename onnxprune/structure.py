@@ -2,17 +2,25 @@
 
 Every output channel of a prunable layer (Conv filter, fully-connected neuron) gets an id. The
 ids are carried along the graph: element-wise ops, pooling, BatchNorm, Dropout and LRN keep them;
-`Transpose` moves their axis; `Concat` lays several lists end to end; `Flatten`/`Reshape` into a
-fully-connected layer repeat each channel id over its block of columns; a residual `Add` joins
-the ids of its inputs (union-find), so coupled channels are removed together. A union-find class
-of ids is one removable *unit*. Units that reach a graph output, pass through an op this module
-does not know, or feed a Softmax are not removable (the reason is kept, naming the node).
+reductions over other axes keep them; `Transpose` moves their axis; `Concat` lays several lists
+end to end and `Split` / `Slice` along the channel axis cut them; `Flatten`/`Reshape` into a
+fully-connected layer repeat each channel id over its block of columns; a channel shuffle
+(`Reshape` [N, C, ...] -> [N, g, C/g, ...], `Transpose`, `Reshape` back) is a fixed permutation
+of ids whose g groups must lose channels equally; a residual `Add` or a squeeze-and-excitation
+gate (`Mul` of the channels by a gate computed from them) joins the ids of its inputs
+(union-find), so coupled channels are removed together. A union-find class of ids is one
+removable *unit*. Units that reach a graph output, pass through an op this module does not know,
+or feed a Softmax are not removable (the reason is kept, naming the node).
 
 Compaction (`compact`) removes every removable unit whose filters are all zero: it slices the
 producers' weights and biases, the BatchNorm parameters and channel-wise constants on the way,
-and the consumers' input channels (or columns), patches `Reshape` targets, and folds the
-constant a removed channel still carries (a bias, `sigmoid(0) = 0.5`) into the consumer's bias.
-The graph otherwise stays the original: names, op types, opset.
+and the consumers' input channels (or columns), patches `Reshape` targets and `Split` / `Slice`
+bounds, and folds the constant a removed channel still carries (a bias, `sigmoid(0) = 0.5`)
+into the consumer's bias. It is exact or it does not remove: a unit whose carried value is not
+constant at a consumer, or is a nonzero constant meeting a convolution's zero padding, stays
+(`CompactReport.skipped` says why). The graph otherwise stays the original: names, op types,
+opset; the exceptions are listed in `CompactReport.rewritten` (a `Gather` restoring channel
+order after a shuffle, an `LRN` expressed in standard ops over the kept channels).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import ConversionError
-from onnxprune.model import Model, _inferred_shapes, copy_without_initializers
+from onnxprune.model import Model, copy_without_initializers
 
 PASS_THROUGH = {
     "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Softplus", "Clip",
@@ -32,10 +40,18 @@ PASS_THROUGH = {
     "InstanceNormalization", "LRN", "Cast", "Abs", "Neg", "Exp", "Sqrt", "Erf", "Mish", "Gelu", "PRelu", "Pad",
 }  # fmt: skip
 ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean"}
-# ops whose output channel c depends on other channels too: removal is approximate
+# ops whose output channel c depends on other channels too (compaction rewrites them: see _lrn_rewrite)
 MIXING = {"LRN"}
 # ops that normalise across the channel axis: channels before them cannot be removed
-CROSS_CHANNEL = {"Softmax", "LogSoftmax", "Hardmax", "ReduceMean", "ReduceSum", "ReduceMax", "ArgMax"}
+CROSS_CHANNEL = {"Softmax", "LogSoftmax", "Hardmax", "ArgMax", "ArgMin"}
+REDUCE = {
+    "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
+    "ReduceLogSumExp", "ReduceSumSquare",
+}  # fmt: skip
+# ops that read a tensor's shape, not its values: what they compute follows the compacted shape at run time
+SHAPE_ONLY = {"Shape", "Size"}
+# a constant this close to constant (relative spread over batch and space) is folded as one
+CONSTANT_SPREAD = 1e-6
 
 
 class _UnionFind:
@@ -58,11 +74,18 @@ class _UnionFind:
 
 @dataclass
 class Tracked:
-    """A tensor whose `axis` carries channel ids (one per position along that axis)."""
+    """A tensor whose `axis` carries channel ids (one per position along that axis).
+
+    Inside a channel shuffle the channel axis is split in two (`grid`: the sizes of axes `axis`
+    and `axis + 1`, ids flattened row-major); `group_axis` (0 or 1) says which of the two counts
+    the shuffle's groups, each of which must lose the same number of channels.
+    """
 
     axis: int
-    ids: np.ndarray  # int64 channel ids, length = size of `axis`
+    ids: np.ndarray  # int64 channel ids, length = size of `axis` (or of the grid)
     rank: int = 4
+    grid: tuple[int, int] | None = None
+    group_axis: int = 0
 
 
 @dataclass
@@ -83,9 +106,12 @@ class Structure:
         tracked: tensor name -> its channel ids.
         units: union-find root -> `Unit`.
         producers: layer name -> channel ids of its output channels (in order).
-        consumers: (node index, weight axis, tensor) of each layer reading tracked channels.
-        blocks: groups of ids that must lose the same number of channels (grouped convolutions).
-        inexact: node names where removal changes the output (LRN), with why.
+        blocks: groups of ids that must lose the same number of channels (grouped convolutions,
+            the groups of a channel shuffle).
+        inexact: node names where removal changes the output unless compaction rewrites them (LRN), with why.
+        ranges: output of a `Split` / `Slice` along the channel axis -> the (start, stop) it takes.
+        merges: output of a shuffle's last `Reshape` -> the grid it merges back into one axis.
+        shapes: the static shape of each tensor where known (0 for an unknown dimension).
     """
 
     tracked: dict[str, Tracked] = field(default_factory=dict)
@@ -96,6 +122,9 @@ class Structure:
     protected: set[int] = field(default_factory=set)
     blocks: list[list[np.ndarray]] = field(default_factory=list)
     inexact: dict[str, str] = field(default_factory=dict)
+    ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
+    merges: dict[str, Tracked] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def root(self, channel_id: int) -> int:
         """The unit a channel id belongs to."""
@@ -124,10 +153,8 @@ class Structure:
 def analyse(model: Model) -> Structure:
     """Trace channel ids through the graph; see the module docstring."""
     structure = Structure()
-    shapes = _inferred_shapes(model.proto)
-    for value in model.proto.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        shapes.setdefault(value.name, tuple(d.dim_value if d.HasField("dim_value") else 0 for d in dims))
+    shapes = _Shapes(model)
+    structure.shapes = shapes.known
     layers = {layer.output: layer for layer in model.layers}
     initializers = {t.name for t in model.proto.graph.initializer}
     constants = _constant_values(model)
@@ -138,15 +165,106 @@ def analyse(model: Model) -> Structure:
     return structure
 
 
+class _Shapes:
+    """Static shapes: ONNX shape inference with data propagation, else one onnxruntime run.
+
+    Exporters compute shuffle targets from `Shape` at run time (`C / 2`), which shape inference
+    cannot always follow; the run is made only when such a shape is asked for.
+    """
+
+    def __init__(self, model: Model):
+        self.model = model
+        self.known = _inferred_shapes(model.proto)
+        self.measured = False
+        for value in model.proto.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            self.known.setdefault(value.name, tuple(d.dim_value if d.HasField("dim_value") else 0 for d in dims))
+
+    def get(self, name: str, complete: bool = False) -> tuple[int, ...] | None:
+        """The shape of `name`; with `complete`, measured if inference left any non-batch dimension unknown."""
+        shape = self.known.get(name)
+        if complete and (not shape or 0 in shape[1:]) and not self.measured:
+            self.measured = True
+            self.known.update({k: v for k, v in _measured_shapes(self.model).items() if k not in self.known or
+                               0 in self.known[k][1:] or not self.known[k]})  # fmt: skip
+            shape = self.known.get(name)
+        return shape
+
+
+def _inferred_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    skeleton = onnx.ModelProto()
+    copy_without_initializers(proto, skeleton)
+    for tensor in proto.graph.initializer:  # shapes only: inference reads the data of small tensors
+        if tensor.ByteSize() <= 65536:
+            skeleton.graph.initializer.append(tensor)
+        else:
+            stand_in = skeleton.graph.initializer.add()
+            stand_in.name, stand_in.data_type = tensor.name, tensor.data_type
+            stand_in.dims.extend(tensor.dims)
+            stand_in.data_location = onnx.TensorProto.EXTERNAL
+            entry = stand_in.external_data.add()
+            entry.key, entry.value = "location", "onnxprune-shape-only"
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
+    except Exception:  # best effort: a shape left unknown blocks the channels that need it, nothing else
+        return {}
+    shapes = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        if value.type.tensor_type.HasField("shape"):
+            dims = value.type.tensor_type.shape.dim
+            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in dims)
+    return shapes
+
+
+def _measured_shapes(model: Model) -> dict[str, tuple[int, ...]]:
+    try:
+        outputs = _run_with_outputs(model, [o for n in model.proto.graph.node for o in n.output if o], seeds=(1,))
+    except Exception:  # a graph onnxruntime cannot run keeps the inferred shapes
+        return {}
+    return {name: tuple(int(d) for d in np.shape(value)) for name, value in outputs.items()}
+
+
+def _run_with_outputs(model: Model, tensors: list[str], seeds=(1,)) -> dict[str, np.ndarray]:
+    """Run the model in onnxruntime on random batches with `tensors` as extra outputs (one batch per seed)."""
+    from onnxprune.verify import random_batch, session
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model.proto)
+    existing = {o.name for o in probe.graph.output}
+    for tensor in dict.fromkeys(tensors):
+        if tensor not in existing:
+            probe.graph.output.append(helper.make_empty_tensor_value_info(tensor))
+    run = session(probe.SerializeToString())
+    names = [o.name for o in run.get_outputs()]
+    results: dict[str, list[np.ndarray]] = {}
+    for seed in seeds:
+        values = run.run(None, {run.get_inputs()[0].name: random_batch(model.input, 2, seed=seed)})
+        for name, value in zip(names, values, strict=True):
+            results.setdefault(name, []).append(np.asarray(value))
+    return {name: values[0] if len(values) == 1 else np.concatenate(values) for name, values in results.items()}
+
+
 def _constant_values(model: Model) -> dict[str, np.ndarray]:
     values = {t.name: t for t in model.proto.graph.initializer if int(np.prod(t.dims)) <= 16}
     result = {name: numpy_helper.to_array(tensor) for name, tensor in values.items()}
     for node in model.proto.graph.node:
-        if node.op_type == "Constant":
-            for attribute in node.attribute:
-                if attribute.name == "value":
-                    result[node.output[0]] = numpy_helper.to_array(attribute.t)
+        if node.op_type == "Constant" and _constant_node_value(node) is not None:
+            result[node.output[0]] = _constant_node_value(node)
+        elif node.op_type == "Identity" and node.input[0] in result:
+            result[node.output[0]] = result[node.input[0]]
     return result
+
+
+def _constant_node_value(node) -> np.ndarray | None:
+    """The value of a Constant node, whichever attribute holds it (None for sparse or string values)."""
+    for attribute in node.attribute:
+        if attribute.name == "value":
+            return numpy_helper.to_array(attribute.t)
+        if attribute.name in ("value_ints", "value_int"):
+            return np.array(helper.get_attribute_value(attribute), np.int64)
+        if attribute.name in ("value_floats", "value_float"):
+            return np.array(helper.get_attribute_value(attribute), np.float32)
+    return None
 
 
 def _block(structure: Structure, tensor: str, reason: str) -> None:
@@ -162,17 +280,34 @@ def _new_ids(structure: Structure, layer: str, count: int) -> np.ndarray:
     return ids
 
 
+def _attribute(node, name, default=None):
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
 def _trace(structure, node, index, layers, initializers, constants, shapes) -> None:
     tracked_inputs = [structure.tracked.get(name) for name in node.input]
     where = f"node '{node.name or f'#{index}'}' ({node.op_type})"
     layer = layers.get(node.output[0]) if node.output else None
     if layer is not None:
+        if tracked_inputs[0] is not None and tracked_inputs[0].grid:
+            _block_all(structure, [tracked_inputs[0]], f"{where} reads a channel shuffle's split channel axis")
+            tracked_inputs[0] = None
         _trace_layer(structure, node, layer, tracked_inputs[0], where, shapes)
         return
     present = [t for t in tracked_inputs if t is not None]
     if not present:
         return
     op = node.op_type
+    if op in SHAPE_ONLY:
+        return
+    if any(t.grid for t in present) and op not in ("Transpose", "Reshape", "Identity"):
+        _block_all(
+            structure, present, f"{where}: onnxprune follows a channel shuffle only through Transpose and Reshape"
+        )
+        return
     if op in PASS_THROUGH and tracked_inputs[0] is not None:
         if op == "Pad" and not _pad_keeps_channels(node, constants, tracked_inputs[0].axis):
             _block_all(structure, present, f"{where} pads the channel axis")
@@ -183,14 +318,17 @@ def _trace(structure, node, index, layers, initializers, constants, shapes) -> N
     elif op in ELEMENTWISE:
         _trace_elementwise(structure, node, tracked_inputs, initializers, constants, shapes, where)
     elif op == "Transpose":
-        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-        source = tracked_inputs[0]
-        axis = perm.index(source.axis) if perm else len(shapes.get(node.input[0], ())) - 1 - source.axis
-        structure.tracked[node.output[0]] = Tracked(axis, source.ids, source.rank)
+        _trace_transpose(structure, node, tracked_inputs[0], shapes, where)
     elif op == "Concat":
         _trace_concat(structure, node, tracked_inputs, shapes, where)
     elif op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze"):
         _trace_reshape(structure, node, tracked_inputs[0], shapes, where)
+    elif op == "Split" and tracked_inputs[0] is not None:
+        _trace_split(structure, node, tracked_inputs[0], constants, shapes, where)
+    elif op == "Slice" and tracked_inputs[0] is not None:
+        _trace_slice(structure, node, tracked_inputs[0], constants, shapes, where)
+    elif op in REDUCE and tracked_inputs[0] is not None:
+        _trace_reduce(structure, node, tracked_inputs[0], constants, shapes, where)
     elif op in CROSS_CHANNEL:
         _block_all(structure, present, f"{where} normalises across channels", protected=True)
         structure.tracked[node.output[0]] = tracked_inputs[0]
@@ -208,7 +346,7 @@ def _block_all(structure: Structure, tracked: list[Tracked], reason: str, protec
 
 
 def _pad_keeps_channels(node, constants, axis) -> bool:
-    pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), None)
+    pads = _attribute(node, "pads")
     if pads is None and len(node.input) > 1:
         value = constants.get(node.input[1])
         pads = None if value is None else [int(v) for v in value]
@@ -220,14 +358,23 @@ def _pad_keeps_channels(node, constants, axis) -> bool:
 
 def _trace_layer(structure, node, layer, source: Tracked | None, where, shapes) -> None:
     """A Conv / Gemm / MatMul: consumes its input's channels, produces new ones."""
-    out_axis = 1 if node.op_type == "Conv" else len(shapes.get(node.output[0], (0, 0))) - 1
+    out_shape = shapes.get(node.output[0]) or ()
+    out_axis = 1 if node.op_type == "Conv" else len(out_shape or (0, 0)) - 1
     out_axis = max(out_axis, 1)
     ids = _new_ids(structure, layer.name, layer.shape[layer.out_axis])
-    rank = len(shapes.get(node.output[0], ())) or (4 if node.op_type == "Conv" else 2)
-    structure.tracked[node.output[0]] = Tracked(out_axis, ids, rank)
+    rank = len(out_shape) or (4 if node.op_type == "Conv" else 2)
+    output = Tracked(out_axis, ids, rank)
+    structure.tracked[node.output[0]] = output
+    grouped = node.op_type == "Conv" and layer.groups > 1
     if source is None:
+        if grouped and ids.size // layer.groups == 1:
+            # one output per group: removing it empties a group whose input channel stays
+            reason = f"{where}: its channels are tied one to one to input channels that cannot be removed"
+            _block_all(structure, [output], reason, protected=True)
+        elif grouped:
+            structure.blocks.append(np.array_split(ids, layer.groups))
         return
-    if node.op_type == "Conv" and layer.groups > 1:
+    if grouped:
         in_channels = source.ids.size
         if layer.groups == in_channels and layer.shape[1] == 1 and layer.shape[0] == in_channels:
             for a, b in zip(source.ids, ids, strict=True):  # depthwise: channel c in, channel c out
@@ -253,6 +400,7 @@ def _trace_elementwise(structure, node, tracked_inputs, initializers, constants,
         if other.ids.size != first.ids.size:
             _block_all(structure, present, f"{where} combines tensors of different channel counts")
             return
+        # a residual Add, or a squeeze-and-excitation gate: channel c of one input meets channel c of the other
         for a, b in zip(first.ids, other.ids, strict=True):
             structure.uf.union(int(a), int(b))
     structure.tracked[node.output[0]] = first
@@ -267,9 +415,29 @@ def _size_along(shape, axis, output_shape) -> int | None:
     return 1 if position < 0 else shape[position]
 
 
+def _trace_transpose(structure, node, source: Tracked, shapes, where) -> None:
+    perm = _attribute(node, "perm")
+    rank = len(shapes.get(node.input[0]) or ()) or source.rank
+    perm = list(perm) if perm else list(range(rank))[::-1]
+    if source.grid is None:
+        structure.tracked[node.output[0]] = Tracked(perm.index(source.axis), source.ids, source.rank)
+        return
+    first, second = perm.index(source.axis), perm.index(source.axis + 1)
+    if abs(first - second) != 1:
+        _block_all(structure, [source], f"{where} separates the two halves of a shuffled channel axis")
+        return
+    if first < second:
+        structure.tracked[node.output[0]] = Tracked(first, source.ids, source.rank, source.grid, source.group_axis)
+        return
+    grid = source.ids.reshape(source.grid).T
+    structure.tracked[node.output[0]] = Tracked(
+        second, grid.reshape(-1).copy(), source.rank, grid.shape, 1 - source.group_axis
+    )
+
+
 def _trace_concat(structure, node, tracked_inputs, shapes, where) -> None:
-    axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
-    rank = len(shapes.get(node.output[0], ())) or 4
+    axis = _attribute(node, "axis", 1)
+    rank = len(shapes.get(node.output[0]) or ()) or 4
     axis = axis % rank
     present = [t for t in tracked_inputs if t is not None]
     if present[0].axis != axis:
@@ -281,24 +449,152 @@ def _trace_concat(structure, node, tracked_inputs, shapes, where) -> None:
     structure.tracked[node.output[0]] = Tracked(axis, np.concatenate([t.ids for t in tracked_inputs]), rank)
 
 
+def _same_dims(a, b) -> bool:
+    """Equal shapes where 0 (unknown) matches anything."""
+    return len(a) == len(b) and all(x == y or 0 in (x, y) for x, y in zip(a, b, strict=True))
+
+
 def _trace_reshape(structure, node, source: Tracked, shapes, where) -> None:
-    shape = shapes.get(node.input[0])
-    out_shape = shapes.get(node.output[0])
+    shape = shapes.get(node.input[0], complete=True)
+    out_shape = shapes.get(node.output[0], complete=True)
     if not shape or not out_shape or 0 in shape[1:] or 0 in out_shape[1:]:
         _block_all(structure, [source], f"{where}: shapes unknown, cannot follow channels")
         return
-    if len(out_shape) == 2 and source.axis >= 1:  # into a fully-connected layer: blocks of columns
+    axis = source.axis
+    if source.grid is not None:  # the last Reshape of a channel shuffle: the grid merged back into one axis
+        if (
+            node.op_type == "Reshape" and len(out_shape) == len(shape) - 1 and out_shape[axis] == source.ids.size
+            and _same_dims(out_shape[:axis], shape[:axis]) and _same_dims(out_shape[axis + 1 :], shape[axis + 2 :])
+        ):  # fmt: skip
+            merged = Tracked(axis, source.ids, len(out_shape))
+            structure.tracked[node.output[0]] = merged
+            structure.merges[node.output[0]] = source
+            return
+        _block_all(structure, [source], f"{where} reshapes a shuffled channel axis in a way onnxprune does not follow")
+        return
+    if len(out_shape) == 2 and axis >= 1 and len(shape) > 2:  # into a fully-connected layer: blocks of columns
         grid = np.broadcast_to(
-            source.ids.reshape([-1 if i == source.axis else 1 for i in range(len(shape))]),
+            source.ids.reshape([-1 if i == axis else 1 for i in range(len(shape))]),
             (1, *shape[1:]),
         )
         structure.tracked[node.output[0]] = Tracked(1, grid.reshape(-1).copy(), 2)
         return
-    if node.op_type in ("Squeeze", "Unsqueeze", "Reshape", "Flatten") and source.ids.size in out_shape[1:]:
-        axis = list(out_shape[1:]).index(source.ids.size) + 1
-        structure.tracked[node.output[0]] = Tracked(axis, source.ids, len(out_shape))
+    size = source.ids.size
+    if (
+        node.op_type == "Reshape" and len(out_shape) == len(shape) + 1 and out_shape[axis] * out_shape[axis + 1] == size
+        and min(out_shape[axis], out_shape[axis + 1]) > 1 and _same_dims(out_shape[:axis], shape[:axis])
+        and _same_dims(out_shape[axis + 2 :], shape[axis + 1 :])
+    ):  # fmt: skip
+        # the first Reshape of a channel shuffle: [N, C, ...] -> [N, g, C/g, ...]; each group loses equally
+        groups = out_shape[axis]
+        structure.tracked[node.output[0]] = Tracked(axis, source.ids, len(out_shape), (groups, size // groups), 0)
+        structure.blocks.append(np.array_split(source.ids, groups))
+        return
+    if size in out_shape[1:]:
+        new_axis = list(out_shape[1:]).index(size) + 1
+        structure.tracked[node.output[0]] = Tracked(new_axis, source.ids, len(out_shape))
         return
     _block_all(structure, [source], f"{where} reshapes the channel axis")
+
+
+def _split_sizes(node, size: int, constants) -> list[int] | None:
+    sizes = _attribute(node, "split")
+    if sizes is None and len(node.input) > 1 and node.input[1]:
+        value = constants.get(node.input[1])
+        if value is None:
+            return None  # computed at run time
+        sizes = [int(v) for v in np.ravel(value)]
+    if sizes is None:
+        count = _attribute(node, "num_outputs")
+        if count is not None:  # opset 18: ceil(size / n) each, the last one smaller
+            chunk = -(-size // count)
+            sizes = [min(chunk, max(size - chunk * i, 0)) for i in range(count)]
+        elif size % len(node.output) == 0:
+            sizes = [size // len(node.output)] * len(node.output)
+        else:
+            return None
+    return [int(s) for s in sizes]
+
+
+def _trace_split(structure, node, source: Tracked, constants, shapes, where) -> None:
+    rank = len(shapes.get(node.input[0]) or ()) or source.rank
+    axis = _attribute(node, "axis", 0) % rank
+    if axis != source.axis:
+        for output in node.output:
+            structure.tracked[output] = source
+        return
+    sizes = _split_sizes(node, source.ids.size, constants)
+    if sizes is None or sum(sizes) != source.ids.size or len(sizes) != len(node.output):
+        _block_all(structure, [source], f"{where} splits the channel axis at positions onnxprune cannot read")
+        return
+    start = 0
+    for output, size in zip(node.output, sizes, strict=True):
+        structure.tracked[output] = Tracked(axis, source.ids[start : start + size], source.rank)
+        structure.ranges[output] = (start, start + size)
+        start += size
+
+
+def _slice_arguments(node, constants) -> tuple | None:
+    """(starts, ends, axes, steps) of a Slice, as lists, or None when any is computed at run time."""
+    if _attribute(node, "starts") is not None:  # opset < 10
+        starts, ends = list(_attribute(node, "starts")), list(_attribute(node, "ends"))
+        axes = _attribute(node, "axes")
+        return starts, ends, list(axes) if axes is not None else None, None
+    values = []
+    for position in range(1, 5):
+        name = node.input[position] if len(node.input) > position else ""
+        if not name:
+            values.append(None)
+            continue
+        if name not in constants:
+            return None
+        values.append([int(v) for v in np.ravel(constants[name])])
+    return tuple(values)
+
+
+def _trace_slice(structure, node, source: Tracked, constants, shapes, where) -> None:
+    arguments = _slice_arguments(node, constants)
+    if arguments is None:
+        _block_all(structure, [source], f"{where} slices at positions computed at run time")
+        return
+    starts, ends, axes, steps = arguments
+    rank = len(shapes.get(node.input[0]) or ()) or source.rank
+    axes = [a % rank for a in (axes if axes is not None else range(len(starts)))]
+    if source.axis not in axes:
+        structure.tracked[node.output[0]] = source
+        return
+    k = axes.index(source.axis)
+    if steps is not None and steps[k] != 1:
+        _block_all(structure, [source], f"{where} slices the channel axis with step {steps[k]}")
+        return
+    size = source.ids.size
+    start, end = (min(max(v + size if v < 0 else v, 0), size) for v in (starts[k], ends[k]))
+    end = max(end, start)
+    structure.tracked[node.output[0]] = Tracked(source.axis, source.ids[start:end], source.rank)
+    structure.ranges[node.output[0]] = (start, end)
+
+
+def _trace_reduce(structure, node, source: Tracked, constants, shapes, where) -> None:
+    rank = len(shapes.get(node.input[0]) or ()) or source.rank
+    axes = _attribute(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        value = constants.get(node.input[1])
+        if value is None:
+            _block_all(structure, [source], f"{where} reduces over axes computed at run time")
+            return
+        axes = [int(v) for v in np.ravel(value)]
+    if not axes:
+        if _attribute(node, "noop_with_empty_axes", 0):
+            structure.tracked[node.output[0]] = source
+            return
+        axes = list(range(rank))
+    axes = sorted({a % rank for a in axes})
+    if source.axis in axes:
+        _block_all(structure, [source], f"{where} reduces across channels", protected=True)
+        return
+    keepdims = _attribute(node, "keepdims", 1)
+    axis = source.axis if keepdims else source.axis - sum(a < source.axis for a in axes)
+    structure.tracked[node.output[0]] = Tracked(axis, source.ids, rank if keepdims else rank - len(axes))
 
 
 # --- compaction ------------------------------------------------------------------------------
@@ -313,6 +609,7 @@ class CompactReport:
     folded: list[str]  # consumers whose bias received a removed channel's constant
     inexact: dict[str, str]  # nodes where the result differs from the masked model, and why
     skipped: dict[str, str]  # all-zero channels that could not be removed, and why
+    rewritten: dict[str, str] = field(default_factory=dict)  # nodes added or replaced, and why
 
 
 def zero_units(model: Model, structure: Structure) -> set[int]:
@@ -328,31 +625,65 @@ def zero_units(model: Model, structure: Structure) -> set[int]:
     return {root for root, empty in zero.items() if empty}
 
 
+def _label(unit: Unit) -> str:
+    return f"{unit.members[0][0]}[{unit.members[0][1]}]"
+
+
 def removable(structure: Structure, candidates: set[int]) -> tuple[set[int], dict[str, str]]:
-    """The candidates that can go: not blocked, and equal in number in every block of a grouped conv."""
+    """The candidates that can go.
+
+    Not blocked, equal in number in every block (grouped convolution, channel shuffle), and never
+    every channel of a tensor.
+    """
     units = structure.units()
     skipped = {}
     chosen = set()
     for root in candidates:
         unit = units[root]
         if unit.blocked_by:
-            skipped[f"{unit.members[0][0]}[{unit.members[0][1]}]"] = unit.blocked_by
+            skipped[_label(unit)] = unit.blocked_by
         else:
             chosen.add(root)
-    for blocks in structure.blocks:
-        per_block = [[structure.root(i) for i in block] for block in blocks]
-        in_block = [[root for root in dict.fromkeys(roots) if root in chosen] for roots in per_block]
-        keep_count = min(len(roots) for roots in in_block)
-        for roots in in_block:
-            for root in roots[keep_count:]:
-                chosen.discard(root)
-                member = units[root].members[0]
-                skipped[f"{member[0]}[{member[1]}]"] = "a grouped convolution needs equal removals in every group"
+    _balance(structure, chosen, skipped, units)
     return chosen, skipped
+
+
+def _balance(structure: Structure, chosen: set[int], skipped: dict[str, str], units: dict[int, Unit]) -> None:
+    """Drop chosen units until every block loses equally and every tracked tensor keeps a channel."""
+    tensors = list({id(t): t for t in structure.tracked.values()}.values())
+    changed = bool(chosen)
+    while changed:
+        changed = False
+        for blocks in structure.blocks:
+            roots = [[structure.root(i) for i in block] for block in blocks]
+            counts = [sum(r in chosen for r in block) for block in roots]
+            target = min(counts)
+            for block, count in zip(roots, counts, strict=True):
+                for root in reversed(list(dict.fromkeys(block))):
+                    if count <= target:
+                        break
+                    if root in chosen:
+                        chosen.discard(root)
+                        count -= block.count(root)
+                        changed = True
+                        skipped[_label(units[root])] = (
+                            "a grouped convolution or a channel shuffle needs equal removals in every group"
+                        )
+        for tracked in tensors:
+            roots = [structure.root(i) for i in tracked.ids]
+            if roots and all(root in chosen for root in roots):
+                chosen.discard(roots[-1])
+                changed = True
+                skipped[_label(units[roots[-1]])] = "removing it would leave a tensor without channels"
 
 
 def compact(model: Model, remove: set[int] | None = None) -> tuple[onnx.ModelProto, CompactReport]:
     """Physically remove channels: the all-zero, removable ones (or the units given in `remove`).
+
+    A unit is removed only where the result stays exact: the value it still carries into every
+    consumer must be constant over batch and space (then it is folded into the consumer's bias),
+    and a nonzero constant must not meet a convolution's zero padding. Units that fail are kept
+    and listed in `CompactReport.skipped` with the node that refused them.
 
     Returns:
         The compacted ModelProto (same graph, smaller tensors) and a `CompactReport`.
@@ -363,83 +694,202 @@ def compact(model: Model, remove: set[int] | None = None) -> tuple[onnx.ModelPro
     structure = analyse(model)
     candidates = zero_units(model, structure) if remove is None else set(remove)
     chosen, skipped = removable(structure, candidates)
-    constants = _carried_constants(model, structure, chosen)
-    proto, folded = _rewrite(model, structure, chosen, constants)
+    probe = _probe(model, structure, chosen)
+    while True:
+        constants, refused = _carried_constants(model, structure, chosen, probe)
+        if not refused:
+            break
+        units = structure.units()
+        for root, reason in refused.items():
+            chosen.discard(root)
+            skipped[_label(units[root])] = reason
+        _balance(structure, chosen, skipped, units)
+    proto, folded, rewritten = _rewrite(model, structure, chosen, constants)
     removed = {name: int(np.isin(structure.layer_units(name), list(chosen)).sum()) for name in structure.producers}
     kept = {name: int(ids.size) - removed[name] for name, ids in structure.producers.items()}
     inexact = dict(structure.inexact) if chosen else {}
-    inexact.update({name: why for name, why in constants.inexact.items()})
-    return proto, CompactReport(removed, kept, folded, inexact, skipped)
+    return proto, CompactReport(removed, kept, folded, inexact, skipped, rewritten)
+
+
+def _consumers(model: Model, structure: Structure) -> dict[str, list]:
+    """Tensor -> the layers (node, layer) that read its channels."""
+    layers = {layer.output: layer for layer in model.layers}
+    consumers: dict[str, list] = {}
+    for node in model.proto.graph.node:
+        layer = layers.get(node.output[0]) if node.output else None
+        if layer is not None and node.input[0] in structure.tracked:
+            consumers.setdefault(node.input[0], []).append((node, layer))
+    return consumers
+
+
+def _probe(model: Model, structure: Structure, chosen: set[int]) -> dict[str, np.ndarray]:
+    """The values at the inputs of the consumers of chosen channels, measured once in onnxruntime.
+
+    A filter of zeros outputs its bias everywhere; BatchNorm, activations, pooling and gates turn
+    that into another value, constant or not. Running the model with the consumers' inputs as
+    extra outputs gives those values directly, whatever ops lie between.
+    """
+    if not chosen:
+        return {}
+    tensors = [
+        name for name in _consumers(model, structure)
+        if any(structure.root(i) in chosen for i in structure.tracked[name].ids)
+    ]  # fmt: skip
+    if not tensors:
+        return {}
+    # a graph fixed to batch 1 is run twice, so that "constant over the batch" is measured too
+    seeds = (1, 2) if model.input.fixed_batch and model.input.shape[0] == 1 else (1,)
+    return _run_with_outputs(model, tensors, seeds)
 
 
 @dataclass
 class _Constants:
-    values: dict[str, np.ndarray]  # tensor -> value of each position along its channel axis (nan: kept)
-    inexact: dict[str, str]
+    values: dict[str, np.ndarray]  # tensor -> value of each position along its channel axis (0: kept)
 
 
-def _carried_constants(model: Model, structure: Structure, chosen: set[int]) -> _Constants:
-    """The value removed channels still carry into each consumer, measured in onnxruntime.
-
-    A filter of zeros outputs its bias everywhere; BatchNorm, activations and pooling turn that
-    into another constant. Running the model once with the consumers' inputs as extra outputs
-    gives those constants directly, whatever ops lie between.
-    """
-    consumers = _consumer_inputs(model, structure)
-    if not chosen or not consumers:
-        return _Constants({}, {})
-    from onnxprune.verify import random_batch, session
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model.proto)
-    existing = {o.name for o in probe.graph.output}
-    for tensor in consumers:
-        if tensor not in existing:
-            probe.graph.output.append(helper.make_empty_tensor_value_info(tensor))
-    run = session(probe.SerializeToString())
-    names = [o.name for o in run.get_outputs()]
-    outputs = dict(
-        zip(names, run.run(None, {run.get_inputs()[0].name: random_batch(model.input, 2, seed=1)}), strict=True)
-    )
-    values, inexact = {}, {}
-    for tensor, (node, tracked) in consumers.items():
-        data = np.moveaxis(outputs[tensor], tracked.axis, 1)
-        data = data.reshape(data.shape[0], data.shape[1], -1)
+def _carried_constants(model, structure, chosen, probe) -> tuple[_Constants, dict[int, str]]:
+    """The constants to fold into each consumer, and the units that cannot be removed exactly (with why)."""
+    values: dict[str, np.ndarray] = {}
+    refused: dict[int, str] = {}
+    for tensor, readers in _consumers(model, structure).items():
+        tracked = structure.tracked[tensor]
         removed = np.array([structure.root(i) in chosen for i in tracked.ids])
-        per_channel = np.full(tracked.ids.size, np.nan)
-        if removed.any():
-            chunk = data[:, removed, :]
-            spread = float(np.max(chunk.max(axis=(0, 2)) - chunk.min(axis=(0, 2))))
-            if spread > 1e-6 * max(1.0, float(np.abs(chunk).max())):
-                inexact[node.name] = f"removed channels are not constant at its input (spread {spread:.3g})"
-            per_channel[removed] = chunk.mean(axis=(0, 2))
-            if node.op_type == "Conv" and _has_padding(node) and np.any(per_channel[removed] != 0):
-                inexact[node.name] = (
-                    "a removed channel's constant meets zero padding: the bias fold is exact only inside"
-                )
-        values[tensor] = per_channel
-    return _Constants(values, inexact)
+        if not removed.any():
+            continue
+        data = np.moveaxis(np.asarray(probe[tensor], np.float64), tracked.axis, 1)
+        positions = np.flatnonzero(removed)
+        if data.shape[1] != tracked.ids.size:
+            for position in positions:
+                refused[structure.root(tracked.ids[position])] = f"the channels of '{tensor}' were not followed right"
+            continue
+        chunk = data.reshape(data.shape[0], data.shape[1], -1)[:, removed, :]
+        low, high, value = chunk.min(axis=(0, 2)), chunk.max(axis=(0, 2)), chunk.mean(axis=(0, 2))
+        constant = high - low <= CONSTANT_SPREAD * np.maximum(1.0, np.abs(value))
+        per_position = np.zeros(tracked.ids.size)
+        per_position[removed] = np.where(constant, value, 0.0)
+        values[tensor] = per_position
+        for node, layer in readers:
+            keep_out = np.array([structure.root(i) not in chosen for i in structure.tracked[node.output[0]].ids])
+            reach = _reaches_kept(layer, tracked.ids.size, positions, keep_out)
+            name = f"'{node.name or layer.name}'"
+            for k, position in enumerate(positions):
+                if not reach[k]:
+                    continue  # only outputs removed with it read this channel
+                root = structure.root(tracked.ids[position])
+                if not constant[k]:
+                    refused[root] = (
+                        f"its value at the input of {name} varies (spread {high[k] - low[k]:.3g} over batch and "
+                        "space), so no bias can stand for it"
+                    )
+                elif value[k] != 0:
+                    why = _cannot_fold(node, layer, model)
+                    if why:
+                        refused[root] = f"it carries the constant {value[k]:.3g} into {name}, {why}"
+    return _Constants(values), refused
+
+
+def _reaches_kept(layer, size: int, positions: np.ndarray, keep_out: np.ndarray) -> np.ndarray:
+    """For each removed input position, whether it feeds an output channel that stays."""
+    if layer.op_type == "Conv" and layer.groups > 1:
+        per_in, per_out = size // layer.groups, keep_out.size // layer.groups
+        return np.array([keep_out[(p // per_in) * per_out : (p // per_in + 1) * per_out].any() for p in positions])
+    return np.full(positions.size, bool(keep_out.any()))
+
+
+def _cannot_fold(node, layer, model) -> str | None:
+    """Why a nonzero constant at this consumer's input cannot become part of its bias (None: it can)."""
+    if node.op_type == "Conv" and _has_padding(node):
+        return "whose zero padding would make its contribution differ at the border"
+    if node.op_type == "MatMul" and layer.bias is None:
+        return "a MatMul with no bias to take it"
+    if node.op_type == "Gemm" and _attribute(node, "beta", 1.0) == 0:
+        return "a Gemm whose bias is multiplied by beta = 0"
+    initializers = {t.name for t in model.proto.graph.initializer}
+    if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2] and node.input[2] not in initializers:
+        producer = next((n for n in model.proto.graph.node if node.input[2] in n.output), None)
+        if producer is None or producer.op_type not in ("Identity", "Constant"):
+            return "whose bias is computed at run time"
+    return None
 
 
 def _has_padding(node) -> bool:
-    pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [])
-    auto = next((a.s for a in node.attribute if a.name == "auto_pad"), b"NOTSET")
+    pads = _attribute(node, "pads", [])
+    auto = _attribute(node, "auto_pad", b"NOTSET")
+    auto = auto.encode() if isinstance(auto, str) else auto
     return any(pads) or auto not in (b"NOTSET", b"VALID")
 
 
-def _consumer_inputs(model: Model, structure: Structure) -> dict[str, tuple]:
-    layers = {layer.output: layer for layer in model.layers}
-    consumers = {}
-    for node in model.proto.graph.node:
-        if node.output and node.output[0] in layers and node.input[0] in structure.tracked:
-            consumers[node.input[0]] = (node, structure.tracked[node.input[0]])
-    return consumers
+class _Store:
+    """Initializer and constant values of the graph being compacted, written copy-on-write.
+
+    Exporters share tensors between nodes (one shape constant for every shuffle of a stage, one
+    zero bias fed through `Identity` nodes to several convolutions): a value cut for one node is
+    written in place only where that node is its only user, else under a new name for that node.
+    """
+
+    def __init__(self, source: onnx.ModelProto, proto: onnx.ModelProto):
+        self.original = {t.name: numpy_helper.to_array(t) for t in source.graph.initializer}
+        self.values = dict(self.original)
+        self.fresh: dict[str, np.ndarray] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.alias: dict[str, str] = {}
+        for node in proto.graph.node:
+            if node.op_type == "Constant" and _constant_node_value(node) is not None:
+                self.constants[node.output[0]] = _constant_node_value(node)
+            elif node.op_type == "Identity" and self.get(node.input[0]) is not None:
+                self.alias[node.output[0]] = self.source(node.input[0])
+        self.uses: dict[str, int] = {}
+        for node in proto.graph.node:
+            if node.op_type == "Identity" and node.output[0] in self.alias:
+                continue
+            for name in node.input:
+                if name:
+                    self.uses[self.source(name)] = self.uses.get(self.source(name), 0) + 1
+        for value in proto.graph.output:
+            self.uses[self.source(value.name)] = self.uses.get(self.source(value.name), 0) + 1
+        self.taken = (
+            set(self.values) | {o for n in proto.graph.node for o in n.output} | {v.name for v in proto.graph.input}
+        )
+
+    def source(self, name: str) -> str:
+        while name in self.alias:
+            name = self.alias[name]
+        return name
+
+    def get(self, name: str) -> np.ndarray | None:
+        """The current value of a constant input (an initializer, a Constant, or an Identity of one)."""
+        if name in self.fresh:
+            return self.fresh[name]
+        name = self.source(name)
+        return self.values[name] if name in self.values else self.constants.get(name)
+
+    def put(self, node, index: int, array: np.ndarray, tag: str = "compacted") -> None:
+        """Give `node.input[index]` a new value: in place if the node is its only user, else a copy."""
+        name = node.input[index]
+        if name in self.fresh:
+            self.fresh[name] = array
+        elif name in self.values and self.uses.get(name, 0) <= 1:
+            self.values[name] = array
+        else:
+            node.input[index] = self.add(f"{self.source(name)}_{tag}", array)
+
+    def add(self, hint: str, array: np.ndarray) -> str:
+        """A new initializer with a name not used in the graph."""
+        name = self.unique(hint)
+        self.fresh[name] = array
+        return name
+
+    def unique(self, hint: str) -> str:
+        name, suffix = hint, 1
+        while name in self.taken:
+            suffix += 1
+            name = f"{hint}_{suffix}"
+        self.taken.add(name)
+        return name
 
 
 def _rewrite(model: Model, structure: Structure, chosen: set[int], constants: _Constants):
     """A copy of the graph with every tensor touched by the removed channels cut down."""
-    values = {t.name: numpy_helper.to_array(t) for t in model.proto.graph.initializer}
-    new_values = dict(values)
     keep_of = {
         name: np.array([structure.root(i) not in chosen for i in tracked.ids])
         for name, tracked in structure.tracked.items()
@@ -447,51 +897,100 @@ def _rewrite(model: Model, structure: Structure, chosen: set[int], constants: _C
     layers = {layer.output: layer for layer in model.layers}
     proto = onnx.ModelProto()
     copy_without_initializers(model.proto, proto)
-    folded = []
+    store = _Store(model.proto, proto)
+    producers = {output: n for n in proto.graph.node for output in n.output}
+    readers: dict[str, list] = {}
     for node in proto.graph.node:
-        layer = layers.get(node.output[0]) if node.output else None
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    folded: list[str] = []
+    rewritten: dict[str, str] = {}
+    added: dict[int, list] = {}
+    renamed: set[str] = set()
+    for index, node in enumerate(proto.graph.node):
+        output = node.output[0] if node.output else None
+        layer = layers.get(output)
         if layer is not None:
-            _cut_layer(node, layer, keep_of, structure, new_values, constants, proto, folded)
-        elif node.output and node.output[0] in keep_of:
-            _cut_channelwise(node, keep_of[node.output[0]], structure.tracked[node.output[0]], new_values)
-        if node.op_type == "Reshape" and node.output[0] in keep_of:
-            _patch_reshape(node, keep_of, new_values, proto)
-    changed = {name for name, keep in keep_of.items() if not keep.all()}
+            _cut_layer(node, layer, keep_of, store, constants, folded, readers)
+        elif output in keep_of:
+            _cut_channelwise(node, keep_of[output], structure.tracked[output], store, structure)
+        if node.op_type == "Split":
+            _patch_split(node, structure, keep_of, store, model.opset)
+        elif node.op_type == "Slice":
+            _patch_slice(node, structure, keep_of, store)
+        elif node.op_type == "Reshape" and output in keep_of and not keep_of[output].all():
+            _patch_reshape(node, structure, keep_of, store, producers)
+            gather = _shuffle_order(node, structure, keep_of, store)
+            if gather is not None:
+                added.setdefault(index, []).append(gather)
+                renamed.add(node.output[0])
+                rewritten[gather.name] = "restores the original order of the kept channels after a channel shuffle"
+    if added:
+        nodes = list(proto.graph.node)
+        del proto.graph.node[:]
+        for index, node in enumerate(nodes):
+            proto.graph.node.append(node)
+            proto.graph.node.extend(added.get(index, []))
+    _write_values(model, proto, store, keep_of, renamed)
+    return proto, folded, rewritten
+
+
+def _write_values(model: Model, proto: onnx.ModelProto, store: _Store, keep_of, renamed) -> None:
+    """Initializers (cut, copied, new) into `proto`; value_info of changed tensors dropped; dead aliases gone."""
+    changed = {name for name, keep in keep_of.items() if not keep.all()} | renamed
     # exporters (torch's dynamo) also record the shapes of initializers
-    changed |= {name for name, array in new_values.items() if np.shape(array) != np.shape(values.get(name))}
+    changed |= {name for name, array in store.values.items() if np.shape(array) != np.shape(store.original[name])}
     kept_info = [v for v in proto.graph.value_info if v.name not in changed]
     del proto.graph.value_info[:]
     proto.graph.value_info.extend(kept_info)
+    # an Identity alias whose readers were all given their own copy is dead: drop it, then unused originals
+    read = {name for node in proto.graph.node for name in node.input} | {o.name for o in proto.graph.output}
+    dead = [
+        n
+        for n in proto.graph.node
+        if n.op_type == "Identity" and n.output[0] in store.alias and n.output[0] not in read
+    ]
+    for node in dead:
+        proto.graph.node.remove(node)
+    read = {name for node in proto.graph.node for name in node.input} | {o.name for o in proto.graph.output}
+    read |= {v.name for v in proto.graph.input}
     for tensor in model.proto.graph.initializer:
-        array = new_values[tensor.name]
-        dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
-        replacement = numpy_helper.from_array(np.asarray(array, dtype=dtype), tensor.name)
-        proto.graph.initializer.append(tensor if array is values[tensor.name] else replacement)
-    for name, array in new_values.items():
-        if name not in values:
-            proto.graph.initializer.append(numpy_helper.from_array(np.asarray(array, np.float32), name))
-    _shrink_inputs_listing_initializers(proto, new_values)
-    return proto, folded
+        array = store.values[tensor.name]
+        if tensor.name not in read and store.uses.get(tensor.name, 0) > 0:
+            continue  # every reader now has its own compacted copy
+        if array is store.original[tensor.name]:
+            proto.graph.initializer.append(tensor)
+        else:
+            dtype = helper.tensor_dtype_to_np_dtype(tensor.data_type)
+            proto.graph.initializer.append(numpy_helper.from_array(np.asarray(array, dtype=dtype), tensor.name))
+    for name, array in store.fresh.items():
+        proto.graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+    _shrink_inputs_listing_initializers(proto, {**store.values, **store.fresh})
 
 
-def _cut_layer(node, layer, keep_of, structure, values, constants, proto, folded) -> None:
+def _cut_layer(node, layer, keep_of, store: _Store, constants: _Constants, folded, readers) -> None:
     keep_out = keep_of[node.output[0]]
-    weight = values[layer.weight]
-    if node.input[0] in keep_of:  # input channels / columns
+    weight = original = store.get(node.input[1])
+    if node.input[0] in keep_of and not keep_of[node.input[0]].all():  # input channels / columns
         keep_in = keep_of[node.input[0]]
         carried = constants.values.get(node.input[0])
-        if carried is not None and np.any(np.nan_to_num(carried[~keep_in]) != 0):
-            _fold(node, layer, weight, keep_in, carried, values, proto)
+        if carried is not None and np.any(carried[~keep_in] != 0):
+            contribution = _contribution(layer, weight, np.where(keep_in, 0.0, carried))
+            _add_to_bias(node, layer, store, contribution, readers)
             folded.append(node.name or layer.name)
         weight = _cut_inputs(weight, layer, keep_in)
         if node.op_type == "Conv" and layer.groups > 1 and layer.shape[1] == 1 and layer.groups == keep_in.size:
             _set_group(node, int(keep_in.sum()))  # depthwise: one group per channel
-    weight = np.compress(keep_out, weight, axis=layer.out_axis)
-    values[layer.weight] = weight
-    # a MatMul's bias lives in the Add after it, which is cut as a channel-wise constant
-    bias_here = layer.bias is not None and layer.op_type != "MatMul"
-    if bias_here and values[layer.bias].ndim == 1 and values[layer.bias].size == keep_out.size:
-        values[layer.bias] = values[layer.bias][keep_out]
+    if not keep_out.all():
+        weight = np.compress(keep_out, weight, axis=layer.out_axis)
+        # the bias here (also one _add_to_bias just created) loses the same output channels;
+        # a MatMul's bias lives in the Add after it, which is cut as a channel-wise constant
+        if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2]:
+            bias = store.get(node.input[2])
+            if bias is not None and bias.ndim >= 1 and bias.shape[-1] == keep_out.size:
+                store.put(node, 2, np.compress(keep_out, bias, axis=-1))
+    if weight is not original:
+        store.put(node, 1, weight)
 
 
 def _cut_inputs(weight: np.ndarray, layer, keep_in: np.ndarray) -> np.ndarray:
@@ -507,33 +1006,45 @@ def _cut_inputs(weight: np.ndarray, layer, keep_in: np.ndarray) -> np.ndarray:
     return np.compress(keep_in, weight, axis=layer.in_axis)
 
 
-def _fold(node, layer, weight, keep_in, carried, values, proto) -> None:
-    """Add sum_c constant_c * W[:, c] (over removed inputs c) to the consumer's bias."""
-    constant = np.where(keep_in, 0.0, np.nan_to_num(carried)).astype(np.float64)
+def _contribution(layer, weight: np.ndarray, constant: np.ndarray) -> np.ndarray:
+    """sum_c constant_c * W[:, c] over removed inputs c: what the consumer's bias must absorb."""
+    weight = weight.astype(np.float64)
     if layer.op_type == "Conv":
-        if layer.groups > 1:
-            return  # grouped consumers: each removed channel reaches only its group (rare; left unfolded)
-        per_input = weight.astype(np.float64).reshape(weight.shape[0], weight.shape[1], -1).sum(axis=2)
-        contribution = per_input @ constant
-    else:
-        contribution = np.moveaxis(weight, layer.in_axis, -1).astype(np.float64) @ constant
-    bias_name = layer.bias
-    if bias_name is None:
-        bias_name = f"{layer.name}_folded_bias"
-        if layer.op_type == "MatMul":
+        groups = layer.groups
+        outputs, per_group_in = weight.shape[0], weight.shape[1]
+        per_input = weight.reshape(groups, outputs // groups, per_group_in, -1).sum(axis=3)
+        # a grouped convolution: input c reaches only the outputs of its own group
+        return np.einsum("gok,gk->go", per_input, constant.reshape(groups, per_group_in)).reshape(outputs)
+    return np.moveaxis(weight, layer.in_axis, -1) @ constant
+
+
+def _add_to_bias(node, layer, store: _Store, contribution: np.ndarray, readers) -> None:
+    dtype = store.get(node.input[1]).dtype
+    if layer.op_type == "MatMul":
+        add = next((n for n in readers.get(node.output[0], []) if n.op_type == "Add"), None)
+        index = (
+            None
+            if add is None
+            else next((i for i, name in enumerate(add.input) if store.source(name) == layer.bias), None)
+        )
+        if index is None:
             raise ConversionError(
                 f"layer '{layer.name}': a removed input carries a constant and this MatMul has no bias to take it"
             )
-        values[bias_name] = np.zeros(contribution.shape, np.float32)
-        while len(node.input) < 3:
-            node.input.append("")
-        node.input[2] = bias_name
+        store.put(add, index, (store.get(add.input[index]).astype(np.float64) + contribution).astype(dtype))
+        return
     scale = 1.0
     if layer.op_type == "Gemm":
-        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.0)
-        beta = next((a.f for a in node.attribute if a.name == "beta"), 1.0)
-        scale = alpha / beta
-    values[bias_name] = (values[bias_name].astype(np.float64) + scale * contribution).astype(np.float32)
+        scale = _attribute(node, "alpha", 1.0) / _attribute(node, "beta", 1.0)
+    if len(node.input) > 2 and node.input[2]:
+        bias = store.get(node.input[2])
+        if bias is None:
+            raise ConversionError(f"layer '{layer.name}': its bias is computed at run time; cannot fold into it")
+        store.put(node, 2, (bias.astype(np.float64) + scale * contribution).astype(bias.dtype))
+        return
+    while len(node.input) < 3:
+        node.input.append("")
+    node.input[2] = store.add(f"{layer.name}_folded_bias", (scale * contribution).astype(dtype))
 
 
 def _set_group(node, groups: int) -> None:
@@ -542,59 +1053,157 @@ def _set_group(node, groups: int) -> None:
             attribute.i = groups
 
 
-def _cut_channelwise(node, keep: np.ndarray, tracked: Tracked, values) -> None:
+def _cut_channelwise(node, keep: np.ndarray, tracked: Tracked, store: _Store, structure: Structure) -> None:
     """Slice BatchNorm parameters and channel-wise constants of element-wise ops."""
     if keep.all():
         return
     if node.op_type in ("BatchNormalization", "InstanceNormalization", "PRelu"):
-        for name in node.input[1:]:
-            if name in values and values[name].ndim >= 1 and values[name].shape[0] == keep.size:
-                values[name] = values[name][keep]
+        for index in range(1, len(node.input)):
+            array = store.get(node.input[index])
+            if array is not None and array.ndim >= 1 and array.shape[0] == keep.size:
+                store.put(node, index, array[keep])
         return
     if node.op_type in ELEMENTWISE:
-        for name in node.input:
-            if name in values and values[name].ndim:
-                array = values[name]
-                axis = array.ndim - (tracked.rank - tracked.axis)  # numpy broadcasting aligns trailing axes
-                if 0 <= axis < array.ndim and array.shape[axis] == keep.size:
-                    values[name] = np.compress(keep, array, axis=axis)
+        for index, name in enumerate(node.input):
+            array = store.get(name)
+            if name in structure.tracked or array is None or not array.ndim:
+                continue
+            axis = array.ndim - (tracked.rank - tracked.axis)  # numpy broadcasting aligns trailing axes
+            if 0 <= axis < array.ndim and array.shape[axis] == keep.size:
+                store.put(node, index, np.compress(keep, array, axis=axis))
 
 
-def _patch_reshape(node, keep_of, values, proto) -> None:
-    """Replace the old feature count by the new one wherever the Reshape's target shape comes from."""
-    keep = keep_of[node.output[0]]
-    if keep.all() or len(node.input) < 2:
+def _patch_split(node, structure: Structure, keep_of, store: _Store, opset: int) -> None:
+    """New split sizes: the channels each output keeps."""
+    if not node.output or not all(o in structure.ranges for o in node.output):
         return
-    producers = {output: n for n in proto.graph.node for output in n.output}
-    _patch_shape_source(node.input[1], keep.size, int(keep.sum()), values, producers)
+    old = [structure.ranges[o][1] - structure.ranges[o][0] for o in node.output]
+    new = [int(keep_of[o].sum()) for o in node.output]
+    if old == new:
+        return
+    for attribute in node.attribute:
+        if attribute.name == "split":
+            del attribute.ints[:]
+            attribute.ints.extend(new)
+            return
+    if len(node.input) > 1 and node.input[1]:
+        store.put(node, 1, np.array(new, np.int64))
+        return
+    for attribute in list(node.attribute):
+        if attribute.name == "num_outputs":  # opset 18: equal parts no more; sizes replace the count
+            node.attribute.remove(attribute)
+    if opset >= 13:
+        while len(node.input) < 2:
+            node.input.append("")
+        node.input[1] = store.add(f"{node.name or node.output[0]}_split", np.array(new, np.int64))
+    else:
+        node.attribute.append(helper.make_attribute("split", new))
 
 
-def _patch_shape_source(name: str, old: int, new: int, values, producers) -> None:
-    """Follow a shape tensor back through Concat / Cast / Unsqueeze to its constants, and patch them."""
-    if name in values:
-        target = np.array(values[name], copy=True)
-        target[target == old] = new
-        values[name] = target
+def _patch_slice(node, structure: Structure, keep_of, store: _Store) -> None:
+    """New start and end on the channel axis: the kept channels before them."""
+    output = node.output[0]
+    if output not in structure.ranges:
         return
-    node = producers.get(name)
-    if node is None:
+    start, stop = structure.ranges[output]
+    keep_in = keep_of[node.input[0]]
+    new_start, new_stop = int(keep_in[:start].sum()), int(keep_in[:stop].sum())
+    if (new_start, new_stop) == (start, stop):
         return
-    if node.op_type == "Constant":
-        for attribute in node.attribute:
-            if attribute.name == "value":
-                array = numpy_helper.to_array(attribute.t).copy()
-                if np.any(array == old):
-                    array[array == old] = new
-                    attribute.t.CopyFrom(numpy_helper.from_array(array, attribute.t.name))
-            elif attribute.name == "value_ints":
-                patched = [new if value == old else value for value in attribute.ints]
-                del attribute.ints[:]
-                attribute.ints.extend(patched)
-            elif attribute.name == "value_int" and attribute.i == old:
-                attribute.i = new
-    elif node.op_type in ("Concat", "Cast", "Unsqueeze", "Squeeze", "Identity"):
-        for source in node.input:
-            _patch_shape_source(source, old, new, values, producers)
+    source = structure.tracked[node.input[0]]
+    rank = len(structure.shapes.get(node.input[0]) or ()) or source.rank
+    by_attribute = _attribute(node, "starts") is not None
+    if by_attribute:
+        starts, axes = list(_attribute(node, "starts")), _attribute(node, "axes")
+    else:
+        starts = list(np.ravel(store.get(node.input[1])))
+        axes = list(np.ravel(store.get(node.input[3]))) if len(node.input) > 3 and node.input[3] else None
+    axes = [int(a) % rank for a in (axes if axes is not None else range(len(starts)))]
+    k = axes.index(source.axis)
+    for index, key, value in ((1, "starts", new_start), (2, "ends", new_stop)):
+        if by_attribute:
+            attribute = next(a for a in node.attribute if a.name == key)
+            attribute.ints[k] = value
+        else:
+            array = np.array(store.get(node.input[index]), copy=True)
+            array[k] = value
+            store.put(node, index, array)
+
+
+def _patch_reshape(node, structure: Structure, keep_of, store: _Store, producers) -> None:
+    """The new size of the channel axis (or of a shuffle's group axis) in the Reshape's target shape."""
+    if len(node.input) < 2:
+        return
+    target = structure.tracked[node.output[0]]
+    kept = int(keep_of[node.output[0]].sum())
+    if target.grid is not None:
+        groups = target.grid[target.group_axis]
+        position, old, new = target.axis + 1 - target.group_axis, target.grid[1 - target.group_axis], kept // groups
+    else:
+        position, old, new = target.axis, target.ids.size, kept
+    _patch_shape_at(node, 1, position, old, new, store, producers, structure.shapes)
+
+
+def _patch_shape_at(node, index, position, old, new, store: _Store, producers, shapes) -> None:
+    """Replace `old` by `new` at `position` of the shape tensor `node.input[index]`.
+
+    The shape is followed back through Concat / Cast / Identity / Unsqueeze to its constants; a
+    shape computed from `Shape` at run time follows the compacted tensor by itself.
+    """
+    value = store.get(node.input[index])
+    if value is not None:
+        array = np.array(value, copy=True)
+        if array.ndim == 0 and position == 0 and int(array) == old:
+            store.put(node, index, np.array(new, array.dtype))
+        elif array.ndim == 1 and position < array.size and int(array[position]) == old:
+            array[position] = new
+            store.put(node, index, array)
+        return
+    producer = producers.get(node.input[index])
+    if producer is None:
+        return
+    if producer.op_type in ("Cast", "Identity") or (producer.op_type == "Unsqueeze" and position == 0):
+        _patch_shape_at(producer, 0, position, old, new, store, producers, shapes)
+    elif producer.op_type == "Concat":
+        offset = 0
+        for part_index, part in enumerate(producer.input):
+            part_value = store.get(part)
+            length = np.size(part_value) if part_value is not None else (shapes.get(part) or (None,))[0]
+            if not length:
+                return  # a piece of unknown length: the position cannot be found
+            if offset <= position < offset + length:
+                _patch_shape_at(producer, part_index, position - offset, old, new, store, producers, shapes)
+                return
+            offset += length
+
+
+def _shuffle_order(node, structure: Structure, keep_of, store: _Store):
+    """A Gather putting a shuffle's kept channels back in their original order, where removal changed it.
+
+    Each group of the shuffle keeps its channels in order, but groups keep different ones: merged
+    back, the kept channels come out interleaved differently from the original's order. Every
+    later consumer was cut for the original order, so the order is restored (None if it already is).
+    """
+    grid = structure.merges.get(node.output[0])
+    if grid is None:
+        return None
+    rows, columns = grid.grid
+    kept = keep_of[node.input[0]].reshape(rows, columns)
+    positions = np.arange(rows * columns).reshape(rows, columns)
+    if grid.group_axis == 0:
+        order = np.stack([positions[i][kept[i]] for i in range(rows)])
+    else:
+        order = np.stack([positions[:, j][kept[:, j]] for j in range(columns)], axis=1)
+    order = order.reshape(-1)
+    if np.all(np.diff(order) > 0):
+        return None
+    output = node.output[0]
+    node.output[0] = store.unique(f"{output}_shuffled")
+    indices = store.add(f"{output}_channel_order", np.argsort(order).astype(np.int64))
+    name = store.unique(f"{node.name or output}_channel_order")
+    return helper.make_node(
+        "Gather", [node.output[0], indices], [output], name=name, axis=structure.tracked[output].axis
+    )
 
 
 def _shrink_inputs_listing_initializers(proto: onnx.ModelProto, values: dict) -> None:
