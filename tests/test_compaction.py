@@ -183,3 +183,32 @@ def test_nonzero_constant_meeting_zero_padding_is_not_removed():
 def test_constant_without_padding_is_folded():
     compacted, report = compact_and_check(two_convs([helper.make_node("Identity", ["ra"], ["mid"])]))
     assert report.removed["conv_a"] == 2 and report.folded == ["conv_b"]
+
+
+# --- grouped convolutions whose input channels are not followed ---------------------------------
+
+
+def test_grouped_convolution_on_untracked_input_loses_channels_evenly():
+    """A grouped conv reading the graph input: its groups must still lose outputs equally."""
+    rng = np.random.default_rng(2)
+    inits = [tensor("g_W", (8, 2, 3, 3), rng), tensor("g_B", (8,), rng, 0.1, -1.0)]
+    inits += [tensor("d_W", (4, 1, 3, 3), rng), tensor("d_B", (4,), rng, 0.1, -1.0)]
+    inits += [tensor("p_W", (6, 12, 1, 1), rng), tensor("p_B", (6,), rng, 0.1)]
+    nodes = [
+        helper.make_node("Conv", ["x", "g_W", "g_B"], ["g"], name="grouped", pads=[1, 1, 1, 1], group=2),
+        helper.make_node("Conv", ["x", "d_W", "d_B"], ["d"], name="depthwise", pads=[1, 1, 1, 1], group=4),
+        helper.make_node("Concat", ["g", "d"], ["gd"], name="concat", axis=1),
+        helper.make_node("Relu", ["gd"], ["r"], name="relu"),
+        helper.make_node("Conv", ["r", "p_W", "p_B"], ["p"], name="pointwise"),
+        *head("p", 6, rng, inits),
+    ]
+    model = from_proto(build(nodes, inits, [image(channels=4)], [logits()]))
+    grouped, depthwise = model.weight_array(model.layer("grouped")).copy(), model.weight_array(model.layer("depthwise"))
+    grouped[[0, 1, 2, 5]] = 0  # three filters of group 0, one of group 1
+    depthwise = depthwise.copy()
+    depthwise[[1]] = 0  # tied one to one to an input channel that stays: cannot go
+    compacted, report = compact_and_check(write_back(model, {"g_W": grouped, "d_W": depthwise}))
+    assert report.removed["grouped"] == 2 and report.removed["depthwise"] == 0
+    assert "equal removals" in report.skipped["grouped[2]"] and "tied" in report.skipped["depthwise[1]"]
+    node = next(n for n in compacted.graph.node if n.name == "grouped")
+    assert next(a.i for a in node.attribute if a.name == "group") == 2
