@@ -8,6 +8,7 @@ groups are layers, or sets of layers coupled by residual connections.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -87,27 +88,23 @@ def channel_groups(
     return groups, kept_layers
 
 
-def unit_scores(method: Method, torch_model: TorchModel, structure: Structure, ctx: ScoreContext) -> dict[int, float]:
+def unit_scores(layer_scores: dict[str, np.ndarray], structure: Structure) -> dict[int, float]:
     """Each unit's score: the sum over its member channels of the layer-normalised scores."""
     scores: dict[int, float] = {}
-    with torch.no_grad() if not method.needs_data else _nullcontext():
-        for name, entry in torch_model.params.items():
-            if name not in structure.producers:
-                continue
-            layer_scores = np.asarray(method.score(entry, ctx), dtype=np.float64)
-            finite = layer_scores[np.isfinite(layer_scores)]
-            scale = float(np.mean(np.abs(finite))) if finite.size and np.mean(np.abs(finite)) > 0 else 1.0
-            for root, value in zip(structure.layer_units(name), layer_scores / scale, strict=True):
-                scores[int(root)] = scores.get(int(root), 0.0) + float(value)
+    for name, layer_score in layer_scores.items():
+        if name not in structure.producers:
+            continue
+        layer_score = np.asarray(layer_score, dtype=np.float64)
+        finite = layer_score[np.isfinite(layer_score)]
+        scale = float(np.mean(np.abs(finite))) if finite.size and np.mean(np.abs(finite)) > 0 else 1.0
+        for root, value in zip(structure.layer_units(name), layer_score / scale, strict=True):
+            scores[int(root)] = scores.get(int(root), 0.0) + float(value)
     return scores
 
 
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *args):
-        return False
+def floors(groups: dict[str, ChannelGroup], max_layer_sparsity: float) -> dict[str, int]:
+    """Units each group keeps at least: 1 - `max_layer_sparsity` of them, and never fewer than one."""
+    return {name: max(1, int(np.ceil((1 - max_layer_sparsity) * len(g.roots)))) for name, g in groups.items()}
 
 
 def plan(
@@ -153,7 +150,9 @@ def plan(
             "no filter or neuron can be removed in this model "
             + (f"({next(iter(kept_layers.values()))})" if kept_layers else "(it has no Conv or fully-connected layer)")
         )
-    scores = unit_scores(method, torch_model, structure, ctx)
+    # data-driven methods take gradients of a loss; the others need none
+    with torch.no_grad() if not method.needs_data else contextlib.nullcontext():
+        scores = unit_scores(method.layer_scores(ctx), structure)
     # a method may leave layers alone (neuron: convolutions) by scoring them +inf
     ineligible = [name for name, group in groups.items() if all(np.isinf(scores[r]) for r in group.roots)]
     for name in ineligible:
@@ -270,197 +269,3 @@ def _mask(module, name: str, keep: torch.Tensor, keep_masks: bool) -> None:
     else:
         with torch.no_grad():
             getattr(module, name).masked_fill_(~keep.to(getattr(module, name).device), 0.0)
-
-
-def taylor_iterative(
-    model: Model,
-    method: Method,
-    torch_model: TorchModel,
-    ctx: ScoreContext,
-    sparsity: float,
-    max_layer_sparsity: float,
-    evaluate_round=None,
-    mask_only: bool = False,
-) -> tuple[ChannelPlan, list[dict]]:
-    """MATLAB's taylorPrunableNetwork loop: score while fine-tuning, remove up to N filters, repeat.
-
-    Each round fine-tunes on `batches_per_round` mini-batches while accumulating Taylor scores,
-    then masks the lowest-scoring units (at most `max_per_round`; a grouped convolution loses one
-    per group together), until `sparsity` of the removable units are gone. No group loses more
-    than `max_layer_sparsity` of its units (and each keeps at least one).
-
-    Returns:
-        The plan, and per round: mean mini-batch loss, validation top-1 (when
-        `evaluate_round` is given) and the number of filters left.
-    """
-    from onnxprune.methods.taylor import settings
-
-    structure = analyse(model)
-    groups, kept_layers = channel_groups(model, structure, mask_only)
-    if not groups:
-        raise ConfigError("no filter or neuron can be removed in this model")
-    total = sum(len(group.roots) for group in groups.values())
-    goal = int(round(sparsity * total))
-    floors = {name: max(1, int(np.ceil((1 - max_layer_sparsity) * len(g.roots)))) for name, g in groups.items()}
-    group_of = {root: name for name, group in groups.items() for root in group.roots}
-    removed: set[int] = set()
-    history = []
-    number = 0
-    while len(removed) < goal:
-        number += 1
-        ctx.options["_taylor_state"] = {}
-        ctx.options["round"] = number
-        scores = unit_scores(method, torch_model, structure, ctx)
-        chosen = _taylor_pick(
-            groups, group_of, scores, removed, floors, min(settings(ctx)["max_per_round"], goal - len(removed))
-        )
-        if not chosen:
-            break  # every group is at its floor
-        removed |= chosen
-        apply(torch_model, model, ChannelPlan(structure, groups, chosen, {}, kept_layers), keep_masks=True)
-        losses = ctx.options["_taylor_state"].get("losses", [])
-        history.append(
-            {
-                "round": number,
-                "loss": float(np.mean(losses)) if losses else None,
-                "val_top1": evaluate_round() if evaluate_round else None,
-                "filters": total - len(removed),
-            }
-        )
-    counts = {name: sum(1 for r in group.roots if r in removed) for name, group in groups.items()}
-    return ChannelPlan(structure, groups, removed, counts, kept_layers), history
-
-
-def _taylor_pick(groups, group_of, scores, removed, floors, budget) -> set[int]:
-    remaining = {name: [r for r in group.roots if r not in removed] for name, group in groups.items()}
-    chosen: set[int] = set()
-    for root in sorted((r for r in group_of if r not in removed), key=lambda r: (scores[r], r)):
-        if len(chosen) >= budget:
-            break
-        name = group_of[root]
-        group = groups[name]
-        take = {root}
-        if group.blocks:  # one from every block of a grouped convolution
-            take = {
-                min(
-                    (r for r in block if r not in removed and r not in chosen),
-                    key=lambda r: (scores[r], r),
-                    default=None,
-                )
-                for block in group.blocks
-            }
-            if None in take:
-                continue
-        left = [r for r in remaining[name] if r not in chosen and r not in take]
-        if len(left) < floors[name]:
-            continue
-        chosen |= take
-    return chosen
-
-
-def greedy_iterative(
-    model: Model, torch_model: TorchModel, ctx: ScoreContext, sparsity: float, max_layer_sparsity: float
-) -> tuple[ChannelPlan, list[dict]]:
-    """Remove, one at a time, the unit whose removal raises the validation loss least.
-
-    Each step samples up to `candidates` units still present (never one already removed),
-    measures the loss with each zeroed alone on `val_samples` samples, and masks the cheapest;
-    every `finetune_every` removals it fine-tunes `finetune_batches` mini-batches (masks held).
-
-    Returns:
-        The plan, and per removal: the unit's layer, the loss with it removed, units left.
-    """
-    import torch.nn.functional as F
-
-    from onnxprune.methods.greedy import settings
-
-    options = settings(ctx)
-    structure = analyse(model)
-    groups, kept_layers = channel_groups(model, structure)
-    total = sum(len(group.roots) for group in groups.values())
-    goal = int(round(sparsity * total))
-    floors = {name: max(1, int(np.ceil((1 - max_layer_sparsity) * len(g.roots)))) for name, g in groups.items()}
-    rng = np.random.default_rng(options["seed"])
-    val_indices = np.sort(rng.permutation(len(ctx.data))[: options["val_samples"]])
-    inputs = torch.from_numpy(ctx.preprocess(ctx.data, val_indices))
-    labels = torch.from_numpy(ctx.data.labels[val_indices])
-    probabilities = (ctx.options or {}).get("probabilities", False)
-
-    def loss_now() -> float:
-        with torch.no_grad():
-            output = torch_model.module.eval()(inputs)
-            output = output[0] if isinstance(output, (tuple, list)) else output
-            output = torch.log(output.clamp_min(1e-12)) if probabilities else output
-            return float(F.cross_entropy(output.reshape(output.shape[0], -1), labels))
-
-    removed: set[int] = set()
-    history = []
-    while len(removed) < goal:
-        present = [
-            (name, root)
-            for name, group in groups.items()
-            if len([r for r in group.roots if r not in removed]) > floors[name]
-            for root in group.roots
-            if root not in removed and not group.blocks
-        ]
-        if not present:
-            break
-        sample = [present[i] for i in rng.permutation(len(present))[: options["candidates"]]]
-        costs = []
-        for _name, root in sample:
-            saved = _zero_temporarily(torch_model, structure, root)
-            costs.append(loss_now())
-            _restore(saved)
-        best = int(np.argmin(costs))
-        name, root = sample[best]
-        apply(torch_model, model, ChannelPlan(structure, groups, {root}, {}, kept_layers), keep_masks=True)
-        removed.add(root)
-        history.append({"step": len(removed), "layer": name, "loss": costs[best], "units": total - len(removed)})
-        if options["finetune_batches"] and len(removed) % options["finetune_every"] == 0:
-            _short_finetune(torch_model, ctx, options, rng)
-    counts = {name: sum(1 for r in group.roots if r in removed) for name, group in groups.items()}
-    return ChannelPlan(structure, groups, removed, counts, kept_layers), history
-
-
-def _zero_temporarily(torch_model, structure, root) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Zero one unit's filters and biases in place (the forward pre-hooks re-apply masks); return what to restore."""
-    saved = []
-    for name, entry in torch_model.params.items():
-        if name not in structure.producers:
-            continue
-        drop = structure.layer_units(name) == root
-        if not drop.any():
-            continue
-        module = entry.module
-        weight = getattr(module, "weight_orig", module.weight)
-        saved.append((weight.data, weight.data.clone()))
-        axis = (weight.dim() - 1 - entry.layer.out_axis) if entry.transpose else entry.layer.out_axis
-        index = [slice(None)] * weight.dim()
-        index[axis] = torch.from_numpy(drop)
-        weight.data[tuple(index)] = 0
-        bias = getattr(module, "bias_orig", getattr(module, "bias", None))
-        if isinstance(bias, torch.Tensor) and bias.dim() == 1 and bias.numel() == drop.size:
-            saved.append((bias.data, bias.data.clone()))
-            bias.data[torch.from_numpy(drop)] = 0
-    return saved
-
-
-def _restore(saved) -> None:
-    for target, original in saved:
-        target.copy_(original)
-
-
-def _short_finetune(torch_model, ctx, options, rng) -> None:
-    import torch.nn.functional as F
-
-    module = torch_model.module.train()
-    optimizer = torch.optim.SGD(module.parameters(), lr=options["lr"], momentum=0.9)
-    for _ in range(options["finetune_batches"]):
-        indices = np.sort(rng.choice(len(ctx.data), size=min(32, len(ctx.data)), replace=False))
-        output = module(torch.from_numpy(ctx.preprocess(ctx.data, indices)))
-        output = output[0] if isinstance(output, (tuple, list)) else output
-        loss = F.cross_entropy(output.reshape(output.shape[0], -1), torch.from_numpy(ctx.data.labels[indices]))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    module.eval()

@@ -257,9 +257,8 @@ def finetune(
 ) -> None:
     """Fine-tune MODEL with its zero weights held at zero; write the best epoch on validation."""
     from onnxprune.convert import to_torch
-    from onnxprune.evaluate import outputs_probabilities
     from onnxprune.model import check_output_path, load
-    from onnxprune.schedule import _softmax_node_output, write_checkpoint
+    from onnxprune.schedule import write_checkpoint
     from onnxprune.train import TrainOptions
     from onnxprune.train import finetune as finetune_model
 
@@ -276,7 +275,7 @@ def finetune(
     )  # fmt: skip
     options = _default_lr(options, preprocess, lr_given=lr is not None)
     torch_model = to_torch(model)
-    softmax = _softmax_node_output(model, model.outputs[0] if outputs_probabilities(model) else None)
+    softmax = model.final_softmax
     with _training_progress() as progress:
         result = finetune_model(torch_model, train, preprocess, options, held_out, softmax, progress)
     write_checkpoint(model, torch_model, output)

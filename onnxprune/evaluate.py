@@ -39,15 +39,6 @@ class Evaluation:
         }
 
 
-def outputs_probabilities(model: Model) -> bool:
-    """True when the graph output comes from a Softmax (MATLAB exports end so): no softmax again."""
-    producer = {output: node for node in model.proto.graph.node for output in node.output}
-    node = producer.get(model.outputs[0])
-    while node is not None and node.op_type in ("Flatten", "Reshape", "Identity", "Squeeze"):
-        node = producer.get(node.input[0])
-    return node is not None and node.op_type == "Softmax"
-
-
 def num_outputs(model: Model) -> int:
     """Number of classes: the last dimension of the first output (0 when unknown)."""
     for value in model.proto.graph.output:
@@ -100,7 +91,7 @@ def evaluate(
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got '{engine}'")
     check_labels(dataset, num_outputs(model) or int(dataset.labels.max()) + 1)
     run = _torch_runner(model, torch_module) if engine == "torch" else _ort_runner(model, providers)
-    probabilities = outputs_probabilities(model)
+    probabilities = model.final_softmax is not None
     started = time.perf_counter()
     hits1 = hits5 = 0
     loss = 0.0

@@ -126,6 +126,20 @@ class Model:
         """The default-domain opset the file declares."""
         return default_opset(self.proto)
 
+    @property
+    def final_softmax(self) -> str | None:
+        """Output name of the Softmax that ends the graph (MATLAB exports end so), or None.
+
+        Training and data-driven scoring cut the graph there, to work on logits: cross-entropy
+        of log(probabilities) loses precision and gives wrong gradients once a value saturates.
+        Flatten / Reshape / Identity / Squeeze after the Softmax are looked through.
+        """
+        producer = {output: node for node in self.proto.graph.node for output in node.output}
+        node = producer.get(self.outputs[0]) if self.outputs else None
+        while node is not None and node.op_type in ("Flatten", "Reshape", "Identity", "Squeeze"):
+            node = producer.get(node.input[0])
+        return node.output[0] if node is not None and node.op_type == "Softmax" else None
+
     def initializer(self, name: str) -> onnx.TensorProto:
         """The original initializer called `name`."""
         return self._initializers[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import time
@@ -17,7 +18,7 @@ from onnxprune import channels, select
 from onnxprune.convert import TorchModel, to_torch
 from onnxprune.data import Dataset, Preprocess
 from onnxprune.errors import ConfigError
-from onnxprune.methods import ScoreContext, get_method
+from onnxprune.methods import MethodSettings, ScoreContext, get_method
 from onnxprune.model import Model, PrunableLayer, check_output_path, from_proto
 from onnxprune.storage import save_model_file, write_back
 from onnxprune.structure import CompactReport, compact
@@ -157,7 +158,10 @@ def prune(
     keep_masks: bool = True,
     data: Dataset | None = None,
     preprocess: Preprocess | None = None,
-    method_options: dict | None = None,
+    method_options: MethodSettings | dict | None = None,
+    val: Dataset | None = None,
+    val_preprocess: Preprocess | None = None,
+    seed: int = 0,
     original_counts: dict[str, int] | None = None,
     mask_only: bool = False,
     round_to: int = 8,
@@ -182,8 +186,11 @@ def prune(
             nothing is trained afterwards.
         data: training samples, for methods that need data (Taylor).
         preprocess: how `data` becomes the model's input.
-        method_options: method settings (Taylor: batches_per_round, max_per_round, lr, ...;
-            and "val" with "val_preprocess" to record validation accuracy per round).
+        method_options: `onnxprune.methods.MethodSettings` (or a dict of some of its fields):
+            Taylor's batches_per_round and max_per_round, greedy's candidates, SSS's gamma, ...
+        val: validation samples (Taylor records accuracy per round on them).
+        val_preprocess: how `val` becomes the model's input.
+        seed: seeds the data-driven methods' sampling.
         original_counts: structured methods on a model compacted earlier: each channel
             group's original size, so `sparsity` stays a fraction of the original channels.
         mask_only: structured methods, where a channel dependency cannot be resolved: zero
@@ -223,15 +230,17 @@ def prune(
     pinned, default = _pinned_ratios(model, config, skip_first, skip_last)
     free_sparsity = sparsity if default is None else default
     torch_model = torch_model or to_torch(model)
+    context = ScoreContext(
+        torch_model, model=model, data=data, preprocess=preprocess, val=val, val_preprocess=val_preprocess,
+        target=sparsity, seed=seed, settings=MethodSettings.of(method_options),
+    )  # fmt: skip
     if chosen.granularity == "channel":
-        context = ScoreContext(torch_model, data, preprocess, {"model": model, **(method_options or {})})
         return _prune_channels(
             model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
             keep_masks, original_counts, mask_only, round_to,
         )  # fmt: skip
 
     started = time.perf_counter()
-    context = ScoreContext(torch_model, data, preprocess, _weight_method_options(model, sparsity, method_options))
     masks, plans = _select(chosen, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context)
     selection_seconds = time.perf_counter() - started
 
@@ -263,15 +272,9 @@ def _prune_channels(
         raise ConfigError(f"the {method.name} method needs training data: give --data")
     started = time.perf_counter()
     history = []
-    if method.name == "taylor":
-        evaluate_round = _round_evaluator(model, torch_model, context.options)
-        chosen_plan, history = channels.taylor_iterative(
-            model, method, torch_model, context, sparsity, max_layer_sparsity, evaluate_round, mask_only
-        )
+    if method.loop is not None:  # a method that selects in rounds, scoring again between them
+        chosen_plan, history = method.loop(context, sparsity, max_layer_sparsity, mask_only)
         keep_masks = True  # the masks were attached while training between rounds
-    elif method.name == "greedy":
-        chosen_plan, history = channels.greedy_iterative(model, torch_model, context, sparsity, max_layer_sparsity)
-        keep_masks = True
     else:
         chosen_plan = channels.plan(
             model, method, torch_model, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, context,
@@ -317,28 +320,9 @@ def _prune_channels(
     )
 
 
-def _round_evaluator(model, torch_model, options):
-    val, val_preprocess = options.get("val"), options.get("val_preprocess")
-    if val is None or val_preprocess is None:
-        return None
-    from onnxprune.evaluate import evaluate
-
-    return lambda: evaluate(model, val, val_preprocess, engine="torch", torch_module=torch_model.module).top1
-
-
-def _weight_method_options(model: Model, sparsity: float, method_options: dict | None) -> dict:
-    """What data-free iterative methods (SynFlow) need: the target, the input shape, the Softmax to skip."""
-    from onnxprune.evaluate import outputs_probabilities
-    from onnxprune.schedule import _softmax_node_output
-
-    softmax = _softmax_node_output(model, model.outputs[0] if outputs_probabilities(model) else None)
-    return {"target": sparsity, "input_shape": model.input.concrete_shape(1), "softmax_output": softmax,
-            **(method_options or {})}  # fmt: skip
-
-
 def _select(method, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context):
     """Score every layer and choose what to remove: (keep-masks in ONNX layout, plans)."""
-    scores = dict(_score(method, torch_model, context))
+    scores = _score(method, context)
     plans = select.select_layerwise(scores, pinned)
     free = {name: scores[name] for name in scores if name not in pinned}
     if scope == "global" and free:
@@ -361,10 +345,9 @@ def _pinned_ratios(model: Model, config, skip_first: bool, skip_last: bool) -> t
     return pinned, default
 
 
-def _score(method, torch_model: TorchModel, context: ScoreContext):
-    with torch.no_grad():
-        for name, entry in torch_model.params.items():
-            yield name, np.asarray(method.score(entry, context), dtype=np.float32)
+def _score(method, context: ScoreContext) -> dict[str, np.ndarray]:
+    with torch.no_grad() if not method.needs_data else contextlib.nullcontext():
+        return {name: scores.astype(np.float32) for name, scores in method.layer_scores(context).items()}
 
 
 def _apply_masks(torch_model: TorchModel, masks: dict[str, np.ndarray], keep_masks: bool) -> None:

@@ -30,7 +30,7 @@ from onnxprune.channels import channel_groups
 from onnxprune.convert import TorchModel, to_torch
 from onnxprune.data import Dataset, Preprocess
 from onnxprune.errors import ConfigError
-from onnxprune.evaluate import evaluate, outputs_probabilities
+from onnxprune.evaluate import evaluate
 from onnxprune.methods import get_method
 from onnxprune.model import Model, from_proto, load, save_atomic
 from onnxprune.pruning import prune
@@ -239,7 +239,6 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
     torch_model = to_torch(start)
     target = options.sparsity_at(number)
     structured = get_method(options.method).granularity == "channel"
-    method_options = dict(options.method_options, val=val, val_preprocess=preprocess, seed=options.train.seed)
     sparsity_history = []
     if number == 1 and options.sparsity_epochs > 0:  # Network Slimming: push BatchNorm scales to zero first
         if progress:
@@ -247,8 +246,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         sparse_options = TrainOptions(
             **{**asdict(options.train), "epochs": options.sparsity_epochs, "bn_l1": options.bn_l1}
         )
-        softmax = _softmax_node_output(source, source.outputs[0] if outputs_probabilities(source) else None)
-        trained = finetune(torch_model, train, preprocess, sparse_options, val, softmax, progress)
+        trained = finetune(torch_model, train, preprocess, sparse_options, val, source.final_softmax, progress)
         sparsity_history = [asdict(record) for record in trained.history]
     result = prune(
         start,
@@ -263,7 +261,10 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         keep_masks=True,
         data=train,
         preprocess=preprocess,
-        method_options=method_options,
+        method_options=options.method_options,
+        val=val,
+        val_preprocess=preprocess,
+        seed=options.train.seed,
         original_counts=original_channel_counts(source) if structured else None,
         mask_only=options.mask_only,
         round_to=options.round_to,
@@ -278,10 +279,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         if progress:
             progress({"round": number, "rounds": options.iterations, "phase": "finetune"})
         round_options = TrainOptions(**{**asdict(options.train), "seed": options.train.seed + number})
-        softmax = source.outputs[0] if outputs_probabilities(source) else None
-        trained = finetune(
-            torch_model, train, preprocess, round_options, val, _softmax_node_output(source, softmax), progress
-        )
+        trained = finetune(torch_model, train, preprocess, round_options, val, source.final_softmax, progress)
         history = [asdict(record) for record in trained.history]
     checkpoint = folder / f"round_{number}.onnx"
     write_checkpoint(start, torch_model, checkpoint)
@@ -329,17 +327,6 @@ def _channel_sparsity(written: Model, source: Model) -> tuple[float, dict[str, f
     before = {layer.name: layer.shape[layer.out_axis] for layer in source.layers}
     per_layer = {layer.name: 1 - layer.shape[layer.out_axis] / before[layer.name] for layer in written.layers}
     return removed / max(1, sum(original.values())), per_layer
-
-
-def _softmax_node_output(source: Model, graph_output: str | None) -> str | None:
-    """The output name of the final Softmax node (what `finetune` strips to train on logits)."""
-    if graph_output is None:
-        return None
-    producer = {output: node for node in source.proto.graph.node for output in node.output}
-    node = producer.get(graph_output)
-    while node is not None and node.op_type != "Softmax":
-        node = producer.get(node.input[0])
-    return node.output[0] if node is not None else None
 
 
 def _rewind(torch_model: TorchModel, source: Model) -> None:

@@ -22,7 +22,7 @@ from onnxprune import channels, select
 from onnxprune.convert import TorchModel, to_torch
 from onnxprune.data import Dataset, Preprocess
 from onnxprune.errors import ConfigError
-from onnxprune.evaluate import outputs_probabilities, scores_to_metrics
+from onnxprune.evaluate import scores_to_metrics
 from onnxprune.methods import ScoreContext, get_method
 from onnxprune.model import Model
 from onnxprune.results import ResultRow, ResultTable
@@ -103,7 +103,7 @@ class Sweeper:
         self.inputs = torch.from_numpy(preprocess(data))
         self.labels = data.labels
         self.batch_size = batch_size
-        self.probabilities = outputs_probabilities(model)
+        self.probabilities = model.final_softmax is not None
         self.originals = {n: e.parameter.detach().clone() for n, e in self.torch_model.params.items()}
         self.extra_originals = _bias_and_norm_state(self.torch_model)
         self._ranked: dict[str, _Ranked] = {}
@@ -177,11 +177,11 @@ class Sweeper:
     def _ranking(self, method: str) -> _Ranked:
         if method not in self._ranked:
             chosen = get_method(method)
-            context = ScoreContext(self.torch_model)
+            context = ScoreContext(self.torch_model, model=self.model)
             with torch.no_grad():
                 scores = {
-                    name: np.asarray(chosen.score(entry, context), dtype=np.float32).reshape(-1)
-                    for name, entry in self.torch_model.params.items()
+                    name: layer_scores.astype(np.float32).reshape(-1)
+                    for name, layer_scores in chosen.layer_scores(context).items()
                 }
             orders = {name: np.argsort(s, kind="stable") for name, s in scores.items()}
             self._ranked[method] = _Ranked(scores, orders)
@@ -207,7 +207,7 @@ class Sweeper:
         return zeros
 
     def _apply_channels(self, chosen, scope, sparsity, max_layer_sparsity) -> dict[str, int]:
-        context = ScoreContext(self.torch_model)
+        context = ScoreContext(self.torch_model, model=self.model)
         plan = channels.plan(
             self.model, chosen, self.torch_model, sparsity, scope, {}, sparsity, max_layer_sparsity, context,
             round_to=8, saturate=True,

@@ -53,8 +53,11 @@ def test_registry_rejects_duplicates():
 def test_taylor_records_loss_accuracy_and_filters_per_round(fixture_model, images):
     model = onnxprune.load(fixture_model("concat_net"))
     preprocess = preprocess_for(model)
-    options = {"batches_per_round": 2, "max_per_round": 2, "val": images, "val_preprocess": preprocess}
-    result = onnxprune.prune(model, 0.4, method="taylor", data=images, preprocess=preprocess, method_options=options)
+    options = {"batches_per_round": 2, "max_per_round": 2}
+    result = onnxprune.prune(
+        model, 0.4, method="taylor", data=images, preprocess=preprocess, method_options=options, val=images,
+        val_preprocess=preprocess,
+    )  # fmt: skip
     history = result.history
     assert len(history) >= 2 and all(row["loss"] is not None and 0 <= row["val_top1"] <= 1 for row in history)
     filters = [row["filters"] for row in history]
@@ -75,7 +78,7 @@ def test_synflow_with_batchnorm_gives_finite_scores_and_reaches_the_target(fixtu
 
     model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
     converted = to_torch(model)
-    scores = iterative_scores(converted, 0.9, 10, model.input.concrete_shape(1), None)
+    scores = iterative_scores(converted, 0.9, 10, model.input.concrete_shape(1), converted.module)
     assert all(np.all(np.isfinite(s)) for s in scores.values())
     result = onnxprune.prune(model, 0.9, method="synflow", scope="global")
     assert result.prunable_sparsity == pytest.approx(0.9, abs=1e-3)
@@ -191,18 +194,63 @@ def test_sss_factors_fold_exactly_into_the_weights(fixture_model):
 
 def test_sss_proximal_l1_sets_factors_exactly_to_zero(fixture_model, images):
     from onnxprune.convert import to_torch
-    from onnxprune.methods import ScoreContext
+    from onnxprune.methods import MethodSettings, ScoreContext
     from onnxprune.methods.sss import learn_factors
 
     model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
     zeros = {}
     for gamma in (0.0, 20.0):
-        context = ScoreContext(
-            to_torch(model), images, preprocess_for(model), {"sss_gamma": gamma, "lr": 0.05, "max_steps": 20}
-        )
+        settings = MethodSettings(sss_gamma=gamma, lr=0.05, max_steps=20)
+        context = ScoreContext(to_torch(model), model=model, data=images, preprocess=preprocess_for(model),
+                               settings=settings)  # fmt: skip
         factors = np.concatenate(list(learn_factors(context).values()))
         zeros[gamma] = float(np.mean(factors == 0))
     assert zeros[0.0] == 0.0 and zeros[20.0] > 0.2
     result = onnxprune.prune(model, 0.3, method="sss", data=images, preprocess=preprocess_for(model),
                              method_options={"sss_gamma": 5.0, "lr": 0.05, "max_steps": 20})  # fmt: skip
     assert result.units[0] > 0 and result.compacted is not None
+
+
+def without_final_softmax(proto):
+    """The same graph ending at the Softmax's input: the logits the Softmax normalises."""
+    import onnx
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    softmax = next(node for node in copy.graph.node if node.op_type == "Softmax")
+    kept = [node for node in copy.graph.node if node is not softmax]
+    del copy.graph.node[:]
+    copy.graph.node.extend(kept)
+    copy.graph.output[0].name = softmax.input[0]
+    return copy
+
+
+@pytest.mark.parametrize("name", ["taylor", "sss", "greedy"])
+def test_data_driven_methods_score_softmax_models_from_logits(name, fixture_model, images):
+    """A MATLAB export ends with Softmax: its scores must equal those of the same model without it."""
+    from onnxprune.convert import to_torch
+    from onnxprune.methods import MethodSettings, ScoreContext, get_method
+    from onnxprune.model import from_proto
+
+    with_softmax = onnxprune.load(fixture_model("matlab_alexnet_opset13"))
+    assert with_softmax.final_softmax is not None
+    logits = from_proto(without_final_softmax(with_softmax.proto))
+    assert logits.final_softmax is None
+    pixels, labels = fixtures.class_images(24, size=35, classes=5)
+    data = Dataset(pixels, labels, [str(i) for i in range(5)], "synthetic")
+    settings = MethodSettings(batches_per_round=2, batch_size=8, max_steps=2, val_samples=8)
+    scores = []
+    for model in (with_softmax, logits):
+        context = ScoreContext(to_torch(model), model=model, data=data, preprocess=preprocess_for(model),
+                               settings=settings)  # fmt: skip
+        scores.append(get_method(name).layer_scores(context))
+    for layer in scores[0]:
+        np.testing.assert_allclose(scores[0][layer], scores[1][layer], rtol=1e-4, atol=1e-7, err_msg=layer)
+
+
+def test_method_settings_refuse_unknown_names():
+    from onnxprune.errors import ConfigError
+    from onnxprune.methods import MethodSettings
+
+    with pytest.raises(ConfigError, match="unknown method setting 'batches'; the settings are: batch_size"):
+        MethodSettings.of({"batches": 3})

@@ -17,9 +17,9 @@ from onnxprune.methods import ScoreContext, register
 @register("slimming", granularity="channel")
 def slimming(entry, ctx: ScoreContext) -> np.ndarray:
     """Score each output channel by |gamma| of the BatchNorm that follows it (Network Slimming)."""
-    model = (ctx.options or {}).get("model")
+    model = ctx.model
     if model is None:
-        raise ConfigError("slimming needs the model's graph in its ScoreContext (options['model'])")
+        raise ConfigError("slimming needs the model's graph in its ScoreContext (model=...)")
     batchnorms = [node for node in model.proto.graph.node if node.op_type == "BatchNormalization"]
     if not batchnorms:
         raise ConfigError("slimming ranks channels by their BatchNorm scale: this model has no BatchNormalization")

@@ -15,21 +15,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onnxprune.errors import ConfigError
 from onnxprune.methods import ScoreContext, register
 
-DEFAULTS = {"sss_epochs": 1, "sss_gamma": 1e-3, "batch_size": 32, "lr": 0.01, "seed": 0, "max_steps": None}
 
-
-@register("sss", granularity="channel", needs_data=True)
-def sss(entry, ctx: ScoreContext) -> np.ndarray:
+@register("sss", granularity="channel", needs_data=True, whole_model=True)
+def sss(ctx: ScoreContext) -> dict[str, np.ndarray]:
     """Score each output channel by its learned, L1-regularised scaling factor |s| (SSS)."""
-    state = ctx.options.setdefault("_sss", {}) if ctx.options is not None else None
-    if state is None or ctx.data is None:
-        raise ConfigError("the sss method needs training data: give --data")
-    if "factors" not in state:
-        state["factors"] = learn_factors(ctx)
-    return np.abs(state["factors"][entry.layer.name])
+    return {name: np.abs(factors) for name, factors in learn_factors(ctx).items()}
 
 
 class _Scale:
@@ -47,42 +39,48 @@ class _Scale:
 
 def learn_factors(ctx: ScoreContext) -> dict[str, np.ndarray]:
     """Train the factors (and the network) with a proximal L1 step, then fold them into the weights."""
-    options = {**DEFAULTS, **{k: v for k, v in (ctx.options or {}).items() if k in DEFAULTS}}
+    settings = ctx.settings
     torch_model = ctx.torch_model
-    module = torch_model.module
+    network = ctx.logits()
     scales, hooks = {}, []
     for name, entry in torch_model.params.items():
         axis = 1 if entry.layer.op_type == "Conv" else -1
         scales[name] = _Scale(entry.layer.shape[entry.layer.out_axis], axis)
         hooks.append(entry.module.register_forward_hook(scales[name]))
     factors = [scale.factor for scale in scales.values()]
-    optimizer = torch.optim.SGD(list(module.parameters()) + factors, lr=options["lr"], momentum=0.9)
-    rng = np.random.default_rng(options["seed"])
-    probabilities = (ctx.options or {}).get("probabilities", False)
-    steps = options["sss_epochs"] * max(1, len(ctx.data) // options["batch_size"])
-    if options["max_steps"]:
-        steps = min(steps, int(options["max_steps"]))
-    module.train()
+    optimizer = torch.optim.SGD(list(network.parameters()) + factors, lr=settings.lr, momentum=settings.momentum)
+    rng = np.random.default_rng(ctx.seed)
+    steps = settings.sss_epochs * max(1, len(ctx.data) // settings.batch_size)
+    if settings.max_steps:
+        steps = min(steps, int(settings.max_steps))
+    network.train()
     try:
-        for _ in range(steps):
-            indices = np.sort(rng.choice(len(ctx.data), size=min(options["batch_size"], len(ctx.data)), replace=False))
-            output = module(torch.from_numpy(ctx.preprocess(ctx.data, indices)))
-            output = output[0] if isinstance(output, (tuple, list)) else output
-            output = torch.log(output.clamp_min(1e-12)) if probabilities else output
-            loss = F.cross_entropy(output.reshape(output.shape[0], -1), torch.from_numpy(ctx.data.labels[indices]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():  # proximal step for gamma * |s|: soft-threshold the factors
-                threshold = options["lr"] * options["sss_gamma"]
-                for factor in factors:
-                    factor.copy_(torch.sign(factor) * torch.clamp(factor.abs() - threshold, min=0.0))
+        with torch.random.fork_rng(devices=[]):  # dropout: repeatable factors
+            torch.manual_seed(ctx.seed)
+            _train(ctx, network, optimizer, factors, rng, steps)
     finally:
         for hook in hooks:
             hook.remove()
-        module.eval()
+        torch_model.module.eval()
     fold(torch_model, {name: scale.factor.detach() for name, scale in scales.items()})
     return {name: scale.factor.detach().numpy().astype(np.float64) for name, scale in scales.items()}
+
+
+def _train(ctx: ScoreContext, network, optimizer, factors, rng, steps: int) -> None:
+    """SGD steps on the loss, each followed by the proximal step of the factors' L1 penalty."""
+    settings = ctx.settings
+    for _ in range(steps):
+        indices = np.sort(rng.choice(len(ctx.data), size=min(settings.batch_size, len(ctx.data)), replace=False))
+        output = network(torch.from_numpy(ctx.preprocess(ctx.data, indices)))
+        output = output[0] if isinstance(output, (tuple, list)) else output
+        loss = F.cross_entropy(output.reshape(output.shape[0], -1), torch.from_numpy(ctx.data.labels[indices]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():  # proximal step for gamma * |s|: soft-threshold the factors
+            threshold = settings.lr * settings.sss_gamma
+            for factor in factors:
+                factor.copy_(torch.sign(factor) * torch.clamp(factor.abs() - threshold, min=0.0))
 
 
 def fold(torch_model, factors: dict[str, torch.Tensor]) -> None:

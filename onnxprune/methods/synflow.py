@@ -21,27 +21,22 @@ import torch
 from onnxprune import select
 from onnxprune.methods import ScoreContext, register
 
-DEFAULT_ITERATIONS = 10
 
-
-@register("synflow", granularity="weight")
-def synflow(entry, ctx: ScoreContext) -> np.ndarray:
+@register("synflow", granularity="weight", whole_model=True)
+def synflow(ctx: ScoreContext) -> dict[str, np.ndarray]:
     """Score each weight by iterative synaptic flow |dR/dw x w| on an all-ones input (data-free)."""
-    options = ctx.options if ctx.options is not None else {}
-    state = options.setdefault("_synflow", {})
-    if "scores" not in state:
-        state["scores"] = iterative_scores(ctx.torch_model, float(options.get("target", 0.0)),
-                                           int(options.get("iterations", DEFAULT_ITERATIONS)),
-                                           options.get("input_shape"), options.get("softmax_output"))  # fmt: skip
-    return state["scores"][entry.layer.name]
+    return iterative_scores(ctx.torch_model, ctx.target, ctx.settings.synflow_iterations, ctx.input_shape(1),
+                            ctx.logits())  # fmt: skip
 
 
-def iterative_scores(torch_model, target: float, iterations: int, input_shape, softmax_output) -> dict[str, np.ndarray]:
-    """Run the SynFlow rounds; return per layer scores ordered by when each weight was pruned."""
-    from onnxprune.train import logits_module
+def iterative_scores(torch_model, target: float, iterations: int, input_shape, logits) -> dict[str, np.ndarray]:
+    """Run the SynFlow rounds on a |W| copy of `logits` (the model without a final Softmax).
 
+    Returns:
+        Per layer, scores ordered by when each weight was pruned.
+    """
     names = list(torch_model.params)
-    network = copy.deepcopy(logits_module(torch_model, softmax_output)).double().eval()
+    network = copy.deepcopy(logits).double().eval()
     modules = _twins(torch_model, network)
     with torch.no_grad():
         for parameter in network.parameters():
