@@ -111,6 +111,8 @@ class Structure:
         inexact: node names where removal changes the output unless compaction rewrites them (LRN), with why.
         ranges: output of a `Split` / `Slice` along the channel axis -> the (start, stop) it takes.
         merges: output of a shuffle's last `Reshape` -> the grid it merges back into one axis.
+        dynamic: output of a `Slice` whose channel bounds are computed from `Shape` at run time
+            -> how to recompute them for the compacted shapes.
         shapes: the static shape of each tensor where known (0 for an unknown dimension).
     """
 
@@ -124,6 +126,7 @@ class Structure:
     inexact: dict[str, str] = field(default_factory=dict)
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     merges: dict[str, Tracked] = field(default_factory=dict)
+    dynamic: dict[str, _RunTimeBounds] = field(default_factory=dict, repr=False)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def root(self, channel_id: int) -> int:
@@ -179,6 +182,13 @@ class _Shapes:
         for value in model.proto.graph.input:
             dims = value.type.tensor_type.shape.dim
             self.known.setdefault(value.name, tuple(d.dim_value if d.HasField("dim_value") else 0 for d in dims))
+
+    @property
+    def producers(self) -> dict[str, onnx.NodeProto]:
+        """Tensor name -> the node that computes it."""
+        if not hasattr(self, "_producers"):
+            self._producers = {o: n for n in self.model.proto.graph.node for o in n.output}
+        return self._producers
 
     def get(self, name: str, complete: bool = False) -> tuple[int, ...] | None:
         """The shape of `name`; with `complete`, measured if inference left any non-batch dimension unknown."""
@@ -554,6 +564,10 @@ def _slice_arguments(node, constants) -> tuple | None:
 
 def _trace_slice(structure, node, source: Tracked, constants, shapes, where) -> None:
     arguments = _slice_arguments(node, constants)
+    bounds = None
+    if arguments is None:  # TorchScript's chunk: bounds computed from the tensor's Shape at run time
+        bounds = _RunTimeBounds.of(node, shapes, where)
+        arguments = bounds.evaluate() if bounds is not None else None
     if arguments is None:
         _block_all(structure, [source], f"{where} slices at positions computed at run time")
         return
@@ -572,6 +586,96 @@ def _trace_slice(structure, node, source: Tracked, constants, shapes, where) -> 
     end = max(end, start)
     structure.tracked[node.output[0]] = Tracked(source.axis, source.ids[start:end], source.rank)
     structure.ranges[node.output[0]] = (start, end)
+    if bounds is not None:
+        piece = end - start
+        if not 0 < piece < size or size % piece or start % piece:
+            _block_all(structure, [source], f"{where} slices at positions computed at run time")
+            return
+        # bounds that follow the size at run time stay right when every equal piece loses equally
+        structure.blocks.append(np.array_split(source.ids, size // piece))
+        bounds.index, bounds.axis = k, source.axis
+        structure.dynamic[node.output[0]] = bounds
+
+
+# integer ops a shape computation is made of (what TorchScript writes for chunk and view)
+SHAPE_ARITHMETIC = {
+    "Constant", "Gather", "Add", "Sub", "Mul", "Div", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Reshape",
+    "Identity", "Floor", "Ceil", "Min", "Max", "Mod", "Neg", "Abs",
+}  # fmt: skip
+
+
+@dataclass
+class _RunTimeBounds:
+    """A Slice's starts/ends/axes/steps as computed at run time from `Shape`, for any input shapes.
+
+    The integer subgraph between the `Shape` nodes and the Slice's inputs is cut out and run with
+    onnx's reference evaluator: at analysis on the original shapes, at compaction on the compacted
+    ones, to check that the bounds then fall between the same channels.
+    """
+
+    node: onnx.NodeProto
+    evaluator: object
+    leaves: dict[str, tuple[str, int | None, int | None]]  # Shape output -> (tensor read, start, end)
+    shapes: dict[str, tuple[int, ...]]  # shapes of the tensors read, as measured
+    index: int = 0  # which entry of starts/ends is the channel axis
+    axis: int = 1
+
+    @staticmethod
+    def of(node, shapes: _Shapes, where: str) -> _RunTimeBounds | None:
+        """The bounds of `node` as a function of shapes, or None if they depend on anything else."""
+        initializers = {t.name: t for t in shapes.model.proto.graph.initializer}
+        nodes, leaves, used, seen = {}, {}, [], set()
+
+        def visit(name: str) -> bool:
+            if not name or name in seen:
+                return True
+            seen.add(name)
+            if name in initializers:
+                used.append(initializers[name])
+                return True
+            producer = shapes.producers.get(name)
+            if producer is None:
+                return False
+            if producer.op_type == "Shape":
+                leaves[name] = (producer.input[0], _attribute(producer, "start"), _attribute(producer, "end"))
+                return True
+            if producer.op_type not in SHAPE_ARITHMETIC or not all(visit(i) for i in producer.input):
+                return False
+            nodes.setdefault(id(producer), producer)  # after its inputs: topological order
+            return True
+
+        targets = [name for name in node.input[1:5] if name]
+        if not all(visit(name) for name in targets):
+            return None
+        read = {}
+        for tensor, _, _ in leaves.values():
+            shape = shapes.get(tensor, complete=True)
+            if not shape or 0 in shape[1:]:
+                return None
+            read[tensor] = tuple(d or 1 for d in shape)  # an unknown batch: any size will do
+        from onnx.reference import ReferenceEvaluator
+
+        graph = helper.make_graph(
+            list(nodes.values()), "bounds",
+            [helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None) for name in leaves],
+            [helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None) for name in targets],
+            used,
+        )  # fmt: skip
+        proto = helper.make_model(graph, opset_imports=shapes.model.proto.opset_import)
+        try:
+            bounds = _RunTimeBounds(node, ReferenceEvaluator(proto), leaves, read)
+            bounds.evaluate()
+        except Exception:  # an op the reference evaluator does not run: not followed
+            return None
+        return bounds
+
+    def evaluate(self, shapes: dict[str, tuple[int, ...]] | None = None) -> tuple:
+        """(starts, ends, axes, steps) for the tensors read having `shapes` (default: as measured)."""
+        shapes = {**self.shapes, **(shapes or {})}
+        feeds = {name: np.array(shapes[t][start:end], np.int64) for name, (t, start, end) in self.leaves.items()}
+        values = dict(zip([n for n in self.node.input[1:5] if n], self.evaluator.run(None, feeds), strict=True))
+        names = list(self.node.input[1:5]) + [""] * (4 - len(self.node.input[1:5]))
+        return tuple([int(v) for v in np.ravel(values[n])] if n else None for n in names)
 
 
 def _trace_reduce(structure, node, source: Tracked, constants, shapes, where) -> None:
@@ -697,6 +801,7 @@ def compact(model: Model, remove: set[int] | None = None) -> tuple[onnx.ModelPro
     probe = _probe(model, structure, chosen)
     while True:
         constants, refused = _carried_constants(model, structure, chosen, probe)
+        refused.update(_run_time_bounds_refused(structure, chosen))
         if not refused:
             break
         units = structure.units()
@@ -786,6 +891,34 @@ def _carried_constants(model, structure, chosen, probe) -> tuple[_Constants, dic
                     if why:
                         refused[root] = f"it carries the constant {value[k]:.3g} into {name}, {why}"
     return _Constants(values), refused
+
+
+def _run_time_bounds_refused(structure: Structure, chosen: set[int]) -> dict[int, str]:
+    """Units to keep because a Slice computing its bounds at run time would then cut elsewhere."""
+    refused = {}
+    for output, bounds in structure.dynamic.items():
+        source = structure.tracked[bounds.node.input[0]]
+        keep = np.array([structure.root(i) not in chosen for i in source.ids])
+        if keep.all():
+            continue
+        compacted = {}
+        for tensor in {t for t, _, _ in bounds.leaves.values()}:
+            shape = list(bounds.shapes[tensor])
+            tracked = structure.tracked.get(tensor)
+            if tracked is not None and tracked.grid is None:
+                shape[tracked.axis] = sum(structure.root(i) not in chosen for i in tracked.ids)
+            compacted[tensor] = tuple(shape)
+        starts, ends, _, _ = bounds.evaluate(compacted)
+        start, stop = structure.ranges[output]
+        kept = int(keep.sum())
+        got = [min(max(v + kept if v < 0 else v, 0), kept) for v in (starts[bounds.index], ends[bounds.index])]
+        if got != [int(keep[:start].sum()), int(keep[:stop].sum())]:
+            reason = (
+                f"node '{bounds.node.name}' (Slice) computes its channel bounds at run time, and they would "
+                "no longer fall between the same channels"
+            )
+            refused.update({structure.root(i): reason for i in source.ids if structure.root(i) in chosen})
+    return refused
 
 
 def _reaches_kept(layer, size: int, positions: np.ndarray, keep_out: np.ndarray) -> np.ndarray:
@@ -1103,8 +1236,8 @@ def _patch_split(node, structure: Structure, keep_of, store: _Store, opset: int)
 def _patch_slice(node, structure: Structure, keep_of, store: _Store) -> None:
     """New start and end on the channel axis: the kept channels before them."""
     output = node.output[0]
-    if output not in structure.ranges:
-        return
+    if output not in structure.ranges or output in structure.dynamic:
+        return  # bounds computed at run time follow the compacted size (checked in _run_time_bounds_refused)
     start, stop = structure.ranges[output]
     keep_in = keep_of[node.input[0]]
     new_start, new_stop = int(keep_in[:start].sum()), int(keep_in[:stop].sum())
@@ -1123,11 +1256,13 @@ def _patch_slice(node, structure: Structure, keep_of, store: _Store) -> None:
     for index, key, value in ((1, "starts", new_start), (2, "ends", new_stop)):
         if by_attribute:
             attribute = next(a for a in node.attribute if a.name == key)
-            attribute.ints[k] = value
+            if not (key == "ends" and attribute.ints[k] >= keep_in.size):  # "to the end" stays so
+                attribute.ints[k] = value
         else:
             array = np.array(store.get(node.input[index]), copy=True)
-            array[k] = value
-            store.put(node, index, array)
+            if not (key == "ends" and array[k] >= keep_in.size):
+                array[k] = value
+                store.put(node, index, array)
 
 
 def _patch_reshape(node, structure: Structure, keep_of, store: _Store, producers) -> None:
