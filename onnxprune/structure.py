@@ -111,6 +111,7 @@ class Structure:
         inexact: node names where removal changes the output unless compaction rewrites them (LRN), with why.
         ranges: output of a `Split` / `Slice` along the channel axis -> the (start, stop) it takes.
         merges: output of a shuffle's last `Reshape` -> the grid it merges back into one axis.
+        picks: output of a `Gather` along the channel axis -> the input positions it takes.
         dynamic: output of a `Slice` whose channel bounds are computed from `Shape` at run time
             -> how to recompute them for the compacted shapes.
         shapes: the static shape of each tensor where known (0 for an unknown dimension).
@@ -127,6 +128,7 @@ class Structure:
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     merges: dict[str, Tracked] = field(default_factory=dict)
     dynamic: dict[str, _RunTimeBounds] = field(default_factory=dict, repr=False)
+    picks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def root(self, channel_id: int) -> int:
@@ -182,6 +184,16 @@ class _Shapes:
         for value in model.proto.graph.input:
             dims = value.type.tensor_type.shape.dim
             self.known.setdefault(value.name, tuple(d.dim_value if d.HasField("dim_value") else 0 for d in dims))
+
+    @property
+    def model_initializers(self) -> dict[str, np.ndarray]:
+        """Integer initializers of any size (indices), as arrays."""
+        if not hasattr(self, "_integers"):
+            self._integers = {
+                t.name: numpy_helper.to_array(t) for t in self.model.proto.graph.initializer
+                if t.data_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32)
+            }  # fmt: skip
+        return self._integers
 
     @property
     def producers(self) -> dict[str, onnx.NodeProto]:
@@ -318,10 +330,9 @@ def _trace(structure, node, index, layers, initializers, constants, shapes) -> N
             structure, present, f"{where}: onnxprune follows a channel shuffle only through Transpose and Reshape"
         )
         return
-    if op in PASS_THROUGH and tracked_inputs[0] is not None:
-        if op == "Pad" and not _pad_keeps_channels(node, constants, tracked_inputs[0].axis):
-            _block_all(structure, present, f"{where} pads the channel axis")
-            return
+    if op == "Pad" and tracked_inputs[0] is not None:
+        _trace_pad(structure, node, tracked_inputs[0], constants, shapes, where)
+    elif op in PASS_THROUGH and tracked_inputs[0] is not None:
         if op in MIXING:
             structure.inexact[node.name or f"#{index}"] = f"{op} mixes neighbouring channels"
         structure.tracked[node.output[0]] = tracked_inputs[0]
@@ -337,6 +348,8 @@ def _trace(structure, node, index, layers, initializers, constants, shapes) -> N
         _trace_split(structure, node, tracked_inputs[0], constants, shapes, where)
     elif op == "Slice" and tracked_inputs[0] is not None:
         _trace_slice(structure, node, tracked_inputs[0], constants, shapes, where)
+    elif op == "Gather" and tracked_inputs[0] is not None and tracked_inputs[1:] == [None]:
+        _trace_gather(structure, node, tracked_inputs[0], constants, shapes, where)
     elif op in REDUCE and tracked_inputs[0] is not None:
         _trace_reduce(structure, node, tracked_inputs[0], constants, shapes, where)
     elif op in CROSS_CHANNEL:
@@ -355,15 +368,72 @@ def _block_all(structure: Structure, tracked: list[Tracked], reason: str, protec
                 structure.protected.add(int(channel_id))
 
 
-def _pad_keeps_channels(node, constants, axis) -> bool:
+def _channel_pads(node, constants, axis: int, rank: int) -> tuple[int, int] | None:
+    """(before, after) a Pad adds on the channel axis; None when computed at run time."""
     pads = _attribute(node, "pads")
+    axes = None
     if pads is None and len(node.input) > 1:
         value = constants.get(node.input[1])
-        pads = None if value is None else [int(v) for v in value]
+        pads = None if value is None else [int(v) for v in np.ravel(value)]
+        if len(node.input) > 3 and node.input[3]:  # opset 18: pads of the listed axes only
+            value = constants.get(node.input[3])
+            axes = None if value is None else [int(a) % rank for a in np.ravel(value)]
+            if axes is None:
+                return None
     if pads is None:
-        return False
-    rank = len(pads) // 2
-    return pads[axis] == 0 and pads[axis + rank] == 0
+        return None
+    axes = axes if axes is not None else list(range(len(pads) // 2))
+    if axis not in axes:
+        return 0, 0
+    k = axes.index(axis)
+    return pads[k], pads[k + len(axes)]
+
+
+def _trace_pad(structure, node, source: Tracked, constants, shapes, where) -> None:
+    """Padding of other axes keeps the channels; padding the channel axis adds constant channels.
+
+    The added channels get ids of their own, not removable (the LRN rewrite of compaction pads
+    one in, and a later compaction must follow it).
+    """
+    rank = len(shapes.get(node.input[0]) or ()) or source.rank
+    pads = _channel_pads(node, constants, source.axis, rank)
+    mode = _attribute(node, "mode", b"constant")
+    if pads == (0, 0):
+        structure.tracked[node.output[0]] = source
+        return
+    if pads is None or min(pads) < 0 or mode not in (b"constant", "constant"):
+        _block_all(structure, [source], f"{where} pads the channel axis")
+        return
+    added = []
+    for i in range(sum(pads)):
+        added.append(structure.uf.add())
+        structure.owner.append((f"{node.name or node.output[0]} (padding)", i))
+        structure.blocked[added[-1]] = f"{where} pads it in"
+        structure.protected.add(added[-1])
+    ids = np.concatenate([added[: pads[0]], source.ids, added[pads[0] :]]).astype(np.int64)
+    structure.tracked[node.output[0]] = Tracked(source.axis, ids, source.rank)
+
+
+def _trace_gather(structure, node, source: Tracked, constants, shapes, where) -> None:
+    """A Gather of constant indices: along the channel axis it picks channel ids, elsewhere it keeps them."""
+    rank = len(shapes.get(node.input[0]) or ()) or source.rank
+    axis = _attribute(node, "axis", 0) % rank
+    indices = constants.get(node.input[1])
+    if indices is None and node.input[1] in shapes.model_initializers:
+        indices = shapes.model_initializers[node.input[1]]
+    if indices is None or np.ndim(indices) > 1:
+        _block_all(structure, [source], f"{where} gathers at indices onnxprune cannot read")
+        return
+    if axis != source.axis:
+        shift = 1 if np.ndim(indices) == 0 and axis < source.axis else 0
+        structure.tracked[node.output[0]] = Tracked(source.axis - shift, source.ids, rank - (np.ndim(indices) == 0))
+        return
+    if np.ndim(indices) == 0:
+        _block_all(structure, [source], f"{where} takes a single channel")
+        return
+    positions = np.asarray(indices, np.int64) % source.ids.size
+    structure.tracked[node.output[0]] = Tracked(axis, source.ids[positions], source.rank)
+    structure.picks[node.output[0]] = positions
 
 
 def _trace_layer(structure, node, layer, source: Tracked | None, where, shapes) -> None:
@@ -812,17 +882,24 @@ def compact(model: Model, remove: set[int] | None = None) -> tuple[onnx.ModelPro
     proto, folded, rewritten = _rewrite(model, structure, chosen, constants)
     removed = {name: int(np.isin(structure.layer_units(name), list(chosen)).sum()) for name in structure.producers}
     kept = {name: int(ids.size) - removed[name] for name, ids in structure.producers.items()}
-    inexact = dict(structure.inexact) if chosen else {}
+    # an LRN next to removed channels is rewritten to stay exact (_lrn_over_kept); one left as it was would not be
+    inexact = {}
+    for index, node in enumerate(model.proto.graph.node):
+        name = node.name or f"#{index}"
+        source = structure.tracked.get(node.input[0]) if node.op_type in MIXING else None
+        if source is not None and (node.name or node.output[0]) not in rewritten:
+            if any(structure.root(i) in chosen for i in source.ids):
+                inexact[name] = structure.inexact.get(name, f"{node.op_type} mixes neighbouring channels")
     return proto, CompactReport(removed, kept, folded, inexact, skipped, rewritten)
 
 
 def _consumers(model: Model, structure: Structure) -> dict[str, list]:
-    """Tensor -> the layers (node, layer) that read its channels."""
+    """Tensor -> the nodes that read the value of its channels: (node, layer) of layers, (node, None) of LRNs."""
     layers = {layer.output: layer for layer in model.layers}
     consumers: dict[str, list] = {}
     for node in model.proto.graph.node:
         layer = layers.get(node.output[0]) if node.output else None
-        if layer is not None and node.input[0] in structure.tracked:
+        if (layer is not None or node.op_type in MIXING) and node.input and node.input[0] in structure.tracked:
             consumers.setdefault(node.input[0], []).append((node, layer))
     return consumers
 
@@ -874,6 +951,13 @@ def _carried_constants(model, structure, chosen, probe) -> tuple[_Constants, dic
         per_position[removed] = np.where(constant, value, 0.0)
         values[tensor] = per_position
         for node, layer in readers:
+            if layer is None:  # an LRN: its window reads the removed channels' values (see _lrn_over_kept)
+                for k in np.flatnonzero(~constant):
+                    refused[structure.root(tracked.ids[positions[k]])] = (
+                        f"its value at the input of '{node.name}' ({node.op_type}) varies (spread "
+                        f"{high[k] - low[k]:.3g}), and that normalisation reads it for the channels beside it"
+                    )
+                continue
             keep_out = np.array([structure.root(i) not in chosen for i in structure.tracked[node.output[0]].ids])
             reach = _reaches_kept(layer, tracked.ids.size, positions, keep_out)
             name = f"'{node.name or layer.name}'"
@@ -983,6 +1067,7 @@ class _Store:
         self.taken = (
             set(self.values) | {o for n in proto.graph.node for o in n.output} | {v.name for v in proto.graph.input}
         )
+        self.taken |= {n.name for n in proto.graph.node}  # names of new nodes come from here too
 
     def source(self, name: str) -> str:
         while name in self.alias:
@@ -1038,7 +1123,8 @@ def _rewrite(model: Model, structure: Structure, chosen: set[int], constants: _C
             readers.setdefault(name, []).append(node)
     folded: list[str] = []
     rewritten: dict[str, str] = {}
-    added: dict[int, list] = {}
+    added: dict[int, list] = {}  # nodes to insert after node `index`
+    inserted: dict[int, list] = {}  # and before it
     renamed: set[str] = set()
     for index, node in enumerate(proto.graph.node):
         output = node.output[0] if node.output else None
@@ -1047,6 +1133,17 @@ def _rewrite(model: Model, structure: Structure, chosen: set[int], constants: _C
             _cut_layer(node, layer, keep_of, store, constants, folded, readers)
         elif output in keep_of:
             _cut_channelwise(node, keep_of[output], structure.tracked[output], store, structure)
+        if node.op_type in MIXING and node.input[0] in keep_of and not keep_of[node.input[0]].all():
+            before, after = _lrn_over_kept(node, structure, keep_of, store, constants, model.opset)
+            inserted.setdefault(index, []).extend(before)
+            added.setdefault(index, []).extend(after)
+            renamed.update(n.output[0] for n in before + after)
+            rewritten[node.name or node.output[0]] = (
+                "the LRN runs over the original channel positions, the removed channels put back as the "
+                "constant they carry, so its window is unchanged"
+            )
+        elif node.op_type == "Gather" and output in structure.picks:
+            _patch_gather(node, structure, keep_of, store)
         if node.op_type == "Split":
             _patch_split(node, structure, keep_of, store, model.opset)
         elif node.op_type == "Slice":
@@ -1058,10 +1155,11 @@ def _rewrite(model: Model, structure: Structure, chosen: set[int], constants: _C
                 added.setdefault(index, []).append(gather)
                 renamed.add(node.output[0])
                 rewritten[gather.name] = "restores the original order of the kept channels after a channel shuffle"
-    if added:
+    if added or inserted:
         nodes = list(proto.graph.node)
         del proto.graph.node[:]
         for index, node in enumerate(nodes):
+            proto.graph.node.extend(inserted.get(index, []))
             proto.graph.node.append(node)
             proto.graph.node.extend(added.get(index, []))
     _write_values(model, proto, store, keep_of, renamed)
@@ -1204,6 +1302,73 @@ def _cut_channelwise(node, keep: np.ndarray, tracked: Tracked, store: _Store, st
             axis = array.ndim - (tracked.rank - tracked.axis)  # numpy broadcasting aligns trailing axes
             if 0 <= axis < array.ndim and array.shape[axis] == keep.size:
                 store.put(node, index, np.compress(keep, array, axis=axis))
+
+
+def _lrn_over_kept(node, structure: Structure, keep_of, store: _Store, constants: _Constants, opset: int):
+    """Nodes around an LRN so that it normalises the kept channels exactly as before.
+
+    LRN's window spans `size` neighbouring channel positions; with channels removed, the kept
+    ones would see other neighbours. So the compacted input is put back at the original positions:
+    one zero channel padded at the end, a Gather placing every kept channel where it was and the
+    pad where a removed one was, plus each removed channel's constant where it is not zero (what
+    the masked model carried there). The LRN itself is unchanged; a Gather after it keeps the
+    kept channels. Returns (nodes before the LRN, nodes after it); the LRN's output name stays.
+    """
+    source = node.input[0]
+    tracked, keep = structure.tracked[source], keep_of[source]
+    rank, axis = tracked.rank, tracked.axis
+    kept = int(keep.sum())
+    base = node.name or node.output[0]
+    pads = [0] * (2 * rank)
+    pads[rank + axis] = 1  # one zero channel after the kept ones, at compacted position `kept`
+    padded = store.unique(f"{base}_padded")
+    if opset >= 11:
+        pad = helper.make_node("Pad", [source, store.add(f"{base}_pads", np.array(pads, np.int64))], [padded])
+    else:
+        pad = helper.make_node("Pad", [source], [padded], pads=pads)
+    pad.name = store.unique(f"{base}_pad")
+    placement = np.where(keep, np.cumsum(keep) - 1, kept).astype(np.int64)
+    placed = store.unique(f"{base}_placed")
+    before = [
+        pad,
+        helper.make_node(
+            "Gather", [padded, store.add(f"{base}_placement", placement)], [placed],
+            name=store.unique(f"{base}_place"), axis=axis,
+        ),
+    ]  # fmt: skip
+    carried = constants.values.get(source, np.zeros(keep.size))
+    if np.any(carried[~keep] != 0):
+        shape = [keep.size] + [1] * (rank - axis - 1)
+        value = np.where(keep, 0.0, carried).astype(np.float32).reshape(shape)
+        restored = store.unique(f"{base}_restored")
+        before.append(
+            helper.make_node(
+                "Add", [placed, store.add(f"{base}_removed_constants", value)], [restored],
+                name=store.unique(f"{base}_restore"),
+            )
+        )  # fmt: skip
+        placed = restored
+    output = node.output[0]
+    node.input[0] = placed
+    node.output[0] = store.unique(f"{output}_all_positions")
+    after = [
+        helper.make_node(
+            "Gather", [node.output[0], store.add(f"{base}_kept", np.flatnonzero(keep).astype(np.int64))], [output],
+            name=store.unique(f"{base}_keep"), axis=axis,
+        )
+    ]  # fmt: skip
+    return before, after
+
+
+def _patch_gather(node, structure: Structure, keep_of, store: _Store) -> None:
+    """Indices of a channel Gather: the kept channels it takes, at their compacted positions."""
+    keep_in = keep_of[node.input[0]]
+    if keep_in.all():
+        return
+    positions = structure.picks[node.output[0]]
+    compacted = np.cumsum(keep_in) - 1
+    indices = store.get(node.input[1])
+    store.put(node, 1, compacted[positions[keep_in[positions]]].astype(indices.dtype))
 
 
 def _patch_split(node, structure: Structure, keep_of, store: _Store, opset: int) -> None:
