@@ -38,9 +38,15 @@ import onnxprune  # noqa: E402
 from onnxprune import bench, plots  # noqa: E402
 from onnxprune.data import load_data, preprocess_for, split  # noqa: E402
 from onnxprune.evaluate import evaluate  # noqa: E402
-from onnxprune.pruning import parse_recipe, prune_chain  # noqa: E402
-from onnxprune.schedule import ScheduleOptions, run, write_checkpoint  # noqa: E402
-from onnxprune.train import TrainOptions, finetune, pick_device  # noqa: E402
+from onnxprune.options import (  # noqa: E402
+    PruneOptions,
+    ScheduleOptions,
+    TrainOptions,  # noqa: E402
+)
+from onnxprune.pruning import prune_chain  # noqa: E402
+from onnxprune.schedule import run, write_checkpoint  # noqa: E402
+from onnxprune.select import parse_recipe  # noqa: E402
+from onnxprune.train import finetune, pick_device  # noqa: E402
 
 REFERENCE = ROOT / "models" / "vgg13_bn_w025_cifar10.onnx"
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
@@ -82,8 +88,8 @@ def train_phase(args: argparse.Namespace) -> None:
                 continue
             started = time.perf_counter()
             extra = {"bn_l1": args.bn_l1, "sparsity_epochs": args.epochs} if method == "slimming" else {}
-            settings = ScheduleOptions(target=target, method=method, scope=scope, train=training,
-                                       method_options=options, **extra)  # fmt: skip
+            prune_options = PruneOptions(target, method=method, scope=scope, settings=options)
+            settings = ScheduleOptions(prune_options, train=training, **extra)
             result = run(REFERENCE, Path(folder) / method, settings, train, val, preprocess)
             (args.models / f"{method}.onnx").write_bytes(result.final_path.read_bytes())
             # per epoch: training and validation accuracy, BatchNorm scale sparsity (slimming)

@@ -32,10 +32,14 @@ sys.path.insert(0, str(ROOT))
 import onnxprune  # noqa: E402
 from onnxprune import bench, spectrograms  # noqa: E402
 from onnxprune.data import load_data, preprocess_for  # noqa: E402
+from onnxprune.options import (  # noqa: E402
+    PruneOptions,
+    ScheduleOptions,
+    TrainOptions,  # noqa: E402
+)
 from onnxprune.quantize import pack, quantize  # noqa: E402
-from onnxprune.schedule import ScheduleOptions, run  # noqa: E402
+from onnxprune.schedule import run  # noqa: E402
 from onnxprune.storage import write_model  # noqa: E402
-from onnxprune.train import TrainOptions  # noqa: E402
 
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
 
@@ -59,7 +63,7 @@ def forms(name, path, train, test, options, lr, epochs, folder: Path) -> dict[st
     files = {"dense": path}
     for label, method, sparsity, scope in (("80% unstructured", "magnitude", 0.8, "global"),
                                            ("40% filters removed", "l1-filter", 0.4, "layer")):  # fmt: skip
-        options_ = ScheduleOptions(target=sparsity, method=method, scope=scope, train=training)
+        options_ = ScheduleOptions(PruneOptions(sparsity, method=method, scope=scope), train=training)
         result = run(path, folder / label.replace(" ", "_").replace("%", ""), options_, train, test, preprocess)
         files[label] = result.final_path
     for label, source in (("int8 (static)", path), ("40% filters + int8", files["40% filters removed"])):

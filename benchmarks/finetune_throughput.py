@@ -23,7 +23,8 @@ import torch.nn.functional as F
 import onnxprune
 from onnxprune.convert import to_torch
 from onnxprune.data import load_data, preprocess_for
-from onnxprune.train import TrainOptions, finetune
+from onnxprune.options import TrainOptions
+from onnxprune.train import finetune
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}

@@ -20,8 +20,8 @@ import numpy as np
 import onnxprune
 from onnxprune.data import load_data, preprocess_for
 from onnxprune.evaluate import evaluate
-from onnxprune.schedule import ScheduleOptions, run
-from onnxprune.train import TrainOptions
+from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
+from onnxprune.schedule import run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -46,9 +46,8 @@ def main() -> None:
         for iterations in (1, 3):
             for epochs in (0, args.epochs):
                 options = ScheduleOptions(
-                    target=target,
+                    PruneOptions(target, scope=args.scope),
                     iterations=iterations,
-                    scope=args.scope,
                     train=TrainOptions(epochs=epochs, batch_size=64, lr=args.lr, weight_decay=0.0, augment=False),
                 )
                 started = time.perf_counter()

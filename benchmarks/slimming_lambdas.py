@@ -25,8 +25,9 @@ import onnxprune  # noqa: E402
 from onnxprune import plots  # noqa: E402
 from onnxprune.convert import to_torch  # noqa: E402
 from onnxprune.data import load_data, preprocess_for  # noqa: E402
+from onnxprune.options import TrainOptions  # noqa: E402
 from onnxprune.schedule import write_checkpoint  # noqa: E402
-from onnxprune.train import TrainOptions, finetune  # noqa: E402
+from onnxprune.train import finetune  # noqa: E402
 
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
 

@@ -22,8 +22,8 @@ import numpy as np
 import onnxprune
 from onnxprune.data import load_data, preprocess_for
 from onnxprune.evaluate import evaluate
-from onnxprune.schedule import ScheduleOptions, run
-from onnxprune.train import TrainOptions
+from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
+from onnxprune.schedule import run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
@@ -51,7 +51,7 @@ def main() -> None:
         ("taylor", args.sparsity),
     ):
         options = ScheduleOptions(
-            target=sparsity, method=method, train=training, method_options={"batches_per_round": 10}
+            PruneOptions(sparsity, method=method, settings={"batches_per_round": 10}), train=training
         )
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:

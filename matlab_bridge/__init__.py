@@ -268,13 +268,12 @@ def evaluate(model, **options) -> dict:
     """Top-1, top-5 and loss on Data (a path) or Images + Labels (arrays); Engine "onnxruntime" or "torch"."""
     from onnxprune.data import check_labels
     from onnxprune.evaluate import evaluate as evaluate_model
-    from onnxprune.evaluate import num_outputs
     from onnxprune.model import load
 
     settings = _options(options, {**DATA_OPTIONS, "engine": "onnxruntime", "batch_size": 256})
     loaded = load(_path(model, "Model"))
     dataset = _dataset(settings, loaded)
-    check_labels(dataset, num_outputs(loaded) or int(dataset.labels.max()) + 1)
+    check_labels(dataset, loaded.num_classes or int(dataset.labels.max()) + 1)
     result = evaluate_model(
         loaded, dataset, _preprocess(loaded, settings), engine=_text(settings["engine"], "Engine"),
         batch_size=_integer(settings["batch_size"], "BatchSize"),

@@ -15,15 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from onnxprune.errors import ConfigError, OnnxpruneError
-
-DEFAULT_LR = 0.01
-RAW_PIXEL_LR = 1e-4
 
 app = typer.Typer(
     add_completion=False,
@@ -161,30 +157,24 @@ def _numbers(text: str | None, what: str) -> tuple[float, ...] | None:
         raise ConfigError(f"{what} must be comma-separated numbers, got '{text}'") from None
 
 
+def _data_options(data, val=None, val_split=None, limit=None, pixel_range=None, mean=None, std=None, flatten="row",
+                  seed=0):  # fmt: skip
+    """The data options of a command, or None without --data."""
+    from onnxprune.options import DataOptions
+
+    return DataOptions(
+        path=str(data) if data is not None else None, val=str(val) if val is not None else None,
+        val_split=val_split, limit=limit, pixel_range=pixel_range, mean=_numbers(mean, "--mean"),
+        std=_numbers(std, "--std"), flatten=flatten, seed=seed,
+    )  # fmt: skip
+
+
 def _prepare_data(model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, default_split):
     """(preprocess, train set or None, validation set or None) for a model and the data options."""
-    from onnxprune.data import check_labels, load_data, preprocess_for, split
-    from onnxprune.evaluate import num_outputs
+    from onnxprune.data import prepare
 
-    preprocess = preprocess_for(model, pixel_range, _numbers(mean, "--mean"), _numbers(std, "--std"), flatten)
-    if data is None:
-        return preprocess, None, None
-
-    def read(path):
-        dataset = load_data(path, size=preprocess.image_size)
-        if limit is not None:
-            dataset = dataset.subset(np.arange(min(limit, len(dataset))), f" (first {limit})")
-        check_labels(dataset, num_outputs(model) or int(dataset.labels.max()) + 1)
-        return dataset
-
-    train = read(data)
-    if val is not None:
-        return preprocess, train, read(val)
-    fraction = default_split if val_split is None else val_split
-    if not fraction:
-        return preprocess, train, train
-    train, held_out = split(train, fraction, seed)
-    return preprocess, train, held_out
+    options = _data_options(data, val, val_split, limit, pixel_range, mean, std, flatten, seed)
+    return prepare(model, options, default_split)
 
 
 def _evaluation_data(model, data, limit, pixel_range, mean, std, flatten):
@@ -256,10 +246,11 @@ def finetune(
     seed: SeedOption = 0,
 ) -> None:
     """Fine-tune MODEL with its zero weights held at zero; write the best epoch on validation."""
+    from onnxprune import pipeline
     from onnxprune.convert import to_torch
     from onnxprune.model import check_output_path, load
+    from onnxprune.options import TrainOptions
     from onnxprune.schedule import write_checkpoint
-    from onnxprune.train import TrainOptions
     from onnxprune.train import finetune as finetune_model
 
     if data is None:
@@ -270,10 +261,13 @@ def finetune(
         model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, 0.2
     )
     options = TrainOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr or DEFAULT_LR, momentum=momentum, weight_decay=weight_decay,
+        epochs=epochs, batch_size=batch_size, lr=lr or pipeline.DEFAULT_LR, momentum=momentum,
+        weight_decay=weight_decay,
         label_smoothing=label_smoothing, augment=augment, seed=seed, device=device,
     )  # fmt: skip
-    options = _default_lr(options, preprocess, lr_given=lr is not None)
+    if lr is None and preprocess.pixel_range == "0-255":
+        _console().print(f"note: raw 0-255 inputs: learning rate {pipeline.RAW_PIXEL_LR:g} (set --lr to choose)")
+        options = dataclasses.replace(options, lr=pipeline.RAW_PIXEL_LR)
     torch_model = to_torch(model)
     softmax = model.final_softmax
     with _training_progress() as progress:
@@ -334,20 +328,25 @@ class _training_progress:
 @reports_errors
 def prune(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
-    sparsity: Annotated[float, typer.Option(help="fraction of prunable weights to remove, in [0, 1)")] = 0.5,
+    sparsity: Annotated[
+        float | None, typer.Option(help="fraction of prunable weights to remove, in [0, 1) [default: 0.5]")
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="output .onnx (default: beside the input)")
     ] = None,
-    method: Annotated[str, typer.Option(help="pruning method")] = "magnitude",
-    scope: Annotated[str, typer.Option(help="layer: each layer to SPARSITY; global: one threshold")] = "layer",
+    method: Annotated[str, typer.Option(help="pruning method, or a recipe: l1-filter:0.3,magnitude:0.8")] = "magnitude",
+    scope: Annotated[
+        str | None, typer.Option(help="layer: each layer to SPARSITY; global: one threshold [default: layer]")
+    ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML of per-layer ratios, e.g. 'conv1: 0.5' and 'default: 0.8'")
     ] = None,
     skip_first: Annotated[bool, typer.Option("--skip-first", help="leave the first prunable layer dense")] = False,
     skip_last: Annotated[bool, typer.Option("--skip-last", help="leave the last prunable layer dense")] = False,
     max_layer_sparsity: Annotated[
-        float, typer.Option(help="global scope: no layer pruned beyond this (guards against layer collapse)")
-    ] = 0.99,
+        float | None,
+        typer.Option(help="global scope: no layer pruned beyond this (guards against layer collapse) [default: 0.99]"),
+    ] = None,
     sparse_storage: Annotated[
         bool,
         typer.Option(
@@ -361,169 +360,193 @@ def prune(
     val_split: ValSplitOption = None,
     finetune_epochs: Annotated[int, typer.Option(help="fine-tuning epochs after each pruning round")] = 0,
     iterations: Annotated[int, typer.Option(help="pruning rounds: 1 = one-shot (OMP), 3+ = iterative (IMP)")] = 1,
-    schedule: Annotated[str, typer.Option(help="IMP schedule: geometric or cubic (Zhu-Gupta)")] = "geometric",
+    schedule: Annotated[
+        str | None, typer.Option(help="IMP schedule: geometric or cubic (Zhu-Gupta) [default: geometric]")
+    ] = None,
     rewind: Annotated[bool, typer.Option("--rewind", help="reset surviving weights to their original values")] = False,
     out_dir: Annotated[Path | None, typer.Option(help="folder for checkpoints and results (with --data)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out-dir")] = False,
-    batch_size: Annotated[int, typer.Option(help="fine-tuning batch size")] = 64,
+    batch_size: Annotated[int | None, typer.Option(help="fine-tuning batch size [default: 64]")] = None,
     lr: Annotated[
         float | None, typer.Option(help="fine-tuning learning rate (default 0.01; 1e-4 for raw 0-255 inputs)")
     ] = None,
-    weight_decay: Annotated[float, typer.Option(help="fine-tuning weight decay")] = 5e-4,
-    label_smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.0,
+    weight_decay: Annotated[float | None, typer.Option(help="fine-tuning weight decay [default: 5e-4]")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="label smoothing [default: 0]")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
     limit: LimitOption = None,
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
-    flatten: FlattenOption = "row",
-    seed: SeedOption = 0,
+    flatten: Annotated[
+        str | None, typer.Option(help="for flat inputs: 'row' (numpy order) or 'column' (MATLAB's X(:) order)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="seed for splits, shuffling, augmentation and dropout")] = None,
     mask_only: Annotated[
         bool, typer.Option("--mask-only", help="structured: zero channels whose dependencies cannot be resolved")
     ] = False,
-    batches_per_round: Annotated[int, typer.Option(help="taylor: mini-batches scored (and trained) per round")] = 10,
-    max_per_round: Annotated[int, typer.Option(help="taylor: most filters removed per round")] = 8,
+    batches_per_round: Annotated[
+        int | None, typer.Option(help="taylor: mini-batches scored (and trained) per round [default: 10]")
+    ] = None,
+    max_per_round: Annotated[
+        int | None, typer.Option(help="taylor: most filters removed per round [default: 8]")
+    ] = None,
     round_to: Annotated[
-        int, typer.Option(help="structured: leave layers of 32+ channels a multiple of this (1: exact fraction)")
-    ] = 8,
+        int | None,
+        typer.Option(help="structured: leave layers of 32+ channels a multiple of this (1: exact) [default: 8]"),
+    ] = None,
     max_drop: Annotated[
         float | None,
         typer.Option(help="choose the sparsity: the highest within this accuracy drop on --data (0.01 = one point)"),
     ] = None,
-    bn_l1: Annotated[float, typer.Option(help="slimming: L1 penalty lambda on BatchNorm scales")] = 1e-4,
+    bn_l1: Annotated[
+        float | None, typer.Option(help="slimming: L1 penalty lambda on BatchNorm scales [default: 1e-4]")
+    ] = None,
     sparsity_epochs: Annotated[int, typer.Option(help="slimming: sparsity-training epochs before pruning")] = 0,
     sparsities: SparsitiesOption = None,
 ) -> None:
     """Prune MODEL and write the same graph with zeros in it, verified in onnxruntime.
 
-    Structured methods (l1-filter, l2-filter, neuron, taylor) remove the fraction SPARSITY of
-    the filters and neurons and write the smaller, compacted graph.
+    Structured methods (l1-filter, l2-filter, neuron, taylor, ...) remove the fraction SPARSITY
+    of the filters and neurons and write the smaller, compacted graph.
 
     With --data: accuracy before and after, optional fine-tuning (--finetune-epochs) and
     iterative rounds (--iterations), checkpoints and results in --out-dir, and a final model
-    named like omp_unstructured_0.80_acc_0.912.onnx.
+    named like omp_unstructured_0.80_acc_0.912.onnx (and written to -o when given).
+
+    Every option acts in every mode it is accepted in; one that would have no effect is refused.
     """
-    if max_drop is not None:
-        sparsity = _sparsity_within(
-            model_path, max_drop, method, scope, sparsities, data, limit, pixel_range, mean, std, flatten
-        )
-        data = None if finetune_epochs == 0 and iterations == 1 else data
-    if data is not None or finetune_epochs > 0 or iterations > 1 or resume or sparsity_epochs > 0:
-        from onnxprune.schedule import ScheduleOptions
-        from onnxprune.train import TrainOptions
+    given = {name: value for name, value in locals().items() if value is not None and value is not False}
+    options = _prune_run_options(given)
+    from onnxprune.pipeline import run
 
-        options = ScheduleOptions(
-            target=sparsity, iterations=iterations, schedule=schedule, rewind=rewind, method=method, scope=scope,
-            mask_only=mask_only,
-            method_options={"batches_per_round": batches_per_round, "max_per_round": max_per_round},
-            round_to=round_to, bn_l1=bn_l1, sparsity_epochs=sparsity_epochs,
-            config=str(config) if config else None, skip_first=skip_first, skip_last=skip_last,
-            max_layer_sparsity=max_layer_sparsity,
-            train=TrainOptions(
-                epochs=finetune_epochs, batch_size=batch_size, lr=lr or DEFAULT_LR, weight_decay=weight_decay,
-                label_smoothing=label_smoothing, seed=seed, device=device,
-            ),
-        )  # fmt: skip
-        _run_schedule(
-            model_path, options, out_dir, resume, data, val, val_split, limit, pixel_range, mean, std, flatten, seed,
-            lr_given=lr is not None,
-        )  # fmt: skip
-        return
-    from onnxprune.model import check_output_path, load
-    from onnxprune.pruning import default_output, save
-    from onnxprune.pruning import prune as prune_model
-    from onnxprune.select import check_sparsity
-
-    check_sparsity(sparsity)
-    model = load(model_path)
-    output = output or default_output(model_path, sparsity, method)
-    check_output_path(model, output)
-    if ":" in method or method.endswith((".yaml", ".yml")):  # a hybrid chain of stages
-        from onnxprune.pruning import parse_recipe, prune_chain
-
-        chain = prune_chain(model, parse_recipe(method), scope=scope, keep_masks=False, round_to=round_to)
-        report = save(chain, output)
-        _console().print(
-            f"{chain.method}: weights {chain.prunable_sparsity:.1%} zero of the compacted model; "
-            f"verified (max |diff| {report.max_abs_diff:.2e}); wrote {output} ({_human_size(_model_size(output))})"
-        )
-        return
-    result = prune_model(
-        model,
-        sparsity,
-        method=method,
-        scope=scope,
-        config=config,
-        skip_first=skip_first,
-        skip_last=skip_last,
-        max_layer_sparsity=max_layer_sparsity,
-        keep_masks=False,  # nothing trains after this command: the zeros are the mask
-        mask_only=mask_only,
-        round_to=round_to,
-    )
-    del model  # with release=True, save frees the last references once the file is written
-    report = save(result, output, sparse_storage=sparse_storage, release=True)
-    summary = _prune_summary(result, output)
+    try:
+        with _training_progress() as progress, _level_progress() as levels:
+            report = run(model_path, options, progress=progress, level_progress=levels)
+    except KeyboardInterrupt:
+        if options.mode == "schedule":
+            _print_error("interrupted; finished rounds are kept in the run folder; add --resume to continue")
+            raise typer.Exit(130) from None
+        raise
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(json.dumps(_prune_summary(report), indent=2))
         return
+    _print_prune_report(report)
+
+
+# prune options that act only in some modes: (option, refused when, why)
+def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
+    prune, schedule = options.schedule.prune, options.schedule
+    has_data = "data" in given
+    loop = prune.selects_in_rounds
+    structured = prune.kind != "unstructured"
+    trains = schedule.train.epochs > 0 or schedule.sparsity_epochs > 0
+    return [
+        ("--sparsity", prune.is_recipe, "a hybrid recipe carries each stage's sparsity"),
+        ("--sparsity", options.max_drop is not None, "--max-drop chooses the sparsity"),
+        ("--scope", loop, f"{prune.method} ranks every layer together, round after round"),
+        ("--config", prune.is_recipe, "a hybrid recipe carries each stage's sparsity"),
+        ("--config", loop, f"{prune.method} ranks every layer together, round after round"),
+        ("--skip-first", loop, f"{prune.method} ranks every layer together, round after round"),
+        ("--skip-last", loop, f"{prune.method} ranks every layer together, round after round"),
+        ("--max-layer-sparsity", prune.scope == "layer" and not loop,
+         "it caps global selection: add --scope global"),
+        ("--mask-only", not structured, "it concerns structured methods (filters and neurons)"),
+        ("--round-to", not structured or loop, "it rounds the channel counts of l1-filter, l2-filter, neuron, ..."),
+        ("--batches-per-round", prune.method != "taylor", "it is a setting of --method taylor"),
+        ("--max-per-round", prune.method != "taylor", "it is a setting of --method taylor"),
+        ("--schedule", schedule.iterations == 1, "it shapes several rounds: add --iterations"),
+        ("--rewind", schedule.train.epochs == 0, "it resets survivors before fine-tuning: add --finetune-epochs"),
+        ("--bn-l1", schedule.sparsity_epochs == 0, "it is the penalty of sparsity training: add --sparsity-epochs"),
+        *[(option, not trains, "it is a fine-tuning setting: add --finetune-epochs")
+          for option in ("--batch-size", "--lr", "--weight-decay", "--label-smoothing", "--device")],
+        *[(option, not has_data, "it describes --data: give --data")
+          for option in ("--val", "--val-split", "--limit", "--pixel-range", "--mean", "--std", "--flatten")],
+        ("--val", options.mode != "schedule", "validation data is used by runs that fine-tune or go in rounds"),
+        ("--val-split", options.mode != "schedule", "validation data is used by runs that fine-tune or go in rounds"),
+        ("--seed", not has_data and not trains, "nothing is random in a data-free prune"),
+    ]  # fmt: skip
+
+
+def _prune_run_options(given: dict):
+    """RunOptions from the prune command's given options; an option that would have no effect is refused."""
+    from onnxprune.methods import MethodSettings
+    from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
+    from onnxprune.pipeline import DEFAULT_LR, RunOptions
+    from onnxprune.sweep import parse_levels
+
+    settings = {key: given[key] for key in ("batches_per_round", "max_per_round") if key in given}
+    prune = PruneOptions(
+        sparsity=given.get("sparsity", 0.5), method=given.get("method", "magnitude"),
+        scope=given.get("scope", "layer"), config=str(given["config"]) if "config" in given else None,
+        skip_first="skip_first" in given, skip_last="skip_last" in given,
+        max_layer_sparsity=given.get("max_layer_sparsity", 0.99), mask_only="mask_only" in given,
+        round_to=given.get("round_to", 8), settings=MethodSettings(**settings), seed=given.get("seed", 0),
+    )  # fmt: skip
+    train = TrainOptions(
+        epochs=given.get("finetune_epochs", 0), batch_size=given.get("batch_size", 64),
+        lr=given.get("lr", DEFAULT_LR), weight_decay=given.get("weight_decay", 5e-4),
+        label_smoothing=given.get("label_smoothing", 0.0), seed=given.get("seed", 0), device=given.get("device"),
+    )  # fmt: skip
+    schedule = ScheduleOptions(
+        prune, train=train, iterations=given.get("iterations", 1), schedule=given.get("schedule", "geometric"),
+        rewind="rewind" in given, sparsity_epochs=given.get("sparsity_epochs", 0),
+        bn_l1=given.get("bn_l1", 1e-4 if given.get("sparsity_epochs") else 0.0),
+    )  # fmt: skip
+    data = _data_options(
+        given.get("data"), given.get("val"), given.get("val_split"), given.get("limit"), given.get("pixel_range"),
+        given.get("mean"), given.get("std"), given.get("flatten", "row"), given.get("seed", 0),
+    )  # fmt: skip
+    options = RunOptions(
+        schedule=schedule, data=data if "data" in given else None, output=given.get("output"),
+        out_dir=given.get("out_dir"), resume="resume" in given, sparse_storage="sparse_storage" in given,
+        max_drop=given.get("max_drop"),
+        levels=tuple(parse_levels(given["sparsities"])) if "sparsities" in given else None,
+        auto_lr="lr" not in given,
+    )  # fmt: skip
+    for option, refused, why in _prune_refusals(given, options):
+        if refused and option.lstrip("-").replace("-", "_") in given:
+            raise ConfigError(f"{option} has no effect here: {why}")
+    return options
+
+
+def _print_prune_report(report) -> None:
+    for note in report.notes:
+        if not note.startswith("checkpoints"):
+            _console().print(f"note: {note}", highlight=False)
+    if report.mode == "schedule":
+        _print_rounds(report.schedule)
+        final = report.schedule.final_top1
+        accuracy = f" (top-1 {final:.2%} in onnxruntime)" if final is not None else ""
+        _console().print(
+            f"wrote {report.output}{accuracy} ({_human_size(report.bytes)}); checkpoints and results.json/.csv "
+            f"in {report.schedule.folder}"
+        )
+        return
+    result = report.result
     if result.granularity == "channel":
         _print_channel_table(result)
-        for note in result.notes:
-            _console().print(f"note: {note}")
         _console().print(
-            f"removed {result.channel_sparsity:.1%} of the removable filters and neurons: parameters "
-            f"-{result.params_removed:.1%}, MACs -{result.macs_removed:.1%}; verified in onnxruntime "
-            f"(max |diff| {report.max_abs_diff:.2e}); wrote {output} ({_human_size(_model_size(output))})"
+            f"{result.method}: removed {result.channel_sparsity:.1%} of the removable filters and neurons: "
+            f"parameters -{result.params_removed:.1%}, MACs -{result.macs_removed:.1%}; weights "
+            f"{result.prunable_sparsity:.1%} zero; verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); "
+            f"wrote {report.output} ({_human_size(report.bytes)})"
         )
         return
     _print_prune_table(result)
-    for note in result.notes:
-        _console().print(f"note: {note}")
-    if result.sparse_initializers:
+    if report.sparse_initializers:
         _console().print(
-            f"sparse storage: {len(result.sparse_initializers)} weight(s) stored as sparse initializers "
+            f"sparse storage: {len(report.sparse_initializers)} weight(s) stored as sparse initializers "
             "(smaller file; onnxruntime densifies them at load, so inference is not faster)",
             highlight=False,
         )
     _console().print(
         f"sparsity {result.prunable_sparsity:.2%} of prunable weights, {result.total_sparsity:.2%} of all parameters; "
-        f"verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); wrote {output} "
-        f"({_human_size(_model_size(output))})"
+        f"verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); wrote {report.output} "
+        f"({_human_size(report.bytes)})"
     )
 
 
-def _default_lr(options, preprocess, lr_given: bool):
-    """Raw 0-255 inputs (MATLAB exports) make first-layer gradients ~255x larger: start lower."""
-    if lr_given or preprocess.pixel_range != "0-255" or options.epochs == 0:
-        return options
-    _console().print(f"note: raw 0-255 inputs: learning rate {RAW_PIXEL_LR:g} (set --lr to choose)")
-    return dataclasses.replace(options, lr=RAW_PIXEL_LR)
-
-
-def _run_schedule(
-    model_path, options, out_dir, resume, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, lr_given
-):
-    from onnxprune.methods import get_method
-    from onnxprune.model import load
-    from onnxprune.schedule import run
-
-    model = load(model_path)
-    preprocess, train, held_out = _prepare_data(
-        model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed,
-        0.2 if options.train.epochs > 0 or get_method(options.method).needs_data else 0.0,
-    )  # fmt: skip
-    del model
-    options = dataclasses.replace(options, train=_default_lr(options.train, preprocess, lr_given))
-    out_dir = out_dir or model_path.with_name(f"{model_path.stem}_{options.name}_{options.target:.2f}")
-    for note in preprocess.notes:
-        _console().print(f"note: {note}")
-    try:
-        with _training_progress() as progress:
-            result = run(model_path, out_dir, options, train, held_out, preprocess, resume, progress)
-    except KeyboardInterrupt:
-        _print_error(f"interrupted; finished rounds are kept in {out_dir}; add --resume to continue")
-        raise typer.Exit(130) from None
+def _print_rounds(result) -> None:
     table = Table("round", "target", "sparsity", "top-1", "loss", "seconds")
     if result.baseline_top1 is not None:
         table.add_row("dense", "0%", "-", f"{result.baseline_top1:.2%}", "", "")
@@ -537,31 +560,43 @@ def _run_schedule(
             f"{record.seconds:.1f}",
         )
     _console().print(table)
-    final = f" (top-1 {result.final_top1:.2%} in onnxruntime)" if result.final_top1 is not None else ""
-    _console().print(f"wrote {result.final_path}{final}; checkpoints and results.json/.csv in {result.folder}")
 
 
-def _prune_summary(result, output: Path) -> dict:
-    return {
-        "output": str(output),
-        "method": result.method,
-        "scope": result.scope,
-        "requested": result.requested,
-        "prunable_sparsity": result.prunable_sparsity,
-        "total_sparsity": result.total_sparsity,
-        "layers": [
+def _prune_summary(report) -> dict:
+    """The prune's outcome for machines (--json), in either mode."""
+    summary = {
+        "output": str(report.output),
+        "mode": report.mode,
+        "method": report.options.schedule.prune.method,
+        "scope": report.options.schedule.prune.scope,
+        "requested": report.options.schedule.target,
+        "notes": report.notes,
+        "sparse_initializers": report.sparse_initializers,
+        "max_abs_diff": report.max_abs_diff,
+        "bytes": report.bytes,
+        "chosen": report.choice,
+    }
+    if report.mode == "schedule":
+        result = report.schedule
+        summary.update(
+            folder=str(result.folder), baseline_top1=result.baseline_top1, final_top1=result.final_top1,
+            rounds=[dataclasses.asdict(record) for record in result.rounds],
+        )  # fmt: skip
+        return summary
+    result = report.result
+    summary.update(
+        prunable_sparsity=result.prunable_sparsity,
+        total_sparsity=result.total_sparsity,
+        layers=[
             {"name": layer.name, "params": layer.numel, "zeros": layer.zeros, "sparsity": layer.sparsity}
             for layer in result.layers
         ],
-        "notes": result.notes,
-        "granularity": result.granularity,
-        "channel_sparsity": result.channel_sparsity,
-        "params_removed": result.params_removed,
-        "macs_removed": result.macs_removed,
-        "sparse_initializers": result.sparse_initializers,
-        "max_abs_diff": result.verification.max_abs_diff if result.verification else None,
-        "bytes": _model_size(output),
-    }
+        granularity=result.granularity,
+        channel_sparsity=result.channel_sparsity,
+        params_removed=result.params_removed,
+        macs_removed=result.macs_removed,
+    )
+    return summary
 
 
 def _print_channel_table(result) -> None:
@@ -677,29 +712,6 @@ def sweep(
     figure = plots.accuracy_vs_sparsity([table], out_dir / "accuracy_vs_sparsity.png")
     _print_sweep(table, choice)
     _console().print(f"wrote {', '.join(str(p) for p in written.values())} and {figure}")
-
-
-def _sparsity_within(model_path, max_drop, method, scope, sparsities, data, limit, pixel_range, mean, std, flatten):
-    """Sweep, then return the highest sparsity whose accuracy is within `max_drop` of the dense model."""
-    from onnxprune.model import load
-    from onnxprune.sweep import sweep as sweep_model
-    from onnxprune.sweep import trade_off
-
-    if data is None:
-        raise ConfigError("--max-drop needs --data to measure accuracy on")
-    model = load(model_path)
-    preprocess, dataset = _evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
-    levels = _levels(sparsities, None, None, None, "0:0.05:0.95")
-    with _level_progress() as progress:
-        table = sweep_model(model, dataset, preprocess, levels, [method], [scope], progress=progress)
-    choice = trade_off(table, max_drop)
-    _console().print(
-        f"trade-off: {choice['sparsity']:.1%} keeps top-1 {choice['accuracy']:.2%} within {max_drop:.1%} "
-        f"of the dense {table.baseline_accuracy:.2%}"
-    )
-    if choice["sparsity"] <= 0:
-        raise ConfigError(f"no sparsity level keeps accuracy within {max_drop} of the dense model; raise --max-drop")
-    return choice["sparsity"]
 
 
 def _percent(value) -> str:

@@ -583,3 +583,31 @@ def check_labels(dataset: Dataset, num_outputs: int) -> None:
             f"{', '.join(dataset.classes[:5])}{'...' if len(dataset.classes) > 5 else ''}) "
             f"but the model has {num_outputs} outputs"
         )
+
+
+def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preprocess, Dataset | None, Dataset | None]:
+    """(preprocess, training set, validation set) for a model and its `onnxprune.options.DataOptions`.
+
+    Without a data path both sets are None (the preprocessing still follows the options). The
+    validation set is `options.val`, else a seeded stratified split of `options.val_split` (or
+    `default_split`) of the data, else the data itself.
+    """
+    preprocess = preprocess_for(model, options.pixel_range, options.mean, options.std, options.flatten)
+    if options.path is None:
+        return preprocess, None, None
+
+    def read(path):
+        dataset = load_data(path, size=preprocess.image_size)
+        if options.limit is not None:
+            dataset = dataset.subset(np.arange(min(options.limit, len(dataset))), f" (first {options.limit})")
+        check_labels(dataset, model.num_classes or int(dataset.labels.max()) + 1)
+        return dataset
+
+    train = read(options.path)
+    if options.val is not None:
+        return preprocess, train, read(options.val)
+    fraction = default_split if options.val_split is None else options.val_split
+    if not fraction:
+        return preprocess, train, train
+    train, held_out = split(train, fraction, options.seed)
+    return preprocess, train, held_out

@@ -25,9 +25,9 @@ from onnxprune.data import load_data, preprocess_for
 from onnxprune.errors import ConfigError
 from onnxprune.evaluate import evaluate
 from onnxprune.model import load, model_file_size
-from onnxprune.schedule import ScheduleOptions, run
+from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
+from onnxprune.schedule import run
 from onnxprune.sweep import parse_levels, sweep, trade_off
-from onnxprune.train import TrainOptions
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 DEMO_MODEL = MODELS / "alexnet_spectro.onnx"
@@ -82,7 +82,7 @@ def run_demo(out: str | Path, quick: bool = False, say: Say | None = None, progr
 
     say(f"6/8 pruning to {target:.0%} and fine-tuning ({settings['epochs']} epoch(s), masks held)")
     training = TrainOptions(epochs=settings["epochs"], batch_size=64, lr=1e-4, weight_decay=0.0, augment=False)
-    options = ScheduleOptions(target=target, scope="global", train=training)
+    options = ScheduleOptions(PruneOptions(target, scope="global"), train=training)
     schedule = run(DEMO_MODEL, out / "pruned", options, train, test, preprocess, progress=progress)
     pruned = load(schedule.final_path)
 

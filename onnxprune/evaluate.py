@@ -39,15 +39,6 @@ class Evaluation:
         }
 
 
-def num_outputs(model: Model) -> int:
-    """Number of classes: the last dimension of the first output (0 when unknown)."""
-    for value in model.proto.graph.output:
-        dims = value.type.tensor_type.shape.dim
-        if dims and dims[-1].HasField("dim_value"):
-            return int(dims[-1].dim_value)
-    return 0
-
-
 def scores_to_metrics(scores: np.ndarray, labels: np.ndarray, probabilities: bool) -> tuple[int, int, float]:
     """(top-1 hits, top-5 hits, summed loss) for one batch of model outputs."""
     scores = scores.reshape(scores.shape[0], -1).astype(np.float64)
@@ -89,7 +80,7 @@ def evaluate(
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got '{engine}'")
-    check_labels(dataset, num_outputs(model) or int(dataset.labels.max()) + 1)
+    check_labels(dataset, model.num_classes or int(dataset.labels.max()) + 1)
     run = _torch_runner(model, torch_module) if engine == "torch" else _ort_runner(model, providers)
     probabilities = model.final_softmax is not None
     started = time.perf_counter()

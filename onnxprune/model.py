@@ -127,6 +127,15 @@ class Model:
         return default_opset(self.proto)
 
     @property
+    def num_classes(self) -> int:
+        """Number of classes: the last dimension of the first output (0 when unknown)."""
+        for value in self.proto.graph.output:
+            dims = value.type.tensor_type.shape.dim
+            if dims and dims[-1].HasField("dim_value"):
+                return int(dims[-1].dim_value)
+        return 0
+
+    @property
     def final_softmax(self) -> str | None:
         """Output name of the Softmax that ends the graph (MATLAB exports end so), or None.
 

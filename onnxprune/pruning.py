@@ -20,6 +20,7 @@ from onnxprune.data import Dataset, Preprocess
 from onnxprune.errors import ConfigError
 from onnxprune.methods import MethodSettings, ScoreContext, get_method
 from onnxprune.model import Model, PrunableLayer, check_output_path, from_proto
+from onnxprune.options import PruneOptions
 from onnxprune.storage import save_model_file, write_back
 from onnxprune.structure import CompactReport, compact
 from onnxprune.verify import VerifyReport, reference, verify
@@ -457,35 +458,46 @@ def default_output(model_path: Path, sparsity: float, method: str) -> Path:
     return model_path.with_name(f"{model_path.stem}_{method}_{sparsity:.2f}.onnx")
 
 
-def parse_recipe(text: str) -> list[tuple[str, float]]:
-    """'l1-filter:0.3,magnitude:0.8' -> [('l1-filter', 0.3), ('magnitude', 0.8)] (a hybrid chain).
+def prune_with(
+    model: Model,
+    options: PruneOptions,
+    *,
+    sparsity: float | None = None,
+    torch_model: TorchModel | None = None,
+    keep_masks: bool = True,
+    data: Dataset | None = None,
+    preprocess: Preprocess | None = None,
+    val: Dataset | None = None,
+    val_preprocess: Preprocess | None = None,
+    original_counts: dict[str, int] | None = None,
+) -> PruneResult:
+    """Prune as `options` say: one method, or a hybrid recipe's stages in turn.
 
-    Also reads a YAML file holding a list of {method, sparsity} stages.
+    Args:
+        model: from `onnxprune.load`.
+        options: `onnxprune.options.PruneOptions`; every field takes effect.
+        sparsity: overrides `options.sparsity` (a schedule's round target); not for recipes.
+        torch_model: as `prune` (a recipe's first stage starts from it).
+        keep_masks: as `prune`.
+        data: as `prune`.
+        preprocess: as `prune`.
+        val: as `prune`.
+        val_preprocess: as `prune`.
+        original_counts: as `prune` (single structured methods).
     """
-    from pathlib import Path
-
-    import yaml
-
-    if text.endswith((".yaml", ".yml")):
-        path = Path(text)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such recipe file")
-        stages = yaml.safe_load(path.read_text())
-        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
-            raise ConfigError(f"{path}: a recipe is a list of stages like '- {{method: l1-filter, sparsity: 0.3}}'")
-        pairs = [(str(s.get("method")), s.get("sparsity")) for s in stages]
-    else:
-        pairs = []
-        for part in text.split(","):
-            name, _, value = part.strip().partition(":")
-            if not value:
-                raise ConfigError(f"recipe stage '{part.strip()}' needs a sparsity, like magnitude:0.8")
-            pairs.append((name.strip(), value))
-    stages = []
-    for name, value in pairs:
-        get_method(name)  # unknown methods fail here, listing the known ones
-        stages.append((name, select.check_sparsity(value, f"sparsity of stage '{name}'")))
-    return stages
+    settings = {
+        "scope": options.scope, "config": options.config, "skip_first": options.skip_first,
+        "skip_last": options.skip_last, "max_layer_sparsity": options.max_layer_sparsity, "keep_masks": keep_masks,
+        "data": data, "preprocess": preprocess, "method_options": options.settings, "val": val,
+        "val_preprocess": val_preprocess, "seed": options.seed, "mask_only": options.mask_only,
+        "round_to": options.round_to,
+    }  # fmt: skip
+    if options.is_recipe:
+        return prune_chain(model, options.stages, torch_model=torch_model, **settings)
+    target = options.sparsity if sparsity is None else sparsity
+    return prune(
+        model, target, method=options.method, torch_model=torch_model, original_counts=original_counts, **settings
+    )
 
 
 def prune_chain(model: Model, stages: list[tuple[str, float]], **options) -> PruneResult:
@@ -497,8 +509,10 @@ def prune_chain(model: Model, stages: list[tuple[str, float]], **options) -> Pru
     if not stages:
         raise ConfigError("an empty recipe: give stages like l1-filter:0.3,magnitude:0.8")
     current, notes, result = model, [], None
+    torch_model = options.pop("torch_model", None)
     for name, sparsity in stages:
-        result = prune(current, sparsity, method=name, **options)
+        result = prune(current, sparsity, method=name, torch_model=torch_model, **options)
+        torch_model = None  # the next stage converts the model this one left
         notes += [f"{name} {sparsity:g}: {note}" for note in result.notes]
         current = result.model if result.granularity == "channel" else from_proto(write_back(current, result.weights))
     result.notes = notes

@@ -25,88 +25,21 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxprune import select
 from onnxprune.channels import channel_groups
 from onnxprune.convert import TorchModel, to_torch
 from onnxprune.data import Dataset, Preprocess
 from onnxprune.errors import ConfigError
 from onnxprune.evaluate import evaluate
-from onnxprune.methods import get_method
 from onnxprune.model import Model, from_proto, load, save_atomic
-from onnxprune.pruning import prune
+from onnxprune.options import ScheduleOptions, TrainOptions
+from onnxprune.pruning import prune_with
 from onnxprune.results import ResultRow, ResultTable
 from onnxprune.results import read as read_results
 from onnxprune.results import write as write_results
 from onnxprune.storage import save_model_file
 from onnxprune.structure import analyse
-from onnxprune.train import TrainOptions, finetune
+from onnxprune.train import finetune
 from onnxprune.verify import reference, verify
-
-SCHEDULES = ("geometric", "cubic")
-
-
-@dataclass(frozen=True)
-class ScheduleOptions:
-    """What to prune, how often, and how to fine-tune between rounds.
-
-    Attributes:
-        target: final fraction of prunable weights removed.
-        iterations: rounds; 1 is one-shot (OMP), 3 or more is iterative (IMP).
-        schedule: "geometric" prunes the same fraction of what remains each round; "cubic" is
-            Zhu & Gupta's s_k = s (1 - (1 - k/K)^3), pruning hardest early.
-        rewind: after each pruning, reset surviving weights to their original values (lottery
-            ticket style) before fine-tuning.
-        method, scope, config, skip_first, skip_last, max_layer_sparsity: as in `prune`.
-        train: fine-tuning settings; `train.epochs == 0` prunes without fine-tuning.
-        mask_only: structured methods: zero channels whose dependencies cannot be resolved.
-        method_options: method settings (Taylor's batches_per_round, max_per_round).
-        round_to: structured methods: channel counts rounded to multiples of this.
-        bn_l1: slimming: the L1 penalty lambda on BatchNorm scales during sparsity training.
-        sparsity_epochs: slimming: epochs of sparsity training before the first pruning.
-    """
-
-    target: float
-    iterations: int = 1
-    schedule: str = "geometric"
-    rewind: bool = False
-    method: str = "magnitude"
-    scope: str = "layer"
-    config: str | None = None
-    skip_first: bool = False
-    skip_last: bool = False
-    max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY
-    train: TrainOptions = field(default_factory=TrainOptions)
-    mask_only: bool = False
-    method_options: dict = field(default_factory=dict)
-    round_to: int = 8
-    bn_l1: float = 0.0
-    sparsity_epochs: int = 0
-
-    def __post_init__(self):
-        select.check_sparsity(self.target, "target sparsity")
-        if self.iterations < 1:
-            raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
-        if self.sparsity_epochs > 0 and self.bn_l1 <= 0:
-            raise ConfigError(f"sparsity training needs a lambda > 0 (--bn-l1), got {self.bn_l1}")
-
-    @property
-    def kind(self) -> str:
-        """Unstructured for weight methods, filter for structured ones (they name the final file)."""
-        return "filter" if get_method(self.method).granularity == "channel" else "unstructured"
-
-    @property
-    def name(self) -> str:
-        """The run's name: omp for one round, imp for several."""
-        return "omp" if self.iterations == 1 else "imp"
-
-    def sparsity_at(self, round_number: int) -> float:
-        """The sparsity reached after round `round_number` (1-based)."""
-        fraction = round_number / self.iterations
-        if self.schedule == "cubic":
-            return self.target * (1.0 - (1.0 - fraction) ** 3)
-        return 1.0 - (1.0 - self.target) ** fraction
 
 
 @dataclass
@@ -196,9 +129,7 @@ def run(
 
 def _identity(model_path: Path, options: ScheduleOptions) -> dict:
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    described = asdict(options)
-    described["train"] = asdict(options.train)
-    return {"model": model_path.name, "model_sha256": digest, "options": described}
+    return {"model": model_path.name, "model_sha256": digest, "kind": options.kind, "options": asdict(options)}
 
 
 def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
@@ -212,8 +143,12 @@ def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
                 f"--resume: {folder} holds a run of another model ({earlier.get('model')}); "
                 "use a new --out-dir or the model that run started from"
             )
-        if earlier.get("options") != identity["options"]:
-            raise ConfigError(f"--resume: {folder} was started with other options; repeat them, or use a new --out-dir")
+        changed = _first_difference(earlier.get("options", {}), identity["options"])
+        if changed is not None:
+            raise ConfigError(
+                f"--resume: {folder} was started with {changed}; repeat the options it was started with, "
+                "or use a new --out-dir"
+            )
         results = folder / "results.json"
         rounds = read_results(results).extra["rounds"] if results.exists() else []
         return [RoundRecord(**record) for record in rounds]
@@ -224,6 +159,19 @@ def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
     folder.mkdir(exist_ok=True)
     _write_json(folder / "run.json", identity)
     return []
+
+
+def _first_difference(earlier: dict, now: dict, prefix: str = "") -> str | None:
+    """'train.lr = 0.01 (now 0.05)' for the first option that differs, or None."""
+    for key in sorted(set(earlier) | set(now)):
+        before, after = earlier.get(key), now.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            found = _first_difference(before, after, f"{prefix}{key}.")
+            if found:
+                return found
+        elif before != after:
+            return f"{prefix}{key} = {before!r} (now {after!r})"
+    return None
 
 
 def _baseline(source: Model, val: Dataset | None, preprocess: Preprocess, records, folder: Path) -> float | None:
@@ -238,7 +186,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
     start = load(start_path)
     torch_model = to_torch(start)
     target = options.sparsity_at(number)
-    structured = get_method(options.method).granularity == "channel"
+    structured = options.kind == "filter"
     sparsity_history = []
     if number == 1 and options.sparsity_epochs > 0:  # Network Slimming: push BatchNorm scales to zero first
         if progress:
@@ -248,32 +196,24 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         )
         trained = finetune(torch_model, train, preprocess, sparse_options, val, source.final_softmax, progress)
         sparsity_history = [asdict(record) for record in trained.history]
-    result = prune(
+    result = prune_with(
         start,
-        target,
-        method=options.method,
-        scope=options.scope,
-        config=options.config,
-        skip_first=options.skip_first,
-        skip_last=options.skip_last,
-        max_layer_sparsity=options.max_layer_sparsity,
+        options.prune,
+        sparsity=target,
         torch_model=torch_model,
-        keep_masks=True,
         data=train,
         preprocess=preprocess,
-        method_options=options.method_options,
         val=val,
         val_preprocess=preprocess,
-        seed=options.train.seed,
         original_counts=original_channel_counts(source) if structured else None,
-        mask_only=options.mask_only,
-        round_to=options.round_to,
     )
-    if structured:  # fine-tune the compacted model: a smaller graph, nothing to mask
+    if result.compacted is not None:  # fine-tune the compacted model: a smaller graph, nothing to mask
         start = from_proto(result.compacted)
         torch_model = to_torch(start)
-    elif options.rewind:
-        _rewind(torch_model, source)
+    else:  # a recipe's weight stage pruned the model its earlier stages left
+        start, torch_model = result.source, result.torch_model
+        if options.rewind:
+            _rewind(torch_model, source)
     history = []
     if options.train.epochs > 0:
         if progress:
@@ -289,6 +229,9 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         evaluation = evaluate(written, val, preprocess, engine="torch", torch_module=torch_model.module)
     if structured:
         sparsity, layer_sparsity = _channel_sparsity(written, source)
+    elif options.kind == "hybrid":  # weights gone, removed or zeroed, of the source's
+        layer_sparsity = _layer_sparsity(written)
+        sparsity = 1 - written.layer_nonzero() / max(1, source.layer_total("numel"))
     else:
         layer_sparsity = _layer_sparsity(written)
         zeros = sum(s * layer.numel for s, layer in zip(layer_sparsity.values(), written.layers, strict=True))
@@ -395,15 +338,15 @@ def _write_results(folder: Path, identity: dict, baseline, records: list[RoundRe
         model=identity["model"],
         layer_names=layer_names,
         baseline_accuracy=baseline,
-        units="channels" if get_method(options["method"]).granularity == "channel" else "weights",
+        units="channels" if identity["kind"] == "filter" else "weights",
         rows=[
             ResultRow(
                 sparsity=record.sparsity,
                 accuracy=record.top1,
                 loss=record.loss,
                 num_nonzero=record.num_nonzero,
-                method=options["method"],
-                scope=options["scope"],
+                method=options["prune"]["method"],
+                scope=options["prune"]["scope"],
                 layer_sparsity=[record.layer_sparsity[name] for name in layer_names],
             )
             for record in records
@@ -412,7 +355,7 @@ def _write_results(folder: Path, identity: dict, baseline, records: list[RoundRe
             "model_sha256": identity["model_sha256"],
             "schedule": options["schedule"],
             "iterations": options["iterations"],
-            "target": options["target"],
+            "target": options["prune"]["sparsity"],
             "rounds": [asdict(record) for record in records],
             "final": final,
         },

@@ -15,6 +15,7 @@ import numpy as np
 import yaml
 
 from onnxprune.errors import ConfigError
+from onnxprune.methods import get_method
 
 SCOPES = ("layer", "global")
 DEFAULT_MAX_LAYER_SPARSITY = 0.99
@@ -213,3 +214,30 @@ def global_kth_smallest(arrays: list[np.ndarray], k: int, seed: int = 0) -> floa
 def masks_from_plans(scores: dict[str, np.ndarray], plans: dict[str, LayerPlan]) -> dict[str, np.ndarray]:
     """Keep-masks that drop each plan's count of lowest scores."""
     return {name: smallest(scores[name], plan.count) for name, plan in plans.items()}
+
+
+def parse_recipe(text: str) -> list[tuple[str, float]]:
+    """'l1-filter:0.3,magnitude:0.8' -> [('l1-filter', 0.3), ('magnitude', 0.8)] (a hybrid chain).
+
+    Also reads a YAML file holding a list of {method, sparsity} stages.
+    """
+    if text.endswith((".yaml", ".yml")):
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such recipe file")
+        stages = yaml.safe_load(path.read_text())
+        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+            raise ConfigError(f"{path}: a recipe is a list of stages like '- {{method: l1-filter, sparsity: 0.3}}'")
+        pairs = [(str(s.get("method")), s.get("sparsity")) for s in stages]
+    else:
+        pairs = []
+        for part in text.split(","):
+            name, _, value = part.strip().partition(":")
+            if not value:
+                raise ConfigError(f"recipe stage '{part.strip()}' needs a sparsity, like magnitude:0.8")
+            pairs.append((name.strip(), value))
+    stages = []
+    for name, value in pairs:
+        get_method(name)  # unknown methods fail here, listing the known ones
+        stages.append((name, check_sparsity(value, f"sparsity of stage '{name}'")))
+    return stages

@@ -24,44 +24,7 @@ from onnxprune.convert import TorchModel
 from onnxprune.data import Dataset, Preprocess
 from onnxprune.errors import ConfigError
 from onnxprune.evaluate import scores_to_metrics
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """Fine-tuning settings (SGD with momentum, cosine schedule).
-
-    Attributes:
-        epochs: passes over the training set.
-        batch_size: samples per step.
-        lr: initial learning rate, annealed to 0 by a cosine schedule.
-        momentum: SGD momentum.
-        weight_decay: L2 penalty (applied to the surviving weights; pruned ones stay zero).
-        label_smoothing: cross-entropy label smoothing.
-        augment: random horizontal flip and 4-pixel-padded random crop (image inputs only).
-        seed: seeds shuffling, augmentation and dropout: the same seed gives the same model.
-        device: "cpu", "cuda" or None (CUDA when available).
-        max_steps: stop each epoch after this many steps (None: the whole epoch).
-        bn_l1: Network Slimming's sparsity training: the subgradient bn_l1 x sign(gamma) is
-            added to the gradient of every BatchNorm scale factor (0: off).
-    """
-
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    label_smoothing: float = 0.0
-    augment: bool = True
-    seed: int = 0
-    device: str | None = None
-    max_steps: int | None = None
-    bn_l1: float = 0.0
-
-    def __post_init__(self):
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError("epochs must be >= 0, batch size >= 1 and the learning rate > 0")
-        if self.bn_l1 < 0:
-            raise ConfigError(f"the BatchNorm L1 penalty (lambda) must be > 0, got {self.bn_l1}")
+from onnxprune.options import TrainOptions
 
 
 @dataclass(frozen=True)
@@ -145,7 +108,7 @@ def finetune(
     torch_model: TorchModel,
     train: Dataset,
     preprocess: Preprocess,
-    options: TrainOptions = TrainOptions(),
+    options: TrainOptions | None = None,
     val: Dataset | None = None,
     softmax_output: str | None = None,
     progress: Progress | None = None,
@@ -166,6 +129,7 @@ def finetune(
     Returns:
         The per-epoch history and the kept epoch.
     """
+    options = options or TrainOptions()
     rank, world = distributed()
     device = pick_device(options.device)
     if world > 1 and device.type == "cuda":

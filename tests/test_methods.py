@@ -103,7 +103,8 @@ def test_synflow_is_data_free_and_beats_magnitude_on_the_matlab_model():
 
 def test_slimming_penalty_drives_batchnorm_scales_toward_zero(fixture_model, images):
     from onnxprune.convert import to_torch
-    from onnxprune.train import TrainOptions, finetune
+    from onnxprune.options import TrainOptions
+    from onnxprune.train import finetune
 
     model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
     means = {}
@@ -121,17 +122,18 @@ def test_slimming_penalty_drives_batchnorm_scales_toward_zero(fixture_model, ima
 
 def test_slimming_bad_input(fixture_model):
     from onnxprune.errors import ConfigError
-    from onnxprune.schedule import ScheduleOptions
+    from onnxprune.options import PruneOptions, ScheduleOptions
 
     with pytest.raises(ConfigError, match="has no BatchNormalization"):
         onnxprune.prune(onnxprune.load(fixture_model("matmul_mlp")), 0.5, method="slimming")
     with pytest.raises(ConfigError, match="lambda > 0"):
-        ScheduleOptions(target=0.5, method="slimming", sparsity_epochs=2, bn_l1=0.0)
+        ScheduleOptions(PruneOptions(0.5, method="slimming"), sparsity_epochs=2, bn_l1=0.0)
 
 
 def test_hybrid_chain_removes_filters_then_polishes_magnitude(fixture_model, tmp_path):
     from onnxprune.errors import ConfigError
-    from onnxprune.pruning import parse_recipe, prune_chain
+    from onnxprune.pruning import prune_chain
+    from onnxprune.select import parse_recipe
 
     model = onnxprune.load(fixture_model("vgg_bn_torchscript"))
     result = prune_chain(model, parse_recipe("l1-filter:0.4,magnitude:0.8"))

@@ -16,8 +16,9 @@ from onnxprune.cli import app
 from onnxprune.convert import to_torch
 from onnxprune.data import Dataset, preprocess_for
 from onnxprune.errors import ConfigError
-from onnxprune.schedule import ScheduleOptions, run
-from onnxprune.train import TrainOptions, finetune, refresh_pruned
+from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
+from onnxprune.schedule import run
+from onnxprune.train import finetune, refresh_pruned
 
 FAST = TrainOptions(epochs=2, batch_size=16, lr=0.01, seed=0)
 
@@ -97,18 +98,18 @@ def test_finetune_cli_writes_a_verified_model(fixture_model, tmp_path):
 
 
 def test_schedule_sparsities():
-    geometric = ScheduleOptions(target=0.8, iterations=3)
+    geometric = ScheduleOptions(PruneOptions(0.8), iterations=3)
     assert [round(geometric.sparsity_at(k), 4) for k in (1, 2, 3)] == [0.4152, 0.658, 0.8]
-    cubic = ScheduleOptions(target=0.8, iterations=3, schedule="cubic")
+    cubic = ScheduleOptions(PruneOptions(0.8), iterations=3, schedule="cubic")
     assert cubic.sparsity_at(1) > geometric.sparsity_at(1) and cubic.sparsity_at(3) == pytest.approx(0.8)
-    assert ScheduleOptions(target=0.8).name == "omp"
+    assert ScheduleOptions(PruneOptions(0.8)).name == "omp"
 
 
 @pytest.mark.slow
 def test_imp_writes_rounds_results_and_named_model(fixture_model, synthetic, tmp_path):
     train, val = synthetic
     model_path = fixture_model("matlab_alexnet_opset8")
-    options = ScheduleOptions(target=0.8, iterations=3, scope="global", train=FAST)
+    options = ScheduleOptions(PruneOptions(0.8, scope="global"), iterations=3, train=FAST)
     result = run(model_path, tmp_path / "imp", options, train, val, preprocess_for(onnxprune.load(model_path)))
     assert [r.round for r in result.rounds] == [1, 2, 3]
     assert result.rounds[-1].sparsity == pytest.approx(0.8, abs=1e-3)
@@ -132,7 +133,7 @@ def test_resume_after_interruption_gives_the_same_model(fixture_model, synthetic
     train, val = synthetic
     model_path = fixture_model("matlab_alexnet_opset8")
     preprocess = preprocess_for(onnxprune.load(model_path))
-    options = ScheduleOptions(target=0.8, iterations=3, rewind=False, train=FAST)
+    options = ScheduleOptions(PruneOptions(0.8), iterations=3, rewind=False, train=FAST)
     whole = run(model_path, tmp_path / "whole", options, train, val, preprocess)
 
     def interrupt_in_round_3(event):
@@ -152,7 +153,7 @@ def test_resume_after_interruption_gives_the_same_model(fixture_model, synthetic
 
 def test_resume_refuses_another_models_run(fixture_model, synthetic, tmp_path):
     train, val = synthetic
-    options = ScheduleOptions(target=0.5, iterations=1, train=TrainOptions(epochs=0))
+    options = ScheduleOptions(PruneOptions(0.5), iterations=1, train=TrainOptions(epochs=0))
     first = fixture_model("matlab_alexnet_opset8")
     run(first, tmp_path / "run", options, None, val, preprocess_for(onnxprune.load(first)))
     other = fixture_model("matlab_alexnet_opset13")

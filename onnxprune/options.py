@@ -1,0 +1,239 @@
+"""Every option of a prune, typed once and validated once.
+
+The CLI, the Python API, the schedule and the MATLAB bridge all build these; nothing else lists
+the options again. `PruneOptions` says what to remove, `TrainOptions` how to fine-tune,
+`ScheduleOptions` how often (it holds the two others), `DataOptions` where the samples come from
+and how they become the model's input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onnxprune.errors import ConfigError
+from onnxprune.methods import MethodSettings, get_method
+from onnxprune.select import DEFAULT_MAX_LAYER_SPARSITY, SCOPES, check_sparsity, parse_recipe
+
+SCHEDULES = ("geometric", "cubic")
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """What to prune and how, for every mode (one-shot, schedule, hybrid recipe).
+
+    Attributes:
+        sparsity: fraction of prunable weights removed (structured methods: of removable
+            filters and neurons). Ignored by a recipe, whose stages carry their own.
+        method: a registered method, or a hybrid recipe: stages like
+            "l1-filter:0.3,magnitude:0.8", or a .yaml file listing {method, sparsity}.
+        scope: "layer" (every layer to the sparsity) or "global" (one threshold).
+        config: a YAML file of per-layer ratios ("conv1: 0.5", "default: 0.8").
+        skip_first: leave the first prunable layer dense.
+        skip_last: leave the last prunable layer dense.
+        max_layer_sparsity: global scope and iterative methods: no layer pruned beyond this.
+        mask_only: structured: zero channels whose dependencies cannot be resolved instead of
+            refusing them.
+        round_to: structured: layers of 32+ channels keep a multiple of this many (1: exact).
+        settings: knobs of the data-driven and iterative methods (`MethodSettings`).
+        seed: seeds the methods' sampling.
+    """
+
+    sparsity: float = 0.5
+    method: str = "magnitude"
+    scope: str = "layer"
+    config: str | None = None
+    skip_first: bool = False
+    skip_last: bool = False
+    max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY
+    mask_only: bool = False
+    round_to: int = 8
+    settings: MethodSettings = field(default_factory=MethodSettings)
+    seed: int = 0
+
+    def __post_init__(self):
+        check_sparsity(self.sparsity)
+        check_sparsity(self.max_layer_sparsity, "max layer sparsity")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got '{self.scope}'")
+        if self.round_to < 1:
+            raise ConfigError(f"--round-to must be >= 1, got {self.round_to}")
+        if self.config is not None and not Path(self.config).is_file():
+            raise ConfigError(f"{self.config}: no such ratio file; check the --config path")
+        object.__setattr__(self, "settings", MethodSettings.of(self.settings))
+        for name, _ in self.stages:
+            get_method(name)  # an unknown method fails here, listing the known ones
+
+    @property
+    def is_recipe(self) -> bool:
+        """True for a hybrid chain of methods (stages that carry their own sparsities)."""
+        return ":" in self.method or self.method.endswith((".yaml", ".yml"))
+
+    @property
+    def stages(self) -> list[tuple[str, float]]:
+        """(method, sparsity) per stage: the recipe's, or one stage of `method` at `sparsity`."""
+        return parse_recipe(self.method) if self.is_recipe else [(self.method, self.sparsity)]
+
+    @property
+    def target(self) -> float:
+        """The last stage's sparsity: what the run is named after."""
+        return self.stages[-1][1]
+
+    @property
+    def kind(self) -> str:
+        """The kind of pruning, "unstructured", "filter" or (a recipe of both) "hybrid": it names output files."""
+        kinds = {get_method(name).granularity for name, _ in self.stages}
+        if kinds == {"weight"}:
+            return "unstructured"
+        return "filter" if kinds == {"channel"} else "hybrid"
+
+    @property
+    def selects_in_rounds(self) -> bool:
+        """True when the (single) method selects in rounds of its own (Taylor, greedy)."""
+        return not self.is_recipe and get_method(self.method).loop is not None
+
+    @property
+    def needs_data(self) -> bool:
+        """True when a stage's method scores on data."""
+        return any(get_method(name).needs_data for name, _ in self.stages)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Fine-tuning settings (SGD with momentum, cosine schedule).
+
+    Attributes:
+        epochs: passes over the training set.
+        batch_size: samples per step.
+        lr: initial learning rate, annealed to 0 by a cosine schedule.
+        momentum: SGD momentum.
+        weight_decay: L2 penalty (applied to the surviving weights; pruned ones stay zero).
+        label_smoothing: cross-entropy label smoothing.
+        augment: random horizontal flip and 4-pixel-padded random crop (image inputs only).
+        seed: seeds shuffling, augmentation and dropout: the same seed gives the same model.
+        device: "cpu", "cuda" or None (CUDA when available).
+        max_steps: stop each epoch after this many steps (None: the whole epoch).
+        bn_l1: Network Slimming's sparsity training: the subgradient bn_l1 x sign(gamma) is
+            added to the gradient of every BatchNorm scale factor (0: off).
+    """
+
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    augment: bool = True
+    seed: int = 0
+    device: str | None = None
+    max_steps: int | None = None
+    bn_l1: float = 0.0
+
+    def __post_init__(self):
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("epochs must be >= 0, batch size >= 1 and the learning rate > 0")
+        if self.bn_l1 < 0:
+            raise ConfigError(f"the BatchNorm L1 penalty (lambda) must be > 0, got {self.bn_l1}")
+        if not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.device not in (None, "auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"--device must be cpu, cuda or cuda:N, got '{self.device}'")
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """How often to prune and how to fine-tune between rounds.
+
+    Attributes:
+        prune: what each round removes (`PruneOptions`; its sparsity is the final target).
+        train: fine-tuning settings; `train.epochs == 0` prunes without fine-tuning.
+        iterations: rounds; 1 is one-shot (OMP), 3 or more is iterative (IMP).
+        schedule: "geometric" prunes the same fraction of what remains each round; "cubic" is
+            Zhu & Gupta's s_k = s (1 - (1 - k/K)^3), pruning hardest early.
+        rewind: after each pruning, reset surviving weights to their original values (lottery
+            ticket style) before fine-tuning.
+        sparsity_epochs: slimming: epochs of sparsity training (L1 on BatchNorm scales,
+            `bn_l1`) before the first pruning.
+        bn_l1: slimming: the L1 penalty lambda on BatchNorm scales during sparsity training.
+    """
+
+    prune: PruneOptions = field(default_factory=PruneOptions)
+    train: TrainOptions = field(default_factory=lambda: TrainOptions(epochs=0))
+    iterations: int = 1
+    schedule: str = "geometric"
+    rewind: bool = False
+    sparsity_epochs: int = 0
+    bn_l1: float = 0.0
+
+    def __post_init__(self):
+        if self.iterations < 1:
+            raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+        if self.sparsity_epochs > 0 and self.bn_l1 <= 0:
+            raise ConfigError(f"sparsity training needs a lambda > 0 (--bn-l1), got {self.bn_l1}")
+        if self.prune.is_recipe and self.iterations > 1:
+            raise ConfigError(
+                "--iterations: a hybrid recipe runs its stages once; prune in rounds with a single method"
+            )
+        if self.rewind and self.prune.kind != "unstructured":
+            raise ConfigError("--rewind resets surviving weights of a masked model: it needs an unstructured method")
+
+    @property
+    def target(self) -> float:
+        """The final sparsity."""
+        return self.prune.target
+
+    @property
+    def kind(self) -> str:
+        """Unstructured, filter or hybrid (they name the final file)."""
+        return self.prune.kind
+
+    @property
+    def name(self) -> str:
+        """The run's name: omp for one round, imp for several."""
+        return "omp" if self.iterations == 1 else "imp"
+
+    def sparsity_at(self, round_number: int) -> float:
+        """The sparsity reached after round `round_number` (1-based)."""
+        fraction = round_number / self.iterations
+        if self.schedule == "cubic":
+            return self.target * (1.0 - (1.0 - fraction) ** 3)
+        return 1.0 - (1.0 - self.target) ** fraction
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where samples come from and how they become the model's input.
+
+    Attributes:
+        path: a class-subfolder folder or .zip, .mat, .npz or MNIST idx file.
+        val: validation data in the same formats (else `val_split` of `path`).
+        val_split: fraction of `path` held out for validation.
+        limit: use only the first N samples of each source.
+        pixel_range: "0-255" or "0-1" (None: 0-255 for MATLAB exports with a mean-image Sub).
+        mean: per-channel mean after scaling.
+        std: per-channel standard deviation.
+        flatten: flat inputs: "row" (numpy order) or "column" (MATLAB's X(:) order).
+        seed: seeds the split.
+    """
+
+    path: str | None = None
+    val: str | None = None
+    val_split: float | None = None
+    limit: int | None = None
+    pixel_range: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    flatten: str = "row"
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.val_split is not None and not 0 <= self.val_split < 1:
+            raise ConfigError(f"--val-split must be in [0, 1) (0: validate on the training data), got {self.val_split}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if self.flatten not in ("row", "column"):
+            raise ConfigError(f"--flatten must be row or column, got '{self.flatten}'")
+        if self.pixel_range not in (None, "0-255", "0-1"):
+            raise ConfigError(f"--pixel-range must be 0-255 or 0-1, got '{self.pixel_range}'")
