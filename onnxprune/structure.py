@@ -859,11 +859,15 @@ def compact(model: Model, remove: set[int] | None = None) -> tuple[onnx.ModelPro
     and a nonzero constant must not meet a convolution's zero padding. Units that fail are kept
     and listed in `CompactReport.skipped` with the node that refused them.
 
+    Where channels next to an LRN go, or a channel shuffle's groups keep different channels, a few
+    nodes are added to keep the result exact; `CompactReport.rewritten` names them.
+
     Returns:
         The compacted ModelProto (same graph, smaller tensors) and a `CompactReport`.
 
     Raises:
-        ConversionError: nothing could be removed because of the graph (names the reason).
+        ConversionError: a constant would have to be folded into a bias the graph computes at run
+            time (such units are refused first; this names the layer if one slips through).
     """
     structure = analyse(model)
     candidates = zero_units(model, structure) if remove is None else set(remove)
