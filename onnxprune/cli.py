@@ -143,7 +143,7 @@ PixelRangeOption = Annotated[
 MeanOption = Annotated[str | None, typer.Option(help="per-channel mean after scaling, e.g. 0.4914,0.4822,0.4465")]
 StdOption = Annotated[str | None, typer.Option(help="per-channel std, e.g. 0.2470,0.2435,0.2616")]
 FlattenOption = Annotated[
-    str, typer.Option(help="for flat inputs: 'row' (numpy order) or 'column' (MATLAB's X(:) order)")
+    str | None, typer.Option(help="for flat inputs: 'row' (numpy order, the default) or 'column' (MATLAB's X(:) order)")
 ]
 SeedOption = Annotated[int, typer.Option(help="seed for splits, shuffling, augmentation and dropout")]
 
@@ -157,7 +157,7 @@ def _numbers(text: str | None, what: str) -> tuple[float, ...] | None:
         raise ConfigError(f"{what} must be comma-separated numbers, got '{text}'") from None
 
 
-def _data_options(data, val=None, val_split=None, limit=None, pixel_range=None, mean=None, std=None, flatten="row",
+def _data_options(data, val=None, val_split=None, limit=None, pixel_range=None, mean=None, std=None, flatten=None,
                   seed=0):  # fmt: skip
     """The data options of a command, or None without --data."""
     from onnxprune.options import DataOptions
@@ -193,7 +193,7 @@ def evaluate(
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
-    flatten: FlattenOption = "row",
+    flatten: FlattenOption = None,
     batch_size: Annotated[int, typer.Option(help="samples per call")] = 256,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -242,7 +242,7 @@ def finetune(
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
-    flatten: FlattenOption = "row",
+    flatten: FlattenOption = None,
     seed: SeedOption = 0,
 ) -> None:
     """Fine-tune MODEL with its zero weights held at zero; write the best epoch on validation."""
@@ -377,9 +377,7 @@ def prune(
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
-    flatten: Annotated[
-        str | None, typer.Option(help="for flat inputs: 'row' (numpy order) or 'column' (MATLAB's X(:) order)")
-    ] = None,
+    flatten: FlattenOption = None,
     seed: Annotated[int | None, typer.Option(help="seed for splits, shuffling, augmentation and dropout")] = None,
     mask_only: Annotated[
         bool, typer.Option("--mask-only", help="structured: zero channels whose dependencies cannot be resolved")
@@ -455,6 +453,8 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
         ("--batches-per-round", prune.method != "taylor", "it is a setting of --method taylor"),
         ("--max-per-round", prune.method != "taylor", "it is a setting of --method taylor"),
         ("--schedule", schedule.iterations == 1, "it shapes several rounds: add --iterations"),
+        ("--rewind", schedule.iterations == 1,
+         "it resets survivors to their original values after each later round: add --iterations 2 or more"),
         ("--rewind", schedule.train.epochs == 0, "it resets survivors before fine-tuning: add --finetune-epochs"),
         ("--bn-l1", schedule.sparsity_epochs == 0, "it is the penalty of sparsity training: add --sparsity-epochs"),
         *[(option, not trains, "it is a fine-tuning setting: add --finetune-epochs")
@@ -494,7 +494,7 @@ def _prune_run_options(given: dict):
     )  # fmt: skip
     data = _data_options(
         given.get("data"), given.get("val"), given.get("val_split"), given.get("limit"), given.get("pixel_range"),
-        given.get("mean"), given.get("std"), given.get("flatten", "row"), given.get("seed", 0),
+        given.get("mean"), given.get("std"), given.get("flatten"), given.get("seed", 0),
     )  # fmt: skip
     options = RunOptions(
         schedule=schedule, data=data if "data" in given else None, output=given.get("output"),
@@ -689,7 +689,7 @@ def sweep(
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
-    flatten: FlattenOption = "row",
+    flatten: FlattenOption = None,
 ) -> None:
     """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop."""
     from onnxprune import plots, results
@@ -748,7 +748,7 @@ def sensitivity(
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
-    flatten: FlattenOption = "row",
+    flatten: FlattenOption = None,
 ) -> None:
     """Prune one layer at a time to find the sensitive ones; write per-layer ratios reaching --target."""
     from onnxprune import plots, results
@@ -860,7 +860,7 @@ def bench_command(
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
-    flatten: FlattenOption = "row",
+    flatten: FlattenOption = None,
     out_dir: Annotated[Path | None, typer.Option(help="folder for bench.json and bench.png")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
@@ -909,7 +909,7 @@ def quantize(
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
-    flatten: FlattenOption = "row",
+    flatten: FlattenOption = None,
 ) -> None:
     """Quantize MODEL to int8 with onnxruntime.quantization; pruned zeros stay zero."""
     from onnxprune.model import load

@@ -474,7 +474,7 @@ class Preprocess:
         images = images.astype(np.float32)
         images = _rescale(images, dataset.value_range, self.pixel_range)
         per_sample = int(np.prod(self.input_shape))
-        if dataset.flat or self.layout == "flat" or (images[0].size == per_sample and self._wants_flat(images)):
+        if self.flattens(dataset):
             return self._flatten(images, dataset).reshape((images.shape[0], *self.input_shape))
         images = self._match_channels(images, dataset)
         images = self._resize(images)
@@ -488,6 +488,14 @@ class Preprocess:
                 f"input {'x'.join(map(str, self.input_shape))}"
             )
         return np.ascontiguousarray(images.reshape((images.shape[0], *self.input_shape)))
+
+    def flattens(self, dataset: Dataset) -> bool:
+        """True when this dataset's samples reach the model flattened (where `flatten_order` acts)."""
+        sample = dataset.images[:1]
+        per_sample = int(np.prod(self.input_shape))
+        return (
+            dataset.flat or self.layout == "flat" or (sample[0].size == per_sample and self._wants_flat(sample))
+        )
 
     def _wants_flat(self, images: np.ndarray) -> bool:
         """The model takes the sample's values in another shape than an image of this size."""
@@ -564,6 +572,8 @@ def preprocess_for(
     layout = layout or ("flat" if model.input.layout in ("flat", "unknown") else model.input.layout)
     if mean is not None and std is None:
         std = tuple(1.0 for _ in mean)
+    if std is not None and mean is None:  # scaling alone: (x - 0) / std
+        mean = tuple(0.0 for _ in std)
     return Preprocess(shape, layout, pixel_range, mean, std, flatten_order, tuple(notes))
 
 
@@ -592,7 +602,7 @@ def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preproce
     validation set is `options.val`, else a seeded stratified split of `options.val_split` (or
     `default_split`) of the data, else the data itself.
     """
-    preprocess = preprocess_for(model, options.pixel_range, options.mean, options.std, options.flatten)
+    preprocess = preprocess_for(model, options.pixel_range, options.mean, options.std, options.flatten or "row")
     if options.path is None:
         return preprocess, None, None
 
@@ -601,6 +611,11 @@ def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preproce
         if options.limit is not None:
             dataset = dataset.subset(np.arange(min(options.limit, len(dataset))), f" (first {options.limit})")
         check_labels(dataset, model.num_classes or int(dataset.labels.max()) + 1)
+        if options.flatten is not None and len(dataset) and not preprocess.flattens(dataset):
+            raise DataError(
+                f"--flatten has no effect here: the model takes {dataset.source}'s samples as images "
+                f"({model.input.layout} {'x'.join(map(str, preprocess.input_shape))}), nothing is flattened"
+            )
         return dataset
 
     train = read(options.path)

@@ -214,7 +214,8 @@ class DataOptions:
         pixel_range: "0-255" or "0-1" (None: 0-255 for MATLAB exports with a mean-image Sub).
         mean: per-channel mean after scaling.
         std: per-channel standard deviation.
-        flatten: flat inputs: "row" (numpy order) or "column" (MATLAB's X(:) order).
+        flatten: flat inputs: "row" (numpy order) or "column" (MATLAB's X(:) order); None is
+            row order, and a value given for a model that flattens nothing is refused.
         seed: seeds the split.
     """
 
@@ -225,7 +226,7 @@ class DataOptions:
     pixel_range: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    flatten: str = "row"
+    flatten: str | None = None
     seed: int = 0
 
     def __post_init__(self):
@@ -233,7 +234,7 @@ class DataOptions:
             raise ConfigError(f"--val-split must be in [0, 1) (0: validate on the training data), got {self.val_split}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
-        if self.flatten not in ("row", "column"):
+        if self.flatten not in (None, "row", "column"):
             raise ConfigError(f"--flatten must be row or column, got '{self.flatten}'")
         if self.pixel_range not in (None, "0-255", "0-1"):
             raise ConfigError(f"--pixel-range must be 0-255 or 0-1, got '{self.pixel_range}'")
