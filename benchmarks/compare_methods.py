@@ -11,7 +11,7 @@ Two phases, so that the training can run on a GPU machine and the measuring on t
   loss, accuracy, BatchNorm scale sparsity) and `train_record.json` into `--models`.
 - `measure`: top-1 in onnxruntime on the 10,000 test images; sparsity on one axis for all: the
   fraction of prunable-layer parameters gone or zero; MACs; latency in onnxruntime at batch 32,
-  every model in one round-robin `onnxprune.bench` run. Writes the Pareto figure and prints the
+  every model in one round-robin `onnxprune.measure.bench` run. Writes the Pareto figure and prints the
   markdown table.
 - `all` (the default): both, here.
 
@@ -35,18 +35,19 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 import onnxprune  # noqa: E402
-from onnxprune import bench, plots  # noqa: E402
-from onnxprune.data import load_data, preprocess_for, split  # noqa: E402
-from onnxprune.evaluate import evaluate  # noqa: E402
+from onnxprune.measure import bench  # noqa: E402
+from onnxprune.measure.evaluate import evaluate  # noqa: E402
 from onnxprune.options import (  # noqa: E402
     PruneOptions,
     ScheduleOptions,
     TrainOptions,  # noqa: E402
 )
-from onnxprune.pruning import prune_chain  # noqa: E402
-from onnxprune.schedule import run, write_checkpoint  # noqa: E402
-from onnxprune.select import parse_recipe  # noqa: E402
-from onnxprune.train import finetune, pick_device  # noqa: E402
+from onnxprune.pruning.oneshot import prune_chain  # noqa: E402
+from onnxprune.pruning.schedule import run, write_checkpoint  # noqa: E402
+from onnxprune.pruning.select import parse_recipe  # noqa: E402
+from onnxprune.report import plots  # noqa: E402
+from onnxprune.workbench.data import load_data, preprocess_for, split  # noqa: E402
+from onnxprune.workbench.train import finetune, pick_device  # noqa: E402
 
 REFERENCE = ROOT / "models" / "vgg13_bn_w025_cifar10.onnx"
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}

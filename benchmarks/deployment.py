@@ -7,7 +7,7 @@ For each reference model (VGG13-BN narrow on CIFAR-10, the AlexNet-shaped spectr
 - 40% filters: l1-filter, compacted, fine-tuned `--epochs`;
 - int8: static QDQ quantization of the dense model, calibrated on 256 training samples;
 - 40% filters + int8: the compacted model quantized the same way.
-Then `onnxprune.bench` measures every file one session at a time (median latency at batch 1
+Then `onnxprune.measure.bench` measures every file one session at a time (median latency at batch 1
 and 32, throughput, file size raw and zipped, information bound, top-1 on the test set). The
 90%-unstructured storage forms (dense zeros, sparse initializers, zipped, the onnxprune
 package) are compared with the information bound of their weights.
@@ -30,16 +30,17 @@ SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
 
 import onnxprune  # noqa: E402
-from onnxprune import bench, spectrograms  # noqa: E402
-from onnxprune.data import load_data, preprocess_for  # noqa: E402
+from onnxprune.demo import spectrograms  # noqa: E402
+from onnxprune.graph.storage import write_model  # noqa: E402
+from onnxprune.measure import bench  # noqa: E402
+from onnxprune.measure.quantize import pack, quantize  # noqa: E402
 from onnxprune.options import (  # noqa: E402
     PruneOptions,
     ScheduleOptions,
     TrainOptions,  # noqa: E402
 )
-from onnxprune.quantize import pack, quantize  # noqa: E402
-from onnxprune.schedule import run  # noqa: E402
-from onnxprune.storage import write_model  # noqa: E402
+from onnxprune.pruning.schedule import run  # noqa: E402
+from onnxprune.workbench.data import load_data, preprocess_for  # noqa: E402
 
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
 

@@ -1,4 +1,4 @@
-"""Fine-tuning throughput of `onnxprune.train.finetune` against a plain torch loop, side by side.
+"""Fine-tuning throughput of `onnxprune.workbench.train.finetune` against a plain torch loop, side by side.
 
 Same model (../shared/models/pytorch/resnet_2b_cifar10.onnx converted by onnx2torch), same
 batch size, same CIFAR-10 images, same optimizer. onnxprune's loop adds the pruning masks
@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 import onnxprune
-from onnxprune.convert import to_torch
-from onnxprune.data import load_data, preprocess_for
 from onnxprune.options import TrainOptions
-from onnxprune.train import finetune
+from onnxprune.workbench.convert import to_torch
+from onnxprune.workbench.data import load_data, preprocess_for
+from onnxprune.workbench.train import finetune
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 import onnxprune
-from onnxprune.data import load_data, preprocess_for
-from onnxprune.evaluate import evaluate
+from onnxprune.measure.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-from onnxprune.schedule import run
+from onnxprune.pruning.schedule import run
+from onnxprune.workbench.data import load_data, preprocess_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -71,7 +71,10 @@ def main() -> None:
             "import atexit, sys; atexit.register(lambda: print('PEAK_KB', [l.split()[1] for l in "
             "open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr)); "
         )
-        imports = "import onnxprune.cli, onnxprune.convert, onnxruntime; onnxprune.convert.import_onnx2torch()"
+        imports = (
+            "import onnxprune.cli, onnxprune.workbench.convert, onnxruntime; "
+            "onnxprune.workbench.convert.import_onnx2torch()"
+        )
         imports_mb = child_peak_mb([sys.executable, "-c", report_peak + imports])
         cli = f"import sys; from onnxprune.cli import main; sys.argv = {command!r}; main()"
         started = time.perf_counter()
@@ -80,8 +83,8 @@ def main() -> None:
 
         # 1. the phases, in this process
         import onnxprune
-        from onnxprune.convert import to_torch
-        from onnxprune.storage import write_back
+        from onnxprune.graph.storage import write_back
+        from onnxprune.workbench.convert import to_torch
 
         phases = {}
         started = time.perf_counter()

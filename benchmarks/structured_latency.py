@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 import onnxprune
-from onnxprune.inspection import describe
-from onnxprune.verify import session
+from onnxprune.graph.inspection import describe
+from onnxprune.graph.verify import session
 
 VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 

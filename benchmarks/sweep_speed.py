@@ -1,6 +1,6 @@
 """The 91-level sweep 0.80:0.002:0.98 of a CIFAR-10 model on the 10,000 test images, against the naive way.
 
-onnxprune: `onnxprune.sweep.sweep` (global magnitude): data preprocessed once, weights ranked
+onnxprune: `onnxprune.measure.sweep.sweep` (global magnitude): data preprocessed once, weights ranked
 once, each level's mask derived from the ranking, evaluation in torch on the held tensor.
 
 Naive (what a torch tutorial does at each level): convert the ONNX model to torch again (a
@@ -27,10 +27,10 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 import onnxprune
-from onnxprune.convert import to_torch
-from onnxprune.data import load_data, preprocess_for
-from onnxprune.evaluate import scores_to_metrics
-from onnxprune.sweep import parse_levels, sweep
+from onnxprune.measure.evaluate import scores_to_metrics
+from onnxprune.measure.sweep import parse_levels, sweep
+from onnxprune.workbench.convert import to_torch
+from onnxprune.workbench.data import load_data, preprocess_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}

@@ -131,7 +131,7 @@ def _guarded(function: Callable) -> Callable:
 
 def _dataset(options: dict, model):
     """A Dataset from `Data` (a path) or `Images` + `Labels` (MATLAB arrays)."""
-    from onnxprune.data import Dataset, load_data
+    from onnxprune.workbench.data import Dataset, load_data
 
     if options.get("data") is not None:
         return load_data(_path(options["data"], "Data"), size=None)
@@ -169,7 +169,7 @@ def _dataset(options: dict, model):
 
 
 def _preprocess(model, options: dict):
-    from onnxprune.data import preprocess_for
+    from onnxprune.workbench.data import preprocess_for
 
     def numbers(value):
         return None if value is None else tuple(float(v) for v in np.asarray(value, dtype=float).reshape(-1))
@@ -197,8 +197,8 @@ DATA_OPTIONS = {
 @_guarded
 def inspect(model, **options) -> dict:
     """Producer, opset, input, and every prunable layer (names, parameters, zeros, MACs)."""
-    from onnxprune.inspection import describe
-    from onnxprune.model import load
+    from onnxprune.graph.inspection import describe
+    from onnxprune.graph.model import load
 
     _options(options, {})
     description = describe(load(_path(model, "Model")))
@@ -228,9 +228,9 @@ def prune(model, **options) -> dict:
     Name-value arguments: Sparsity (0.5), Method ("magnitude"), Scope ("layer"), Output (default
     beside the input), Config (a ratio YAML), SkipFirst, SkipLast (false).
     """
-    from onnxprune.model import load
-    from onnxprune.pruning import default_output, save
-    from onnxprune.pruning import prune as prune_model
+    from onnxprune.graph.model import load
+    from onnxprune.pruning.oneshot import default_output, save
+    from onnxprune.pruning.oneshot import prune as prune_model
 
     settings = _options(
         options,
@@ -266,9 +266,9 @@ def prune(model, **options) -> dict:
 @_guarded
 def evaluate(model, **options) -> dict:
     """Top-1, top-5 and loss on Data (a path) or Images + Labels (arrays); Engine "onnxruntime" or "torch"."""
-    from onnxprune.data import check_labels
-    from onnxprune.evaluate import evaluate as evaluate_model
-    from onnxprune.model import load
+    from onnxprune.graph.model import load
+    from onnxprune.measure.evaluate import evaluate as evaluate_model
+    from onnxprune.workbench.data import check_labels
 
     settings = _options(options, {**DATA_OPTIONS, "engine": "onnxruntime", "batch_size": 256})
     loaded = load(_path(model, "Model"))
@@ -285,10 +285,10 @@ def evaluate(model, **options) -> dict:
 @_guarded
 def sweep(model, **options) -> dict:
     """Accuracy at each sparsity (Sparsities "0:0.1:0.9" or a vector), one Method and Scope; the trade-off."""
-    from onnxprune.model import load
-    from onnxprune.results import write
-    from onnxprune.sweep import check_levels, parse_levels, trade_off
-    from onnxprune.sweep import sweep as sweep_model
+    from onnxprune.graph.model import load
+    from onnxprune.measure.sweep import check_levels, parse_levels, trade_off
+    from onnxprune.measure.sweep import sweep as sweep_model
+    from onnxprune.report.results import write
 
     settings = _options(
         options, {**DATA_OPTIONS, "sparsities": "0:0.1:0.9", "method": "magnitude", "scope": "layer",
@@ -325,8 +325,8 @@ def bench(models, **options) -> dict:
     import statistics
     import time
 
-    from onnxprune.model import load, model_file_size
-    from onnxprune.verify import random_batch, session
+    from onnxprune.graph.model import load, model_file_size
+    from onnxprune.graph.verify import random_batch, session
 
     settings = _options(options, {"batch": 1, "runs": 50})
     paths = [models] if isinstance(models, (str, bytes, Path)) else list(models)

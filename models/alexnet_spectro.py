@@ -2,7 +2,7 @@
 
 The AlexNet layout (conv 11x11 stride 4, LRN, max pooling, grouped conv2/4/5, three
 fully-connected layers with dropout) with widths reduced to train on a laptop CPU, for 64x64
-grayscale spectrograms of six signal classes (`onnxprune.spectrograms`).
+grayscale spectrograms of six signal classes (`onnxprune.demo.spectrograms`).
 
 The ONNX file is written as MATLAB's `exportONNXNetwork` writes: opset 8, input `data` with a
 fixed batch of 1, a mean-image `Sub` ("zerocenter" normalisation: the model takes raw 0-255
@@ -31,7 +31,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnxprune.spectrograms import CLASSES, SIZE  # noqa: E402
+from onnxprune.demo.spectrograms import CLASSES, SIZE  # noqa: E402
 
 MATLAB_PRODUCER = "MATLAB Deep Learning Toolbox Converter for ONNX Model Format"
 WIDTHS = {"conv1": 48, "conv2": 128, "conv3": 192, "conv4": 192, "conv5": 128, "fc6": 256, "fc7": 256}
@@ -72,7 +72,7 @@ class AlexNetSpectro(nn.Module):
 
 def load_split(root: Path, split: str):
     """Images (raw 0-255, N x 1 x 64 x 64 float), labels and class names of one split."""
-    from onnxprune.data import load_data
+    from onnxprune.workbench.data import load_data
 
     data = load_data(root / split)
     images = torch.from_numpy(data.images).permute(0, 3, 1, 2).float()  # raw 0-255
@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "models" / "alexnet_spectro.onnx")
     args = parser.parse_args()
-    from onnxprune.spectrograms import generate
+    from onnxprune.demo.spectrograms import generate
 
     root = generate()
     model, record = train(root, args.epochs, args.seed)

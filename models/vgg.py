@@ -57,7 +57,7 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.
 def train(width: float, epochs: int, batch: int, lr: float, seed: int, limit: int | None) -> tuple[nn.Module, dict]:
     """Train on ../shared/data/cifar10/train.zip; returns the model and its record."""
     sys.path.insert(0, str(ROOT))
-    from onnxprune.data import load_data
+    from onnxprune.workbench.data import load_data
 
     shared = ROOT.parent / "shared" / "data" / "cifar10"
     torch.manual_seed(seed)

@@ -17,12 +17,12 @@ __all__ = ["Model", "OnnxpruneError", "PruneResult", "describe", "load", "prune"
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Model": "onnxprune.model",
-    "load": "onnxprune.model",
-    "describe": "onnxprune.inspection",
-    "PruneResult": "onnxprune.pruning",
-    "prune": "onnxprune.pruning",
-    "save": "onnxprune.pruning",
+    "Model": "onnxprune.graph.model",
+    "load": "onnxprune.graph.model",
+    "describe": "onnxprune.graph.inspection",
+    "PruneResult": "onnxprune.pruning.oneshot",
+    "prune": "onnxprune.pruning.oneshot",
+    "save": "onnxprune.pruning.oneshot",
 }
 
 

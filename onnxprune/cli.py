@@ -55,7 +55,7 @@ def _console(stderr: bool = False) -> Console:
 
 def _model_size(path: Path) -> int:
     """Bytes of a written model, its external data file included."""
-    from onnxprune.model import model_file_size
+    from onnxprune.graph.model import model_file_size
 
     return model_file_size(path)
 
@@ -99,8 +99,8 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
 ) -> None:
     """Show producer, opset, inputs and outputs, and every prunable layer with parameters, zeros and MACs."""
-    from onnxprune.inspection import describe
-    from onnxprune.model import load
+    from onnxprune.graph.inspection import describe
+    from onnxprune.graph.model import load
 
     description = describe(load(model_path))
     if as_json:
@@ -171,7 +171,7 @@ def _data_options(data, val=None, val_split=None, limit=None, pixel_range=None, 
 
 def _prepare_data(model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, default_split):
     """(preprocess, train set or None, validation set or None) for a model and the data options."""
-    from onnxprune.data import prepare
+    from onnxprune.workbench.data import prepare
 
     options = _data_options(data, val, val_split, limit, pixel_range, mean, std, flatten, seed)
     return prepare(model, options, default_split)
@@ -198,8 +198,8 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Top-1 and top-5 accuracy and loss of MODEL on labelled data, in onnxruntime and/or torch."""
-    from onnxprune.evaluate import evaluate as evaluate_model
-    from onnxprune.model import load
+    from onnxprune.graph.model import load
+    from onnxprune.measure.evaluate import evaluate as evaluate_model
 
     if data is None:
         raise ConfigError("evaluate needs --data (a folder, .zip, .mat, .npz or MNIST idx file)")
@@ -246,12 +246,12 @@ def finetune(
     seed: SeedOption = 0,
 ) -> None:
     """Fine-tune MODEL with its zero weights held at zero; write the best epoch on validation."""
-    from onnxprune import pipeline
-    from onnxprune.convert import to_torch
-    from onnxprune.model import check_output_path, load
+    from onnxprune.graph.model import check_output_path, load
     from onnxprune.options import TrainOptions
-    from onnxprune.schedule import write_checkpoint
-    from onnxprune.train import finetune as finetune_model
+    from onnxprune.pruning import pipeline
+    from onnxprune.pruning.schedule import write_checkpoint
+    from onnxprune.workbench.convert import to_torch
+    from onnxprune.workbench.train import finetune as finetune_model
 
     if data is None:
         raise ConfigError("finetune needs --data")
@@ -415,7 +415,7 @@ def prune(
     """
     given = {name: value for name, value in locals().items() if value is not None and value is not False}
     options = _prune_run_options(given)
-    from onnxprune.pipeline import run
+    from onnxprune.pruning.pipeline import run
 
     try:
         with _training_progress() as progress, _level_progress() as levels:
@@ -469,10 +469,10 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
 
 def _prune_run_options(given: dict):
     """RunOptions from the prune command's given options; an option that would have no effect is refused."""
-    from onnxprune.methods import MethodSettings
+    from onnxprune.measure.sweep import parse_levels
     from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-    from onnxprune.pipeline import DEFAULT_LR, RunOptions
-    from onnxprune.sweep import parse_levels
+    from onnxprune.pruning.methods import MethodSettings
+    from onnxprune.pruning.pipeline import DEFAULT_LR, RunOptions
 
     settings = {key: given[key] for key in ("batches_per_round", "max_per_round") if key in given}
     prune = PruneOptions(
@@ -655,7 +655,7 @@ class _level_progress:
 
 
 def _levels(sparsities: str | None, start: float | None, stop: float | None, step: float | None, default: str):
-    from onnxprune.sweep import grid, parse_levels
+    from onnxprune.measure.sweep import grid, parse_levels
 
     if start is not None or stop is not None or step is not None:
         if None in (start, stop, step):
@@ -692,10 +692,10 @@ def sweep(
     flatten: FlattenOption = None,
 ) -> None:
     """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop."""
-    from onnxprune import plots, results
-    from onnxprune.model import load
-    from onnxprune.sweep import sweep as sweep_model
-    from onnxprune.sweep import trade_off
+    from onnxprune.graph.model import load
+    from onnxprune.measure.sweep import sweep as sweep_model
+    from onnxprune.measure.sweep import trade_off
+    from onnxprune.report import plots, results
 
     if data is None:
         raise ConfigError("sweep needs --data")
@@ -751,11 +751,11 @@ def sensitivity(
     flatten: FlattenOption = None,
 ) -> None:
     """Prune one layer at a time to find the sensitive ones; write per-layer ratios reaching --target."""
-    from onnxprune import plots, results
-    from onnxprune.model import load
-    from onnxprune.select import check_sparsity
-    from onnxprune.sweep import ratios_for_target, write_ratios
-    from onnxprune.sweep import sensitivity as layer_sensitivity
+    from onnxprune.graph.model import load
+    from onnxprune.measure.sweep import ratios_for_target, write_ratios
+    from onnxprune.measure.sweep import sensitivity as layer_sensitivity
+    from onnxprune.pruning.select import check_sparsity
+    from onnxprune.report import plots, results
 
     if data is None:
         raise ConfigError("sensitivity needs --data")
@@ -797,8 +797,8 @@ def plot(
     """Draw a figure from saved results or models (PNG)."""
     import json as json_module
 
-    from onnxprune import plots, results
-    from onnxprune.model import load
+    from onnxprune.graph.model import load
+    from onnxprune.report import plots, results
 
     if kind == "accuracy":
         figure = plots.accuracy_vs_sparsity([results.read(path) for path in sources], output)
@@ -865,8 +865,8 @@ def bench_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Latency, throughput, sizes and accuracy of models side by side in onnxruntime, one session at a time."""
-    from onnxprune import bench as bench_module
-    from onnxprune.model import load
+    from onnxprune.graph.model import load
+    from onnxprune.measure import bench as bench_module
 
     batches = [int(float(b)) for b in batch.split(",") if b.strip()]
     dataset, options = None, None
@@ -912,8 +912,8 @@ def quantize(
     flatten: FlattenOption = None,
 ) -> None:
     """Quantize MODEL to int8 with onnxruntime.quantization; pruned zeros stay zero."""
-    from onnxprune.model import load
-    from onnxprune.quantize import quantize as quantize_model
+    from onnxprune.graph.model import load
+    from onnxprune.measure.quantize import quantize as quantize_model
 
     model = load(model_path)
     preprocess, dataset = _evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
@@ -934,9 +934,9 @@ def pack(
     output: Annotated[Path, typer.Option("--output", "-o", help="the package to write (.onnxz)")],
 ) -> None:
     """Store a pruned model in the smallest form: sparse weights as values + a bit mask, deflated."""
-    from onnxprune.bench import information_bound
-    from onnxprune.model import load
-    from onnxprune.quantize import pack as pack_model
+    from onnxprune.graph.model import load
+    from onnxprune.measure.bench import information_bound
+    from onnxprune.measure.quantize import pack as pack_model
 
     model = load(model_path)
     report = pack_model(model, output)
@@ -955,8 +955,8 @@ def unpack(
     output: Annotated[Path, typer.Option("--output", "-o", help="the .onnx to write")],
 ) -> None:
     """Restore the ONNX model a package holds, exactly."""
-    from onnxprune.model import save_atomic
-    from onnxprune.quantize import unpack as unpack_model
+    from onnxprune.graph.model import save_atomic
+    from onnxprune.measure.quantize import unpack as unpack_model
 
     if output.exists() and output.resolve() == package.resolve():
         raise ConfigError("output is the package itself; choose another -o")
@@ -972,11 +972,11 @@ def compact(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Remove every all-zero filter and neuron of MODEL for real: smaller tensors, same outputs."""
-    from onnxprune.inspection import describe
-    from onnxprune.model import check_output_path, from_proto, load
-    from onnxprune.storage import save_model_file
-    from onnxprune.structure import compact as compact_model
-    from onnxprune.verify import Reference, random_batch, session, verify
+    from onnxprune.graph.inspection import describe
+    from onnxprune.graph.model import check_output_path, from_proto, load
+    from onnxprune.graph.storage import save_model_file
+    from onnxprune.graph.structure import compact as compact_model
+    from onnxprune.graph.verify import Reference, random_batch, session, verify
 
     model = load(model_path)
     check_output_path(model, output)
@@ -998,6 +998,7 @@ def compact(
         "folded_into_bias": report.folded,
         "approximate": report.inexact,
         "not_removed": report.skipped,
+        "rewritten": report.rewritten,
         "params": [before["prunable_params"], after["prunable_params"]],
         "macs": [before["macs"], after["macs"]],
         "max_abs_diff": reports[0].max_abs_diff,
@@ -1011,6 +1012,8 @@ def compact(
     _console().print(table)
     for name, why in report.inexact.items():
         _console().print(f"note: approximate at '{name}': {why}")
+    for name, why in report.rewritten.items():
+        _console().print(f"note: node '{name}' added to stay exact: {why}", highlight=False)
     for where, why in list(report.skipped.items())[:5]:
         _console().print(f"note: zero channel {where} kept: {why}")
     _console().print(
@@ -1028,7 +1031,7 @@ def demo(
     quick: Annotated[bool, typer.Option("--quick", help="a reduced run (small data, few levels): seconds")] = False,
 ) -> None:
     """Run the pruning lab end to end on the built-in spectrogram data and AlexNet-shaped model."""
-    from onnxprune.demo import run_demo
+    from onnxprune.demo.run import run_demo
 
     with _training_progress() as training, _level_progress() as levels:
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxprune.errors import ConfigError
-from onnxprune.methods import MethodSettings, get_method
-from onnxprune.select import DEFAULT_MAX_LAYER_SPARSITY, SCOPES, check_sparsity, parse_recipe
+from onnxprune.pruning.methods import MethodSettings, get_method
+from onnxprune.pruning.select import DEFAULT_MAX_LAYER_SPARSITY, SCOPES, check_sparsity, parse_recipe
 
 SCHEDULES = ("geometric", "cubic")
 

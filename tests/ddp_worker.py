@@ -8,9 +8,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 import onnxprune  # noqa: E402
-from onnxprune.data import Dataset, preprocess_for  # noqa: E402
 from onnxprune.options import TrainOptions  # noqa: E402
-from onnxprune.train import distributed, finetune  # noqa: E402
+from onnxprune.workbench.data import Dataset, preprocess_for  # noqa: E402
+from onnxprune.workbench.train import distributed, finetune  # noqa: E402
 
 model_path, out = sys.argv[1], Path(sys.argv[2])
 model = onnxprune.load(model_path)

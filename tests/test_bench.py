@@ -15,11 +15,11 @@ from onnx import numpy_helper
 from typer.testing import CliRunner
 
 import onnxprune
-from onnxprune import bench
 from onnxprune.cli import app
-from onnxprune.data import Dataset, preprocess_for
 from onnxprune.errors import ConfigError
-from onnxprune.quantize import is_quantized, pack, quantize, unpack
+from onnxprune.measure import bench
+from onnxprune.measure.quantize import is_quantized, pack, quantize, unpack
+from onnxprune.workbench.data import Dataset, preprocess_for
 
 
 @pytest.fixture

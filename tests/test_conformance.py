@@ -14,7 +14,7 @@ from conftest import ALL_MODELS
 from onnx import numpy_helper
 
 import onnxprune
-from onnxprune.verify import random_batch, session, torch_outputs
+from onnxprune.graph.verify import random_batch, session, torch_outputs
 
 
 def written_weights(path) -> dict[str, np.ndarray]:

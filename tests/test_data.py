@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 import onnxprune
 from onnxprune.cli import app
-from onnxprune.data import Dataset, _labels_from, check_labels, load_data, preprocess_for, split
 from onnxprune.errors import DataError
+from onnxprune.workbench.data import Dataset, _labels_from, check_labels, load_data, preprocess_for, split
 
 
 def test_image_folder_sorted_classes_and_resize(tmp_path):

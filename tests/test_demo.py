@@ -11,10 +11,10 @@ from conftest import REPO, shared_path
 from typer.testing import CliRunner
 
 import onnxprune
-from onnxprune import spectrograms
 from onnxprune.cli import app
-from onnxprune.data import load_data, preprocess_for
-from onnxprune.evaluate import evaluate
+from onnxprune.demo import spectrograms
+from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.data import load_data, preprocess_for
 
 MODELS = REPO / "models"
 

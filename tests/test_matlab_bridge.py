@@ -117,7 +117,7 @@ def test_octave_package_end_to_end(fixture_model, tmp_path):
         if os.environ.get("CI"):
             pytest.fail("GNU Octave is not installed; .ci/run installs it")
         pytest.skip("GNU Octave is not installed (apt-get install octave-cli)")
-    from onnxprune.data import load_data
+    from onnxprune.workbench.data import load_data
 
     mnist = load_data(shared_path("data/mnist")).subset(np.arange(300))
     scipy.io.savemat(tmp_path / "mnist.mat", {"X": mnist.images[..., 0].transpose(1, 2, 0), "Y": mnist.labels})

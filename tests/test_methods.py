@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import onnxprune
-from onnxprune.data import Dataset, preprocess_for
-from onnxprune.methods import list_methods
-from onnxprune.verify import random_batch, session
+from onnxprune.graph.verify import random_batch, session
+from onnxprune.pruning.methods import list_methods
+from onnxprune.workbench.data import Dataset, preprocess_for
 
 METHODS = [method.name for method in list_methods()]
 
@@ -44,7 +44,7 @@ def test_method_contract(name, fixture_model, images, tmp_path):
 
 
 def test_registry_rejects_duplicates():
-    from onnxprune.methods import register
+    from onnxprune.pruning.methods import register
 
     with pytest.raises(ValueError, match="already registered"):
         register("magnitude", granularity="weight")(lambda entry, ctx: None)
@@ -73,8 +73,8 @@ def test_taylor_needs_data(fixture_model):
 
 
 def test_synflow_with_batchnorm_gives_finite_scores_and_reaches_the_target(fixture_model):
-    from onnxprune.convert import to_torch
-    from onnxprune.methods.synflow import iterative_scores
+    from onnxprune.pruning.methods.synflow import iterative_scores
+    from onnxprune.workbench.convert import to_torch
 
     model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
     converted = to_torch(model)
@@ -89,9 +89,9 @@ def test_synflow_is_data_free_and_beats_magnitude_on_the_matlab_model():
     """On the shipped AlexNet-shaped model at 90%, SynFlow keeps more accuracy than global magnitude."""
     from conftest import REPO
 
-    from onnxprune import spectrograms
-    from onnxprune.data import load_data
-    from onnxprune.evaluate import evaluate
+    from onnxprune.demo import spectrograms
+    from onnxprune.measure.evaluate import evaluate
+    from onnxprune.workbench.data import load_data
 
     model = onnxprune.load(REPO / "models" / "alexnet_spectro.onnx")
     test = load_data(spectrograms.generate() / "test")
@@ -102,9 +102,9 @@ def test_synflow_is_data_free_and_beats_magnitude_on_the_matlab_model():
 
 
 def test_slimming_penalty_drives_batchnorm_scales_toward_zero(fixture_model, images):
-    from onnxprune.convert import to_torch
     from onnxprune.options import TrainOptions
-    from onnxprune.train import finetune
+    from onnxprune.workbench.convert import to_torch
+    from onnxprune.workbench.train import finetune
 
     model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
     means = {}
@@ -132,8 +132,8 @@ def test_slimming_bad_input(fixture_model):
 
 def test_hybrid_chain_removes_filters_then_polishes_magnitude(fixture_model, tmp_path):
     from onnxprune.errors import ConfigError
-    from onnxprune.pruning import prune_chain
-    from onnxprune.select import parse_recipe
+    from onnxprune.pruning.oneshot import prune_chain
+    from onnxprune.pruning.select import parse_recipe
 
     model = onnxprune.load(fixture_model("vgg_bn_torchscript"))
     result = prune_chain(model, parse_recipe("l1-filter:0.4,magnitude:0.8"))
@@ -169,13 +169,13 @@ def test_greedy_removal_never_picks_a_removed_filter(fixture_model, images):
 def test_sss_factors_fold_exactly_into_the_weights(fixture_model):
     import torch
 
-    from onnxprune.convert import to_torch
-    from onnxprune.methods.sss import _Scale, fold
+    from onnxprune.pruning.methods.sss import _Scale, fold
+    from onnxprune.workbench.convert import to_torch
 
     for name in ("vgg_bn_dynamo", "matmul_mlp"):
         model = onnxprune.load(fixture_model(name))
         converted = to_torch(model)
-        inputs = torch.from_numpy(__import__("onnxprune").verify.random_batch(model.input, 3))
+        inputs = torch.from_numpy(__import__("onnxprune.graph.verify").graph.verify.random_batch(model.input, 3))
         factors, hooks = {}, []
         generator = torch.Generator().manual_seed(0)
         for layer, entry in converted.params.items():
@@ -195,9 +195,9 @@ def test_sss_factors_fold_exactly_into_the_weights(fixture_model):
 
 
 def test_sss_proximal_l1_sets_factors_exactly_to_zero(fixture_model, images):
-    from onnxprune.convert import to_torch
-    from onnxprune.methods import MethodSettings, ScoreContext
-    from onnxprune.methods.sss import learn_factors
+    from onnxprune.pruning.methods import MethodSettings, ScoreContext
+    from onnxprune.pruning.methods.sss import learn_factors
+    from onnxprune.workbench.convert import to_torch
 
     model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
     zeros = {}
@@ -230,9 +230,9 @@ def without_final_softmax(proto):
 @pytest.mark.parametrize("name", ["taylor", "sss", "greedy"])
 def test_data_driven_methods_score_softmax_models_from_logits(name, fixture_model, images):
     """A MATLAB export ends with Softmax: its scores must equal those of the same model without it."""
-    from onnxprune.convert import to_torch
-    from onnxprune.methods import MethodSettings, ScoreContext, get_method
-    from onnxprune.model import from_proto
+    from onnxprune.graph.model import from_proto
+    from onnxprune.pruning.methods import MethodSettings, ScoreContext, get_method
+    from onnxprune.workbench.convert import to_torch
 
     with_softmax = onnxprune.load(fixture_model("matlab_alexnet_opset13"))
     assert with_softmax.final_softmax is not None
@@ -252,7 +252,7 @@ def test_data_driven_methods_score_softmax_models_from_logits(name, fixture_mode
 
 def test_method_settings_refuse_unknown_names():
     from onnxprune.errors import ConfigError
-    from onnxprune.methods import MethodSettings
+    from onnxprune.pruning.methods import MethodSettings
 
     with pytest.raises(ConfigError, match="unknown method setting 'batches'; the settings are: batch_size"):
         MethodSettings.of({"batches": 3})

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 import onnxprune
 from onnxprune.cli import app
-from onnxprune.convert import BoundWeight, to_torch
-from onnxprune.storage import to_sparse_storage
+from onnxprune.graph.storage import to_sparse_storage
+from onnxprune.workbench.convert import BoundWeight, to_torch
 
 
 def test_param_map_matches_initializers_and_binds_matmul(fixture_model):

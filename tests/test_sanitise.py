@@ -13,11 +13,11 @@ from onnx import TensorProto, helper, numpy_helper
 from test_cli_errors import assert_one_line_error, run
 
 import onnxprune
-from onnxprune.convert import to_torch
 from onnxprune.errors import ConversionError
-from onnxprune.model import from_proto
-from onnxprune.storage import write_back
-from onnxprune.verify import random_batch, session, torch_outputs
+from onnxprune.graph.model import from_proto
+from onnxprune.graph.storage import write_back
+from onnxprune.graph.verify import random_batch, session, torch_outputs
+from onnxprune.workbench.convert import to_torch
 
 
 def graph_model(nodes, initializers, input_shape, output_shape, opset, name="x", output="y"):

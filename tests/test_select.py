@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from onnxprune import select
 from onnxprune.errors import ConfigError
+from onnxprune.pruning import select
 
 
 def test_smallest_drops_exactly_count_even_with_ties():

@@ -10,16 +10,16 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 import onnxprune
-from onnxprune import channels
 from onnxprune.cli import app
-from onnxprune.convert import to_torch
 from onnxprune.errors import ConfigError
-from onnxprune.inspection import describe
-from onnxprune.methods import ScoreContext, get_method
-from onnxprune.model import from_proto
-from onnxprune.storage import write_back
-from onnxprune.structure import analyse, compact
-from onnxprune.verify import random_batch, session
+from onnxprune.graph.inspection import describe
+from onnxprune.graph.model import from_proto
+from onnxprune.graph.storage import write_back
+from onnxprune.graph.structure import analyse, compact
+from onnxprune.graph.verify import random_batch, session
+from onnxprune.pruning import channels
+from onnxprune.pruning.methods import ScoreContext, get_method
+from onnxprune.workbench.convert import to_torch
 
 CHANNEL_MODELS = [f"real:{name}" for name in REAL_MODEL_NAMES] + [f"fixture:{name}" for name in ALL_FIXTURES]
 
@@ -79,7 +79,7 @@ def test_compaction_equals_the_masked_model(model_path):
 
 
 def test_residual_channels_are_removed_together(fixture_model):
-    model = onnxprune.load(onnxprune.model.Path("../shared/models/pytorch/resnet_2b_cifar10.onnx"))
+    model = onnxprune.load(onnxprune.graph.model.Path("../shared/models/pytorch/resnet_2b_cifar10.onnx"))
     structure = analyse(model)
     # layer1.0.conv2 and its shortcut feed the same Add: their channels are one unit each
     np.testing.assert_array_equal(structure.layer_units("Conv_4"), structure.layer_units("Conv_5"))
@@ -213,7 +213,7 @@ def test_unresolved_dependency_names_the_node_and_mask_only_falls_back(tmp_path)
 
 
 def test_channel_counts_rounded_for_fast_kernels():
-    from onnxprune.channels import _rounded
+    from onnxprune.pruning.channels import _rounded
 
     assert _rounded(count=26, original=64, remaining=64, round_to=16) == 32  # 38 left -> 32, the nearest
     assert 512 - _rounded(205, 512, 512, 16) == 304

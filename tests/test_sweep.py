@@ -12,12 +12,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import onnxprune
-from onnxprune import plots, results
 from onnxprune.cli import app
-from onnxprune.data import Dataset, preprocess_for
 from onnxprune.errors import ConfigError, DataError
-from onnxprune.evaluate import evaluate
-from onnxprune.sweep import parse_levels, ratios_for_target, sensitivity, sweep, trade_off, write_ratios
+from onnxprune.measure.evaluate import evaluate
+from onnxprune.measure.sweep import parse_levels, ratios_for_target, sensitivity, sweep, trade_off, write_ratios
+from onnxprune.report import plots, results
+from onnxprune.workbench.data import Dataset, preprocess_for
 
 
 @pytest.fixture(scope="module")

@@ -13,12 +13,12 @@ from typer.testing import CliRunner
 
 import onnxprune
 from onnxprune.cli import app
-from onnxprune.convert import to_torch
-from onnxprune.data import Dataset, preprocess_for
 from onnxprune.errors import ConfigError
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-from onnxprune.schedule import run
-from onnxprune.train import finetune, refresh_pruned
+from onnxprune.pruning.schedule import run
+from onnxprune.workbench.convert import to_torch
+from onnxprune.workbench.data import Dataset, preprocess_for
+from onnxprune.workbench.train import finetune, refresh_pruned
 
 FAST = TrainOptions(epochs=2, batch_size=16, lr=0.01, seed=0)
 
@@ -44,7 +44,7 @@ def test_finetuning_keeps_every_pruned_weight_at_zero(fixture_model, synthetic, 
     preprocess = preprocess_for(model)
     history = finetune(result.torch_model, train, preprocess, FAST, val, softmax_output="prob")
     assert [record.epoch for record in history.history] == [1, 2]
-    from onnxprune.schedule import write_checkpoint
+    from onnxprune.pruning.schedule import write_checkpoint
 
     write_checkpoint(model, result.torch_model, tmp_path / "tuned.onnx")
     after = zeros_per_weight(tmp_path / "tuned.onnx", model)

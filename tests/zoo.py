@@ -165,7 +165,7 @@ def relative_difference(want: list[np.ndarray], got: list[np.ndarray]) -> float:
 
 def run_onnx(path_or_proto, inputs: np.ndarray) -> list[np.ndarray]:
     """The outputs of a model file (or proto) in onnxruntime."""
-    from onnxprune.verify import session
+    from onnxprune.graph.verify import session
 
     source = path_or_proto if isinstance(path_or_proto, Path) else path_or_proto.SerializeToString()
     run = session(source)
@@ -190,9 +190,9 @@ def zero_random_filters(model, fraction: float, seed: int = 0) -> dict[str, np.n
 
 def stage_load(path: Path, work: Path) -> dict:
     import onnxprune
-    from onnxprune.convert import to_torch
-    from onnxprune.inspection import describe
-    from onnxprune.verify import random_batch, torch_outputs
+    from onnxprune.graph.inspection import describe
+    from onnxprune.graph.verify import random_batch, torch_outputs
+    from onnxprune.workbench.convert import to_torch
 
     model = onnxprune.load(path)
     totals = describe(model)["totals"]
@@ -219,10 +219,10 @@ def stage_prune(path: Path, work: Path) -> dict:
 
 def stage_compact(path: Path, work: Path) -> dict:
     import onnxprune
-    from onnxprune.model import from_proto
-    from onnxprune.storage import write_back
-    from onnxprune.structure import compact
-    from onnxprune.verify import random_batch
+    from onnxprune.graph.model import from_proto
+    from onnxprune.graph.storage import write_back
+    from onnxprune.graph.structure import compact
+    from onnxprune.graph.verify import random_batch
 
     model = onnxprune.load(path)
     masked_proto = write_back(model, zero_random_filters(model, 0.3))

@@ -1,0 +1,1 @@
+"""The built-in demo: synthetic spectrograms and the pruning lab run end to end."""

@@ -1,0 +1,1 @@
+"""Measuring: evaluation, sweeps and sensitivity, latency benchmarks, quantization."""

@@ -1,0 +1,239 @@
+"""What pruning really buys: latency, throughput, size and accuracy in onnxruntime, side by side.
+
+Each model gets its own onnxruntime session; only one computes at any moment (sessions that
+compute at once on few cores distort each other), and the models take turns in rounds so that
+slow drifts of the machine hit all of them alike: session creation time, a warm-up, then the
+latency of repeated calls (median, p90, p99) and throughput at each batch size; file size raw
+and zipped, the information bound of its weights, parameters, non-zeros, MACs, and accuracy
+when data is given. Ratios are against the first model.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import time
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxprune.errors import ConfigError
+from onnxprune.graph.model import load, model_file_size
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+@dataclass
+class ModelBench:
+    """Everything measured for one model."""
+
+    name: str
+    path: str
+    bytes: int
+    zipped_bytes: int
+    bound_bytes: int
+    params: int
+    nonzero: int
+    macs: int
+    session_seconds: float
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # batch -> median, p90, p99
+    throughput: dict[str, float] = field(default_factory=dict)  # batch -> samples per second
+    top1: float | None = None
+    speedup: dict[str, float] = field(default_factory=dict)
+    size_ratio: float = 1.0
+
+
+def check_provider(provider: str) -> str:
+    """The onnxruntime provider name; CUDA without onnxruntime-gpu or a GPU is one clear error."""
+    if provider not in PROVIDERS:
+        raise ConfigError(f"--provider must be cpu or cuda, got '{provider}'")
+    import onnxruntime
+
+    name = PROVIDERS[provider]
+    if name not in onnxruntime.get_available_providers():
+        raise ConfigError(
+            "--provider cuda: onnxruntime has no CUDA provider here (no GPU, or the CPU package installed); "
+            "install the gpu extra (pip install -e '.[gpu]') on a machine with an NVIDIA GPU"
+        )
+    return name
+
+
+def information_bound(model) -> int:
+    """Bytes no lossless format can beat for the weights: non-zero values plus the mask's entropy.
+
+    For each float initializer with n values of which k are non-zero: k values of its width, plus
+    n x H(k/n) bits to say where they are (0 when dense). Graph structure is not counted.
+    """
+    from onnx import numpy_helper
+
+    from onnxprune.graph.model import FLOAT_TYPES
+
+    total_bits = 0.0
+    for tensor in model.proto.graph.initializer:
+        if tensor.data_type not in FLOAT_TYPES:
+            continue
+        array = numpy_helper.to_array(tensor)
+        n, k = array.size, int(np.count_nonzero(array))
+        p = k / n if n else 0.0
+        entropy = 0.0 if p in (0.0, 1.0) else -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+        total_bits += k * array.itemsize * 8 + n * entropy
+    return int(np.ceil(total_bits / 8))
+
+
+def zipped_size(path: Path) -> int:
+    """Bytes of the file deflated in a zip (what a download or a package costs)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.write(path, Path(path).name)
+    return len(buffer.getvalue())
+
+
+def bench(
+    paths: list[str | os.PathLike],
+    batches: list[int] = (1, 32),
+    provider: str = "cpu",
+    threads: int | None = None,
+    runs: int | None = None,
+    data=None,
+    preprocess_options: dict | None = None,
+) -> list[ModelBench]:
+    """Measure each model; see the module docstring.
+
+    Args:
+        paths: .onnx files; the first is the reference for ratios.
+        batches: batch sizes to time (models with a fixed batch of 1 run batch 1 only).
+        provider: "cpu" or "cuda".
+        threads: onnxruntime intra-op threads (default: onnxruntime's choice).
+        runs: timed calls per batch size (default: about 2 s worth, at least 10).
+        data: a `Dataset` to measure top-1 on (optional).
+        preprocess_options: overrides for `preprocess_for` (pixel_range, mean, std, flatten_order).
+    """
+    provider_name = check_provider(provider)
+    if not paths:
+        raise ConfigError("bench needs at least one model")
+    prepared = [_prepare(Path(p), provider_name, threads) for p in paths]
+    _time_round_robin(prepared, batches, runs)
+    results = [item[0] for item in prepared]
+    if data is not None:
+        from onnxprune.measure.evaluate import evaluate
+        from onnxprune.workbench.data import preprocess_for
+
+        # every model takes the first one's input: a quantized or pruned copy keeps its meaning
+        # even when its producer name changed (onnxruntime.quantization rewrites it)
+        preprocess = preprocess_for(load(results[0].path), **(preprocess_options or {}))
+        for result in results:
+            result.top1 = evaluate(load(result.path), data, preprocess, providers=[provider_name]).top1
+    reference = results[0]
+    for result in results:
+        result.size_ratio = result.bytes / reference.bytes
+        for batch, latency in result.latency_ms.items():
+            if batch in reference.latency_ms:
+                result.speedup[batch] = reference.latency_ms[batch]["median"] / latency["median"]
+    return results
+
+
+def _prepare(path: Path, provider: str, threads: int | None):
+    """(ModelBench with the static figures, its session, its input spec)."""
+    import onnxruntime as ort
+
+    from onnxprune.graph.inspection import describe
+
+    model = load(path)
+    totals = describe(model)["totals"]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    started = time.perf_counter()
+    session = ort.InferenceSession(str(path), options, providers=[provider])
+    result = ModelBench(
+        name=path.name,
+        path=str(path),
+        bytes=model_file_size(path),
+        zipped_bytes=zipped_size(path),
+        bound_bytes=information_bound(model),
+        params=totals["prunable_params"],
+        nonzero=totals["prunable_params"] - totals["prunable_zeros"],
+        macs=totals["macs"],
+        session_seconds=time.perf_counter() - started,
+    )
+    return result, session, model.input
+
+
+def _time_round_robin(prepared, batches, runs: int | None, rounds: int = 5) -> None:
+    """Time every model at every batch size, the models taking turns in `rounds` rounds.
+
+    Only one session computes at any moment; turns spread slow drifts of the machine (clock
+    speed, other load) over all models instead of penalising whichever ran first.
+    """
+    from onnxprune.graph.verify import random_batch
+
+    for batch in batches:
+        feeds, counts, times = [], [], []
+        for _result, session, spec in prepared:
+            if spec.fixed_batch and spec.shape[0] != batch:
+                feeds.append(None)
+                counts.append(0)
+                times.append([])
+                continue
+            feed = {session.get_inputs()[0].name: random_batch(spec, batch)}
+            feeds.append(feed)
+            counts.append(_call_count(session, feed, runs))
+            times.append([])
+        for _ in range(rounds):
+            for index, (_, session, _) in enumerate(prepared):
+                if feeds[index] is None:
+                    continue
+                for _ in range(max(1, counts[index] // rounds)):
+                    started = time.perf_counter()
+                    session.run(None, feeds[index])
+                    times[index].append(time.perf_counter() - started)
+        for (result, _, _), measured in zip(prepared, times, strict=True):
+            if measured:
+                median = statistics.median(measured)
+                result.latency_ms[str(batch)] = {
+                    "median": median * 1000,
+                    "p90": float(np.percentile(measured, 90)) * 1000,
+                    "p99": float(np.percentile(measured, 99)) * 1000,
+                }
+                result.throughput[str(batch)] = batch / median
+
+
+def _call_count(session, feed, runs: int | None) -> int:
+    """Warm the session up; how many timed calls make about 2 s (or `runs`)."""
+    for _ in range(3):
+        session.run(None, feed)
+    started = time.perf_counter()
+    session.run(None, feed)
+    once = time.perf_counter() - started
+    return runs or int(min(500, max(10, 2.0 / max(once, 1e-6))))
+
+
+def as_dicts(results: list[ModelBench]) -> list[dict]:
+    """Plain dicts, for bench.json."""
+    return [asdict(result) for result in results]
+
+
+def figure(results: list[ModelBench], path) -> Path:
+    """Bars of median latency per batch size and of file size, per model."""
+    from onnxprune.report.plots import SIZE, _save, plt
+
+    batches = sorted({b for r in results for b in r.latency_ms}, key=int)
+    fig, (left, right) = plt.subplots(1, 2, figsize=SIZE)
+    width = 0.8 / max(1, len(results))
+    for index, result in enumerate(results):
+        positions = np.arange(len(batches)) + index * width
+        left.bar(positions, [result.latency_ms.get(b, {}).get("median", 0) for b in batches], width, label=result.name)
+    left.set_xticks(np.arange(len(batches)) + width * (len(results) - 1) / 2, [f"batch {b}" for b in batches])
+    left.set_ylabel("median latency (ms)")
+    left.legend(fontsize=7)
+    right.bar(range(len(results)), [r.bytes / 1e6 for r in results], color="#1f77b4", label="file")
+    right.bar(range(len(results)), [r.zipped_bytes / 1e6 for r in results], color="#ff7f0e", width=0.5, label="zipped")
+    right.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right", fontsize=7)
+    right.set_ylabel("MB")
+    right.legend(fontsize=7)
+    fig.suptitle("onnxruntime: latency and size")
+    return _save(fig, path)

@@ -1,0 +1,407 @@
+"""Accuracy against sparsity without fine-tuning: sweeps, the trade-off, and per-layer sensitivity.
+
+A sweep scores the weights once, sorts each layer's scores once, and derives every level's
+mask from those orders (the first k weights of a layer's order are its k lowest), so a level
+costs one mask update and one evaluation; the data is preprocessed once and held in memory.
+The masks are the ones `prune` would choose at that level (same counts, same tie-breaking), so
+a sweep point equals `prune` then `evaluate` exactly.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import yaml
+
+from onnxprune.errors import ConfigError
+from onnxprune.graph.model import Model
+from onnxprune.measure.evaluate import scores_to_metrics
+from onnxprune.pruning import channels, select
+from onnxprune.pruning.methods import ScoreContext, get_method
+from onnxprune.report.results import ResultRow, ResultTable
+from onnxprune.workbench.convert import TorchModel, to_torch
+from onnxprune.workbench.data import Dataset, Preprocess
+
+Progress = Callable[[dict], None]
+
+
+def parse_levels(text: str) -> list[float]:
+    """Sparsity levels from MATLAB-style ranges: "0:0.1:0.9,0.9:0.02:0.98" or "0.5,0.8,0.9".
+
+    `a:s:b` is start:step:stop, stop included (within rounding). The result must be non-empty,
+    strictly increasing, and every level in [0, 1).
+    """
+    levels: list[float] = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        if re.fullmatch(r"[^:]+:[^:]+:[^:]+", part):
+            start, step, stop = (_number(x, text) for x in part.split(":"))
+            if step <= 0:
+                raise ConfigError(f"sparsity range '{part}': the step must be positive (start:step:stop)")
+            count = int(np.floor((stop - start) / step + 1e-9)) + 1
+            levels += [round(start + i * step, 10) for i in range(max(count, 0))]
+        else:
+            levels.append(_number(part, text))
+    return check_levels(levels, text)
+
+
+def grid(start: float, stop: float, step: float) -> list[float]:
+    """--from/--to/--step as a level list."""
+    return parse_levels(f"{start}:{step}:{stop}")
+
+
+def _number(text: str, whole: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"sparsity grid '{whole}': '{text}' is not a number") from None
+
+
+def check_levels(levels: list[float], what: str = "sparsity grid") -> list[float]:
+    """Non-empty, strictly increasing (after dropping exact repeats at range joins), each in [0, 1)."""
+    unique = list(dict.fromkeys(levels))
+    if not unique:
+        raise ConfigError(f"{what}: no sparsity levels; write e.g. 0:0.1:0.9")
+    for level in unique:
+        if not 0.0 <= level < 1.0:
+            raise ConfigError(f"{what}: level {level} is outside [0, 1) (1.0 would remove every weight)")
+    if any(b <= a for a, b in zip(unique, unique[1:], strict=False)):
+        raise ConfigError(f"{what}: levels must increase, got {', '.join(f'{x:g}' for x in unique[:6])}...")
+    return unique
+
+
+@dataclass
+class _Ranked:
+    """Everything a level needs: per-layer scores and their stable orders."""
+
+    scores: dict[str, np.ndarray]
+    orders: dict[str, np.ndarray]
+
+
+class Sweeper:
+    """Evaluates a model at many sparsity levels of one method and scope, ranking once.
+
+    Args:
+        model: the model to sweep.
+        data: the evaluation samples (preprocessed once here).
+        preprocess: how they become the model's input.
+        batch_size: samples per forward pass.
+        engine: "torch", "onnxruntime", or "auto": time both on the dense model and keep the
+            faster (onnxruntime rebuilds a session per level, ~10 ms for a CIFAR-size model).
+    """
+
+    def __init__(
+        self, model: Model, data: Dataset, preprocess: Preprocess, batch_size: int = 500, engine: str = "auto"
+    ):
+        self.model = model
+        self.data = data
+        self.torch_model = to_torch(model)
+        self.inputs = torch.from_numpy(preprocess(data))
+        self.labels = data.labels
+        self.batch_size = batch_size
+        self.probabilities = model.final_softmax is not None
+        self.originals = {n: e.parameter.detach().clone() for n, e in self.torch_model.params.items()}
+        self.extra_originals = _bias_and_norm_state(self.torch_model)
+        self._ranked: dict[str, _Ranked] = {}
+        self.engine = engine if engine != "auto" else self._faster_engine()
+
+    def _faster_engine(self) -> str:
+        timings = {}
+        for engine in ("torch", "onnxruntime"):
+            self.engine = engine
+            started = time.perf_counter()
+            self.evaluate()
+            timings[engine] = time.perf_counter() - started
+        return min(timings, key=timings.get)
+
+    def evaluate(self) -> tuple[float, float]:
+        """(top-1, loss) of the model as it stands, on the held data, in the chosen engine."""
+        if self.engine == "onnxruntime":
+            return self._evaluate_onnxruntime()
+        return self._evaluate_torch()
+
+    def _evaluate_onnxruntime(self) -> tuple[float, float]:
+        from onnxprune.graph.storage import write_back
+        from onnxprune.graph.verify import session
+        from onnxprune.measure.evaluate import _with_symbolic_batch
+
+        proto = write_back(self.model, self.torch_model.initializer_values(self.model))
+        run = session(_with_symbolic_batch(proto).SerializeToString())
+        name = run.get_inputs()[0].name
+        inputs = self.inputs.numpy()
+        hits, loss = 0, 0.0
+        for start in range(0, inputs.shape[0], self.batch_size):
+            output = run.run(None, {name: inputs[start : start + self.batch_size]})[0]
+            labels = self.labels[start : start + output.shape[0]]
+            top1, _, batch_loss = scores_to_metrics(output, labels, self.probabilities)
+            hits, loss = hits + top1, loss + batch_loss
+        return hits / len(self.labels), loss / len(self.labels)
+
+    def _evaluate_torch(self) -> tuple[float, float]:
+        module = self.torch_model.module.eval()
+        hits, loss = 0, 0.0
+        with torch.inference_mode():
+            for start in range(0, self.inputs.shape[0], self.batch_size):
+                output = module(self.inputs[start : start + self.batch_size])
+                output = output[0] if isinstance(output, (tuple, list)) else output
+                labels = self.labels[start : start + output.shape[0]]
+                top1, _, batch_loss = scores_to_metrics(output.float().numpy(), labels, self.probabilities)
+                hits, loss = hits + top1, loss + batch_loss
+        return hits / len(self.labels), loss / len(self.labels)
+
+    def level(self, method: str, scope: str, sparsity: float, max_layer_sparsity: float = 0.99) -> ResultRow:
+        """Set the weights to `method`/`scope` at `sparsity` (from the stored ranking) and evaluate."""
+        chosen = get_method(method)
+        self._restore()
+        if chosen.granularity == "channel":
+            zeros = self._apply_channels(chosen, scope, sparsity, max_layer_sparsity)
+        else:
+            zeros = self._apply_weights(method, scope, sparsity, max_layer_sparsity)
+        top1, loss = self.evaluate()
+        total = sum(self.originals[name].numel() for name in zeros)
+        layer_sparsity = [zeros[name] / self.originals[name].numel() for name in self.torch_model.params]
+        nonzero = total - sum(zeros.values())
+        return ResultRow(sparsity, top1, loss, int(nonzero), method, scope, layer_sparsity)
+
+    def _restore(self) -> None:
+        with torch.no_grad():
+            for name, entry in self.torch_model.params.items():
+                entry.module.weight.copy_(self.originals[name])
+            for tensor, original in self.extra_originals:
+                tensor.copy_(original)
+
+    def _ranking(self, method: str) -> _Ranked:
+        if method not in self._ranked:
+            chosen = get_method(method)
+            context = ScoreContext(self.torch_model, model=self.model)
+            with torch.no_grad():
+                scores = {
+                    name: layer_scores.astype(np.float32).reshape(-1)
+                    for name, layer_scores in chosen.layer_scores(context).items()
+                }
+            orders = {name: np.argsort(s, kind="stable") for name, s in scores.items()}
+            self._ranked[method] = _Ranked(scores, orders)
+        return self._ranked[method]
+
+    def _apply_weights(self, method, scope, sparsity, max_layer_sparsity) -> dict[str, int]:
+        ranked = self._ranking(method)
+        scores = ranked.scores
+        if scope == "global":
+            plans = select.select_global(scores, sparsity, max_layer_sparsity)
+        else:
+            plans = select.select_layerwise(scores, {name: sparsity for name in scores})
+        zeros = {}
+        with torch.no_grad():
+            for name, entry in self.torch_model.params.items():
+                count = plans[name].count
+                mask = np.ones(scores[name].size, dtype=bool)
+                mask[ranked.orders[name][:count]] = False  # the `count` lowest, ties by position
+                onnx_mask = mask.reshape(entry.layer.shape)
+                torch_mask = torch.from_numpy(np.ascontiguousarray(onnx_mask.T if entry.transpose else onnx_mask))
+                entry.module.weight.mul_(torch_mask)
+                zeros[name] = int((entry.module.weight == 0).sum())
+        return zeros
+
+    def _apply_channels(self, chosen, scope, sparsity, max_layer_sparsity) -> dict[str, int]:
+        context = ScoreContext(self.torch_model, model=self.model)
+        plan = channels.plan(
+            self.model, chosen, self.torch_model, sparsity, scope, {}, sparsity, max_layer_sparsity, context,
+            round_to=8, saturate=True,
+        )  # fmt: skip
+        channels.apply(self.torch_model, self.model, plan, keep_masks=False)
+        return {name: int((e.module.weight == 0).sum()) for name, e in self.torch_model.params.items()}
+
+
+def _bias_and_norm_state(torch_model: TorchModel) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Biases and BatchNorm affine parameters, which structured levels zero: saved to restore."""
+    saved = []
+    for module in torch_model.module.modules():
+        for name in ("bias",):
+            tensor = getattr(module, name, None)
+            if isinstance(tensor, torch.nn.Parameter):
+                saved.append((tensor.data, tensor.detach().clone()))
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            saved.append((module.weight.data, module.weight.detach().clone()))
+    return saved
+
+
+def sweep(
+    model: Model,
+    data: Dataset,
+    preprocess: Preprocess,
+    levels: list[float],
+    methods: list[str] = ("magnitude",),
+    scopes: list[str] = ("layer",),
+    max_layer_sparsity: float = 0.99,
+    progress: Progress | None = None,
+    engine: str = "auto",
+) -> ResultTable:
+    """Accuracy and loss at every level, for every method and scope; the dense accuracy as baseline.
+
+    `engine` is "auto" (the faster of torch and onnxruntime on this model), "torch" or
+    "onnxruntime"; the table's `extra["engine"]` records which ran.
+
+    Returns:
+        A `ResultTable` of kind "sweep" (one row per method, scope and level).
+    """
+    levels = check_levels(list(levels))
+    for scope in scopes:
+        if scope not in select.SCOPES:
+            raise ConfigError(f"scope must be one of {', '.join(select.SCOPES)}, got '{scope}'")
+    sweeper = Sweeper(model, data, preprocess, engine=engine)
+    baseline, _ = sweeper.evaluate()
+    units = {get_method(m).granularity for m in methods}
+    table = ResultTable(
+        kind="sweep",
+        model=str(model.path or "model"),
+        layer_names=list(sweeper.torch_model.params),
+        baseline_accuracy=baseline,
+        units={frozenset({"channel"}): "channels", frozenset({"weight"}): "weights"}.get(
+            frozenset(units), "weights (unstructured) or channels (structured)"
+        ),
+        extra={"engine": sweeper.engine},
+    )
+    total = len(methods) * len(scopes) * len(levels)
+    for method in methods:
+        for scope in scopes:
+            for level in levels:
+                row = sweeper.level(method, scope, level, max_layer_sparsity)
+                table.rows.append(row)
+                if progress:
+                    progress({"done": len(table.rows), "total": total, "row": row})
+    return table
+
+
+def trade_off(table: ResultTable, max_drop: float, method: str | None = None, scope: str | None = None) -> dict:
+    """The highest sparsity within `max_drop` (absolute, 0.01 = one point) of the dense accuracy, and the knee.
+
+    Returns:
+        {"sparsity", "accuracy", "method", "scope", "knee_sparsity", "knee_accuracy", "max_drop"};
+        sparsity 0.0 when no level stays within the budget.
+    """
+    if not 0 <= max_drop < 1:
+        raise ConfigError(f"--max-drop must be in [0, 1) (0.01 is one point of accuracy), got {max_drop}")
+    rows = [r for r in table.rows if (method is None or r.method == method) and (scope is None or r.scope == scope)]
+    floor = table.baseline_accuracy - max_drop
+    within = [r for r in rows if r.accuracy is not None and r.accuracy >= floor - 1e-12]
+    best = max(within, key=lambda r: (r.sparsity, r.accuracy), default=None)
+    knee = _knee(sorted(rows, key=lambda r: r.sparsity))
+    return {
+        "sparsity": best.sparsity if best else 0.0,
+        "accuracy": best.accuracy if best else table.baseline_accuracy,
+        "method": best.method if best else method,
+        "scope": best.scope if best else scope,
+        "knee_sparsity": knee.sparsity if knee else None,
+        "knee_accuracy": knee.accuracy if knee else None,
+        "max_drop": max_drop,
+    }
+
+
+def _knee(rows: list[ResultRow]) -> ResultRow | None:
+    """The point farthest above the chord from the first to the last point (Kneedle, simplified)."""
+    if len(rows) < 3:
+        return None
+    x = np.array([r.sparsity for r in rows])
+    y = np.array([r.accuracy for r in rows])
+    span_x, span_y = np.ptp(x) or 1.0, np.ptp(y) or 1.0
+    xn, yn = (x - x[0]) / span_x, (y - y.min()) / span_y
+    chord = yn[0] + (yn[-1] - yn[0]) * xn
+    return rows[int(np.argmax(yn - chord))]
+
+
+def sensitivity(
+    model: Model,
+    data: Dataset,
+    preprocess: Preprocess,
+    levels: list[float],
+    method: str = "magnitude",
+    progress: Progress | None = None,
+) -> ResultTable:
+    """Prune one layer at a time over `levels` (the others dense): each layer's accuracy curve.
+
+    Returns:
+        A `ResultTable` of kind "sensitivity": one row per (layer, level); the row's `scope`
+        names the layer.
+    """
+    levels = check_levels(list(levels))
+    sweeper = Sweeper(model, data, preprocess)
+    baseline, _ = sweeper.evaluate()
+    table = ResultTable("sensitivity", str(model.path or "model"), list(sweeper.torch_model.params), baseline)
+    ranked = sweeper._ranking(method)
+    total = len(table.layer_names) * len(levels)
+    for name, entry in sweeper.torch_model.params.items():
+        for level in levels:
+            sweeper._restore()
+            count = int(round(level * ranked.scores[name].size))
+            mask = np.ones(ranked.scores[name].size, dtype=bool)
+            mask[ranked.orders[name][:count]] = False
+            onnx_mask = mask.reshape(entry.layer.shape)
+            with torch.no_grad():
+                entry.module.weight.mul_(
+                    torch.from_numpy(np.ascontiguousarray(onnx_mask.T if entry.transpose else onnx_mask))
+                )
+            top1, loss = sweeper.evaluate()
+            layer_sparsity = [level if other == name else 0.0 for other in table.layer_names]
+            nonzero = sum(e.layer.numel for e in sweeper.torch_model.params.values()) - count
+            table.rows.append(ResultRow(level, top1, loss, int(nonzero), method, name, layer_sparsity))
+            if progress:
+                progress({"done": len(table.rows), "total": total, "row": table.rows[-1]})
+    sweeper._restore()
+    return table
+
+
+def ratios_for_target(table: ResultTable, model: Model, target: float, max_drop: float) -> dict[str, float]:
+    """Per-layer ratios reaching `target` overall while each layer alone stays within the tightest drop possible.
+
+    Finds the smallest per-layer accuracy drop t such that giving every layer the highest level
+    whose drop (alone) is at most t reaches `target` of all prunable weights. Layers are then
+    trimmed back so the overall sparsity is `target` (not more). If even `max_drop` per layer
+    cannot reach the target, the ratios for `max_drop` are returned (the caller reports it).
+    """
+    sizes = {layer.name: layer.numel for layer in model.layers}
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for row in table.rows:
+        curves.setdefault(row.scope, []).append((row.sparsity, table.baseline_accuracy - row.accuracy))
+
+    def ratios_at(tolerance: float) -> dict[str, float]:
+        return {
+            name: max((level for level, drop in curve if drop <= tolerance), default=0.0)
+            for name, curve in curves.items()
+        }
+
+    def overall(ratios: dict[str, float]) -> float:
+        return sum(ratios[name] * sizes[name] for name in ratios) / sum(sizes[name] for name in ratios)
+
+    drops = sorted({max(0.0, drop) for curve in curves.values() for _, drop in curve if drop <= max_drop} | {0.0})
+    chosen = ratios_at(max_drop)
+    for tolerance in drops:
+        candidate = ratios_at(tolerance)
+        if overall(candidate) >= target:
+            chosen = candidate
+            break
+    excess = overall(chosen) - target
+    if excess > 0:  # trim the largest layers first, which overshoot the most per step
+        total = sum(sizes[name] for name in chosen)
+        for name in sorted(chosen, key=lambda n: -sizes[n]):
+            reducible = min(chosen[name], excess * total / sizes[name])
+            chosen[name] = round(chosen[name] - reducible, 6)
+            excess -= reducible * sizes[name] / total
+            if excess <= 1e-12:
+                break
+    return chosen
+
+
+def write_ratios(ratios: dict[str, float], path, comment: str = "") -> None:
+    """A ratio YAML that `onnxprune prune --config` reads."""
+    from pathlib import Path
+
+    from onnxprune.graph.model import save_atomic
+
+    text = (f"# {comment}\n" if comment else "") + yaml.safe_dump(
+        {name: float(value) for name, value in ratios.items()}, sort_keys=False
+    )
+    save_atomic(lambda temp: Path(temp).write_text(text), Path(path))

@@ -1,0 +1,213 @@
+"""The registry of pruning methods, and the contract every method follows.
+
+A method is registered by name with its granularity ("weight" for unstructured pruning, "channel"
+for filters and neurons) and returns scores, lower pruned first. Selection, masking and
+compaction are shared, so a new method is one file (see docs/methods.md, "Adding a method"):
+
+    @register("l1-filter", granularity="channel")
+    def l1_filter(entry: ParamEntry, ctx: ScoreContext) -> np.ndarray:
+        '''Score each output filter (or neuron) by the L1 norm of its weights.'''
+
+Three shapes of method, all called the same way (`Method.layer_scores(ctx)`):
+
+- per layer (the default): `score(entry, ctx)` -> the scores of one layer;
+- whole model (`whole_model=True`): `score(ctx)` -> {layer name: scores}, for methods whose
+  scores come from one computation over every layer (Taylor, SSS, SynFlow);
+- iterative selection (`loop=`): for channel methods that remove units in rounds, scoring
+  again between them (Taylor's MATLAB loop, greedy removal); the loop returns the plan.
+
+Every registered method gets the contract tests of tests/test_methods.py for free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from onnxprune.errors import ConfigError
+
+GRANULARITIES = ("weight", "channel")
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """The knobs of the data-driven and iterative methods; each method reads its own.
+
+    Attributes:
+        batches_per_round: taylor: mini-batches scored (and trained) per round.
+        max_per_round: taylor: most filters removed per round.
+        batch_size: taylor, sss, greedy: mini-batch size of their training steps.
+        lr: taylor, sss, greedy: learning rate of their training steps.
+        momentum: taylor, sss: SGD momentum.
+        candidates: greedy: units tried per removal.
+        val_samples: greedy: samples the loss is measured on.
+        finetune_every: greedy: removals between short fine-tunings.
+        finetune_batches: greedy: mini-batches per short fine-tuning.
+        sss_epochs: sss: epochs of factor training.
+        sss_gamma: sss: the L1 penalty on the factors.
+        max_steps: sss: at most this many steps (None: whole epochs).
+        synflow_iterations: synflow: scoring rounds.
+    """
+
+    batches_per_round: int = 10
+    max_per_round: int = 8
+    batch_size: int = 32
+    lr: float = 0.01
+    momentum: float = 0.9
+    candidates: int = 16
+    val_samples: int = 256
+    finetune_every: int = 8
+    finetune_batches: int = 5
+    sss_epochs: int = 1
+    sss_gamma: float = 1e-3
+    max_steps: int | None = None
+    synflow_iterations: int = 10
+
+    def __post_init__(self):
+        for name in ("batches_per_round", "max_per_round", "batch_size", "candidates", "val_samples",
+                     "finetune_every", "synflow_iterations"):  # fmt: skip
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"method setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"method setting lr must be > 0, got {self.lr}")
+
+    @classmethod
+    def of(cls, value: MethodSettings | dict | None) -> MethodSettings:
+        """Settings from a dict of some of the fields (unknown names refused, listing the known ones)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"unknown method setting '{unknown[0]}'; the settings are: {', '.join(sorted(known))}")
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """Everything a scoring function may use besides the layer itself.
+
+    Attributes:
+        torch_model: the converted `onnxprune.workbench.convert.TorchModel` (masks attached, if any).
+        model: the ONNX `Model` it was converted from (its graph: slimming finds BatchNorms).
+        data: training samples, for data-driven methods; None for data-free ones.
+        preprocess: how `data` becomes the model's input.
+        val: validation samples (Taylor records accuracy per round when given).
+        val_preprocess: how `val` becomes the model's input.
+        target: the sparsity asked for (SynFlow schedules its rounds to it).
+        seed: seeds every random choice a method makes.
+        settings: `MethodSettings`.
+    """
+
+    torch_model: object
+    model: object = None
+    data: object = None
+    preprocess: object = None
+    val: object = None
+    val_preprocess: object = None
+    target: float = 0.0
+    seed: int = 0
+    settings: MethodSettings = field(default_factory=MethodSettings)
+
+    @property
+    def softmax_output(self) -> str | None:
+        """The output of the final Softmax, which scoring on a loss must cut off (see `logits`)."""
+        return self.model.final_softmax if self.model is not None else None
+
+    def logits(self):
+        """The torch model without a final Softmax: its output is logits, whatever the export ended with.
+
+        Cross-entropy of probabilities as if they were logits gives wrong gradients (MATLAB
+        exports end with a Softmax); every data-driven method takes its loss on this module.
+        Parameters are shared with `torch_model.module`.
+        """
+        from onnxprune.workbench.train import logits_module
+
+        return logits_module(self.torch_model, self.softmax_output)
+
+    def input_shape(self, batch: int = 1) -> tuple[int, ...]:
+        """The model's input shape with this batch size."""
+        return self.model.input.concrete_shape(batch)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered pruning method.
+
+    Attributes:
+        name: what --method takes.
+        granularity: "weight" (unstructured) or "channel" (filters and neurons, compacted).
+        score: per layer `score(entry, ctx)`, or with `whole_model` `score(ctx)` -> {layer: scores}.
+        summary: the first line of its docstring.
+        needs_data: the method needs training data in its `ScoreContext`.
+        whole_model: `score` scores every layer in one computation.
+        loop: channel methods that select in rounds: `loop(ctx, sparsity, max_layer_sparsity,
+            mask_only)` -> (`onnxprune.pruning.channels.ChannelPlan`, per-round history).
+    """
+
+    name: str
+    granularity: str
+    score: Callable
+    summary: str
+    needs_data: bool = False
+    whole_model: bool = False
+    loop: Callable | None = None
+
+    def layer_scores(self, ctx: ScoreContext) -> dict[str, np.ndarray]:
+        """Scores of every prunable layer (float64, lower goes first), in the model's layer order."""
+        if self.needs_data and ctx.data is None:
+            raise ConfigError(f"the {self.name} method needs training data: give --data")
+        if self.whole_model:
+            scores = self.score(ctx)
+            return {name: np.asarray(scores[name], dtype=np.float64) for name in ctx.torch_model.params}
+        return {
+            name: np.asarray(self.score(entry, ctx), dtype=np.float64) for name, entry in ctx.torch_model.params.items()
+        }
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(
+    name: str, granularity: str, needs_data: bool = False, whole_model: bool = False, loop: Callable | None = None
+) -> Callable:
+    """Register a scoring function under `name` (see the module docstring for its shapes).
+
+    Registering a name twice raises.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if loop is not None and granularity != "channel":
+        raise ValueError("only channel methods select in rounds (loop=)")
+
+    def decorate(function: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"pruning method '{name}' is already registered")
+        summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
+        _REGISTRY[name] = Method(name, granularity, function, summary, needs_data, whole_model, loop)
+        return function
+
+    return decorate
+
+
+def get_method(name: str) -> Method:
+    """The registered method called `name` (ConfigError listing the known ones otherwise)."""
+    _load_builtin_methods()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown pruning method '{name}'; known methods: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def list_methods() -> list[Method]:
+    """Every registered method, sorted by name."""
+    _load_builtin_methods()
+    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+
+
+def _load_builtin_methods() -> None:
+    # imported on first use: the methods import torch, which `onnxprune --help` should not wait for
+    from onnxprune.pruning.methods import greedy, magnitude, norms, slimming, sss, synflow, taylor  # noqa: F401  (they register)

@@ -1,0 +1,13 @@
+"""Unstructured magnitude pruning (Han et al. 2015): the smallest |w| go first."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxprune.pruning.methods import ScoreContext, register
+
+
+@register("magnitude", granularity="weight")
+def magnitude(entry, ctx: ScoreContext) -> np.ndarray:
+    """Score each weight by its absolute value."""
+    return np.abs(entry.to_onnx())

@@ -1,0 +1,520 @@
+"""The prune verb: score, select, mask, write back; and save with verification."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch.nn.utils import prune as torch_prune
+
+from onnxprune.errors import ConfigError
+from onnxprune.graph.model import Model, PrunableLayer, check_output_path, from_proto
+from onnxprune.graph.storage import save_model_file, write_back
+from onnxprune.graph.structure import CompactReport, compact
+from onnxprune.graph.verify import VerifyReport, reference, verify
+from onnxprune.options import PruneOptions
+from onnxprune.pruning import channels, select
+from onnxprune.pruning.methods import MethodSettings, ScoreContext, get_method
+from onnxprune.workbench.convert import TorchModel, to_torch
+from onnxprune.workbench.data import Dataset, Preprocess
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """Sparsity of one prunable layer, counted on the weights that will be written."""
+
+    name: str
+    op_type: str
+    weight: str
+    shape: tuple[int, ...]
+    numel: int
+    zeros: int
+    target: float | None
+    capped: bool = False
+    channels: int = 0
+    channels_removed: int = 0
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the layer's weights that are zero (structured: removed)."""
+        return self.zeros / self.numel if self.numel else 0.0
+
+    @property
+    def channel_sparsity(self) -> float:
+        """Fraction of the layer's output channels removed (structured methods)."""
+        return self.channels_removed / self.channels if self.channels else 0.0
+
+
+@dataclass
+class PruneResult:
+    """A pruned model in memory, with what was done to it.
+
+    Attributes:
+        source: the model it was pruned from (untouched).
+        torch_model: the pruned torch model; with `masks_kept`, its masks are
+            torch.nn.utils.prune masks (`weight_orig` x `weight_mask`), ready for fine-tuning.
+        weights: the new value of each prunable weight initializer, in ONNX layout.
+        layers: per-layer report.
+        method, scope: what was asked.
+        requested: the requested sparsity.
+        notes: things the user should know (capped layers, excluded layers).
+        selection_seconds: time spent scoring and selecting.
+        masks_kept: whether the torch model carries torch.nn.utils.prune masks.
+        total_sparsity: zeros over every floating-point initializer (biases, BatchNorm
+            parameters and MATLAB's mean image included).
+        compacted: structured methods: the model with the removed channels physically gone.
+        compaction: what compaction removed, folded, and where it is approximate.
+        granularity: "weight" or "channel".
+        params_removed, macs_removed: structured methods: the fractions of prunable-layer
+            parameters and multiply-accumulates removed by compaction.
+        history: Taylor: per round, mini-batch loss, validation top-1, filters left.
+        units: structured methods: (units removed, removable units); a unit is a filter or
+            neuron, or channels coupled by residual connections.
+        verification: filled in by `save`.
+        sparse_initializers: filled in by `save` with `sparse_storage=True`.
+    """
+
+    source: Model
+    torch_model: TorchModel
+    weights: dict[str, np.ndarray]
+    layers: list[LayerReport]
+    method: str
+    scope: str
+    requested: float
+    notes: list[str] = field(default_factory=list)
+    selection_seconds: float = 0.0
+    masks_kept: bool = True
+    verification: VerifyReport | None = None
+    sparse_initializers: list[str] = field(default_factory=list)
+    total_sparsity: float = 0.0
+    compacted: onnx.ModelProto | None = field(default=None, repr=False)
+    compaction: CompactReport | None = None
+    granularity: str = "weight"
+    params_removed: float = 0.0
+    macs_removed: float = 0.0
+    history: list[dict] = field(default_factory=list)
+    units: tuple[int, int] = (0, 0)
+    _model: Model | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> Model:
+        """The pruned model as an in-memory `Model` (compacted for structured methods)."""
+        if self._model is None:
+            proto = self.compacted if self.compacted is not None else write_back(self.source, self.weights)
+            self._model = from_proto(proto)
+        return self._model
+
+    @property
+    def channel_sparsity(self) -> float:
+        """Structured methods: the fraction of removable filters and neurons removed."""
+        removed, total = self.units
+        return removed / total if total else 0.0
+
+    @property
+    def prunable_sparsity(self) -> float:
+        """Zeros over all weights of prunable layers."""
+        total = sum(layer.numel for layer in self.layers)
+        return sum(layer.zeros for layer in self.layers) / total if total else 0.0
+
+    def release(self) -> None:
+        """Drop the torch model, the new weights and the source model to free their memory.
+
+        Afterwards only the reports (`layers`, sparsities, `notes`, `verification`) remain;
+        `save(..., release=True)` calls this once the file is written.
+        """
+        self.torch_model = None
+        self.weights = {}
+        self.source = None
+        self._model = None
+        gc.collect()  # an fx.GraphModule and its graph reference each other: free the cycle now
+
+
+def _total_sparsity(model: Model, weights: dict[str, np.ndarray]) -> float:
+    """Zeros over every floating-point initializer once `weights` replace their initializers."""
+    total, zeros = model.parameter_counts()
+    for layer in model.layers:
+        before = model.weight_array(layer)
+        zeros += int(np.count_nonzero(weights[layer.weight] == 0)) - int(before.size - np.count_nonzero(before))
+    return zeros / total if total else 0.0
+
+
+def prune(
+    model: Model,
+    sparsity: float,
+    *,
+    method: str = "magnitude",
+    scope: str = "layer",
+    config: str | os.PathLike | None = None,
+    skip_first: bool = False,
+    skip_last: bool = False,
+    max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY,
+    torch_model: TorchModel | None = None,
+    keep_masks: bool = True,
+    data: Dataset | None = None,
+    preprocess: Preprocess | None = None,
+    method_options: MethodSettings | dict | None = None,
+    val: Dataset | None = None,
+    val_preprocess: Preprocess | None = None,
+    seed: int = 0,
+    original_counts: dict[str, int] | None = None,
+    mask_only: bool = False,
+    round_to: int = 8,
+) -> PruneResult:
+    """Prune a loaded model.
+
+    Args:
+        model: from `onnxprune.load`.
+        sparsity: fraction of prunable weights to remove, in [0, 1).
+        method: a registered method name (`onnxprune.pruning.methods.list_methods()`).
+        scope: "layer" (every layer to `sparsity`) or "global" (one threshold over all layers,
+            no layer above `max_layer_sparsity`).
+        config: a YAML of per-layer ratios (`conv1: 0.5`, optional `default:`); named layers get
+            exactly their ratio, the others follow `scope` with the default or `sparsity`.
+        skip_first: leave the first prunable layer dense.
+        skip_last: leave the last prunable layer dense.
+        max_layer_sparsity: the cap of global selection.
+        torch_model: an already converted model to continue from (iterative pruning).
+        keep_masks: attach the masks with torch.nn.utils.prune so fine-tuning keeps pruned
+            weights at zero. False zeroes the weights in place instead (the zeros are the mask:
+            reloading the file recovers it), which saves two copies of every weight when
+            nothing is trained afterwards.
+        data: training samples, for methods that need data (Taylor).
+        preprocess: how `data` becomes the model's input.
+        method_options: `onnxprune.pruning.methods.MethodSettings` (or a dict of some of its fields):
+            Taylor's batches_per_round and max_per_round, greedy's candidates, SSS's gamma, ...
+        val: validation samples (Taylor records accuracy per round on them).
+        val_preprocess: how `val` becomes the model's input.
+        seed: seeds the data-driven methods' sampling.
+        original_counts: structured methods on a model compacted earlier: each channel
+            group's original size, so `sparsity` stays a fraction of the original channels.
+        mask_only: structured methods, where a channel dependency cannot be resolved: zero
+            those filters without removing them (otherwise that is an error naming the node).
+        round_to: structured methods: leave each layer a multiple of this many channels
+            (8, the default, suits onnxruntime's blocked CPU kernels; 1 keeps the exact
+            fraction). Layers under 32 channels are not rounded.
+
+    Structured methods (granularity "channel": l1-filter, l2-filter, neuron, taylor) take
+    `sparsity` as the fraction of removable filters and neurons, and compact the model: see
+    `PruneResult.compacted`.
+
+    Returns:
+        A `PruneResult`; nothing is written until `save`.
+
+    Example:
+        >>> model = onnxprune.load("alexnet.onnx")  # doctest: +SKIP
+        >>> result = onnxprune.prune(model, 0.9, scope="global")  # doctest: +SKIP
+        >>> onnxprune.save(result, "alexnet_pruned.onnx")  # doctest: +SKIP
+    """
+    from onnxprune.measure.quantize import is_quantized
+
+    if is_quantized(model.proto):
+        raise ConfigError(
+            "this model is quantized (QuantizeLinear / DequantizeLinear): it cannot be pruned or trained; "
+            "prune the float model, then quantize the result"
+        )
+    sparsity = select.check_sparsity(sparsity)
+    if scope not in select.SCOPES:
+        raise ConfigError(f"scope must be one of {', '.join(select.SCOPES)}, got '{scope}'")
+    max_layer_sparsity = select.check_sparsity(max_layer_sparsity, "max layer sparsity")
+    chosen = get_method(method)
+    if not model.layers:
+        raise ConfigError(
+            "the model has no prunable layer (Conv, Gemm or MatMul with an initializer weight); nothing to prune"
+        )
+    pinned, default = _pinned_ratios(model, config, skip_first, skip_last)
+    free_sparsity = sparsity if default is None else default
+    torch_model = torch_model or to_torch(model)
+    context = ScoreContext(
+        torch_model, model=model, data=data, preprocess=preprocess, val=val, val_preprocess=val_preprocess,
+        target=sparsity, seed=seed, settings=MethodSettings.of(method_options),
+    )  # fmt: skip
+    if chosen.granularity == "channel":
+        return _prune_channels(
+            model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
+            keep_masks, original_counts, mask_only, round_to,
+        )  # fmt: skip
+
+    started = time.perf_counter()
+    masks, plans = _select(chosen, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context)
+    selection_seconds = time.perf_counter() - started
+
+    _apply_masks(torch_model, masks, keep_masks)
+    del masks
+    weights = {entry.layer.weight: entry.to_onnx() for entry in torch_model.params.values()}
+    layers = [_layer_report(layer, weights[layer.weight], plans[layer.name]) for layer in model.layers]
+    return PruneResult(
+        source=model,
+        torch_model=torch_model,
+        weights=weights,
+        layers=layers,
+        method=method,
+        scope=scope,
+        requested=sparsity,
+        notes=_notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity),
+        selection_seconds=selection_seconds,
+        masks_kept=keep_masks,
+        total_sparsity=_total_sparsity(model, weights),
+    )
+
+
+def _prune_channels(
+    model, method, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, keep_masks,
+    original_counts, mask_only, round_to,
+) -> PruneResult:  # fmt: skip
+    """Structured pruning: plan, mask in torch, write the masked graph, compact it."""
+    if method.needs_data and context.data is None:
+        raise ConfigError(f"the {method.name} method needs training data: give --data")
+    started = time.perf_counter()
+    history = []
+    if method.loop is not None:  # a method that selects in rounds, scoring again between them
+        chosen_plan, history = method.loop(context, sparsity, max_layer_sparsity, mask_only)
+        keep_masks = True  # the masks were attached while training between rounds
+    else:
+        chosen_plan = channels.plan(
+            model, method, torch_model, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, context,
+            original_counts, mask_only, round_to,
+        )  # fmt: skip
+        channels.apply(torch_model, model, chosen_plan, keep_masks)
+    selection_seconds = time.perf_counter() - started
+    weights = torch_model.initializer_values(model)
+    compacted, report = compact(from_proto(write_back(model, weights)), remove=chosen_plan.removed)
+    small = from_proto(compacted)
+    before = {layer.name: layer for layer in model.layers}
+    layers = [
+        LayerReport(
+            name=layer.name, op_type=layer.op_type, weight=layer.weight, shape=layer.shape,
+            numel=before[layer.name].numel, zeros=before[layer.name].numel - layer.numel, target=None,
+            channels=before[layer.name].shape[layer.out_axis], channels_removed=report.removed.get(layer.name, 0),
+        )
+        for layer in small.layers
+    ]  # fmt: skip
+    notes = [f"'{name}' keeps its channels: {why}" for name, why in chosen_plan.kept_layers.items()]
+    notes += [f"compaction is approximate at '{name}': {why}" for name, why in report.inexact.items()]
+    if report.skipped:
+        notes.append(f"{len(report.skipped)} channel(s) zeroed but not removed: {next(iter(report.skipped.values()))}")
+    return PruneResult(
+        source=model,
+        torch_model=torch_model,
+        weights=weights,
+        layers=layers,
+        method=method.name,
+        scope=scope,
+        requested=sparsity,
+        notes=notes,
+        selection_seconds=selection_seconds,
+        masks_kept=keep_masks,
+        total_sparsity=_total_sparsity(model, weights),
+        compacted=compacted,
+        compaction=report,
+        granularity="channel",
+        params_removed=1 - small.layer_total("numel") / max(1, model.layer_total("numel")),
+        macs_removed=1 - small.layer_total("macs") / max(1, model.layer_total("macs")),
+        units=(len(chosen_plan.removed), sum(len(g.roots) for g in chosen_plan.groups.values())),
+        history=history,
+    )
+
+
+def _select(method, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context):
+    """Score every layer and choose what to remove: (keep-masks in ONNX layout, plans)."""
+    scores = _score(method, context)
+    plans = select.select_layerwise(scores, pinned)
+    free = {name: scores[name] for name in scores if name not in pinned}
+    if scope == "global" and free:
+        plans.update(select.select_global(free, free_sparsity, max_layer_sparsity))
+    else:
+        plans.update(select.select_layerwise(free, {name: free_sparsity for name in free}))
+    return select.masks_from_plans(scores, plans), plans
+
+
+def _pinned_ratios(model: Model, config, skip_first: bool, skip_last: bool) -> tuple[dict[str, float], float | None]:
+    names = [layer.name for layer in model.layers]
+    pinned, default = {}, None
+    if config is not None:
+        aliases = {layer.weight: layer.name for layer in model.layers}
+        pinned, default = select.read_ratios(config, names, aliases)
+    if skip_first:
+        pinned[names[0]] = 0.0
+    if skip_last:
+        pinned[names[-1]] = 0.0
+    return pinned, default
+
+
+def _score(method, context: ScoreContext) -> dict[str, np.ndarray]:
+    with torch.no_grad() if not method.needs_data else contextlib.nullcontext():
+        return {name: scores.astype(np.float32) for name, scores in method.layer_scores(context).items()}
+
+
+def _apply_masks(torch_model: TorchModel, masks: dict[str, np.ndarray], keep_masks: bool) -> None:
+    """Attach each mask through torch.nn.utils.prune, or zero the weights in place."""
+    for name, mask in masks.items():
+        entry = torch_model.params[name]
+        torch_mask = torch.from_numpy(np.ascontiguousarray(mask.T if entry.transpose else mask))
+        torch_mask = torch_mask.to(entry.parameter.device)
+        if keep_masks:
+            torch_prune.custom_from_mask(entry.module, "weight", torch_mask)
+        else:
+            with torch.no_grad():
+                entry.parameter.masked_fill_(~torch_mask, 0.0)
+
+
+def _layer_report(layer: PrunableLayer, weight: np.ndarray, plan: select.LayerPlan) -> LayerReport:
+    return LayerReport(
+        name=layer.name,
+        op_type=layer.op_type,
+        weight=layer.weight,
+        shape=layer.shape,
+        numel=layer.numel,
+        zeros=int(weight.size - np.count_nonzero(weight)),
+        target=plan.ratio,
+        capped=plan.capped,
+    )
+
+
+def _notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity) -> list[str]:
+    notes = []
+    capped = [name for name, plan in plans.items() if plan.capped]
+    if capped:
+        notes.append(
+            f"global selection capped {len(capped)} layer(s) at {max_layer_sparsity:.0%} to avoid layer collapse: "
+            + ", ".join(capped)
+        )
+    if skip_first:
+        notes.append(f"first layer '{model.layers[0].name}' left dense")
+    if skip_last:
+        notes.append(f"last layer '{model.layers[-1].name}' left dense")
+    return notes
+
+
+def save(
+    result: PruneResult,
+    output: str | os.PathLike,
+    *,
+    sparse_storage: bool = False,
+    release: bool = False,
+) -> VerifyReport:
+    """Write a pruned model atomically, after verifying it.
+
+    The file is written to a temporary name, checked (onnx.checker, onnxruntime loads it, output
+    equals the torch model's within `onnxprune.graph.verify.RTOL/ATOL`), then renamed into place. On
+    any failure nothing is left at `output`. The input file is never overwritten.
+
+    Args:
+        result: from `prune`.
+        output: the .onnx path to write.
+        sparse_storage: move weights to `graph.sparse_initializer` where that is smaller
+            (smaller file; onnxruntime densifies them at load, so no speed-up).
+        release: free the torch model and both copies of the weights as soon as the file is
+            written, before onnxruntime loads it (`PruneResult.release`); for callers that
+            need nothing but the reports afterwards. It keeps peak memory near 4x the file.
+
+    Returns:
+        The verification report (also stored in `result.verification`).
+    """
+    output = check_output_path(result.source, output)
+    if result.compacted is not None:
+        return _save_compacted(result, output)
+    candidates = [layer.weight for layer in result.source.layers] if sparse_storage else []
+    expected = reference(result.torch_model.module, result.source.input)
+    weights = result.weights
+
+    def release_memory() -> None:
+        result.release()
+        weights.clear()  # the arrays themselves, not only this result's reference to them
+
+    reports: list[VerifyReport] = []
+    moved = save_model_file(
+        output, result.source.proto, weights, sparse_candidates=candidates,
+        external_data=result.source.external_data, check=lambda path: reports.append(verify(path, expected)),
+        after_write=release_memory if release else None,
+    )  # fmt: skip
+    result.sparse_initializers = moved
+    result.verification = reports[0]
+    return reports[0]
+
+
+def _save_compacted(result: PruneResult, output: Path) -> VerifyReport:
+    """Write the compacted model; where compaction is approximate (LRN), measure instead of failing."""
+    expected = reference(result.torch_model.module, result.source.input)
+    strict = not result.compaction.inexact
+    reports: list[VerifyReport] = []
+    save_model_file(
+        output, result.compacted, external_data=result.source.external_data,
+        check=lambda path: reports.append(verify(path, expected, strict=strict)),
+    )  # fmt: skip
+    result.verification = reports[0]
+    return reports[0]
+
+
+def default_output(model_path: Path, sparsity: float, method: str) -> Path:
+    """`<stem>_<method>_<sparsity>.onnx` beside the input."""
+    method = method.replace(":", "").replace(",", "+").replace("/", "_")  # recipes name the file too
+    return model_path.with_name(f"{model_path.stem}_{method}_{sparsity:.2f}.onnx")
+
+
+def prune_with(
+    model: Model,
+    options: PruneOptions,
+    *,
+    sparsity: float | None = None,
+    torch_model: TorchModel | None = None,
+    keep_masks: bool = True,
+    data: Dataset | None = None,
+    preprocess: Preprocess | None = None,
+    val: Dataset | None = None,
+    val_preprocess: Preprocess | None = None,
+    original_counts: dict[str, int] | None = None,
+) -> PruneResult:
+    """Prune as `options` say: one method, or a hybrid recipe's stages in turn.
+
+    Args:
+        model: from `onnxprune.load`.
+        options: `onnxprune.options.PruneOptions`; every field takes effect.
+        sparsity: overrides `options.sparsity` (a schedule's round target); not for recipes.
+        torch_model: as `prune` (a recipe's first stage starts from it).
+        keep_masks: as `prune`.
+        data: as `prune`.
+        preprocess: as `prune`.
+        val: as `prune`.
+        val_preprocess: as `prune`.
+        original_counts: as `prune` (single structured methods).
+    """
+    settings = {
+        "scope": options.scope, "config": options.config, "skip_first": options.skip_first,
+        "skip_last": options.skip_last, "max_layer_sparsity": options.max_layer_sparsity, "keep_masks": keep_masks,
+        "data": data, "preprocess": preprocess, "method_options": options.settings, "val": val,
+        "val_preprocess": val_preprocess, "seed": options.seed, "mask_only": options.mask_only,
+        "round_to": options.round_to,
+    }  # fmt: skip
+    if options.is_recipe:
+        return prune_chain(model, options.stages, torch_model=torch_model, **settings)
+    target = options.sparsity if sparsity is None else sparsity
+    return prune(
+        model, target, method=options.method, torch_model=torch_model, original_counts=original_counts, **settings
+    )
+
+
+def prune_chain(model: Model, stages: list[tuple[str, float]], **options) -> PruneResult:
+    """Apply several methods in turn (a hybrid): e.g. remove 30% of filters, then 80% of the weights left.
+
+    Each stage prunes the previous stage's result (compacted after a structured stage). Returns
+    the last stage's result, its `source` the original model and its notes those of every stage.
+    """
+    if not stages:
+        raise ConfigError("an empty recipe: give stages like l1-filter:0.3,magnitude:0.8")
+    current, notes, result = model, [], None
+    torch_model = options.pop("torch_model", None)
+    for name, sparsity in stages:
+        result = prune(current, sparsity, method=name, torch_model=torch_model, **options)
+        torch_model = None  # the next stage converts the model this one left
+        notes += [f"{name} {sparsity:g}: {note}" for note in result.notes]
+        current = result.model if result.granularity == "channel" else from_proto(write_back(current, result.weights))
+    result.notes = notes
+    result.method = "+".join(f"{name}:{sparsity:g}" for name, sparsity in stages)
+    return result

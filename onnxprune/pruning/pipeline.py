@@ -1,0 +1,249 @@
+"""One entry point for a prune, in whichever mode its options imply.
+
+`run(model_path, RunOptions(...))` is what `onnxprune prune`, the MATLAB bridge and Python users
+call. The mode follows from the options:
+
+- **choose**: `max_drop` sweeps the method on the data and takes the highest sparsity within
+  that accuracy drop, then goes on in one of the two modes below with it;
+- **schedule**: data, fine-tuning, several rounds, slimming's sparsity training or `resume`:
+  `onnxprune.pruning.schedule.run` (checkpoints and results in `out_dir`), then the final model is
+  written to `output` too;
+- **one-shot**: the model pruned once (a method or a hybrid recipe) and written to `output`.
+
+Every option takes effect in every mode it is accepted in; the others are refused by
+`RunOptions` in one line that names the option (no option is silently dropped).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from onnxprune.errors import ConfigError
+from onnxprune.options import DataOptions, ScheduleOptions
+
+# Raw 0-255 inputs (MATLAB exports with a mean-image Sub) make first-layer gradients ~255x larger.
+DEFAULT_LR = 0.01
+RAW_PIXEL_LR = 1e-4
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """One prune: what, how often, on which data, and where the results go.
+
+    Attributes:
+        schedule: `ScheduleOptions` (holding `PruneOptions` and `TrainOptions`).
+        data: `DataOptions`, or None for data-free pruning.
+        output: the final model's path (default: beside the input, named after the method).
+        out_dir: schedule mode: the folder of checkpoints and results (default: beside the output).
+        resume: schedule mode: continue the run in `out_dir`.
+        sparse_storage: store the output's weights as sparse initializers where smaller.
+        max_drop: choose the sparsity: the highest within this accuracy drop on the data.
+        levels: the sparsities `max_drop` tries (default 0, 0.05, ..., 0.95).
+        auto_lr: the learning rate was not given: 1e-4 for raw 0-255 inputs, else 0.01.
+    """
+
+    schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
+    data: DataOptions | None = None
+    output: Path | None = None
+    out_dir: Path | None = None
+    resume: bool = False
+    sparse_storage: bool = False
+    max_drop: float | None = None
+    levels: tuple[float, ...] | None = None
+    auto_lr: bool = False
+
+    def __post_init__(self):
+        prune, train = self.schedule.prune, self.schedule.train
+        has_data = self.data is not None and self.data.path is not None
+        if self.max_drop is not None:
+            if not has_data:
+                raise ConfigError("--max-drop needs --data to measure accuracy on")
+            if prune.is_recipe:
+                raise ConfigError("--max-drop chooses one method's sparsity; a hybrid recipe carries its own")
+            if not 0 <= self.max_drop < 1:
+                raise ConfigError(f"--max-drop must be in [0, 1) (0.01 is one point), got {self.max_drop}")
+        elif self.levels is not None:
+            raise ConfigError("--sparsities lists the levels --max-drop tries; give --max-drop, or use sweep")
+        if not has_data:
+            for option, given in (
+                ("--finetune-epochs", train.epochs > 0),
+                ("--sparsity-epochs", self.schedule.sparsity_epochs > 0),
+                (f"--method {prune.method}", prune.needs_data),
+            ):
+                if given:
+                    raise ConfigError(f"{option} trains or scores on data: give --data")
+        if self.mode == "one-shot" and (self.out_dir is not None or self.resume):
+            option = "--resume" if self.resume else "--out-dir"
+            raise ConfigError(
+                f"{option} holds the checkpoints of a run with --data, --finetune-epochs or --iterations; "
+                "a one-shot prune writes only -o"
+            )
+
+    @property
+    def mode(self) -> str:
+        """The mode the options imply: "schedule" or "one-shot" (after `max_drop` chose the sparsity)."""
+        schedule = self.schedule
+        has_data = self.data is not None and self.data.path is not None
+        if self.max_drop is not None and schedule.train.epochs == 0 and schedule.iterations == 1:
+            return "one-shot"  # the data chose the sparsity; nothing trains
+        if has_data or schedule.iterations > 1 or self.resume or schedule.train.epochs > 0:
+            return "schedule"
+        return "one-shot"
+
+
+@dataclass
+class PruneReport:
+    """What a prune did, in any mode.
+
+    Attributes:
+        output: the final model's path.
+        mode: "schedule" or "one-shot".
+        options: the `RunOptions`, with the sparsity `max_drop` chose and the learning rate used.
+        result: one-shot: the `onnxprune.pruning.oneshot.PruneResult` (reports only; its tensors released).
+        schedule: schedule mode: the `onnxprune.pruning.schedule.ScheduleResult`.
+        choice: with `max_drop`: the sweep's choice ({"sparsity", "accuracy", ...}) and baseline.
+        notes: what the user should know (preprocessing, learning rate, choices made).
+        sparse_initializers: weights stored as sparse initializers in `output`.
+        max_abs_diff: the written model against the torch model that produced it.
+        bytes: the output's size, external data included.
+    """
+
+    output: Path
+    mode: str
+    options: RunOptions
+    result: object = None
+    schedule: object = None
+    choice: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    sparse_initializers: list[str] = field(default_factory=list)
+    max_abs_diff: float | None = None
+    bytes: int = 0
+
+
+def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level_progress=None) -> PruneReport:
+    """Prune the model at `model_path` as `options` say; see the module docstring for the modes.
+
+    Args:
+        model_path: the .onnx file (never modified).
+        options: `RunOptions`.
+        progress: called with the schedule's and fine-tuning's progress events.
+        level_progress: called with the `max_drop` sweep's progress events.
+
+    Returns:
+        A `PruneReport`.
+    """
+    from onnxprune.graph.model import load
+
+    model_path = Path(model_path)
+    model = load(model_path)  # a missing or corrupt file fails here, before anything else
+    notes: list[str] = []
+    choice = None
+    if options.max_drop is not None:
+        choice = _choose_sparsity(model, options, level_progress)
+        prune = dataclasses.replace(options.schedule.prune, sparsity=choice["sparsity"])
+        options = dataclasses.replace(options, schedule=dataclasses.replace(options.schedule, prune=prune))
+        notes.append(
+            f"trade-off: {choice['sparsity']:.1%} keeps top-1 {choice['accuracy']:.2%} within "
+            f"{options.max_drop:.1%} of the dense {choice['baseline']:.2%}"
+        )
+    output = Path(options.output) if options.output else _default_output(model_path, options.schedule)
+    if options.mode == "one-shot":
+        report = _one_shot(model, output, options)
+    else:
+        del model
+        report = _scheduled(model_path, output, options, progress, notes)
+    report.choice = choice
+    report.notes = notes + report.notes
+    return report
+
+
+def _default_output(model_path: Path, schedule: ScheduleOptions) -> Path:
+    method = schedule.prune.method.replace(":", "").replace(",", "+").replace("/", "_")
+    return model_path.with_name(f"{model_path.stem}_{method}_{schedule.target:.2f}.onnx")
+
+
+def _choose_sparsity(model, options: RunOptions, level_progress) -> dict:
+    from onnxprune.measure.sweep import grid, sweep, trade_off
+    from onnxprune.workbench.data import prepare
+
+    prune = options.schedule.prune
+    evaluation = dataclasses.replace(options.data, val=None, val_split=None)
+    preprocess, dataset, _ = prepare(model, evaluation, 0.0)
+    levels = list(options.levels) if options.levels else grid(0.0, 0.95, 0.05)
+    table = sweep(model, dataset, preprocess, levels, [prune.method], [prune.scope], prune.max_layer_sparsity,
+                  progress=level_progress)  # fmt: skip
+    choice = trade_off(table, options.max_drop)
+    if choice["sparsity"] <= 0:
+        raise ConfigError(
+            f"no sparsity level keeps accuracy within {options.max_drop} of the dense model; raise --max-drop"
+        )
+    return {**choice, "baseline": table.baseline_accuracy}
+
+
+def _one_shot(model, output: Path, options: RunOptions) -> PruneReport:
+    from onnxprune.graph.model import check_output_path, model_file_size
+    from onnxprune.pruning.oneshot import prune_with, save
+
+    check_output_path(model, output)
+    result = prune_with(model, options.schedule.prune, keep_masks=False)  # nothing trains: zeros are the mask
+    del model  # with release=True, save frees the last references once the file is written
+    verification = save(result, output, sparse_storage=options.sparse_storage, release=True)
+    return PruneReport(
+        output=output, mode="one-shot", options=options, result=result, notes=list(result.notes),
+        sparse_initializers=result.sparse_initializers, max_abs_diff=verification.max_abs_diff,
+        bytes=model_file_size(output),
+    )  # fmt: skip
+
+
+def _scheduled(model_path: Path, output: Path, options: RunOptions, progress, notes: list[str]) -> PruneReport:
+    from onnxprune.graph.model import check_output_path, load, model_file_size
+    from onnxprune.pruning.schedule import run as run_schedule
+    from onnxprune.workbench.data import prepare
+
+    schedule = options.schedule
+    model = load(model_path)
+    if options.output is not None or options.sparse_storage:
+        check_output_path(model, output)
+    trains = schedule.train.epochs > 0 or schedule.prune.needs_data or schedule.sparsity_epochs > 0
+    preprocess, train, held_out = prepare(model, options.data or DataOptions(), 0.2 if trains else 0.0)
+    notes.extend(preprocess.notes)
+    if options.auto_lr and preprocess.pixel_range == "0-255" and schedule.train.epochs > 0:
+        notes.append(f"raw 0-255 inputs: learning rate {RAW_PIXEL_LR:g} (set --lr to choose)")
+        schedule = dataclasses.replace(schedule, train=dataclasses.replace(schedule.train, lr=RAW_PIXEL_LR))
+        options = dataclasses.replace(options, schedule=schedule)
+    out_dir = Path(options.out_dir) if options.out_dir else output.with_name(
+        f"{model_path.stem}_{schedule.name}_{schedule.target:.2f}"
+    )  # fmt: skip
+    result = run_schedule(model_path, out_dir, schedule, train, held_out, preprocess, options.resume, progress)
+    final = load(result.final_path)
+    notes.append(f"checkpoints and results.json/.csv in {result.folder}")
+    if options.output is None and not options.sparse_storage:  # the run's own final file is the output
+        return PruneReport(
+            output=result.final_path, mode="schedule", options=options, schedule=result,
+            bytes=model_file_size(result.final_path),
+        )  # fmt: skip
+    moved, difference = _write_final(final, output, options.sparse_storage)
+    return PruneReport(
+        output=output, mode="schedule", options=options, schedule=result, notes=[],
+        sparse_initializers=moved, max_abs_diff=difference, bytes=model_file_size(output),
+    )  # fmt: skip
+
+
+def _write_final(final, output: Path, sparse_storage: bool) -> tuple[list[str], float]:
+    """The run's final model written to `output` (sparse storage if asked), checked against it."""
+    from onnxprune.graph.storage import save_model_file
+    from onnxprune.graph.verify import Reference, random_batch, session, verify
+
+    inputs = random_batch(final.input, 2)
+    source = session(final.path)
+    expected = Reference(inputs, source.run(None, {source.get_inputs()[0].name: inputs}))
+    reports = []
+    candidates = [layer.weight for layer in final.layers] if sparse_storage else []
+    moved = save_model_file(
+        output, final.proto, sparse_candidates=candidates, external_data=final.external_data,
+        check=lambda path: reports.append(verify(path, expected)),
+    )  # fmt: skip
+    return moved, reports[0].max_abs_diff

@@ -1,0 +1,367 @@
+"""One-shot (OMP) and iterative (IMP) pruning with fine-tuning, checkpoints and resume.
+
+A run lives in an output folder:
+
+    run.json                the source model's hash and the options (what --resume checks)
+    round_1.onnx ...        each finished round, verified (weights, biases, BatchNorm as trained)
+    results.json / .csv     one record per finished round, rewritten after each round
+    omp_unstructured_0.80_acc_0.912.onnx    the final model: method, kind, sparsity, top-1
+
+Every round starts from the previous round's checkpoint file, in an uninterrupted run as after
+`--resume`, and is seeded by its number: an interrupted run resumed gives the same final model
+as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from onnxprune.errors import ConfigError
+from onnxprune.graph.model import Model, from_proto, load, save_atomic
+from onnxprune.graph.storage import save_model_file
+from onnxprune.graph.structure import analyse
+from onnxprune.graph.verify import reference, verify
+from onnxprune.measure.evaluate import evaluate
+from onnxprune.options import ScheduleOptions, TrainOptions
+from onnxprune.pruning.channels import channel_groups
+from onnxprune.pruning.oneshot import prune_with
+from onnxprune.report.results import ResultRow, ResultTable
+from onnxprune.report.results import read as read_results
+from onnxprune.report.results import write as write_results
+from onnxprune.workbench.convert import TorchModel, to_torch
+from onnxprune.workbench.data import Dataset, Preprocess
+from onnxprune.workbench.train import finetune
+
+
+@dataclass
+class RoundRecord:
+    """What one round did and measured."""
+
+    round: int
+    target_sparsity: float
+    sparsity: float
+    sparsity_all: float
+    layer_sparsity: dict[str, float]
+    top1: float | None
+    top5: float | None
+    loss: float | None
+    seconds: float
+    checkpoint: str
+    train_history: list[dict] = field(default_factory=list)
+    params_removed: float = 0.0
+    macs_removed: float = 0.0
+    method_history: list[dict] = field(default_factory=list)
+    num_nonzero: int = 0
+
+
+@dataclass
+class ScheduleResult:
+    """A finished run: the rounds, the baseline, and the final file."""
+
+    folder: Path
+    rounds: list[RoundRecord]
+    baseline_top1: float | None
+    final_path: Path | None
+    final_top1: float | None
+
+
+Progress = Callable[[dict], None]
+
+
+def run(
+    model_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    options: ScheduleOptions,
+    train: Dataset | None,
+    val: Dataset | None,
+    preprocess: Preprocess,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> ScheduleResult:
+    """Prune `model_path` to `options.target` in `options.iterations` rounds, fine-tuning between them.
+
+    Args:
+        model_path: the source .onnx file (never modified).
+        out_dir: the run's folder (created; with `resume`, an earlier run of the same model).
+        options: `ScheduleOptions`.
+        train: fine-tuning data (needed when `options.train.epochs > 0`).
+        val: validation data for accuracy per round and for the final name (optional).
+        preprocess: how samples become the model's input.
+        resume: continue from the last finished round in `out_dir`.
+        progress: called with dicts describing rounds ({"round", "rounds", "phase"}) and the
+            fine-tuning steps (see `onnxprune.workbench.train.finetune`).
+    """
+    model_path = Path(model_path)
+    source = load(model_path)
+    folder = Path(out_dir)
+    if options.train.epochs > 0 and train is None:
+        raise ConfigError("fine-tuning needs training data: give --data (and --finetune-epochs 0 to skip it)")
+    identity = _identity(model_path, options)
+    from onnxprune.workbench.train import barrier, is_main_process
+
+    records = _open_run(folder, identity, resume) if is_main_process() else []
+    barrier()  # under torchrun, rank 0 creates the folder; the others follow its records
+    if not is_main_process() and resume:
+        records = [RoundRecord(**r) for r in read_results(folder / "results.json").extra["rounds"]]
+    baseline = _baseline(source, val, preprocess, records, folder)
+    for number in range(len(records) + 1, options.iterations + 1):
+        if progress:
+            progress({"round": number, "rounds": options.iterations, "phase": "prune"})
+        start_path = model_path if number == 1 else folder / records[-1].checkpoint
+        record = _round(number, start_path, source, options, train, val, preprocess, folder, progress)
+        records.append(record)
+        if is_main_process():
+            _write_results(folder, identity, baseline, records, final=None)
+    final_path, final_top1 = _finish(folder, options, records, val, preprocess)
+    if is_main_process():
+        _write_results(folder, identity, baseline, records, final={"file": final_path.name, "top1": final_top1})
+    return ScheduleResult(folder, records, baseline, final_path, final_top1)
+
+
+def _identity(model_path: Path, options: ScheduleOptions) -> dict:
+    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    return {"model": model_path.name, "model_sha256": digest, "kind": options.kind, "options": asdict(options)}
+
+
+def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
+    run_file = folder / "run.json"
+    if resume:
+        if not run_file.exists():
+            raise ConfigError(f"--resume: {folder} holds no run (no run.json); start without --resume")
+        earlier = json.loads(run_file.read_text())
+        if earlier.get("model_sha256") != identity["model_sha256"]:
+            raise ConfigError(
+                f"--resume: {folder} holds a run of another model ({earlier.get('model')}); "
+                "use a new --out-dir or the model that run started from"
+            )
+        changed = _first_difference(earlier.get("options", {}), identity["options"])
+        if changed is not None:
+            raise ConfigError(
+                f"--resume: {folder} was started with {changed}; repeat the options it was started with, "
+                "or use a new --out-dir"
+            )
+        results = folder / "results.json"
+        rounds = read_results(results).extra["rounds"] if results.exists() else []
+        return [RoundRecord(**record) for record in rounds]
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} is not empty; choose a new --out-dir, or add --resume to continue its run")
+    if not folder.parent.exists():
+        raise ConfigError(f"{folder.parent} does not exist; create it or choose another --out-dir")
+    folder.mkdir(exist_ok=True)
+    _write_json(folder / "run.json", identity)
+    return []
+
+
+def _first_difference(earlier: dict, now: dict, prefix: str = "") -> str | None:
+    """'train.lr = 0.01 (now 0.05)' for the first option that differs, or None."""
+    for key in sorted(set(earlier) | set(now)):
+        before, after = earlier.get(key), now.get(key)
+        if isinstance(before, dict) and isinstance(after, dict):
+            found = _first_difference(before, after, f"{prefix}{key}.")
+            if found:
+                return found
+        elif before != after:
+            return f"{prefix}{key} = {before!r} (now {after!r})"
+    return None
+
+
+def _baseline(source: Model, val: Dataset | None, preprocess: Preprocess, records, folder: Path) -> float | None:
+    results = folder / "results.json"
+    if records and results.exists():
+        return read_results(results).baseline_accuracy
+    return evaluate(source, val, preprocess).top1 if val is not None else None
+
+
+def _round(number, start_path, source, options, train, val, preprocess, folder, progress) -> RoundRecord:
+    started = time.perf_counter()
+    start = load(start_path)
+    torch_model = to_torch(start)
+    target = options.sparsity_at(number)
+    structured = options.kind == "filter"
+    sparsity_history = []
+    if number == 1 and options.sparsity_epochs > 0:  # Network Slimming: push BatchNorm scales to zero first
+        if progress:
+            progress({"round": number, "rounds": options.iterations, "phase": "sparsity training"})
+        sparse_options = TrainOptions(
+            **{**asdict(options.train), "epochs": options.sparsity_epochs, "bn_l1": options.bn_l1}
+        )
+        trained = finetune(torch_model, train, preprocess, sparse_options, val, source.final_softmax, progress)
+        sparsity_history = [asdict(record) for record in trained.history]
+    result = prune_with(
+        start,
+        options.prune,
+        sparsity=target,
+        torch_model=torch_model,
+        data=train,
+        preprocess=preprocess,
+        val=val,
+        val_preprocess=preprocess,
+        original_counts=original_channel_counts(source) if structured else None,
+    )
+    if result.compacted is not None:  # fine-tune the compacted model: a smaller graph, nothing to mask
+        start = from_proto(result.compacted)
+        torch_model = to_torch(start)
+    else:  # a recipe's weight stage pruned the model its earlier stages left
+        start, torch_model = result.source, result.torch_model
+        if options.rewind:
+            _rewind(torch_model, source)
+    history = []
+    if options.train.epochs > 0:
+        if progress:
+            progress({"round": number, "rounds": options.iterations, "phase": "finetune"})
+        round_options = TrainOptions(**{**asdict(options.train), "seed": options.train.seed + number})
+        trained = finetune(torch_model, train, preprocess, round_options, val, source.final_softmax, progress)
+        history = [asdict(record) for record in trained.history]
+    checkpoint = folder / f"round_{number}.onnx"
+    write_checkpoint(start, torch_model, checkpoint)
+    written = load(checkpoint)
+    evaluation = None
+    if val is not None:
+        evaluation = evaluate(written, val, preprocess, engine="torch", torch_module=torch_model.module)
+    if structured:
+        sparsity, layer_sparsity = _channel_sparsity(written, source)
+    elif options.kind == "hybrid":  # weights gone, removed or zeroed, of the source's
+        layer_sparsity = _layer_sparsity(written)
+        sparsity = 1 - written.layer_nonzero() / max(1, source.layer_total("numel"))
+    else:
+        layer_sparsity = _layer_sparsity(written)
+        zeros = sum(s * layer.numel for s, layer in zip(layer_sparsity.values(), written.layers, strict=True))
+        sparsity = zeros / sum(layer.numel for layer in written.layers)
+    total, all_zeros = written.parameter_counts()
+    return RoundRecord(
+        round=number,
+        target_sparsity=target,
+        sparsity=sparsity,
+        sparsity_all=all_zeros / total if total else 0.0,
+        layer_sparsity=layer_sparsity,
+        top1=evaluation.top1 if evaluation else None,
+        top5=evaluation.top5 if evaluation else None,
+        loss=evaluation.loss if evaluation else None,
+        seconds=time.perf_counter() - started,
+        checkpoint=checkpoint.name,
+        train_history=history,
+        params_removed=1 - written.layer_total("numel") / max(1, source.layer_total("numel")),
+        macs_removed=1 - written.layer_total("macs") / max(1, source.layer_total("macs")),
+        method_history=sparsity_history + result.history,
+        num_nonzero=written.layer_nonzero(),
+    )
+
+
+def original_channel_counts(source: Model) -> dict[str, int]:
+    """Each channel group's size in the source model (fractions of later rounds refer to it)."""
+    groups, _ = channel_groups(source, analyse(source), mask_only=True)
+    return {name: len(group.roots) for name, group in groups.items()}
+
+
+def _channel_sparsity(written: Model, source: Model) -> tuple[float, dict[str, float]]:
+    """Fraction of the source's removable units gone, and per layer the fraction of channels gone."""
+    original = original_channel_counts(source)
+    now = original_channel_counts(written)
+    removed = sum(original[name] - now.get(name, 0) for name in original)
+    before = {layer.name: layer.shape[layer.out_axis] for layer in source.layers}
+    per_layer = {layer.name: 1 - layer.shape[layer.out_axis] / before[layer.name] for layer in written.layers}
+    return removed / max(1, sum(original.values())), per_layer
+
+
+def _rewind(torch_model: TorchModel, source: Model) -> None:
+    """Reset surviving weights to the source model's values; the masks keep pruned ones at zero."""
+    import torch
+
+    with torch.no_grad():
+        for entry in torch_model.params.values():
+            original = entry.from_onnx(source.weight_array(entry.layer)).to(entry.module.weight_orig.dtype)
+            entry.module.weight_orig.copy_(original)
+            entry.module.weight = entry.module.weight_orig * entry.module.weight_mask
+
+
+def write_checkpoint(start: Model, torch_model: TorchModel, path: Path) -> None:
+    """Write every trainable initializer of `torch_model` into `start`'s graph, verified, atomically.
+
+    Under torchrun only rank 0 writes; the others wait for the file.
+    """
+    from onnxprune.workbench.train import barrier, is_main_process
+
+    if not is_main_process():
+        barrier()
+        return
+    _write_checkpoint(start, torch_model, path)
+    barrier()
+
+
+def _write_checkpoint(start: Model, torch_model: TorchModel, path: Path) -> None:
+    torch_model.module.eval()
+    # the masked weight attribute is refreshed by the forward pre-hook: run one forward first
+    expected = reference(torch_model.module, start.input)
+    values = torch_model.initializer_values(start)
+    save_model_file(
+        path, start.proto, values, external_data=start.external_data, check=lambda temp: verify(temp, expected)
+    )
+
+
+def _layer_sparsity(model: Model) -> dict[str, float]:
+    return {layer.name: float(np.count_nonzero(model.weight_array(layer) == 0)) / layer.numel for layer in model.layers}
+
+
+def _finish(folder, options, records, val, preprocess) -> tuple[Path, float | None]:
+    last = records[-1]
+    final_top1 = None
+    if val is not None:
+        final_top1 = evaluate(load(folder / last.checkpoint), val, preprocess, engine="onnxruntime").top1
+    accuracy = f"{final_top1:.3f}" if final_top1 is not None else "na"
+    name = f"{options.name}_{options.kind}_{last.sparsity:.2f}_acc_{accuracy}.onnx"
+    final = folder / name
+    from onnxprune.workbench.train import barrier, is_main_process
+
+    if is_main_process():
+        for stale in folder.glob(f"{options.name}_{options.kind}_*.onnx"):
+            stale.unlink()
+        shutil.copyfile(folder / last.checkpoint, final)
+    barrier()
+    return final, final_top1
+
+
+def _write_results(folder: Path, identity: dict, baseline, records: list[RoundRecord], final) -> None:
+    """results.json / .csv / .mat in the common schema: a row per round, the rounds in full under `extra`."""
+    options = identity["options"]
+    layer_names = list(records[0].layer_sparsity) if records else []
+    table = ResultTable(
+        kind="schedule",
+        model=identity["model"],
+        layer_names=layer_names,
+        baseline_accuracy=baseline,
+        units="channels" if identity["kind"] == "filter" else "weights",
+        rows=[
+            ResultRow(
+                sparsity=record.sparsity,
+                accuracy=record.top1,
+                loss=record.loss,
+                num_nonzero=record.num_nonzero,
+                method=options["prune"]["method"],
+                scope=options["prune"]["scope"],
+                layer_sparsity=[record.layer_sparsity[name] for name in layer_names],
+            )
+            for record in records
+        ],
+        extra={
+            "model_sha256": identity["model_sha256"],
+            "schedule": options["schedule"],
+            "iterations": options["iterations"],
+            "target": options["prune"]["sparsity"],
+            "rounds": [asdict(record) for record in records],
+            "final": final,
+        },
+    )
+    write_results(table, folder)
+
+
+def _write_json(path: Path, document: dict) -> None:
+    save_atomic(lambda temp: Path(temp).write_text(json.dumps(document, indent=2)), path)

@@ -1,0 +1,243 @@
+"""From scores to masks: scopes, per-layer ratios, and the guard against layer collapse.
+
+Selection is separate from scoring (Torch-Pruning's split): a method gives a score per weight (or
+per channel), and this module decides which ones go. Everything here works on numpy float32
+arrays; thresholds come from `np.partition` (linear time), never from a full sort.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from onnxprune.errors import ConfigError
+from onnxprune.pruning.methods import get_method
+
+SCOPES = ("layer", "global")
+DEFAULT_MAX_LAYER_SPARSITY = 0.99
+
+
+@dataclass(frozen=True)
+class LayerPlan:
+    """What selection decided for one layer.
+
+    Attributes:
+        name: layer name.
+        ratio: fraction of the layer's scores removed.
+        count: number of scores removed (exactly `round(ratio * n)` for pinned and layer-scope layers).
+        capped: True when global selection wanted more than the per-layer cap allows.
+    """
+
+    name: str
+    ratio: float
+    count: int
+    capped: bool = False
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Masks (True = keep) and the per-layer plan that produced them."""
+
+    masks: dict[str, np.ndarray]
+    plans: dict[str, LayerPlan]
+    notes: tuple[str, ...] = field(default=())
+
+
+def check_sparsity(value: float, what: str = "sparsity") -> float:
+    """Validate a sparsity in [0, 1); return it as float."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number in [0, 1), got {value!r}") from None
+    if not 0.0 <= value < 1.0 or np.isnan(value):
+        raise ConfigError(f"{what} must be in [0, 1) (0.9 removes 90% of the weights), got {value}")
+    return value
+
+
+def read_ratios(path: str | os.PathLike, layer_names: list[str], aliases: dict[str, str]) -> tuple[dict, float | None]:
+    """Read a per-layer ratio YAML.
+
+    The file is a mapping from layer (node name or weight initializer name) to sparsity, with an
+    optional `default` key for every layer not named::
+
+        default: 0.8
+        conv1: 0.5
+        fc8_W: 0.0
+
+    Args:
+        path: the YAML file.
+        layer_names: the valid layer names.
+        aliases: other accepted names (weight initializer names) -> layer name.
+
+    Returns:
+        ({layer name: ratio}, default or None).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such ratio file")
+    try:
+        content = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; write 'layer_name: 0.5' lines") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: expected a mapping of layer names to sparsities, like 'conv1: 0.5'")
+    default = content.pop("default", None)
+    if default is not None:
+        default = check_sparsity(default, f"{path}: default")
+    ratios = {}
+    for key, value in content.items():
+        name = aliases.get(str(key), str(key))
+        if name not in layer_names:
+            raise ConfigError(f"{path}: unknown layer '{key}'; the prunable layers are: {', '.join(layer_names)}")
+        ratios[name] = check_sparsity(value, f"{path}: sparsity of '{key}'")
+    return ratios, default
+
+
+def smallest(scores: np.ndarray, count: int) -> np.ndarray:
+    """A keep-mask (True = keep) that drops exactly `count` of the lowest scores.
+
+    Ties at the threshold are broken by position, so the count is exact even when many scores are
+    equal (already-zero weights, for instance).
+    """
+    flat = scores.reshape(-1)
+    keep = np.ones(flat.shape, dtype=bool)
+    if count <= 0:
+        return keep.reshape(scores.shape)
+    if count >= flat.size:
+        return np.zeros(scores.shape, dtype=bool)
+    threshold = global_kth_smallest([flat], count)  # no full copy of a large layer
+    below = flat < threshold
+    keep[below] = False
+    missing = count - int(below.sum())
+    if missing > 0:
+        ties = np.flatnonzero(flat == threshold)[:missing]
+        keep[ties] = False
+    return keep.reshape(scores.shape)
+
+
+def select_layerwise(scores: dict[str, np.ndarray], ratios: dict[str, float]) -> dict[str, LayerPlan]:
+    """Each layer loses `round(ratio * n)` of its scores."""
+    return {name: LayerPlan(name, ratio, int(round(ratio * scores[name].size))) for name, ratio in ratios.items()}
+
+
+def select_global(
+    scores: dict[str, np.ndarray], sparsity: float, max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY
+) -> dict[str, LayerPlan]:
+    """One threshold over all the given layers, with no layer pruned beyond `max_layer_sparsity`.
+
+    Global magnitude pruning on a real network can remove a whole small layer (its weights are
+    larger in count elsewhere), which disconnects the model. Layers that would pass the cap are
+    held at the cap and the remaining budget is shared by one threshold over the others, until no
+    layer exceeds it.
+    """
+    sizes = {name: array.size for name, array in scores.items()}
+    total_target = int(round(sparsity * sum(sizes.values())))
+    caps = {name: int(np.floor(max_layer_sparsity * size)) for name, size in sizes.items()}
+    capped: dict[str, int] = {}
+    while True:
+        free = [name for name in scores if name not in capped]
+        budget = total_target - sum(capped.values())
+        counts = _global_counts({name: scores[name] for name in free}, budget)
+        over = [name for name in free if counts[name] > caps[name]]
+        if not over:
+            break
+        for name in over:
+            capped[name] = caps[name]
+        if len(capped) == len(scores):
+            raise ConfigError(
+                f"global sparsity {sparsity} cannot be reached with no layer above {max_layer_sparsity:.0%}; "
+                "lower the sparsity or raise --max-layer-sparsity"
+            )
+    plans = {}
+    for name in scores:
+        count = capped.get(name, counts.get(name, 0))
+        plans[name] = LayerPlan(name, count / sizes[name] if sizes[name] else 0.0, count, name in capped)
+    return plans
+
+
+def _global_counts(scores: dict[str, np.ndarray], budget: int) -> dict[str, int]:
+    """How many of each layer's scores fall under one global threshold that removes `budget`."""
+    if budget <= 0 or not scores:
+        return {name: 0 for name in scores}
+    budget = min(budget, sum(array.size for array in scores.values()))
+    threshold = global_kth_smallest(list(scores.values()), budget)
+    counts = {name: int(np.count_nonzero(array < threshold)) for name, array in scores.items()}
+    missing = budget - sum(counts.values())
+    for name, array in scores.items():  # ties at the threshold, in layer order
+        if missing <= 0:
+            break
+        taken = min(int(np.count_nonzero(array == threshold)), missing)
+        counts[name] += taken
+        missing -= taken
+    return counts
+
+
+SAMPLE_SIZE = 1 << 20
+
+
+def global_kth_smallest(arrays: list[np.ndarray], k: int, seed: int = 0) -> float:
+    """The k-th smallest value (1-based) over several arrays, without concatenating them all.
+
+    Floyd-Rivest style: a random sample brackets the answer, one counting pass finds how many
+    values lie below the bracket, and only the values inside it (a few per million) are gathered
+    and partitioned. Falls back to one concatenation when the bracket misses (never seen in
+    practice) or the arrays are small. Memory: the bracket, not a copy of every score.
+    """
+    total = sum(array.size for array in arrays)
+    if total <= 4 * SAMPLE_SIZE:
+        pooled = np.concatenate([array.reshape(-1) for array in arrays])
+        return float(np.partition(pooled, k - 1)[k - 1])
+    rng = np.random.default_rng(seed)
+    sample = np.concatenate(
+        [rng.choice(array.reshape(-1), size=max(1, round(SAMPLE_SIZE * array.size / total))) for array in arrays]
+    )
+    sample.sort()
+    position = k / total * sample.size
+    margin = 6 * np.sqrt(sample.size) + 16  # six standard deviations of the sample rank
+    low = sample[max(0, int(position - margin))]
+    high = sample[min(sample.size - 1, int(position + margin))]
+    below = sum(int(np.count_nonzero(array < low)) for array in arrays)
+    inside = np.concatenate([array[(array >= low) & (array <= high)] for array in arrays])
+    rank = k - 1 - below
+    if 0 <= rank < inside.size:
+        return float(np.partition(inside, rank)[rank])
+    pooled = np.concatenate([array.reshape(-1) for array in arrays])
+    return float(np.partition(pooled, k - 1)[k - 1])
+
+
+def masks_from_plans(scores: dict[str, np.ndarray], plans: dict[str, LayerPlan]) -> dict[str, np.ndarray]:
+    """Keep-masks that drop each plan's count of lowest scores."""
+    return {name: smallest(scores[name], plan.count) for name, plan in plans.items()}
+
+
+def parse_recipe(text: str) -> list[tuple[str, float]]:
+    """'l1-filter:0.3,magnitude:0.8' -> [('l1-filter', 0.3), ('magnitude', 0.8)] (a hybrid chain).
+
+    Also reads a YAML file holding a list of {method, sparsity} stages.
+    """
+    if text.endswith((".yaml", ".yml")):
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such recipe file")
+        stages = yaml.safe_load(path.read_text())
+        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+            raise ConfigError(f"{path}: a recipe is a list of stages like '- {{method: l1-filter, sparsity: 0.3}}'")
+        pairs = [(str(s.get("method")), s.get("sparsity")) for s in stages]
+    else:
+        pairs = []
+        for part in text.split(","):
+            name, _, value = part.strip().partition(":")
+            if not value:
+                raise ConfigError(f"recipe stage '{part.strip()}' needs a sparsity, like magnitude:0.8")
+            pairs.append((name.strip(), value))
+    stages = []
+    for name, value in pairs:
+        get_method(name)  # unknown methods fail here, listing the known ones
+        stages.append((name, check_sparsity(value, f"sparsity of stage '{name}'")))
+    return stages

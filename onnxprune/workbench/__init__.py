@@ -1,0 +1,1 @@
+"""The torch side: conversion (onnx2torch and the ParamMap), data and preprocessing, masked fine-tuning."""

@@ -1,0 +1,342 @@
+"""ONNX -> torch through onnx2torch, and the map from torch parameters back to initializers.
+
+`to_torch` returns a `TorchModel`: the fx.GraphModule onnx2torch builds, and a `ParamMap` that links
+every prunable layer to the torch parameter holding its weight, with the transpose and scale in
+between. The link is checked by exact equality at load, so a wrong mapping can never silently
+write the wrong tensor back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import types
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from onnx import numpy_helper
+from torch import fx, nn
+
+from onnxprune.errors import ConversionError
+from onnxprune.graph.model import Model, PrunableLayer, conversion_copy, is_stand_in
+from onnxprune.graph.sanitise import check_convertible, register_known_revisions
+
+_LOG = logging.getLogger(__name__)
+
+
+def import_onnx2torch() -> types.ModuleType:
+    """Import onnx2torch, surviving a torchvision that does not match the installed torch.
+
+    onnx2torch imports torchvision at import time, only for its NonMaxSuppression and RoiAlign
+    converters. A torchvision built for another torch fails with "operator torchvision::nms does
+    not exist"; classifiers need neither op, so a stand-in module is installed that raises a clear
+    error if one of those two converters ever runs.
+    """
+    if "onnx2torch" in sys.modules:
+        return sys.modules["onnx2torch"]
+    try:
+        import torchvision  # noqa: F401
+    except Exception as exc:  # RuntimeError for a mismatch, ImportError when absent
+        with _torchvision_stand_in(f"{type(exc).__name__}: {exc}"):
+            import onnx2torch
+    else:
+        import onnx2torch
+
+    register_known_revisions()
+    return onnx2torch
+
+
+@contextlib.contextmanager
+def _torchvision_stand_in(reason: str):
+    """Put a stand-in `torchvision` in sys.modules while onnx2torch is imported, then remove it.
+
+    onnx2torch keeps its references to the stand-in; everything else (torch.onnx's exporter looks
+    torchvision up by name) sees the same environment as without onnxprune.
+    """
+    broken = {name: sys.modules.pop(name) for name in list(sys.modules) if name.split(".")[0] == "torchvision"}
+
+    def unavailable(*_args, **_kwargs):
+        raise ConversionError(
+            f"this graph needs torchvision, which failed to import ({reason}); "
+            "install the torchvision release that matches your torch"
+        )
+
+    stand_in = types.ModuleType("torchvision")
+    ops = types.ModuleType("torchvision.ops")
+    ops.nms = ops.box_convert = ops.roi_align = unavailable
+    stand_in.ops = ops
+    sys.modules["torchvision"], sys.modules["torchvision.ops"] = stand_in, ops
+    _LOG.debug("torchvision unusable (%s); onnx2torch imported with a stand-in", reason)
+    try:
+        yield
+    finally:
+        del sys.modules["torchvision"], sys.modules["torchvision.ops"]
+        del broken  # the half-imported modules are not put back: importing them again fails the same way
+
+
+class BoundWeight(nn.Module):
+    """Holds an initializer as a real parameter for an onnx2torch module that takes it as an input.
+
+    onnx2torch turns `MatMul(x, W)` into a parameterless OnnxMatMul fed from a buffer, which neither
+    an optimizer nor `torch.nn.utils.prune` can see. This wrapper owns `weight` (ONNX layout) and
+    passes it to the wrapped module at its original argument position, so forward pre-hooks
+    (pruning masks) apply on every call.
+    """
+
+    def __init__(self, inner: nn.Module, weight: torch.Tensor, position: int):
+        super().__init__()
+        self.inner = inner
+        self.weight = nn.Parameter(weight.detach())
+        self.position = position
+
+    def forward(self, *args):  # noqa: D102 - same contract as the wrapped module
+        args = list(args)
+        args.insert(self.position, self.weight)
+        return self.inner(*args)
+
+
+def current_value(module: nn.Module, name: str) -> torch.Tensor:
+    """A tensor as the next forward will use it.
+
+    Under torch.nn.utils.prune, `module.weight` is recomputed as `weight_orig * weight_mask` by
+    a forward pre-hook, so after an optimizer step it is stale until the next forward; this
+    computes it now.
+    """
+    if hasattr(module, f"{name}_orig") and hasattr(module, f"{name}_mask"):
+        return getattr(module, f"{name}_orig") * getattr(module, f"{name}_mask")
+    return getattr(module, name)
+
+
+@dataclass
+class ParamEntry:
+    """How one prunable layer's weight lives in torch.
+
+    torch_weight = scale * (onnx_weight.T if transpose else onnx_weight)
+    """
+
+    layer: PrunableLayer
+    module: nn.Module
+    transpose: bool = False
+    scale: float = 1.0
+
+    @property
+    def parameter(self) -> torch.Tensor:
+        """The weight as the module computes with it (masked, when a mask is applied)."""
+        return current_value(self.module, "weight")
+
+    def to_onnx(self) -> np.ndarray:
+        """The current weight in ONNX layout, as float32 numpy."""
+        weight = self.parameter.detach().to("cpu", torch.float32)
+        if self.scale != 1.0:
+            weight = weight / self.scale
+        if self.transpose:
+            weight = weight.T
+        return weight.contiguous().numpy()
+
+    def from_onnx(self, array: np.ndarray) -> torch.Tensor:
+        """What the torch parameter holds for an ONNX-layout `array`."""
+        weight = torch.from_numpy(np.array(array))
+        if self.transpose:
+            weight = weight.T
+        if self.scale != 1.0:
+            weight = weight * self.scale
+        return weight
+
+
+class ParamMap(dict):
+    """Layer name -> `ParamEntry`, in graph order."""
+
+    def check(self, model: Model) -> None:
+        """Assert every torch weight equals its initializer exactly (raises ConversionError)."""
+        for entry in self.values():
+            expected = entry.from_onnx(model.weight_array(entry.layer)).to(entry.parameter.dtype)
+            if tuple(expected.shape) != tuple(entry.parameter.shape) or not torch.equal(
+                expected, entry.parameter.detach().cpu()
+            ):
+                raise ConversionError(
+                    f"layer '{entry.layer.name}': the torch weight does not equal initializer "
+                    f"'{entry.layer.weight}' after conversion; please report this model"
+                )
+
+
+@dataclass
+class TorchModel:
+    """A converted model: the GraphModule and the map back to the ONNX initializers.
+
+    Attributes:
+        module: the fx.GraphModule onnx2torch built.
+        params: prunable layer name -> `ParamEntry`.
+        node_modules: first output name of each ONNX node -> the torch module that computes it.
+    """
+
+    module: fx.GraphModule
+    params: ParamMap
+    node_modules: dict[str, nn.Module]
+
+    def initializer_values(self, model: Model) -> dict[str, np.ndarray]:
+        """Every initializer that torch can change, as it is now, in ONNX layout.
+
+        Prunable weights, Conv and fully-connected biases, and BatchNormalization scale, shift
+        and running statistics: what fine-tuning updates. Constants onnx2torch keeps as buffers
+        (the mean image, Add biases of MatMul layers) are not trained and not listed.
+        """
+        values = {entry.layer.weight: entry.to_onnx() for entry in self.params.values()}
+        for node in model.proto.graph.node:
+            module = self.node_modules.get(node.output[0]) if node.output else None
+            values.update(_trainable_inputs(node, module))
+        return values
+
+
+def to_torch(model: Model) -> TorchModel:
+    """Convert a loaded model to torch and map its prunable weights.
+
+    Raises:
+        ConversionError: an op onnx2torch cannot convert (names the op and the node), or a
+            weight that cannot be mapped back exactly.
+    """
+    from onnxprune.measure.quantize import is_quantized
+
+    if is_quantized(model.proto):
+        raise ConversionError(
+            "this model is quantized (QuantizeLinear / DequantizeLinear): torch cannot train or prune it; "
+            "prune the float model, then quantize the result"
+        )
+    onnx2torch = import_onnx2torch()
+    copy = conversion_copy(model.proto)
+    check_convertible(copy)
+    try:
+        with _values_from(model.proto):
+            module = onnx2torch.convert(copy, attach_onnx_mapping=True)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConversionError(f"onnx2torch cannot convert this graph: {message}") from None
+    del copy
+    module.eval()
+    params = _map_parameters(model, module)
+    params.check(model)
+    node_modules = {output: module.get_submodule(node.target) for output, node in _modules_by_output(module).items()}
+    return TorchModel(module=module, params=params, node_modules=node_modules)
+
+
+@contextlib.contextmanager
+def _values_from(original):
+    """While converting a skeleton, give onnx2torch each stand-in's value from the original proto.
+
+    Every converter of onnx2torch reads initializer values through `OnnxTensor.to_torch`; routing
+    that one method keeps a single copy of the weights (the torch one) besides the original.
+    """
+    from onnx2torch.onnx_tensor import OnnxTensor
+
+    originals = {tensor.name: tensor for tensor in original.graph.initializer}
+    own_to_torch = OnnxTensor.to_torch
+
+    def to_torch(tensor: OnnxTensor) -> torch.Tensor:
+        if is_stand_in(tensor.proto):
+            return torch.from_numpy(np.array(numpy_helper.to_array(originals[tensor.name])))
+        return own_to_torch(tensor)
+
+    OnnxTensor.to_torch = to_torch
+    try:
+        yield
+    finally:
+        OnnxTensor.to_torch = own_to_torch
+
+
+def _trainable_inputs(node, module: nn.Module | None) -> dict[str, np.ndarray]:
+    """Initializer name -> value for the trainable tensors of one converted node besides its weight."""
+    if module is None:
+        return {}
+    if isinstance(module, nn.Sequential):  # Sequential(pad, conv)
+        module = next((child for child in module if isinstance(child, nn.modules.conv._ConvNd)), module)
+
+    def numpy(tensor: torch.Tensor) -> np.ndarray:
+        return tensor.detach().to("cpu", torch.float32).contiguous().numpy()
+
+    if node.op_type == "Conv" and isinstance(module, nn.modules.conv._ConvNd) and module.bias is not None:
+        return {node.input[2]: numpy(current_value(module, "bias"))} if len(node.input) > 2 and node.input[2] else {}
+    if node.op_type == "Gemm" and isinstance(module, nn.Linear) and module.bias is not None and len(node.input) > 2:
+        beta = next((a.f for a in node.attribute if a.name == "beta"), 1.0)
+        return {node.input[2]: numpy(current_value(module, "bias")) / beta}
+    if node.op_type == "BatchNormalization" and isinstance(module, nn.modules.batchnorm._BatchNorm):
+        scale, shift, mean, var = node.input[1:5]
+        return {
+            scale: numpy(current_value(module, "weight")),
+            shift: numpy(current_value(module, "bias")),
+            mean: numpy(module.running_mean),
+            var: numpy(module.running_var),
+        }
+    return {}
+
+
+def _modules_by_output(module: fx.GraphModule) -> dict[str, fx.Node]:
+    by_output = {}
+    for node in module.graph.nodes:
+        if node.op == "call_module":
+            mapping = getattr(module.get_submodule(node.target), "onnx_mapping", None)
+            for output in getattr(mapping, "outputs", ()):
+                by_output[output] = node
+    return by_output
+
+
+def _map_parameters(model: Model, module: fx.GraphModule) -> ParamMap:
+    by_output = _modules_by_output(module)
+    params = ParamMap()
+    for layer in model.layers:
+        fx_node = by_output.get(layer.output)
+        if fx_node is None:
+            raise ConversionError(f"layer '{layer.name}': no torch module produces '{layer.output}' after conversion")
+        params[layer.name] = _entry_for(model, layer, module, fx_node)
+    module.recompile()
+    return params
+
+
+def _entry_for(model: Model, layer: PrunableLayer, module: fx.GraphModule, fx_node: fx.Node) -> ParamEntry:
+    submodule = module.get_submodule(fx_node.target)
+    if isinstance(submodule, nn.Sequential):
+        # asymmetric padding: onnx2torch writes Sequential(OnnxPadStatic, ConvNd)
+        convolutions = [child for child in submodule if isinstance(child, nn.modules.conv._ConvNd)]
+        if len(convolutions) == 1:
+            submodule = convolutions[0]
+    if isinstance(submodule, nn.modules.conv._ConvNd):
+        return ParamEntry(layer, submodule)
+    if isinstance(submodule, nn.Linear):
+        node = _onnx_node(model, layer)
+        attributes = {a.name: a for a in node.attribute}
+        trans_b = bool(attributes["transB"].i) if "transB" in attributes else False
+        alpha = attributes["alpha"].f if "alpha" in attributes else 1.0
+        return ParamEntry(layer, submodule, transpose=not trans_b, scale=alpha)
+    return ParamEntry(layer, _bind_weight(model, layer, module, fx_node))
+
+
+def _onnx_node(model: Model, layer: PrunableLayer):
+    return next(node for node in model.proto.graph.node if node.output and node.output[0] == layer.output)
+
+
+def _bind_weight(model: Model, layer: PrunableLayer, module: fx.GraphModule, fx_node: fx.Node) -> BoundWeight:
+    """Replace a module fed with the weight buffer by a `BoundWeight` that owns it."""
+    expected = torch.from_numpy(np.array(model.weight_array(layer)))
+    for position, arg in enumerate(fx_node.args):
+        if isinstance(arg, fx.Node) and arg.op == "get_attr":
+            owner_name, buffer_name = arg.target.rsplit(".", 1)
+            owner = module.get_submodule(owner_name)
+            buffer = owner.get_buffer(buffer_name)
+            if tuple(buffer.shape) == tuple(expected.shape) and torch.equal(buffer, expected.to(buffer.dtype)):
+                fx_node.args = fx_node.args[:position] + fx_node.args[position + 1 :]
+                shared = bool(arg.users)  # a weight tied to another node keeps its buffer
+                bound = BoundWeight(
+                    module.get_submodule(fx_node.target), buffer.clone() if shared else buffer, position
+                )
+                bound.onnx_mapping = getattr(bound.inner, "onnx_mapping", None)
+                module.add_submodule(fx_node.target, bound)
+                if not shared:
+                    module.graph.erase_node(arg)
+                    del owner._buffers[buffer_name]
+                return bound
+    raise ConversionError(
+        f"layer '{layer.name}' ({layer.op_type}): its weight '{layer.weight}' is not an input of the "
+        "converted module; please report this model"
+    )
