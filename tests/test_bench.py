@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 import onnxprune
 from onnxprune.cli import app
 from onnxprune.errors import ConfigError
+from onnxprune.graph.model import is_quantized
 from onnxprune.measure import bench
-from onnxprune.measure.quantize import is_quantized, pack, quantize, unpack
+from onnxprune.measure.quantize import pack, quantize, unpack
 from onnxprune.workbench.data import Dataset, preprocess_for
 
 

@@ -281,6 +281,29 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> bool:
     return True
 
 
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"}
+
+
+def is_quantized(proto: onnx.ModelProto) -> bool:
+    """True when the graph holds quantization ops (it came out of onnxruntime.quantization)."""
+    return any(node.op_type in QUANTIZED_OPS for node in proto.graph.node)
+
+
+def with_symbolic_batch(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy whose input and output batch dimension is symbolic (fixed-batch MATLAB exports)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    initializers = {tensor.name for tensor in copy.graph.initializer}
+    for value in list(copy.graph.input) + list(copy.graph.output):
+        if value.name in initializers:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if dims and dims[0].HasField("dim_value"):
+            dims[0].dim_param = "batch"
+    del copy.graph.value_info[:]  # intermediate shapes recorded with batch 1 would contradict
+    return copy
+
+
 def model_file_size(path: str | os.PathLike) -> int:
     """Bytes of an .onnx file plus the external data files it points at."""
     path = Path(path)

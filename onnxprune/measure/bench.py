@@ -215,25 +215,3 @@ def _call_count(session, feed, runs: int | None) -> int:
 def as_dicts(results: list[ModelBench]) -> list[dict]:
     """Plain dicts, for bench.json."""
     return [asdict(result) for result in results]
-
-
-def figure(results: list[ModelBench], path) -> Path:
-    """Bars of median latency per batch size and of file size, per model."""
-    from onnxprune.report.plots import SIZE, _save, plt
-
-    batches = sorted({b for r in results for b in r.latency_ms}, key=int)
-    fig, (left, right) = plt.subplots(1, 2, figsize=SIZE)
-    width = 0.8 / max(1, len(results))
-    for index, result in enumerate(results):
-        positions = np.arange(len(batches)) + index * width
-        left.bar(positions, [result.latency_ms.get(b, {}).get("median", 0) for b in batches], width, label=result.name)
-    left.set_xticks(np.arange(len(batches)) + width * (len(results) - 1) / 2, [f"batch {b}" for b in batches])
-    left.set_ylabel("median latency (ms)")
-    left.legend(fontsize=7)
-    right.bar(range(len(results)), [r.bytes / 1e6 for r in results], color="#1f77b4", label="file")
-    right.bar(range(len(results)), [r.zipped_bytes / 1e6 for r in results], color="#ff7f0e", width=0.5, label="zipped")
-    right.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right", fontsize=7)
-    right.set_ylabel("MB")
-    right.legend(fontsize=7)
-    fig.suptitle("onnxruntime: latency and size")
-    return _save(fig, path)

@@ -6,11 +6,10 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
 import torch
 
 from onnxprune.errors import ConfigError
-from onnxprune.graph.model import Model
+from onnxprune.graph.model import Model, with_symbolic_batch
 from onnxprune.workbench.data import Dataset, Preprocess, check_labels
 
 ENGINES = ("onnxruntime", "torch")
@@ -98,7 +97,7 @@ def evaluate(
 def _ort_runner(model: Model, providers: list[str] | None):
     from onnxprune.graph.verify import session
 
-    ort_session = session(_with_symbolic_batch(model.proto).SerializeToString(), providers or default_providers())
+    ort_session = session(with_symbolic_batch(model.proto).SerializeToString(), providers or default_providers())
     input_name = ort_session.get_inputs()[0].name
     return _batched(lambda batch: ort_session.run(None, {input_name: batch})[0])
 
@@ -145,18 +144,3 @@ def _batched(run_batch):
         return np.concatenate([run_batch(batch[i : i + 1]) for i in range(batch.shape[0])])
 
     return run
-
-
-def _with_symbolic_batch(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy whose input and output batch dimension is symbolic (fixed-batch MATLAB exports)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(proto)
-    initializers = {tensor.name for tensor in copy.graph.initializer}
-    for value in list(copy.graph.input) + list(copy.graph.output):
-        if value.name in initializers:
-            continue
-        dims = value.type.tensor_type.shape.dim
-        if dims and dims[0].HasField("dim_value"):
-            dims[0].dim_param = "batch"
-    del copy.graph.value_info[:]  # intermediate shapes recorded with batch 1 would contradict
-    return copy

@@ -25,15 +25,9 @@ import onnx
 from onnx import numpy_helper
 
 from onnxprune.errors import ConfigError, ModelLoadError
-from onnxprune.graph.model import FLOAT_TYPES, Model, load, model_file_size, save_atomic
+from onnxprune.graph.model import FLOAT_TYPES, Model, is_quantized, load, model_file_size, save_atomic
 
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"}
 METHODS = ("static", "dynamic")
-
-
-def is_quantized(proto: onnx.ModelProto) -> bool:
-    """True when the graph holds quantization ops (it came out of onnxruntime.quantization)."""
-    return any(node.op_type in QUANTIZED_OPS for node in proto.graph.node)
 
 
 @dataclass

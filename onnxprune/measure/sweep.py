@@ -125,12 +125,12 @@ class Sweeper:
         return self._evaluate_torch()
 
     def _evaluate_onnxruntime(self) -> tuple[float, float]:
+        from onnxprune.graph.model import with_symbolic_batch
         from onnxprune.graph.storage import write_back
         from onnxprune.graph.verify import session
-        from onnxprune.measure.evaluate import _with_symbolic_batch
 
         proto = write_back(self.model, self.torch_model.initializer_values(self.model))
-        run = session(_with_symbolic_batch(proto).SerializeToString())
+        run = session(with_symbolic_batch(proto).SerializeToString())
         name = run.get_inputs()[0].name
         inputs = self.inputs.numpy()
         hits, loss = 0, 0.0

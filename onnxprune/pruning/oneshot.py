@@ -15,7 +15,7 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 from onnxprune.errors import ConfigError
-from onnxprune.graph.model import Model, PrunableLayer, check_output_path, from_proto
+from onnxprune.graph.model import Model, PrunableLayer, check_output_path, from_proto, is_quantized
 from onnxprune.graph.storage import save_model_file, write_back
 from onnxprune.graph.structure import CompactReport, compact
 from onnxprune.graph.verify import VerifyReport, reference, verify
@@ -212,8 +212,6 @@ def prune(
         >>> result = onnxprune.prune(model, 0.9, scope="global")  # doctest: +SKIP
         >>> onnxprune.save(result, "alexnet_pruned.onnx")  # doctest: +SKIP
     """
-    from onnxprune.measure.quantize import is_quantized
-
     if is_quantized(model.proto):
         raise ConfigError(
             "this model is quantized (QuantizeLinear / DequantizeLinear): it cannot be pruned or trained; "

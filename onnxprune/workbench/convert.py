@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from torch import fx, nn
 
 from onnxprune.errors import ConversionError
-from onnxprune.graph.model import Model, PrunableLayer, conversion_copy, is_stand_in
+from onnxprune.graph.model import Model, PrunableLayer, conversion_copy, is_quantized, is_stand_in
 from onnxprune.graph.sanitise import check_convertible, register_known_revisions
 
 _LOG = logging.getLogger(__name__)
@@ -196,8 +196,6 @@ def to_torch(model: Model) -> TorchModel:
         ConversionError: an op onnx2torch cannot convert (names the op and the node), or a
             weight that cannot be mapped back exactly.
     """
-    from onnxprune.measure.quantize import is_quantized
-
     if is_quantized(model.proto):
         raise ConversionError(
             "this model is quantized (QuantizeLinear / DequantizeLinear): torch cannot train or prune it; "

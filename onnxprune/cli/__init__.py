@@ -1,0 +1,65 @@
+"""The `onnxprune` command line: parse, build options, call the library once, render.
+
+Every `OnnxpruneError` becomes one line on stderr and exit code 2; anything unexpected becomes one
+line and exit code 1 (set ONNXPRUNE_DEBUG=1 for the traceback). Usage errors are typer's (exit 2).
+The commands live by room (graph, prune, measure, report, demo) and are registered here, in the
+order `--help` lists them. Library modules are imported inside the commands: `onnxprune --help`
+and every one-line error return without waiting for torch.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from onnxprune.cli import demo, graph, measure, prune, report
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Prune ONNX classifiers exported by MATLAB or PyTorch, verified in onnxruntime.",
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from onnxprune import __version__
+
+        typer.echo(f"onnxprune {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = None,
+) -> None:
+    """Prune ONNX classifiers exported by MATLAB or PyTorch, verified in onnxruntime."""
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+app.command()(graph.inspect)
+app.command()(measure.evaluate)
+app.command()(prune.finetune)
+app.command()(prune.prune)
+app.command()(measure.sweep)
+app.command()(measure.sensitivity)
+app.command()(report.plot)
+app.command(name="bench")(measure.bench_command)
+app.command()(measure.quantize)
+app.command()(graph.pack)
+app.command()(graph.unpack)
+app.command()(graph.compact)
+app.command()(demo.demo)
+
+
+if __name__ == "__main__":
+    main()

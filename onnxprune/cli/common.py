@@ -1,0 +1,242 @@
+"""What every command shares: the console, one-line errors, the data options and progress bars."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from onnxprune.errors import ConfigError, OnnxpruneError
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; wide when output goes to a file or pipe, so tables keep full layer names."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(file=stream, width=None if stream.isatty() else 160, soft_wrap=True)
+
+
+def model_size(path: Path) -> int:
+    """Bytes of a written model, its external data file included."""
+    from onnxprune.graph.model import model_file_size
+
+    return model_file_size(path)
+
+
+def human_size(size: int) -> str:
+    """1536 -> '1.50 KB'."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} GB"
+
+
+def reports_errors(command: Callable) -> Callable:
+    """Turn an `OnnxpruneError` into one line and exit code 2, anything else into one line and 1."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except OnnxpruneError as exc:
+            print_error(str(exc))
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            print_error("interrupted; no output was written")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("ONNXPRUNE_DEBUG"):
+                raise
+            print_error(f"internal error: {type(exc).__name__}: {exc} (set ONNXPRUNE_DEBUG=1 for the traceback)")
+            raise typer.Exit(1) from None
+
+    return run
+
+
+DataOption = Annotated[
+    Path | None, typer.Option("--data", help="images: class-subfolder folder or .zip, .mat, .npz or MNIST idx")
+]
+
+
+ValOption = Annotated[Path | None, typer.Option("--val", help="validation data (same formats); else --val-split")]
+
+
+ValSplitOption = Annotated[
+    float | None, typer.Option(help="fraction of --data held out for validation (default 0.2 when fine-tuning)")
+]
+
+
+LimitOption = Annotated[int | None, typer.Option(help="use only the first N samples of each data source")]
+
+
+PixelRangeOption = Annotated[
+    str | None, typer.Option(help="'0-255' or '0-1' (default: 0-255 for MATLAB exports with a mean-image Sub)")
+]
+
+
+MeanOption = Annotated[str | None, typer.Option(help="per-channel mean after scaling, e.g. 0.4914,0.4822,0.4465")]
+
+
+StdOption = Annotated[str | None, typer.Option(help="per-channel std, e.g. 0.2470,0.2435,0.2616")]
+
+
+FlattenOption = Annotated[
+    str | None, typer.Option(help="for flat inputs: 'row' (numpy order, the default) or 'column' (MATLAB's X(:) order)")
+]
+
+
+SeedOption = Annotated[int, typer.Option(help="seed for splits, shuffling, augmentation and dropout")]
+
+
+def numbers(text: str | None, what: str) -> tuple[float, ...] | None:
+    """'0.5,0.4' -> (0.5, 0.4); a one-line error naming the option `what` otherwise."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(f"{what} must be comma-separated numbers, got '{text}'") from None
+
+
+def data_options(data, val=None, val_split=None, limit=None, pixel_range=None, mean=None, std=None, flatten=None,
+                  seed=0):  # fmt: skip
+    """The data options of a command, or None without --data."""
+    from onnxprune.options import DataOptions
+
+    return DataOptions(
+        path=str(data) if data is not None else None, val=str(val) if val is not None else None,
+        val_split=val_split, limit=limit, pixel_range=pixel_range, mean=numbers(mean, "--mean"),
+        std=numbers(std, "--std"), flatten=flatten, seed=seed,
+    )  # fmt: skip
+
+
+def prepare_data(model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, default_split):
+    """(preprocess, train set or None, validation set or None) for a model and the data options."""
+    from onnxprune.workbench.data import prepare
+
+    options = data_options(data, val, val_split, limit, pixel_range, mean, std, flatten, seed)
+    return prepare(model, options, default_split)
+
+
+def evaluation_data(model, data, limit, pixel_range, mean, std, flatten):
+    """(preprocess, dataset) for commands that only measure: all of --data, no split."""
+    preprocess, dataset, _ = prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    return preprocess, dataset
+
+
+class training_progress:
+    """A rich progress bar fed by the library's progress callbacks."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
+            TimeRemainingColumn(), console=console(stderr=True), transient=True,
+        )  # fmt: skip
+        self.task = None
+        self.started = False
+        return self.update
+
+    def update(self, event: dict) -> None:
+        """Show one progress event of the library."""
+        if not self.started:  # started on the first event, so an early error prints nothing else
+            self.bar.start()
+            self.started = True
+        if "phase" in event:
+            description = f"round {event['round']}/{event['rounds']}: {event['phase']}"
+            if self.task is None:
+                self.task = self.bar.add_task(description, total=None, status="")
+            self.bar.update(self.task, description=description)
+        elif "step" in event:
+            if self.task is None:
+                self.task = self.bar.add_task("", total=event["steps"], status="")
+            self.bar.update(
+                self.task,
+                total=event["steps"],
+                completed=event["step"],
+                status=f"epoch {event['epoch']}  loss {event['loss']:.3f}  acc {event['top1']:.1%}",
+            )
+        elif "record" in event:
+            record = event["record"]
+            val = f"  val top-1 {record.val_top1:.2%}" if record.val_top1 is not None else ""
+            self.bar.console.print(
+                f"epoch {record.epoch}: loss {record.train_loss:.3f}  train top-1 {record.train_top1:.2%}{val}  "
+                f"({record.images_per_second:,.0f} images/s)"
+            )
+
+    def __exit__(self, *exc_info):
+        if self.started:
+            self.bar.stop()
+        return False
+
+
+class level_progress:
+    """A progress bar over sweep levels, showing the level and its accuracy."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            console=console(stderr=True), transient=True,
+        )  # fmt: skip
+        self.task = None
+        return self.update
+
+    def update(self, event: dict) -> None:
+        """Show one finished sweep level."""
+        row = event["row"]
+        if self.task is None:
+            self.bar.start()
+            self.task = self.bar.add_task("", total=event["total"])
+        label = f"{row.method} {row.scope} {row.sparsity:.1%}: top-1 {row.accuracy:.2%}"
+        self.bar.update(self.task, completed=event["done"], description=label)
+
+    def __exit__(self, *exc_info):
+        if self.task is not None:
+            self.bar.stop()
+        return False
+
+
+def level_options(sparsities: str | None, start: float | None, stop: float | None, step: float | None, default: str):
+    """The sparsity levels of --sparsities or --from/--to/--step (which go together), else `default`."""
+    from onnxprune.measure.sweep import grid, parse_levels
+
+    if start is not None or stop is not None or step is not None:
+        if None in (start, stop, step):
+            raise ConfigError("--from, --to and --step go together")
+        return grid(start, stop, step)
+    return parse_levels(sparsities or default)
+
+
+SparsitiesOption = Annotated[
+    str | None, typer.Option(help="levels: start:step:stop ranges and values, e.g. 0:0.1:0.9,0.9:0.02:0.98")
+]
+
+
+FromOption = Annotated[float | None, typer.Option("--from", help="first level (with --to and --step)")]
+
+
+ToOption = Annotated[float | None, typer.Option("--to", help="last level")]
+
+
+StepOption = Annotated[float | None, typer.Option("--step", help="level step")]
+
+
+def percent(value) -> str:
+    """0.25 -> '25.0%', None -> '-'."""
+    return "-" if value is None else f"{value:.1%}"
+
+
+def print_error(message: str) -> None:
+    """One line on stderr: 'error: ...'."""
+    console(stderr=True).print(f"error: {message}", markup=False)

@@ -1,0 +1,73 @@
+"""The demo command: the pruning lab on the built-in data and model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from onnxprune.cli.common import (
+    console,
+    human_size,
+    level_progress,
+    reports_errors,
+    training_progress,
+)
+
+
+@reports_errors
+def demo(
+    out: Annotated[Path, typer.Option(help="folder for the demo's results (must be new or empty)")] = Path(
+        "onnxprune-demo"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="a reduced run (small data, few levels): seconds")] = False,
+) -> None:
+    """Run the pruning lab end to end on the built-in spectrogram data and AlexNet-shaped model."""
+    from onnxprune.demo.run import run_demo
+
+    with training_progress() as training, level_progress() as levels:
+
+        def progress(event: dict) -> None:
+            (levels if "row" in event else training)(event)
+
+        summary = run_demo(out, quick=quick, say=lambda line: console().print(line), progress=progress)
+    _print_demo(summary, out)
+
+
+def _print_demo(summary: dict, out: Path) -> None:
+    layers = Table("layer", "sparsity")
+    for name, value in summary["layer_sparsity"].items():
+        layers.add_row(name, f"{value:.1%}")
+    console().print(layers)
+    comparison = Table("model", "latency (batch 1)", "file", "zipped")
+    for name, row in summary["comparison"].items():
+        comparison.add_row(
+            name, f"{row['latency_ms']:.2f} ms", human_size(row["bytes"]), human_size(row["zipped_bytes"])
+        )
+    console().print(comparison)
+    before = summary["pruned_top1_before_finetuning"]
+    console().print(
+        f"dense top-1 {summary['dense_top1']:.2%}; pruned to {summary['pruned_sparsity']:.1%}: "
+        + (f"{before:.2%} before fine-tuning, " if before is not None else "")
+        + f"{summary['pruned_top1']:.2%} after; {summary['seconds']:.0f} s"
+    )
+    console().print(
+        f"""
+Everything is in {out}/:
+  accuracy_vs_sparsity.png   accuracy at each sparsity, global and per layer, with the dense line
+  layer_sparsity.png         sparsity of each layer and block of the pruned model
+  masks.png                  kept and pruned weights of every layer
+  training.png               fine-tuning loss and accuracy
+  sweep/results.{{json,csv,mat}}  the sweep's numbers (MATLAB: load('sweep/results.mat'))
+  pruned/                    the pruned model ({Path(summary["pruned_model"]).name}), its checkpoint and results
+  pruned_sparse_storage.onnx the pruned model stored as sparse initializers (smaller file)
+  comparison.json            latency and sizes of dense and pruned in onnxruntime
+  summary.json               all of the above in one file
+
+Next: run the same on your own model and images:
+  onnxprune sweep your_model.onnx --data your_images/ --scope layer,global
+  onnxprune prune your_model.onnx --max-drop 0.01 --data your_images/ --finetune-epochs 3
+  onnxprune prune your_model.onnx --method l1-filter --sparsity 0.4 -o smaller.onnx   (filters removed: faster)"""
+    )

@@ -1,0 +1,145 @@
+"""Commands on the model file itself: inspect, compact, pack, unpack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from onnxprune.cli.common import (
+    console,
+    human_size,
+    reports_errors,
+)
+from onnxprune.errors import ConfigError
+
+
+@reports_errors
+def inspect(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+) -> None:
+    """Show producer, opset, inputs and outputs, and every prunable layer with parameters, zeros and MACs."""
+    from onnxprune.graph.inspection import describe
+    from onnxprune.graph.model import load
+
+    description = describe(load(model_path))
+    if as_json:
+        typer.echo(json.dumps(description, indent=2))
+        return
+    spec = description["input"]
+    console().print(f"[bold]{model_path}[/bold]  producer: {description['producer']}  opset {description['opset']}")
+    console().print(f"input  {spec['name']} {spec['shape']} {spec['layout']} {spec['elem_type']}")
+    console().print(f"output {', '.join(description['outputs'])}")
+    table = Table("layer", "op", "weight shape", "params", "zeros", "sparsity", "MACs")
+    for layer in description["layers"]:
+        table.add_row(
+            layer["name"],
+            layer["op_type"] + (f" g={layer['groups']}" if layer["groups"] > 1 else ""),
+            "x".join(map(str, layer["shape"])),
+            f"{layer['params']:,}",
+            f"{layer['zeros']:,}",
+            f"{layer['sparsity']:.1%}",
+            f"{layer['macs']:,}",
+        )
+    console().print(table)
+    totals = description["totals"]
+    console().print(
+        f"prunable: {totals['prunable_params']:,} weights, {totals['prunable_zeros']:,} zero; "
+        f"all parameters: {totals['all_params']:,}, {totals['all_zeros']:,} zero; MACs {totals['macs']:,}"
+    )
+
+
+@reports_errors
+def compact(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="a masked .onnx file (all-zero filters)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output .onnx")],
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Remove every all-zero filter and neuron of MODEL for real: smaller tensors, same outputs."""
+    from onnxprune.graph.inspection import describe
+    from onnxprune.graph.model import check_output_path, from_proto, load
+    from onnxprune.graph.storage import save_model_file
+    from onnxprune.graph.structure import compact as compact_model
+    from onnxprune.graph.verify import Reference, random_batch, session, verify
+
+    model = load(model_path)
+    check_output_path(model, output)
+    proto, report = compact_model(model)
+    inputs = random_batch(model.input, 2)
+    masked = session(model.path)
+    expected = Reference(inputs, masked.run(None, {masked.get_inputs()[0].name: inputs}))
+    reports = []
+    strict = not report.inexact
+    save_model_file(
+        output, proto, external_data=model.external_data,
+        check=lambda path: reports.append(verify(path, expected, strict=strict)),
+    )  # fmt: skip
+    before, after = describe(model)["totals"], describe(from_proto(proto))["totals"]
+    summary = {
+        "output": str(output),
+        "removed": report.removed,
+        "kept": report.kept,
+        "folded_into_bias": report.folded,
+        "approximate": report.inexact,
+        "not_removed": report.skipped,
+        "rewritten": report.rewritten,
+        "params": [before["prunable_params"], after["prunable_params"]],
+        "macs": [before["macs"], after["macs"]],
+        "max_abs_diff": reports[0].max_abs_diff,
+    }
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    table = Table("layer", "channels before", "after")
+    for name, kept in report.kept.items():
+        table.add_row(name, str(kept + report.removed[name]), str(kept))
+    console().print(table)
+    for name, why in report.inexact.items():
+        console().print(f"note: approximate at '{name}': {why}")
+    for name, why in report.rewritten.items():
+        console().print(f"note: node '{name}' added to stay exact: {why}", highlight=False)
+    for where, why in list(report.skipped.items())[:5]:
+        console().print(f"note: zero channel {where} kept: {why}")
+    console().print(
+        f"parameters {before['prunable_params']:,} -> {after['prunable_params']:,}, MACs {before['macs']:,} -> "
+        f"{after['macs']:,}; output vs the masked model: max |diff| {reports[0].max_abs_diff:.2e}; wrote {output}"
+    )
+
+
+@reports_errors
+def pack(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="a pruned .onnx file")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the package to write (.onnxz)")],
+) -> None:
+    """Store a pruned model in the smallest form: sparse weights as values + a bit mask, deflated."""
+    from onnxprune.graph.model import load
+    from onnxprune.measure.bench import information_bound
+    from onnxprune.measure.quantize import pack as pack_model
+
+    model = load(model_path)
+    report = pack_model(model, output)
+    bound = information_bound(model)
+    console().print(
+        f"{human_size(model_path.stat().st_size)} -> {human_size(report['bytes'])} "
+        f"({report['bytes'] / bound:.2f}x the information bound {human_size(bound)}); "
+        f"{len(report['packed'])} weight(s) packed; wrote {output} (onnxprune unpack restores the .onnx)"
+    )
+
+
+@reports_errors
+def unpack(
+    package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="a package written by onnxprune pack")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the .onnx to write")],
+) -> None:
+    """Restore the ONNX model a package holds, exactly."""
+    from onnxprune.graph.model import save_atomic
+    from onnxprune.measure.quantize import unpack as unpack_model
+
+    if output.exists() and output.resolve() == package.resolve():
+        raise ConfigError("output is the package itself; choose another -o")
+    save_atomic(unpack_model(package), output)
+    console().print(f"wrote {output}")

@@ -1,0 +1,255 @@
+"""Commands that measure: evaluate, sweep, sensitivity, bench, and quantize (measured against the float model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from onnxprune.cli.common import (
+    DataOption,
+    FlattenOption,
+    FromOption,
+    LimitOption,
+    MeanOption,
+    PixelRangeOption,
+    SparsitiesOption,
+    StdOption,
+    StepOption,
+    ToOption,
+    console,
+    evaluation_data,
+    human_size,
+    level_options,
+    level_progress,
+    numbers,
+    percent,
+    reports_errors,
+)
+from onnxprune.errors import ConfigError
+
+
+@reports_errors
+def evaluate(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
+    data: DataOption = None,
+    engine: Annotated[str, typer.Option(help="onnxruntime, torch or both")] = "onnxruntime",
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = None,
+    batch_size: Annotated[int, typer.Option(help="samples per call")] = 256,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Top-1 and top-5 accuracy and loss of MODEL on labelled data, in onnxruntime and/or torch."""
+    from onnxprune.graph.model import load
+    from onnxprune.measure.evaluate import evaluate as evaluate_model
+
+    if data is None:
+        raise ConfigError("evaluate needs --data (a folder, .zip, .mat, .npz or MNIST idx file)")
+    engines = ["onnxruntime", "torch"] if engine == "both" else [engine]
+    model = load(model_path)
+    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
+    results = [evaluate_model(model, dataset, preprocess, engine=name, batch_size=batch_size) for name in engines]
+    if as_json:
+        typer.echo(json.dumps([result.as_dict() for result in results], indent=2))
+        return
+    for note in preprocess.notes:
+        console().print(f"note: {note}")
+    for result in results:
+        console().print(
+            f"{result.engine:>11}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  "
+            f"({result.samples} samples, {result.samples / result.seconds:,.0f} samples/s)"
+        )
+
+
+@reports_errors
+def sweep(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
+    data: DataOption = None,
+    method: Annotated[str, typer.Option(help="method(s), comma-separated: magnitude,l1-filter,...")] = "magnitude",
+    scope: Annotated[str, typer.Option(help="scope(s), comma-separated: layer,global")] = "layer",
+    sparsities: SparsitiesOption = None,
+    start: FromOption = None,
+    stop: ToOption = None,
+    step: StepOption = None,
+    max_drop: Annotated[float, typer.Option(help="accuracy budget for the trade-off (0.01 = one point)")] = 0.01,
+    out_dir: Annotated[Path | None, typer.Option(help="folder for results and the figure")] = None,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = None,
+) -> None:
+    """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop."""
+    from onnxprune.graph.model import load
+    from onnxprune.measure.sweep import sweep as sweep_model
+    from onnxprune.measure.sweep import trade_off
+    from onnxprune.report import plots, results
+
+    if data is None:
+        raise ConfigError("sweep needs --data")
+    levels = level_options(sparsities, start, stop, step, "0:0.1:0.9,0.9:0.02:0.98")
+    model = load(model_path)
+    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
+    methods, scopes = [m.strip() for m in method.split(",")], [x.strip() for x in scope.split(",")]
+    with level_progress() as progress:
+        table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress)
+    choice = trade_off(table, max_drop)
+    table.extra["trade_off"] = choice
+    out_dir = out_dir or model_path.with_name(f"{model_path.stem}_sweep")
+    written = results.write(table, out_dir)
+    figure = plots.accuracy_vs_sparsity([table], out_dir / "accuracy_vs_sparsity.png")
+    _print_sweep(table, choice)
+    console().print(f"wrote {', '.join(str(p) for p in written.values())} and {figure}")
+
+
+def _print_sweep(table, choice) -> None:
+    labels = table.methods()
+    levels = list(dict.fromkeys(row.sparsity for row in table.rows))
+    grid_table = Table("sparsity", *labels)
+    by_key = {(f"{r.method} ({r.scope})", r.sparsity): r for r in table.rows}
+    for level in levels:
+        cells = [f"{by_key[(label, level)].accuracy:.2%}" if (label, level) in by_key else "" for label in labels]
+        grid_table.add_row(f"{level:.1%}", *cells)
+    console().print(grid_table)
+    console().print(
+        f"dense top-1 {table.baseline_accuracy:.2%}; highest sparsity within {choice['max_drop']:.1%} of it: "
+        f"{choice['sparsity']:.1%} ({choice['method']}, {choice['scope']}, top-1 {choice['accuracy']:.2%}); "
+        f"knee of the curve: {percent(choice['knee_sparsity'])}"
+    )
+
+
+@reports_errors
+def sensitivity(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
+    data: DataOption = None,
+    sparsities: SparsitiesOption = None,
+    target: Annotated[float, typer.Option(help="overall sparsity the ratio file must reach")] = 0.8,
+    max_drop: Annotated[float, typer.Option(help="accuracy budget per layer (0.01 = one point)")] = 0.01,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="ratio YAML to write")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="folder for results and the figure")] = None,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = None,
+) -> None:
+    """Prune one layer at a time to find the sensitive ones; write per-layer ratios reaching --target."""
+    from onnxprune.graph.model import load
+    from onnxprune.measure.sweep import ratios_for_target, write_ratios
+    from onnxprune.measure.sweep import sensitivity as layer_sensitivity
+    from onnxprune.pruning.select import check_sparsity
+    from onnxprune.report import plots, results
+
+    if data is None:
+        raise ConfigError("sensitivity needs --data")
+    check_sparsity(target, "--target")
+    levels = level_options(sparsities, None, None, None, "0:0.1:0.9,0.95,0.98")
+    model = load(model_path)
+    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
+    with level_progress() as progress:
+        table = layer_sensitivity(model, dataset, preprocess, levels, progress=progress)
+    ratios = ratios_for_target(table, model, target, max_drop)
+    out_dir = out_dir or model_path.with_name(f"{model_path.stem}_sensitivity")
+    output = output or out_dir / "ratios.yaml"
+    table.extra["ratios"] = ratios
+    results.write(table, out_dir)
+    figure = plots.sensitivity(table, out_dir / "sensitivity.png")
+    sizes = {layer.name: layer.numel for layer in model.layers}
+    reached = sum(ratios[n] * sizes[n] for n in ratios) / sum(sizes.values())
+    write_ratios(
+        ratios, output, f"onnxprune sensitivity: target {target}, per-layer budget {max_drop}; reaches {reached:.4f}"
+    )
+    summary = Table("layer", "weights", "ratio")
+    for name, ratio in ratios.items():
+        summary.add_row(name, f"{sizes[name]:,}", f"{ratio:.1%}")
+    console().print(summary)
+    if reached + 1e-6 < target:
+        console().print(f"note: with {max_drop:.1%} per layer the ratios reach only {reached:.1%} of {target:.1%}")
+    console().print(f"overall {reached:.2%}; wrote {output}, {figure} and results in {out_dir}")
+
+
+@reports_errors
+def bench_command(
+    models: Annotated[
+        list[Path], typer.Argument(metavar="MODEL...", help="models to compare (the first is the reference)")
+    ],
+    batch: Annotated[str, typer.Option(help="batch sizes, comma-separated")] = "1,32",
+    provider: Annotated[str, typer.Option(help="cpu or cuda (needs the gpu extra and a GPU)")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads")] = None,
+    runs: Annotated[int | None, typer.Option(help="timed calls per batch size (default: ~2 s worth)")] = None,
+    data: DataOption = None,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = None,
+    out_dir: Annotated[Path | None, typer.Option(help="folder for bench.json and bench.png")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Latency, throughput, sizes and accuracy of models side by side in onnxruntime, one session at a time."""
+    from onnxprune.graph.model import load
+    from onnxprune.measure import bench as bench_module
+    from onnxprune.report import plots
+
+    batches = [int(float(b)) for b in batch.split(",") if b.strip()]
+    dataset, options = None, None
+    if data is not None:
+        first = load(models[0])
+        _, dataset = evaluation_data(first, data, limit, pixel_range, mean, std, flatten)
+        options = {"pixel_range": pixel_range, "mean": numbers(mean, "--mean"), "std": numbers(std, "--std"),
+                   "flatten_order": flatten}  # fmt: skip
+    results = bench_module.bench(models, batches, provider, threads, runs, dataset, options)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "bench.json").write_text(json.dumps(bench_module.as_dicts(results), indent=2))
+        plots.bench_figure(results, out_dir / "bench.png")
+    if as_json:
+        typer.echo(json.dumps(bench_module.as_dicts(results), indent=2))
+        return
+    columns = ["model"] + [f"b{b} ms (p90)" for b in batches] + [f"b{b} speedup" for b in batches]
+    table = Table(*columns, "size", "zipped", "bound", "non-zeros", "MACs", "top-1")
+    for r in results:
+        latency = [f"{r.latency_ms[str(b)]['median']:.2f} ({r.latency_ms[str(b)]['p90']:.2f})" if str(b) in r.latency_ms
+                   else "-" for b in batches]  # fmt: skip
+        speed = [f"{r.speedup[str(b)]:.2f}x" if str(b) in r.speedup else "-" for b in batches]
+        table.add_row(
+            r.name, *latency, *speed, human_size(r.bytes), human_size(r.zipped_bytes), human_size(r.bound_bytes),
+            f"{r.nonzero:,}", f"{r.macs:,}", f"{r.top1:.2%}" if r.top1 is not None else "-",
+        )  # fmt: skip
+    console().print(table)
+    console().print("bound: the weights' non-zero values plus the entropy of their mask (no lossless file is smaller)")
+
+
+@reports_errors
+def quantize(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="a float .onnx file (pruned or not)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="the int8 .onnx to write")],
+    method: Annotated[str, typer.Option(help="static (QDQ, calibrated on --data) or dynamic")] = "static",
+    data: DataOption = None,
+    calibration: Annotated[int, typer.Option(help="samples used to calibrate activations")] = 256,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = None,
+) -> None:
+    """Quantize MODEL to int8 with onnxruntime.quantization; pruned zeros stay zero."""
+    from onnxprune.graph.model import load
+    from onnxprune.measure.quantize import quantize as quantize_model
+
+    model = load(model_path)
+    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
+    report = quantize_model(model, output, method, dataset, preprocess, calibration, evaluate_data=dataset)
+    accuracy = ""
+    if report.top1_before is not None:
+        accuracy = f"; top-1 {report.top1_before:.2%} -> {report.top1_after:.2%}"
+    console().print(
+        f"{method} int8: {human_size(report.bytes_before)} -> {human_size(report.bytes_after)}; "
+        f"weight zeros {report.zeros_before:,} -> {report.zeros_after:,}{accuracy}; wrote {output}"
+    )

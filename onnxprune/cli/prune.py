@@ -1,0 +1,393 @@
+"""Commands that change the weights: prune and finetune."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from onnxprune.cli.common import (
+    DataOption,
+    FlattenOption,
+    LimitOption,
+    MeanOption,
+    PixelRangeOption,
+    SeedOption,
+    SparsitiesOption,
+    StdOption,
+    ValOption,
+    ValSplitOption,
+    console,
+    data_options,
+    human_size,
+    level_progress,
+    prepare_data,
+    print_error,
+    reports_errors,
+    training_progress,
+)
+from onnxprune.errors import ConfigError
+
+
+@reports_errors
+def prune(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
+    sparsity: Annotated[
+        float | None, typer.Option(help="fraction of prunable weights to remove, in [0, 1) [default: 0.5]")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="output .onnx (default: beside the input)")
+    ] = None,
+    method: Annotated[str, typer.Option(help="pruning method, or a recipe: l1-filter:0.3,magnitude:0.8")] = "magnitude",
+    scope: Annotated[
+        str | None, typer.Option(help="layer: each layer to SPARSITY; global: one threshold [default: layer]")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML of per-layer ratios, e.g. 'conv1: 0.5' and 'default: 0.8'")
+    ] = None,
+    skip_first: Annotated[bool, typer.Option("--skip-first", help="leave the first prunable layer dense")] = False,
+    skip_last: Annotated[bool, typer.Option("--skip-last", help="leave the last prunable layer dense")] = False,
+    max_layer_sparsity: Annotated[
+        float | None,
+        typer.Option(help="global scope: no layer pruned beyond this (guards against layer collapse) [default: 0.99]"),
+    ] = None,
+    sparse_storage: Annotated[
+        bool,
+        typer.Option(
+            "--sparse-storage",
+            help="store weights as sparse initializers where smaller (disk only: onnxruntime densifies at load)",
+        ),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    data: DataOption = None,
+    val: ValOption = None,
+    val_split: ValSplitOption = None,
+    finetune_epochs: Annotated[int, typer.Option(help="fine-tuning epochs after each pruning round")] = 0,
+    iterations: Annotated[int, typer.Option(help="pruning rounds: 1 = one-shot (OMP), 3+ = iterative (IMP)")] = 1,
+    schedule: Annotated[
+        str | None, typer.Option(help="IMP schedule: geometric or cubic (Zhu-Gupta) [default: geometric]")
+    ] = None,
+    rewind: Annotated[bool, typer.Option("--rewind", help="reset surviving weights to their original values")] = False,
+    out_dir: Annotated[Path | None, typer.Option(help="folder for checkpoints and results (with --data)")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out-dir")] = False,
+    batch_size: Annotated[int | None, typer.Option(help="fine-tuning batch size [default: 64]")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="fine-tuning learning rate (default 0.01; 1e-4 for raw 0-255 inputs)")
+    ] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="fine-tuning weight decay [default: 5e-4]")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="label smoothing [default: 0]")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = None,
+    seed: Annotated[int | None, typer.Option(help="seed for splits, shuffling, augmentation and dropout")] = None,
+    mask_only: Annotated[
+        bool, typer.Option("--mask-only", help="structured: zero channels whose dependencies cannot be resolved")
+    ] = False,
+    batches_per_round: Annotated[
+        int | None, typer.Option(help="taylor: mini-batches scored (and trained) per round [default: 10]")
+    ] = None,
+    max_per_round: Annotated[
+        int | None, typer.Option(help="taylor: most filters removed per round [default: 8]")
+    ] = None,
+    round_to: Annotated[
+        int | None,
+        typer.Option(help="structured: leave layers of 32+ channels a multiple of this (1: exact) [default: 8]"),
+    ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(help="choose the sparsity: the highest within this accuracy drop on --data (0.01 = one point)"),
+    ] = None,
+    bn_l1: Annotated[
+        float | None, typer.Option(help="slimming: L1 penalty lambda on BatchNorm scales [default: 1e-4]")
+    ] = None,
+    sparsity_epochs: Annotated[int, typer.Option(help="slimming: sparsity-training epochs before pruning")] = 0,
+    sparsities: SparsitiesOption = None,
+) -> None:
+    """Prune MODEL and write the same graph with zeros in it, verified in onnxruntime.
+
+    Structured methods (l1-filter, l2-filter, neuron, taylor, ...) remove the fraction SPARSITY
+    of the filters and neurons and write the smaller, compacted graph.
+
+    With --data: accuracy before and after, optional fine-tuning (--finetune-epochs) and
+    iterative rounds (--iterations), checkpoints and results in --out-dir, and a final model
+    named like omp_unstructured_0.80_acc_0.912.onnx (and written to -o when given).
+
+    Every option acts in every mode it is accepted in; one that would have no effect is refused.
+    """
+    given = {name: value for name, value in locals().items() if value is not None and value is not False}
+    options = _prune_run_options(given)
+    from onnxprune.pruning.pipeline import run
+
+    try:
+        with training_progress() as progress, level_progress() as levels:
+            report = run(model_path, options, progress=progress, level_progress=levels)
+    except KeyboardInterrupt:
+        if options.mode == "schedule":
+            print_error("interrupted; finished rounds are kept in the run folder; add --resume to continue")
+            raise typer.Exit(130) from None
+        raise
+    if as_json:
+        typer.echo(json.dumps(_prune_summary(report), indent=2))
+        return
+    _print_prune_report(report)
+
+
+# prune options that act only in some modes: (option, refused when, why)
+def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
+    prune, schedule = options.schedule.prune, options.schedule
+    has_data = "data" in given
+    loop = prune.selects_in_rounds
+    structured = prune.kind != "unstructured"
+    trains = schedule.train.epochs > 0 or schedule.sparsity_epochs > 0
+    return [
+        ("--sparsity", prune.is_recipe, "a hybrid recipe carries each stage's sparsity"),
+        ("--sparsity", options.max_drop is not None, "--max-drop chooses the sparsity"),
+        ("--scope", loop, f"{prune.method} ranks every layer together, round after round"),
+        ("--config", prune.is_recipe, "a hybrid recipe carries each stage's sparsity"),
+        ("--config", loop, f"{prune.method} ranks every layer together, round after round"),
+        ("--skip-first", loop, f"{prune.method} ranks every layer together, round after round"),
+        ("--skip-last", loop, f"{prune.method} ranks every layer together, round after round"),
+        ("--max-layer-sparsity", prune.scope == "layer" and not loop,
+         "it caps global selection: add --scope global"),
+        ("--mask-only", not structured, "it concerns structured methods (filters and neurons)"),
+        ("--round-to", not structured or loop, "it rounds the channel counts of l1-filter, l2-filter, neuron, ..."),
+        ("--batches-per-round", prune.method != "taylor", "it is a setting of --method taylor"),
+        ("--max-per-round", prune.method != "taylor", "it is a setting of --method taylor"),
+        ("--schedule", schedule.iterations == 1, "it shapes several rounds: add --iterations"),
+        ("--rewind", schedule.iterations == 1,
+         "it resets survivors to their original values after each later round: add --iterations 2 or more"),
+        ("--rewind", schedule.train.epochs == 0, "it resets survivors before fine-tuning: add --finetune-epochs"),
+        ("--bn-l1", schedule.sparsity_epochs == 0, "it is the penalty of sparsity training: add --sparsity-epochs"),
+        *[(option, not trains, "it is a fine-tuning setting: add --finetune-epochs")
+          for option in ("--batch-size", "--lr", "--weight-decay", "--label-smoothing", "--device")],
+        *[(option, not has_data, "it describes --data: give --data")
+          for option in ("--val", "--val-split", "--limit", "--pixel-range", "--mean", "--std", "--flatten")],
+        ("--val", options.mode != "schedule", "validation data is used by runs that fine-tune or go in rounds"),
+        ("--val-split", options.mode != "schedule", "validation data is used by runs that fine-tune or go in rounds"),
+        ("--seed", not has_data and not trains, "nothing is random in a data-free prune"),
+    ]  # fmt: skip
+
+
+def _prune_run_options(given: dict):
+    """RunOptions from the prune command's given options; an option that would have no effect is refused."""
+    from onnxprune.measure.sweep import parse_levels
+    from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
+    from onnxprune.pruning.methods import MethodSettings
+    from onnxprune.pruning.pipeline import DEFAULT_LR, RunOptions
+
+    settings = {key: given[key] for key in ("batches_per_round", "max_per_round") if key in given}
+    prune = PruneOptions(
+        sparsity=given.get("sparsity", 0.5), method=given.get("method", "magnitude"),
+        scope=given.get("scope", "layer"), config=str(given["config"]) if "config" in given else None,
+        skip_first="skip_first" in given, skip_last="skip_last" in given,
+        max_layer_sparsity=given.get("max_layer_sparsity", 0.99), mask_only="mask_only" in given,
+        round_to=given.get("round_to", 8), settings=MethodSettings(**settings), seed=given.get("seed", 0),
+    )  # fmt: skip
+    train = TrainOptions(
+        epochs=given.get("finetune_epochs", 0), batch_size=given.get("batch_size", 64),
+        lr=given.get("lr", DEFAULT_LR), weight_decay=given.get("weight_decay", 5e-4),
+        label_smoothing=given.get("label_smoothing", 0.0), seed=given.get("seed", 0), device=given.get("device"),
+    )  # fmt: skip
+    schedule = ScheduleOptions(
+        prune, train=train, iterations=given.get("iterations", 1), schedule=given.get("schedule", "geometric"),
+        rewind="rewind" in given, sparsity_epochs=given.get("sparsity_epochs", 0),
+        bn_l1=given.get("bn_l1", 1e-4 if given.get("sparsity_epochs") else 0.0),
+    )  # fmt: skip
+    data = data_options(
+        given.get("data"), given.get("val"), given.get("val_split"), given.get("limit"), given.get("pixel_range"),
+        given.get("mean"), given.get("std"), given.get("flatten"), given.get("seed", 0),
+    )  # fmt: skip
+    options = RunOptions(
+        schedule=schedule, data=data if "data" in given else None, output=given.get("output"),
+        out_dir=given.get("out_dir"), resume="resume" in given, sparse_storage="sparse_storage" in given,
+        max_drop=given.get("max_drop"),
+        levels=tuple(parse_levels(given["sparsities"])) if "sparsities" in given else None,
+        auto_lr="lr" not in given,
+    )  # fmt: skip
+    for option, refused, why in _prune_refusals(given, options):
+        if refused and option.lstrip("-").replace("-", "_") in given:
+            raise ConfigError(f"{option} has no effect here: {why}")
+    return options
+
+
+def _print_prune_report(report) -> None:
+    for note in report.notes:
+        if not note.startswith("checkpoints"):
+            console().print(f"note: {note}", highlight=False)
+    if report.mode == "schedule":
+        _print_rounds(report.schedule)
+        final = report.schedule.final_top1
+        accuracy = f" (top-1 {final:.2%} in onnxruntime)" if final is not None else ""
+        console().print(
+            f"wrote {report.output}{accuracy} ({human_size(report.bytes)}); checkpoints and results.json/.csv "
+            f"in {report.schedule.folder}"
+        )
+        return
+    result = report.result
+    if result.granularity == "channel":
+        _print_channel_table(result)
+        console().print(
+            f"{result.method}: removed {result.channel_sparsity:.1%} of the removable filters and neurons: "
+            f"parameters -{result.params_removed:.1%}, MACs -{result.macs_removed:.1%}; weights "
+            f"{result.prunable_sparsity:.1%} zero; verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); "
+            f"wrote {report.output} ({human_size(report.bytes)})"
+        )
+        return
+    _print_prune_table(result)
+    if report.sparse_initializers:
+        console().print(
+            f"sparse storage: {len(report.sparse_initializers)} weight(s) stored as sparse initializers "
+            "(smaller file; onnxruntime densifies them at load, so inference is not faster)",
+            highlight=False,
+        )
+    console().print(
+        f"sparsity {result.prunable_sparsity:.2%} of prunable weights, {result.total_sparsity:.2%} of all parameters; "
+        f"verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); wrote {report.output} "
+        f"({human_size(report.bytes)})"
+    )
+
+
+def _print_rounds(result) -> None:
+    table = Table("round", "target", "sparsity", "top-1", "loss", "seconds")
+    if result.baseline_top1 is not None:
+        table.add_row("dense", "0%", "-", f"{result.baseline_top1:.2%}", "", "")
+    for record in result.rounds:
+        table.add_row(
+            str(record.round),
+            f"{record.target_sparsity:.1%}",
+            f"{record.sparsity:.1%}",
+            f"{record.top1:.2%}" if record.top1 is not None else "-",
+            f"{record.loss:.4f}" if record.loss is not None else "-",
+            f"{record.seconds:.1f}",
+        )
+    console().print(table)
+
+
+def _prune_summary(report) -> dict:
+    """The prune's outcome for machines (--json), in either mode."""
+    summary = {
+        "output": str(report.output),
+        "mode": report.mode,
+        "method": report.options.schedule.prune.method,
+        "scope": report.options.schedule.prune.scope,
+        "requested": report.options.schedule.target,
+        "notes": report.notes,
+        "sparse_initializers": report.sparse_initializers,
+        "max_abs_diff": report.max_abs_diff,
+        "bytes": report.bytes,
+        "chosen": report.choice,
+    }
+    if report.mode == "schedule":
+        result = report.schedule
+        summary.update(
+            folder=str(result.folder), baseline_top1=result.baseline_top1, final_top1=result.final_top1,
+            rounds=[dataclasses.asdict(record) for record in result.rounds],
+        )  # fmt: skip
+        return summary
+    result = report.result
+    summary.update(
+        prunable_sparsity=result.prunable_sparsity,
+        total_sparsity=result.total_sparsity,
+        layers=[
+            {"name": layer.name, "params": layer.numel, "zeros": layer.zeros, "sparsity": layer.sparsity}
+            for layer in result.layers
+        ],
+        granularity=result.granularity,
+        channel_sparsity=result.channel_sparsity,
+        params_removed=result.params_removed,
+        macs_removed=result.macs_removed,
+    )
+    return summary
+
+
+def _print_channel_table(result) -> None:
+    table = Table("layer", "op", "channels", "removed", "params before", "params after")
+    for layer in result.layers:
+        table.add_row(
+            layer.name,
+            layer.op_type,
+            f"{layer.channels} -> {layer.channels - layer.channels_removed}",
+            f"{layer.channel_sparsity:.1%}",
+            f"{layer.numel:,}",
+            f"{layer.numel - layer.zeros:,}",
+        )
+    console().print(table)
+
+
+def _print_prune_table(result) -> None:
+    table = Table("layer", "op", "weight shape", "params", "zeros", "sparsity")
+    for layer in result.layers:
+        table.add_row(
+            layer.name + (" (capped)" if layer.capped else ""),
+            layer.op_type,
+            "x".join(map(str, layer.shape)),
+            f"{layer.numel:,}",
+            f"{layer.zeros:,}",
+            f"{layer.sparsity:.1%}",
+        )
+    console().print(table)
+
+
+@reports_errors
+def finetune(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file (its zeros are kept)")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="output .onnx")],
+    data: DataOption = None,
+    val: ValOption = None,
+    val_split: ValSplitOption = None,
+    epochs: Annotated[int, typer.Option(help="passes over the training data")] = 3,
+    batch_size: Annotated[int, typer.Option(help="samples per step")] = 64,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="initial learning rate, cosine schedule (default 0.01; 1e-4 for raw 0-255 inputs)"),
+    ] = None,
+    momentum: Annotated[float, typer.Option(help="SGD momentum")] = 0.9,
+    weight_decay: Annotated[float, typer.Option(help="weight decay")] = 5e-4,
+    label_smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.0,
+    augment: Annotated[bool, typer.Option(help="random flip and crop for image inputs")] = True,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
+    limit: LimitOption = None,
+    pixel_range: PixelRangeOption = None,
+    mean: MeanOption = None,
+    std: StdOption = None,
+    flatten: FlattenOption = None,
+    seed: SeedOption = 0,
+) -> None:
+    """Fine-tune MODEL with its zero weights held at zero; write the best epoch on validation."""
+    from onnxprune.graph.model import check_output_path, load
+    from onnxprune.options import TrainOptions
+    from onnxprune.pruning import pipeline
+    from onnxprune.pruning.schedule import write_checkpoint
+    from onnxprune.workbench.convert import to_torch
+    from onnxprune.workbench.train import finetune as finetune_model
+
+    if data is None:
+        raise ConfigError("finetune needs --data")
+    model = load(model_path)
+    check_output_path(model, output)
+    preprocess, train, held_out = prepare_data(
+        model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, 0.2
+    )
+    options = TrainOptions(
+        epochs=epochs, batch_size=batch_size, lr=lr or pipeline.DEFAULT_LR, momentum=momentum,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing, augment=augment, seed=seed, device=device,
+    )  # fmt: skip
+    if lr is None and preprocess.pixel_range == "0-255":
+        console().print(f"note: raw 0-255 inputs: learning rate {pipeline.RAW_PIXEL_LR:g} (set --lr to choose)")
+        options = dataclasses.replace(options, lr=pipeline.RAW_PIXEL_LR)
+    torch_model = to_torch(model)
+    softmax = model.final_softmax
+    with training_progress() as progress:
+        result = finetune_model(torch_model, train, preprocess, options, held_out, softmax, progress)
+    write_checkpoint(model, torch_model, output)
+    best = result.best
+    accuracy = f", validation top-1 {best.val_top1:.2%}" if best and best.val_top1 is not None else ""
+    console().print(f"kept epoch {result.best_epoch} of {epochs}{accuracy}; wrote {output}")

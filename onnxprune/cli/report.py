@@ -1,0 +1,73 @@
+"""The plot command: figures of masks, sparsity per layer, sweeps and BatchNorm scales."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from onnxprune.cli.common import (
+    console,
+    reports_errors,
+)
+from onnxprune.errors import ConfigError
+
+
+@reports_errors
+def plot(
+    kind: Annotated[str, typer.Argument(help="accuracy, pareto, mask, layers, filters, training, taylor or gamma")],
+    sources: Annotated[list[Path], typer.Argument(help="results files / run folders / models, as KIND needs")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write")],
+    layer: Annotated[str | None, typer.Option(help="mask: one layer (default: all)")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="gamma/pareto: a label per source")] = None,
+) -> None:
+    """Draw a figure from saved results or models (PNG)."""
+    import json as json_module
+
+    from onnxprune.graph.model import load
+    from onnxprune.report import plots, results
+
+    if kind == "accuracy":
+        figure = plots.accuracy_vs_sparsity([results.read(path) for path in sources], output)
+    elif kind == "pareto":
+        points = []
+        for index, path in enumerate(sources):
+            table = results.read(path)
+            name = label[index] if label and index < len(label) else None
+            for row in table.rows:
+                if row.accuracy is not None:
+                    points.append(
+                        {
+                            "sparsity": row.sparsity,
+                            "accuracy": row.accuracy,
+                            "label": name or f"{row.method} ({row.scope})",
+                        }
+                    )
+        figure = plots.pareto(points, output)
+    elif kind == "mask":
+        figure = plots.mask(load(sources[0]), output, layer)
+    elif kind == "layers":
+        figure = plots.layer_sparsity(load(sources[0]), output)
+    elif kind == "filters":
+        if len(sources) != 2:
+            raise ConfigError("plot filters takes two models: before and after")
+        figure = plots.filters_per_layer(load(sources[0]), load(sources[1]), output)
+    elif kind in ("training", "taylor"):
+        results.read(sources[0])  # checks the schema
+        path = sources[0] / "results.json" if sources[0].is_dir() else sources[0]
+        document = json_module.loads(path.read_text())
+        if kind == "training":
+            figure = plots.training(document, output)
+        else:
+            history = [h for r in document["extra"]["rounds"] for h in r.get("method_history", [])]
+            if not history:
+                raise ConfigError(f"{path}: no Taylor rounds recorded (run prune --method taylor --data ...)")
+            figure = plots.taylor_rounds(history, output)
+    elif kind == "gamma":
+        figure = plots.batchnorm_scales([load(path) for path in sources], output, label)
+    else:
+        raise ConfigError(
+            f"unknown figure '{kind}'; choose accuracy, pareto, mask, layers, filters, training, taylor or gamma"
+        )
+    console().print(f"wrote {figure}")
