@@ -24,7 +24,7 @@ from onnxprune.measure.evaluate import scores_to_metrics
 from onnxprune.pruning import channels, select
 from onnxprune.pruning.methods import ScoreContext, get_method
 from onnxprune.report.results import ResultRow, ResultTable
-from onnxprune.workbench.convert import TorchModel, to_torch
+from onnxprune.workbench.convert import TorchModel, mask_parameter, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
 
 Progress = Callable[[dict], None]
@@ -200,9 +200,7 @@ class Sweeper:
                 count = plans[name].count
                 mask = np.ones(scores[name].size, dtype=bool)
                 mask[ranked.orders[name][:count]] = False  # the `count` lowest, ties by position
-                onnx_mask = mask.reshape(entry.layer.shape)
-                torch_mask = torch.from_numpy(np.ascontiguousarray(onnx_mask.T if entry.transpose else onnx_mask))
-                entry.module.weight.mul_(torch_mask)
+                mask_parameter(entry.module, "weight", entry.layout_to_torch(mask.reshape(entry.layer.shape)), False)
                 zeros[name] = int((entry.module.weight == 0).sum())
         return zeros
 
@@ -339,11 +337,7 @@ def sensitivity(
             count = int(round(level * ranked.scores[name].size))
             mask = np.ones(ranked.scores[name].size, dtype=bool)
             mask[ranked.orders[name][:count]] = False
-            onnx_mask = mask.reshape(entry.layer.shape)
-            with torch.no_grad():
-                entry.module.weight.mul_(
-                    torch.from_numpy(np.ascontiguousarray(onnx_mask.T if entry.transpose else onnx_mask))
-                )
+            mask_parameter(entry.module, "weight", entry.layout_to_torch(mask.reshape(entry.layer.shape)), False)
             top1, loss = sweeper.evaluate()
             layer_sparsity = [level if other == name else 0.0 for other in table.layer_names]
             nonzero = sum(e.layer.numel for e in sweeper.torch_model.params.values()) - count

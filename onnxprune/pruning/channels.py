@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.nn.utils import prune as torch_prune
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import Model
 from onnxprune.graph.structure import Structure, analyse
 from onnxprune.pruning import select
 from onnxprune.pruning.methods import Method, ScoreContext
-from onnxprune.workbench.convert import TorchModel
+from onnxprune.workbench.convert import TorchModel, mask_parameter
 
 
 @dataclass
@@ -239,12 +238,11 @@ def apply(torch_model: TorchModel, model: Model, chosen_plan: ChannelPlan, keep_
             continue
         keep = torch.from_numpy(~drop)
         shape = [1] * entry.parameter.ndim
-        torch_axis = (entry.parameter.ndim - 1 - entry.layer.out_axis) if entry.transpose else entry.layer.out_axis
-        shape[torch_axis] = -1
-        _mask(entry.module, "weight", keep.reshape(shape).expand_as(entry.parameter), keep_masks)
+        shape[entry.torch_out_axis] = -1
+        mask_parameter(entry.module, "weight", keep.reshape(shape).expand_as(entry.parameter), keep_masks)
         bias = _bias_module(entry, torch_model)
         if bias is not None:
-            _mask(bias, "bias", keep, keep_masks)
+            mask_parameter(bias, "bias", keep, keep_masks)
     for node in model.proto.graph.node:
         if node.op_type == "BatchNormalization" and node.input[0] in structure.tracked:
             module = torch_model.node_modules.get(node.output[0])
@@ -252,8 +250,8 @@ def apply(torch_model: TorchModel, model: Model, chosen_plan: ChannelPlan, keep_
                 ids = structure.tracked[node.input[0]].ids
                 keep = torch.tensor([structure.root(i) not in removed for i in ids])
                 if not keep.all():
-                    _mask(module, "weight", keep, keep_masks)
-                    _mask(module, "bias", keep, keep_masks)
+                    mask_parameter(module, "weight", keep, keep_masks)
+                    mask_parameter(module, "bias", keep, keep_masks)
 
 
 def _bias_module(entry, torch_model: TorchModel):
@@ -261,11 +259,3 @@ def _bias_module(entry, torch_model: TorchModel):
     if isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)) and module.bias is not None:
         return module
     return None
-
-
-def _mask(module, name: str, keep: torch.Tensor, keep_masks: bool) -> None:
-    if keep_masks:
-        torch_prune.custom_from_mask(module, name, keep.to(getattr(module, name).device))
-    else:
-        with torch.no_grad():
-            getattr(module, name).masked_fill_(~keep.to(getattr(module, name).device), 0.0)

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from torch.nn.utils import prune as torch_prune
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import Model, PrunableLayer, check_output_path, from_proto, is_quantized
@@ -22,7 +21,7 @@ from onnxprune.graph.verify import VerifyReport, reference, verify
 from onnxprune.options import PruneOptions
 from onnxprune.pruning import channels, select
 from onnxprune.pruning.methods import MethodSettings, ScoreContext, get_method
-from onnxprune.workbench.convert import TorchModel, to_torch
+from onnxprune.workbench.convert import TorchModel, mask_parameter, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
 
 
@@ -353,13 +352,7 @@ def _apply_masks(torch_model: TorchModel, masks: dict[str, np.ndarray], keep_mas
     """Attach each mask through torch.nn.utils.prune, or zero the weights in place."""
     for name, mask in masks.items():
         entry = torch_model.params[name]
-        torch_mask = torch.from_numpy(np.ascontiguousarray(mask.T if entry.transpose else mask))
-        torch_mask = torch_mask.to(entry.parameter.device)
-        if keep_masks:
-            torch_prune.custom_from_mask(entry.module, "weight", torch_mask)
-        else:
-            with torch.no_grad():
-                entry.parameter.masked_fill_(~torch_mask, 0.0)
+        mask_parameter(entry.module, "weight", entry.layout_to_torch(mask), keep_masks)
 
 
 def _layer_report(layer: PrunableLayer, weight: np.ndarray, plan: select.LayerPlan) -> LayerReport:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from onnx import numpy_helper
 from torch import fx, nn
+from torch.nn.utils import prune as torch_prune
 
 from onnxprune.errors import ConversionError
 from onnxprune.graph.model import Model, PrunableLayer, conversion_copy, is_quantized, is_stand_in
@@ -97,6 +98,21 @@ class BoundWeight(nn.Module):
         return self.inner(*args)
 
 
+def mask_parameter(module: nn.Module, name: str, keep: torch.Tensor, keep_masks: bool) -> None:
+    """Zero `module.<name>` where `keep` is False: as a torch.nn.utils.prune mask, or in place.
+
+    With `keep_masks` the zeros hold through fine-tuning (the mask multiplies on every forward);
+    otherwise the values are overwritten, which costs no extra copy of the weights.
+    """
+    target = getattr(module, name)
+    keep = keep.to(target.device)
+    if keep_masks:
+        torch_prune.custom_from_mask(module, name, keep)
+    else:
+        with torch.no_grad():
+            target.masked_fill_(~keep, 0.0)
+
+
 def current_value(module: nn.Module, name: str) -> torch.Tensor:
     """A tensor as the next forward will use it.
 
@@ -134,6 +150,20 @@ class ParamEntry:
         if self.transpose:
             weight = weight.T
         return weight.contiguous().numpy()
+
+    @property
+    def torch_out_axis(self) -> int:
+        """The axis of the torch weight that indexes output channels / neurons."""
+        # only 2-D weights are transposed, so the axis mirrors
+        return len(self.layer.shape) - 1 - self.layer.out_axis if self.transpose else self.layer.out_axis
+
+    def layout_to_torch(self, array: np.ndarray) -> torch.Tensor:
+        """An ONNX-layout array (a mask, say) in the torch weight's layout, unscaled."""
+        return torch.from_numpy(np.ascontiguousarray(array.T if self.transpose else array))
+
+    def layout_to_onnx(self, array: np.ndarray) -> np.ndarray:
+        """A torch-layout array (scores per weight, say) in the ONNX weight's layout."""
+        return np.ascontiguousarray(array.T if self.transpose else array)
 
     def from_onnx(self, array: np.ndarray) -> torch.Tensor:
         """What the torch parameter holds for an ONNX-layout `array`."""

@@ -109,9 +109,8 @@ def _zero_temporarily(torch_model, drops: dict[str, np.ndarray]) -> list[tuple[t
         module = entry.module
         weight = getattr(module, "weight_orig", module.weight)
         saved.append((weight.data, weight.data.clone()))
-        axis = (weight.dim() - 1 - entry.layer.out_axis) if entry.transpose else entry.layer.out_axis
         index = [slice(None)] * weight.dim()
-        index[axis] = torch.from_numpy(drop)
+        index[entry.torch_out_axis] = torch.from_numpy(drop)
         weight.data[tuple(index)] = 0
         bias = getattr(module, "bias_orig", getattr(module, "bias", None))
         if isinstance(bias, torch.Tensor) and bias.dim() == 1 and bias.numel() == drop.size:

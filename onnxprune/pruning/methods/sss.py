@@ -90,9 +90,8 @@ def fold(torch_model, factors: dict[str, torch.Tensor]) -> None:
             entry = torch_model.params[name]
             module = entry.module
             weight = getattr(module, "weight_orig", module.weight)
-            axis = (weight.dim() - 1 - entry.layer.out_axis) if entry.transpose else entry.layer.out_axis
             shape = [1] * weight.dim()
-            shape[axis] = -1
+            shape[entry.torch_out_axis] = -1
             weight.mul_(factor.reshape(shape))
             bias = getattr(module, "bias_orig", getattr(module, "bias", None))
             if isinstance(bias, torch.Tensor) and bias.numel() == factor.numel():

@@ -86,8 +86,7 @@ def _ranked(last_scores: np.ndarray, pruned_at: np.ndarray, entry) -> np.ndarray
     """Survivors keep their last SynFlow score; pruned weights score below all of them, earliest lowest."""
     scores = np.where(np.isinf(pruned_at), last_scores + 1.0, -1.0 / np.where(np.isinf(pruned_at), 1.0, pruned_at))
     scores = np.where(np.isinf(pruned_at), scores, scores - 1.0)
-    torch_layout = scores.reshape(tuple(entry.parameter.shape))
-    return np.ascontiguousarray(torch_layout.T if entry.transpose else torch_layout)
+    return entry.layout_to_onnx(scores.reshape(tuple(entry.parameter.shape)))
 
 
 def _twins(torch_model, network) -> dict[str, torch.nn.Module]:
