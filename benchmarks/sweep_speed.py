@@ -27,10 +27,10 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 import onnxprune
-from onnxprune.measure.evaluate import scores_to_metrics
 from onnxprune.measure.sweep import parse_levels, sweep
 from onnxprune.workbench.convert import to_torch
 from onnxprune.workbench.data import load_data, preprocess_for
+from onnxprune.workbench.metrics import scores_to_metrics
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}

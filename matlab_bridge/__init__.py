@@ -322,30 +322,15 @@ def sweep(model, **options) -> dict:
 @_guarded
 def bench(models, **options) -> dict:
     """Median onnxruntime latency (batch Batch, Runs calls, one session at a time) and file size of each model."""
-    import statistics
-    import time
-
-    from onnxprune.graph.model import load, model_file_size
-    from onnxprune.graph.verify import random_batch, session
-
     settings = _options(options, {"batch": 1, "runs": 50})
     paths = [models] if isinstance(models, (str, bytes, Path)) else list(models)
     batch, runs = _integer(settings["batch"], "Batch"), _integer(settings["runs"], "Runs")
-    latencies, sizes, names = [], [], []
-    for value in paths:
-        path = _path(value, "Model")
-        model = load(path)
-        run = session(path)
-        feed = {run.get_inputs()[0].name: random_batch(model.input, batch)}
-        run.run(None, feed)
-        times = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            run.run(None, feed)
-            times.append(time.perf_counter() - started)
-        names.append(str(path))
-        latencies.append(statistics.median(times) * 1000)
-        sizes.append(model_file_size(path))
+    from onnxprune.measure.bench import bench as measure
+
+    names = [str(_path(value, "Model")) for value in paths]
+    measured = measure(names, batches=[batch], runs=runs)  # the CLI's latency loop, one session at a time
+    latencies = [result.latency_ms[str(batch)]["median"] for result in measured]
+    sizes = [result.bytes for result in measured]
     return {"models": names, "latency_ms": latencies, "bytes": sizes, "batch": batch}
 
 

@@ -77,8 +77,8 @@ def test_no_import_cycle():
 ROOM_RULES = {
     "onnxprune.graph": ("onnxprune.workbench", "onnxprune.pruning", "onnxprune.measure", "onnxprune.report",
                         "onnxprune.cli", "onnxprune.demo"),
-    "onnxprune.workbench": ("onnxprune.pruning", "onnxprune.measure.sweep", "onnxprune.measure.bench",
-                            "onnxprune.measure.quantize", "onnxprune.report", "onnxprune.cli", "onnxprune.demo"),
+    "onnxprune.workbench": ("onnxprune.pruning", "onnxprune.measure", "onnxprune.report", "onnxprune.cli",
+                            "onnxprune.demo"),
     "onnxprune.report": ("onnxprune.pruning", "onnxprune.cli", "onnxprune.demo"),
 }  # fmt: skip
 

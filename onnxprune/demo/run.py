@@ -12,17 +12,14 @@
 
 from __future__ import annotations
 
-import io
 import json
-import statistics
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 from onnxprune.demo import spectrograms
 from onnxprune.errors import ConfigError
-from onnxprune.graph.model import load, model_file_size
+from onnxprune.graph.model import load
 from onnxprune.measure.evaluate import evaluate
 from onnxprune.measure.sweep import parse_levels, sweep, trade_off
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
@@ -120,33 +117,19 @@ def _accuracy_at(table, sparsity: float) -> float | None:
 def compare(dense_path: Path, pruned_path: Path, out: Path, runs: int = 200) -> dict:
     """Latency (median, batch 1, one session at a time) and sizes (raw, zipped, sparse) of both models."""
     from onnxprune.graph.storage import write_model
-    from onnxprune.graph.verify import random_batch, session
 
     sparse_path = out / "pruned_sparse_storage.onnx"
     pruned = load(pruned_path)
     write_model(sparse_path, pruned.proto, {}, [layer.weight for layer in pruned.layers])
-    rows = {}
-    for name, path in (("dense", dense_path), ("pruned", pruned_path), ("pruned, sparse storage", sparse_path)):
-        run_session = session(path)
-        feed = {run_session.get_inputs()[0].name: random_batch(pruned.input, 1)}
-        for _ in range(20):
-            run_session.run(None, feed)
-        times = []
-        for _ in range(runs):
-            begin = time.perf_counter()
-            run_session.run(None, feed)
-            times.append(time.perf_counter() - begin)
-        rows[name] = {
-            "latency_ms": statistics.median(times) * 1000,
-            "bytes": model_file_size(path),
-            "zipped_bytes": _zipped_size(path),
-        }
+    from onnxprune.measure.bench import bench
+
+    labels = ("dense", "pruned", "pruned, sparse storage")
+    # the one latency loop: models take turns, one session computing at a time
+    measured = bench([dense_path, pruned_path, sparse_path], batches=[1], runs=runs)
+    rows = {
+        label: {"latency_ms": result.latency_ms["1"]["median"], "bytes": result.bytes,
+                "zipped_bytes": result.zipped_bytes}
+        for label, result in zip(labels, measured, strict=True)
+    }  # fmt: skip
     (out / "comparison.json").write_text(json.dumps(rows, indent=2))
     return rows
-
-
-def _zipped_size(path: Path) -> int:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.write(path, path.name)
-    return len(buffer.getvalue())

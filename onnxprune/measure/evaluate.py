@@ -6,11 +6,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 import torch
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import Model, with_symbolic_batch
 from onnxprune.workbench.data import Dataset, Preprocess, check_labels
+from onnxprune.workbench.metrics import scores_to_metrics
 
 ENGINES = ("onnxruntime", "torch")
 
@@ -36,22 +38,6 @@ class Evaluation:
             "engine": self.engine,
             "seconds": self.seconds,
         }
-
-
-def scores_to_metrics(scores: np.ndarray, labels: np.ndarray, probabilities: bool) -> tuple[int, int, float]:
-    """(top-1 hits, top-5 hits, summed loss) for one batch of model outputs."""
-    scores = scores.reshape(scores.shape[0], -1).astype(np.float64)
-    if probabilities:
-        log_p = np.log(np.clip(scores, 1e-12, None))
-    else:
-        shifted = scores - scores.max(axis=1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    k = min(5, scores.shape[1])
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top1 = int(np.sum(top[:, 0] == labels))
-    top5 = int(np.sum(np.any(top == labels[:, None], axis=1)))
-    loss = float(-np.sum(log_p[np.arange(labels.size), labels]))
-    return top1, top5, loss
 
 
 def evaluate(
@@ -80,24 +66,40 @@ def evaluate(
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got '{engine}'")
     check_labels(dataset, model.num_classes or int(dataset.labels.max()) + 1)
-    run = _torch_runner(model, torch_module) if engine == "torch" else _ort_runner(model, providers)
-    probabilities = model.final_softmax is not None
+    if engine == "torch":
+        run = torch_runner(torch_module if torch_module is not None else _converted(model))
+    else:
+        run = onnxruntime_runner(model.proto, providers)
     started = time.perf_counter()
-    hits1 = hits5 = 0
+    batches = (
+        (preprocess(dataset, indices), dataset.labels[indices])
+        for indices in (np.arange(s, min(s + batch_size, len(dataset))) for s in range(0, len(dataset), batch_size))
+    )
+    top1, top5, loss = metrics_over(run, batches, model.final_softmax is not None)
+    return Evaluation(top1, top5, loss, len(dataset), engine, time.perf_counter() - started)
+
+
+def metrics_over(run, batches, probabilities: bool) -> tuple[float, float, float]:
+    """The one evaluation loop: (top-1, top-5, mean loss) of `run` over (inputs, labels) batches.
+
+    Args:
+        run: inputs -> class scores (`onnxruntime_runner`, `torch_runner`).
+        batches: an iterable of (inputs, labels) numpy pairs.
+        probabilities: the scores are probabilities (a final Softmax), not logits.
+    """
+    hits1 = hits5 = count = 0
     loss = 0.0
-    for start in range(0, len(dataset), batch_size):
-        indices = np.arange(start, min(start + batch_size, len(dataset)))
-        scores = run(preprocess(dataset, indices))
-        top1, top5, batch_loss = scores_to_metrics(scores, dataset.labels[indices], probabilities)
-        hits1, hits5, loss = hits1 + top1, hits5 + top5, loss + batch_loss
-    count = len(dataset)
-    return Evaluation(hits1 / count, hits5 / count, loss / count, count, engine, time.perf_counter() - started)
+    for inputs, labels in batches:
+        top1, top5, batch_loss = scores_to_metrics(run(inputs), labels, probabilities)
+        hits1, hits5, loss, count = hits1 + top1, hits5 + top5, loss + batch_loss, count + len(labels)
+    return hits1 / max(count, 1), hits5 / max(count, 1), loss / max(count, 1)
 
 
-def _ort_runner(model: Model, providers: list[str] | None):
+def onnxruntime_runner(proto: onnx.ModelProto, providers: list[str] | None = None):
+    """Inputs -> scores in onnxruntime (a fixed batch of 1 made symbolic; else one sample per call)."""
     from onnxprune.graph.verify import session
 
-    ort_session = session(with_symbolic_batch(model.proto).SerializeToString(), providers or default_providers())
+    ort_session = session(with_symbolic_batch(proto).SerializeToString(), providers or default_providers())
     input_name = ort_session.get_inputs()[0].name
     return _batched(lambda batch: ort_session.run(None, {input_name: batch})[0])
 
@@ -110,16 +112,19 @@ def default_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def _torch_runner(model: Model, module: torch.nn.Module | None):
-    if module is None:
-        from onnxprune.workbench.convert import to_torch
+def _converted(model: Model) -> torch.nn.Module:
+    from onnxprune.workbench.convert import to_torch
 
-        module = to_torch(model).module
+    return to_torch(model).module
+
+
+def torch_runner(module: torch.nn.Module):
+    """Inputs -> scores of a torch module in eval mode, on the device it lives on."""
     module.eval()
     device = next(iter(module.parameters()), torch.empty(0)).device
 
     def run(batch: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
+        with torch.inference_mode():
             output = module(torch.from_numpy(batch).to(device))
         output = output[0] if isinstance(output, (tuple, list)) else output
         return output.float().cpu().numpy()

@@ -20,7 +20,7 @@ import yaml
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import Model
-from onnxprune.measure.evaluate import scores_to_metrics
+from onnxprune.measure.evaluate import metrics_over, onnxruntime_runner, torch_runner
 from onnxprune.pruning import channels, select
 from onnxprune.pruning.methods import ScoreContext, get_method
 from onnxprune.report.results import ResultRow, ResultTable
@@ -125,33 +125,19 @@ class Sweeper:
         return self._evaluate_torch()
 
     def _evaluate_onnxruntime(self) -> tuple[float, float]:
-        from onnxprune.graph.model import with_symbolic_batch
         from onnxprune.graph.storage import write_back
-        from onnxprune.graph.verify import session
 
         proto = write_back(self.model, self.torch_model.initializer_values(self.model))
-        run = session(with_symbolic_batch(proto).SerializeToString())
-        name = run.get_inputs()[0].name
-        inputs = self.inputs.numpy()
-        hits, loss = 0, 0.0
-        for start in range(0, inputs.shape[0], self.batch_size):
-            output = run.run(None, {name: inputs[start : start + self.batch_size]})[0]
-            labels = self.labels[start : start + output.shape[0]]
-            top1, _, batch_loss = scores_to_metrics(output, labels, self.probabilities)
-            hits, loss = hits + top1, loss + batch_loss
-        return hits / len(self.labels), loss / len(self.labels)
+        return self._metrics(onnxruntime_runner(proto, ["CPUExecutionProvider"]), self.inputs.numpy())
 
     def _evaluate_torch(self) -> tuple[float, float]:
-        module = self.torch_model.module.eval()
-        hits, loss = 0, 0.0
-        with torch.inference_mode():
-            for start in range(0, self.inputs.shape[0], self.batch_size):
-                output = module(self.inputs[start : start + self.batch_size])
-                output = output[0] if isinstance(output, (tuple, list)) else output
-                labels = self.labels[start : start + output.shape[0]]
-                top1, _, batch_loss = scores_to_metrics(output.float().numpy(), labels, self.probabilities)
-                hits, loss = hits + top1, loss + batch_loss
-        return hits / len(self.labels), loss / len(self.labels)
+        return self._metrics(torch_runner(self.torch_model.module), self.inputs.numpy())
+
+    def _metrics(self, run, inputs: np.ndarray) -> tuple[float, float]:
+        size = self.batch_size
+        batches = ((inputs[s : s + size], self.labels[s : s + size]) for s in range(0, inputs.shape[0], size))
+        top1, _, loss = metrics_over(run, batches, self.probabilities)
+        return top1, loss
 
     def level(self, method: str, scope: str, sparsity: float, max_layer_sparsity: float = 0.99) -> ResultRow:
         """Set the weights to `method`/`scope` at `sparsity` (from the stored ranking) and evaluate."""

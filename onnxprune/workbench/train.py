@@ -21,10 +21,10 @@ from torch import fx
 from torch.nn.utils import prune as torch_prune
 
 from onnxprune.errors import ConfigError
-from onnxprune.measure.evaluate import scores_to_metrics
 from onnxprune.options import TrainOptions
 from onnxprune.workbench.convert import TorchModel
 from onnxprune.workbench.data import Dataset, Preprocess
+from onnxprune.workbench.metrics import scores_to_metrics
 
 
 @dataclass(frozen=True)
