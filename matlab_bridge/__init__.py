@@ -225,33 +225,35 @@ def inspect(model, **options) -> dict:
 def prune(model, **options) -> dict:
     """Prune a model and write it; the output keeps MATLAB's dense initializers, opset and names.
 
-    Name-value arguments: Sparsity (0.5), Method ("magnitude"), Scope ("layer"), Output (default
-    beside the input), Config (a ratio YAML), SkipFirst, SkipLast (false).
+    Name-value arguments are the fields of `onnxprune.options.PruneOptions` (Sparsity, Method,
+    Scope, Config, SkipFirst, SkipLast, MaxLayerSparsity, MaskOnly, RoundTo, Seed), plus Output
+    (default beside the input) and SparseStorage: the same options, with the same checks, as
+    `onnxprune prune`.
     """
-    from onnxprune.graph.model import load
-    from onnxprune.pruning.oneshot import default_output, save
-    from onnxprune.pruning.oneshot import prune as prune_model
+    from dataclasses import fields
 
-    settings = _options(
-        options,
-        {"sparsity": 0.5, "method": "magnitude", "scope": "layer", "output": None, "config": None,
-         "skip_first": False, "skip_last": False},
-    )  # fmt: skip
+    from onnxprune.options import PruneOptions, ScheduleOptions
+    from onnxprune.pruning.pipeline import RunOptions, run
+
+    defaults = {field.name: field.default for field in fields(PruneOptions) if field.name != "settings"}
+    settings = _options(options, {**defaults, "output": None, "sparse_storage": False})
     path = _path(model, "Model")
-    loaded = load(path)
-    sparsity = float(settings["sparsity"])
-    method = _text(settings["method"], "Method")
-    output = (
-        _path(settings["output"], "Output", False) if settings["output"] else default_output(path, sparsity, method)
-    )
-    config = _path(settings["config"], "Config") if settings["config"] else None
-    result = prune_model(
-        loaded, sparsity, method=method, scope=_text(settings["scope"], "Scope"), config=config,
-        skip_first=bool(settings["skip_first"]), skip_last=bool(settings["skip_last"]), keep_masks=False,
+    prune_options = PruneOptions(
+        sparsity=float(settings["sparsity"]), method=_text(settings["method"], "Method"),
+        scope=_text(settings["scope"], "Scope"),
+        config=str(_path(settings["config"], "Config")) if settings["config"] else None,
+        skip_first=bool(settings["skip_first"]), skip_last=bool(settings["skip_last"]),
+        max_layer_sparsity=float(settings["max_layer_sparsity"]), mask_only=bool(settings["mask_only"]),
+        round_to=_integer(settings["round_to"], "RoundTo"), seed=_integer(settings["seed"], "Seed"),
     )  # fmt: skip
-    report = save(result, output)  # dense initializers: what importNetworkFromONNX reads
+    output = _path(settings["output"], "Output", False) if settings["output"] else None
+    report = run(
+        path,
+        RunOptions(ScheduleOptions(prune_options), output=output, sparse_storage=bool(settings["sparse_storage"])),
+    )  # dense initializers unless asked: what importNetworkFromONNX reads
+    result = report.result
     return {
-        "output": str(output),
+        "output": str(report.output),
         "method": result.method,
         "scope": result.scope,
         "sparsity": result.prunable_sparsity if result.granularity == "weight" else result.channel_sparsity,
@@ -259,8 +261,15 @@ def prune(model, **options) -> dict:
         "layer_names": [layer.name for layer in result.layers],
         "layer_sparsity": [layer.sparsity for layer in result.layers],
         "max_abs_diff": report.max_abs_diff,
-        "opset": float(loaded.opset),
+        "opset": float(_opset(report.output)),
     }
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
 
 
 @_guarded
