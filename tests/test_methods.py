@@ -256,3 +256,24 @@ def test_method_settings_refuse_unknown_names():
 
     with pytest.raises(ConfigError, match="unknown method setting 'batches'; the settings are: batch_size"):
         MethodSettings.of({"batches": 3})
+
+
+def test_the_documented_example_method_registers_and_prunes(fixture_model, images, tmp_path):
+    """docs/methods.md, "Adding a method": its code, run as written, is a working method."""
+    import re
+    from pathlib import Path
+
+    from onnxprune.pruning.methods import _REGISTRY
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    code = re.search(r"## Adding a method.*?```python\n(.*?)```", text, re.S).group(1)
+    _REGISTRY.pop("saliency", None)
+    try:
+        exec(compile(code, "docs/methods.md", "exec"), {})
+        model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
+        result = onnxprune.prune(model, 0.5, method="saliency", data=images, preprocess=preprocess_for(model),
+                                 method_options={"batches_per_round": 2, "batch_size": 8})  # fmt: skip
+        assert result.prunable_sparsity == pytest.approx(0.5, abs=0.01)
+        assert onnxprune.save(result, tmp_path / "saliency.onnx").max_abs_diff <= 1e-3
+    finally:
+        _REGISTRY.pop("saliency", None)

@@ -6,7 +6,7 @@ tested on real numbers, and every model is exported with both of torch's exporte
 
 - ``dynamo``: ``torch.onnx.export(model, args, path)`` with torch's defaults (the dynamo exporter,
   opset 18+, weights in an external ``.onnx.data`` file);
-- ``torchscript``: ``torch.onnx.export(..., dynamo=False)`` (opset 17 here, BatchNorm folded into
+- ``torchscript``: ``torch.onnx.export(..., dynamo=False)`` (opset 20 with torch 2.13, BatchNorm folded into
   Conv in eval mode, identical tensors stored once and fed through ``Identity`` nodes).
 
 The torchvision wheel beside the project's CPU torch fails to import its compiled operators
@@ -133,18 +133,13 @@ def export(name: str, exporter: str, folder: Path, seed: int = 0) -> Path:
     path = folder / f"{name}_{exporter}.onnx"
     module = build(name, seed)
     args = (example_input(name),)
+    # the idiom of torch's documentation: a symbolic batch named by dynamic_axes (the dynamo exporter
+    # turns it into its own dynamic shapes; a torch.export.Dim(min=1) fails on ConvNeXt)
     with torch.no_grad():
-        if exporter == "dynamo":
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            torch.onnx.export(
-                module, args, str(path), input_names=["input"], output_names=["logits"],
-                dynamic_shapes=({0: batch},), verbose=False,
-            )  # fmt: skip
-        else:
-            torch.onnx.export(
-                module, args, str(path), input_names=["input"], output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
-            )  # fmt: skip
+        torch.onnx.export(
+            module, args, str(path), input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=exporter == "dynamo",
+        )  # fmt: skip
     return path
 
 
