@@ -285,3 +285,17 @@ def test_external_data_in_external_data_out(tmp_path):
     assert sum(int(w.size - np.count_nonzero(w)) for w in weights) / sum(w.size for w in weights) == pytest.approx(
         0.6, abs=0.02
     )
+
+
+def test_external_data_keeps_scalars_scalar(tmp_path):
+    """A 0-d shape constant (torch's exporter writes them) written with external data stays 0-d."""
+    from onnxprune.graph.storage import save_model_file
+
+    proto = shared_bias_net()
+    proto.graph.initializer.append(numpy_helper.from_array(np.array(3, np.int64), "a_scalar"))
+    source = tmp_path / "ext.onnx"
+    onnx.save(proto, source, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    copy = tmp_path / "copy.onnx"
+    save_model_file(copy, onnxprune.load(source).proto, {}, external_data=True)
+    written = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(copy)).graph.initializer}
+    assert written["a_scalar"].shape == () and int(written["a_scalar"]) == 3

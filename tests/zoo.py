@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 EXPORTERS = ("dynamo", "torchscript")
+DYNAMIC_AXES = {"input": {0: "batch"}, "logits": {0: "batch"}}
 
 
 @dataclass(frozen=True)
@@ -133,13 +134,16 @@ def export(name: str, exporter: str, folder: Path, seed: int = 0) -> Path:
     path = folder / f"{name}_{exporter}.onnx"
     module = build(name, seed)
     args = (example_input(name),)
-    # the idiom of torch's documentation: a symbolic batch named by dynamic_axes (the dynamo exporter
-    # turns it into its own dynamic shapes; a torch.export.Dim(min=1) fails on ConvNeXt)
+    names = {"input_names": ["input"], "output_names": ["logits"]}
     with torch.no_grad():
-        torch.onnx.export(
-            module, args, str(path), input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=exporter == "dynamo",
-        )  # fmt: skip
+        if exporter == "torchscript":
+            torch.onnx.export(module, args, str(path), dynamic_axes=DYNAMIC_AXES, dynamo=False, **names)
+            return path
+        try:  # a dynamic batch as torch.export spells it
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            torch.onnx.export(module, args, str(path), dynamic_shapes=({0: batch},), **names)
+        except Exception:  # ConvNeXt: "Invalid ranges [2:1]"; the older spelling lets torch.export choose
+            torch.onnx.export(module, args, str(path), dynamic_axes=DYNAMIC_AXES, **names)
     return path
 
 
@@ -168,18 +172,17 @@ def run_onnx(path_or_proto, inputs: np.ndarray) -> list[np.ndarray]:
 
 
 def zero_random_filters(model, fraction: float, seed: int = 0) -> dict[str, np.ndarray]:
-    """30% of the filters of every Conv set to zero (weights only), as another tool would leave them."""
+    """A `fraction` of the filters of every Conv and the neurons of every fully-connected layer set
+    to zero (weights only, biases kept), as another tool would leave them."""
     rng = np.random.default_rng(seed)
     values = {}
     for layer in model.layers:
-        if layer.op_type != "Conv":
-            continue
-        weight = model.weight_array(layer).copy()
+        weight = np.moveaxis(model.weight_array(layer).copy(), layer.out_axis, 0)
         count = int(round(fraction * weight.shape[0]))
         if count == 0:
             continue
         weight[rng.choice(weight.shape[0], count, replace=False)] = 0
-        values[layer.weight] = weight
+        values[layer.weight] = np.moveaxis(weight, 0, layer.out_axis)
     return values
 
 

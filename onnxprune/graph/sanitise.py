@@ -47,6 +47,8 @@ TYPE_ONLY_REVISIONS = {
     "LRN": ((22, 13),),
     "InstanceNormalization": ((22, 6),),
     "Pad": ((23, 13), (24, 13)),
+    "ConstantOfShape": ((20, 9), (21, 9), (23, 9), (24, 9)),
+    "Equal": ((19, 13),),
 }
 REDUCE_OPS = (
     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
@@ -58,6 +60,7 @@ LOWERED_REVISIONS = {
     "Split": ((18, 13),),
     "Pad": ((18, 13), (19, 13), (21, 13)),
     "AveragePool": ((19, 11), (22, 11)),
+    "ScatterND": ((18, 16),),
 }
 
 
@@ -113,6 +116,10 @@ def _sanitise_node(copy, node, index, opset, constants, shapes) -> list[onnx.Nod
         if dilations is not None and any(d != 1 for d in dilations.ints):
             raise ConversionError(f"{where}: dilated average pooling has no torch equivalent onnxprune can convert")
         _remove_attribute(node, "dilations")
+    elif op == "ScatterND" and version >= 18:
+        reduction = _attribute(node, "reduction")
+        if reduction is not None and reduction.s in (b"max", b"min"):
+            raise ConversionError(f"{where}: ScatterND with reduction={reduction.s.decode()} has no converter")
     elif op == "Gelu":
         return _expand_gelu(copy, node)
     if op in ("Conv", "MaxPool", "AveragePool", "LpPool"):

@@ -179,7 +179,7 @@ def _to_external(tensor: onnx.TensorProto, value, external: ExternalData):
             raise ValueError(f"initializer '{tensor.name}' has no data loaded; load the model with its weights")
         value = numpy_helper.to_array(tensor)
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
-    data = np.ascontiguousarray(value, dtype=dtype)
+    data = np.ascontiguousarray(value, dtype=dtype).reshape(np.shape(value))  # keeps 0-d scalars 0-d
     if data.nbytes < EXTERNAL_THRESHOLD:
         return tensor, data
     header = _tensor_header(tensor, data.shape)
@@ -260,7 +260,7 @@ def save_model_file(
 def _write_replacement(stream, tensor: onnx.TensorProto, value: np.ndarray) -> None:
     """Write a TensorProto record for `value` without copying its data into a proto first."""
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
-    data = np.ascontiguousarray(value, dtype=dtype)
+    data = np.ascontiguousarray(value, dtype=dtype).reshape(np.shape(value))  # keeps 0-d scalars 0-d
     stream.write(_tensor_header(tensor, data.shape).SerializeToString())
     stream.write(_tag(RAW_DATA_FIELD) + _varint(data.nbytes))
     stream.write(memoryview(data.reshape(-1)).cast("B"))

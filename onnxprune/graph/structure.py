@@ -32,7 +32,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import ConversionError
-from onnxprune.graph.model import Model, copy_without_initializers
+from onnxprune.graph.model import Model, copy_without_initializers, identity_aliases
 
 PASS_THROUGH = {
     "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Elu", "Selu", "HardSigmoid", "HardSwish", "Softplus", "Clip",
@@ -44,6 +44,8 @@ ELEMENTWISE = {"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean"}
 MIXING = {"LRN"}
 # ops that normalise across the channel axis: channels before them cannot be removed
 CROSS_CHANNEL = {"Softmax", "LogSoftmax", "Hardmax", "ArgMax", "ArgMin"}
+# normalisations over trailing axes (LayerNormalization from `axis` on) or channel groups
+NORMALISING = {"LayerNormalization", "GroupNormalization"}
 REDUCE = {
     "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
     "ReduceLogSumExp", "ReduceSumSquare",
@@ -161,7 +163,8 @@ def analyse(model: Model) -> Structure:
     shapes = _Shapes(model)
     structure.shapes = shapes.known
     layers = {layer.output: layer for layer in model.layers}
-    initializers = {t.name for t in model.proto.graph.initializer}
+    # a tensor fed through Identity(initializer) (TorchScript's deduplication) is a constant operand too
+    initializers = {t.name for t in model.proto.graph.initializer} | set(identity_aliases(model.proto))
     constants = _constant_values(model)
     for index, node in enumerate(model.proto.graph.node):
         _trace(structure, node, index, layers, initializers, constants, shapes)
@@ -352,11 +355,21 @@ def _trace(structure, node, index, layers, initializers, constants, shapes) -> N
         _trace_gather(structure, node, tracked_inputs[0], constants, shapes, where)
     elif op in REDUCE and tracked_inputs[0] is not None:
         _trace_reduce(structure, node, tracked_inputs[0], constants, shapes, where)
-    elif op in CROSS_CHANNEL:
+    elif op in CROSS_CHANNEL or (op in NORMALISING and _normalises_channels(node, tracked_inputs[0])):
         _block_all(structure, present, f"{where} normalises across channels", protected=True)
+        structure.tracked[node.output[0]] = tracked_inputs[0]
+    elif op in NORMALISING:  # over axes after the channel axis: channels pass through
         structure.tracked[node.output[0]] = tracked_inputs[0]
     else:
         _block_all(structure, present, f"{where}: onnxprune cannot follow channels through {op}")
+
+
+def _normalises_channels(node, source: Tracked | None) -> bool:
+    """True when a LayerNormalization's normalised axes include the channel axis (GroupNormalization always)."""
+    if source is None or node.op_type == "GroupNormalization":
+        return True
+    axis = _attribute(node, "axis", -1) % source.rank
+    return source.axis >= axis
 
 
 def _block_all(structure: Structure, tracked: list[Tracked], reason: str, protected: bool = False) -> None:
@@ -521,6 +534,14 @@ def _trace_concat(structure, node, tracked_inputs, shapes, where) -> None:
     axis = axis % rank
     present = [t for t in tracked_inputs if t is not None]
     if present[0].axis != axis:
+        if any(t is None for t in tracked_inputs):
+            # a class token put before the patch sequence (ViT): its channels would have to shrink too;
+            # kept by design, so that the other units of the model stay removable
+            _block_all(
+                structure, present, f"{where} joins another tensor along a non-channel axis", protected=True
+            )
+            structure.tracked[node.output[0]] = Tracked(present[0].axis, present[0].ids, rank)
+            return
         _trace_elementwise(structure, node, tracked_inputs, set(), {}, shapes, where)
         return
     if any(t is None for t in tracked_inputs):
