@@ -14,7 +14,8 @@ the *conversion copy* only (the written file keeps the original graph), in one p
 - `Gelu` (opset 20, no converter) is written out as the `Erf` / `Tanh` formula it defines;
 - `Identity` of an initializer or a Constant is resolved: its consumers read the source;
 - `auto_pad` SAME_UPPER / SAME_LOWER becomes explicit pads from inferred shapes;
-- asymmetric MaxPool / AveragePool pads become an explicit `Pad` before the pool.
+- asymmetric MaxPool / AveragePool pads become an explicit `Pad` before the pool;
+- a LayerNormalization's recorded input shape gets the normalised dims of its scale.
 
 Where none of this applies, `check_convertible` names the op, its revision and the node.
 """
@@ -122,6 +123,8 @@ def _sanitise_node(copy, node, index, opset, constants, shapes) -> list[onnx.Nod
             raise ConversionError(f"{where}: ScatterND with reduction={reduction.s.decode()} has no converter")
     elif op == "Gelu":
         return _expand_gelu(copy, node)
+    if op == "LayerNormalization":
+        _known_normalised_shape(copy, node, shapes)
     if op in ("Conv", "MaxPool", "AveragePool", "LpPool"):
         _explicit_pads(node, shapes, where)
         if op in ("MaxPool", "AveragePool"):
@@ -302,6 +305,25 @@ def _expand_gelu(copy, node) -> list[onnx.NodeProto]:
         helper.make_node("Mul", [f"{prefix}_x1pt", half], [output], name=node.name),
     ]
     return nodes
+
+
+def _known_normalised_shape(copy, node, shapes) -> None:
+    """Record a LayerNormalization input's shape with the normalised dims its scale has.
+
+    onnx2torch builds nn.LayerNorm from the input's inferred shape; a dimension inference leaves
+    unknown (TorchScript's Swin) becomes 0 and the conversion fails. The scale's shape is the
+    normalised shape by definition, so the copy records it (inference keeps recorded dims).
+    """
+    scale = next((t for t in copy.graph.initializer if len(node.input) > 1 and t.name == node.input[1]), None)
+    shape = shapes.get(node.input[0])
+    if scale is None or not shape or len(shape) < len(scale.dims):
+        return
+    known = [*shape[: len(shape) - len(scale.dims)], *scale.dims]
+    dims = [size if size else None for size in known]
+    existing = [value for value in copy.graph.value_info if value.name == node.input[0]]
+    for value in existing:
+        copy.graph.value_info.remove(value)
+    copy.graph.value_info.append(helper.make_tensor_value_info(node.input[0], scale.data_type, dims))
 
 
 def _explicit_pads(node, shapes, where) -> None:

@@ -329,9 +329,12 @@ def _trace(structure, node, index, layers, initializers, constants, shapes) -> N
     if op in SHAPE_ONLY:
         return
     if any(t.grid for t in present) and op not in ("Transpose", "Reshape", "Identity"):
+        # channels split into groups that are then used apart, not shuffled back (attention's q, k and v):
+        # kept by design, so that the rest of the model stays removable
         _block_all(
-            structure, present, f"{where}: onnxprune follows a channel shuffle only through Transpose and Reshape"
-        )
+            structure, present, f"{where} uses channel groups apart (not a channel shuffle); they are kept",
+            protected=True,
+        )  # fmt: skip
         return
     if op == "Pad" and tracked_inputs[0] is not None:
         _trace_pad(structure, node, tracked_inputs[0], constants, shapes, where)
@@ -594,6 +597,11 @@ def _trace_reshape(structure, node, source: Tracked, shapes, where) -> None:
     if size in out_shape[1:]:
         new_axis = list(out_shape[1:]).index(size) + 1
         structure.tracked[node.output[0]] = Tracked(new_axis, source.ids, len(out_shape))
+        return
+    if axis == len(shape) - 1 and len(out_shape) > len(shape) and int(np.prod(out_shape[axis:])) == size:
+        # [.., C] -> [.., 3, heads, head_dim]: attention splits its channels into heads; whole channels
+        # cannot go without breaking the heads, so they are kept by design (the MLP's neurons stay removable)
+        _block_all(structure, [source], f"{where} splits the channels into attention heads", protected=True)
         return
     _block_all(structure, [source], f"{where} reshapes the channel axis")
 
