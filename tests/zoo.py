@@ -73,10 +73,23 @@ ZOO = [
     Architecture("convnext_tiny", "convnext_tiny", family="ConvNeXt"),
     Architecture("vit_b_16", "vit_b_16", kwargs=(("image_size", 32),), size=32, family="ViT"),
     Architecture("swin_t", "swin_t", size=64, family="Swin"),
+    # the same classes at toy sizes, for CI: attention heads, LayerNorm over channels, class token
+    Architecture("vit_tiny", "VisionTransformer", kwargs=(("image_size", 32), ("patch_size", 8), ("num_layers", 2),
+                 ("num_heads", 2), ("hidden_dim", 32), ("mlp_dim", 64)), size=32, family="ViT (toy size)"),
+    Architecture("convnext_toy", "ConvNeXt", kwargs=(("block_setting", "toy"),), size=32,
+                 family="ConvNeXt (toy size)"),
 ]  # fmt: skip
 BY_NAME = {architecture.name: architecture for architecture in ZOO}
 # A fast subset for CI: one model of each structural kind the compaction must follow.
-FAST = ["resnet18", "mobilenet_v3_small", "shufflenet_v2_x0_5", "squeezenet1_1", "densenet121"]
+FAST = [
+    "resnet18",
+    "mobilenet_v3_small",
+    "shufflenet_v2_x0_5",
+    "squeezenet1_1",
+    "densenet121",
+    "vit_tiny",
+    "convnext_toy",
+]
 
 
 @contextlib.contextmanager
@@ -103,7 +116,15 @@ def build(name: str, seed: int = 0, classes: int = 10) -> torch.nn.Module:
     torch.manual_seed(seed)
     with torchvision_models() as models:
         constructor = getattr(models, architecture.constructor)
-        module = constructor(weights=None, num_classes=classes, **dict(architecture.kwargs))
+        kwargs = dict(architecture.kwargs)
+        if kwargs.get("block_setting") == "toy":  # two ConvNeXt stages of one block each
+            from torchvision.models.convnext import CNBlockConfig
+
+            kwargs["block_setting"] = [CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)]
+        if architecture.constructor[0].isupper():  # a model class: no `weights` argument
+            module = constructor(num_classes=classes, **kwargs)
+        else:
+            module = constructor(weights=None, num_classes=classes, **kwargs)
     generator = torch.Generator().manual_seed(seed + 1)
     for layer in module.modules():
         if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
@@ -135,15 +156,16 @@ def export(name: str, exporter: str, folder: Path, seed: int = 0) -> Path:
     module = build(name, seed)
     args = (example_input(name),)
     names = {"input_names": ["input"], "output_names": ["logits"]}
-    with torch.no_grad():
-        if exporter == "torchscript":
-            torch.onnx.export(module, args, str(path), dynamic_axes=DYNAMIC_AXES, dynamo=False, **names)
-            return path
-        try:  # a dynamic batch as torch.export spells it
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            torch.onnx.export(module, args, str(path), dynamic_shapes=({0: batch},), **names)
-        except Exception:  # ConvNeXt: "Invalid ranges [2:1]"; the older spelling lets torch.export choose
-            torch.onnx.export(module, args, str(path), dynamic_axes=DYNAMIC_AXES, **names)
+    # no torch.no_grad() around the export, as in torch's examples: under it, attention takes its
+    # fused fast path (aten::_native_multi_head_attention), which the TorchScript exporter refuses
+    if exporter == "torchscript":
+        torch.onnx.export(module, args, str(path), dynamic_axes=DYNAMIC_AXES, dynamo=False, **names)
+        return path
+    try:  # a dynamic batch as torch.export spells it
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        torch.onnx.export(module, args, str(path), dynamic_shapes=({0: batch},), **names)
+    except Exception:  # ConvNeXt: "Invalid ranges [2:1]"; the older spelling lets torch.export choose
+        torch.onnx.export(module, args, str(path), dynamic_axes=DYNAMIC_AXES, **names)
     return path
 
 

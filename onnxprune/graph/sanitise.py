@@ -99,6 +99,23 @@ def sanitise(copy: onnx.ModelProto) -> None:
         nodes.extend(_sanitise_node(copy, node, index, opset, constants, shapes))
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
+    _unique_module_names(copy)
+
+
+def _unique_module_names(copy: onnx.ModelProto) -> None:
+    """Make node names unique as onnx2torch spells them, renaming only where two would collide.
+
+    onnx2torch names a module after its node ('.' -> '/', the leading '/' dropped, the op type
+    for an unnamed node, '_1', '_2' for repeats): TorchScript's top-level '/Add_1' and a second
+    unnamed Add both become 'Add_1', and one module silently replaces the other.
+    """
+    used: set[str] = set()
+    for index, node in enumerate(copy.graph.node):
+        spelled = (f"{node.domain}/" + (node.name.replace(".", "/") or node.op_type)).lstrip("/")
+        if spelled in used or not node.name:
+            node.name = f"{node.name or node.op_type}__{index}"
+            spelled = (f"{node.domain}/" + node.name.replace(".", "/")).lstrip("/")
+        used.add(spelled)
 
 
 def _sanitise_node(copy, node, index, opset, constants, shapes) -> list[onnx.NodeProto]:
