@@ -61,31 +61,36 @@ def one(name: str, exporter: str, folder: Path, stages=STAGES) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    """The support table: one line per architecture and exporter, each 'no' with its reason."""
+    """The support table of docs/formats.md: a line per architecture and exporter, then every "no" with its reason."""
     lines = [
         "| architecture | exporter | load | prune 0.5 global | compact 30% zeroed | l1-filter 0.3 |",
         "|---|---|---|---|---|---|",
     ]
+    reasons = []
     for row in rows:
         cells = []
         for stage in STAGES:
             result = row.get(stage)
-            if result is None and row["export"]["ok"]:
-                cells.append("not run")
-            elif result is None:
-                cells.append(f"no: export failed ({row['export'].get('error', '')[:80]})")
-            elif result["ok"]:
-                detail = {
-                    "compact": f" (params x{result.get('params_ratio', 0):.2f})",
-                    "l1-filter": f" (params x{result.get('params_ratio', 0):.2f})",
-                }.get(stage, "")
-                cells.append("yes" + detail)
+            if result is None:
+                cells.append("no (export)" if not row["export"]["ok"] else "not run")
+            elif not result["ok"]:
+                cells.append("**no**")
+                reasons.append(f"- {row['model']}, {row['exporter']}, {stage}: {result['error'][:300]}")
+            elif stage == "compact":
+                cells.append(f"yes: params x{result['params_ratio']:.2f}, diff {result['relative_difference']:.0e}")
+            elif stage == "l1-filter":
+                cells.append(f"yes: params x{result['params_ratio']:.2f}")
+            elif stage == "prune":
+                cells.append(f"yes: {result['sparsity']:.1%} zero")
             else:
-                cells.append(f"no: {result['error'][:160]}")
+                cells.append("yes")
+        if not row["export"]["ok"]:
+            reasons.append(f"- {row['model']}, {row['exporter']}, export: {row['export']['error'][:300]}")
         lines.append(f"| {row['model']} | {row['exporter']} | " + " | ".join(cells) + " |")
     counts = {stage: sum(bool(row.get(stage, {}).get("ok")) for row in rows) for stage in STAGES}
-    lines.append("")
-    lines.append(", ".join(f"{stage}: {count}/{len(rows)}" for stage, count in counts.items()))
+    lines += ["", ", ".join(f"{stage}: {count}/{len(rows)}" for stage, count in counts.items())]
+    if reasons:
+        lines += ["", "Every no, with the reason:", "", *reasons]
     return "\n".join(lines)
 
 
@@ -96,11 +101,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("zoo_support.json"))
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per model and exporter")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to run")
+    parser.add_argument("--table", action="store_true", help="print the Markdown table of --out and stop")
     parser.add_argument("--one", nargs=2, metavar=("NAME", "EXPORTER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         with tempfile.TemporaryDirectory() as folder:
             print("ROW " + json.dumps(one(*args.one, Path(folder), args.stages.split(","))), flush=True)
+        return
+    if args.table:
+        print(markdown(json.loads(args.out.read_text())))
         return
     names = [n for n in args.only.split(",") if n] or [a.name for a in zoo.ZOO]
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
