@@ -70,3 +70,32 @@ def test_global_kth_smallest_matches_a_full_partition(k):
     arrays[1][:1000] = 0.0  # ties
     pooled = np.concatenate(arrays)
     assert select.global_kth_smallest(arrays, k) == np.partition(pooled, k - 1)[k - 1]
+
+
+def test_lamp_scores_are_scale_invariant_per_layer_and_keep_each_layers_largest():
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal(100)
+    lamp = select.lamp_scores(weights)
+    np.testing.assert_allclose(select.lamp_scores(weights * 1e-3), lamp, rtol=1e-9)
+    assert lamp[np.argmax(np.abs(weights))] == 1.0
+    order = np.argsort(np.abs(weights))
+    assert np.all(np.diff(lamp[order]) >= 0), "the order of |w| is kept within a layer"
+    # hand-computed: w = [1, 2, 3] -> squares 1, 4, 9 -> 1/14, 4/13, 9/9
+    np.testing.assert_allclose(select.lamp_scores(np.array([3.0, 1.0, 2.0])), [1.0, 1 / 14, 4 / 13])
+
+
+def test_lamp_scope_spares_a_small_scale_layer_that_global_magnitude_empties(fixture_model):
+    import onnxprune
+    from onnxprune.graph.model import from_proto
+    from onnxprune.graph.storage import write_back
+
+    model = onnxprune.load(fixture_model("matmul_mlp"))
+    first = model.layers[0]
+    shrunk = from_proto(write_back(model, {first.weight: model.weight_array(first) * 1e-3}))
+    by_scope = {}
+    for scope in ("global", "lamp"):
+        result = onnxprune.prune(shrunk, 0.8, scope=scope, keep_masks=False)
+        by_scope[scope] = {layer.name: layer.sparsity for layer in result.layers}
+        assert result.prunable_sparsity == pytest.approx(0.8, abs=0.01)
+    assert by_scope["global"][first.name] >= 0.98, "global magnitude puts its zeros in the small-scale layer"
+    assert by_scope["lamp"][first.name] < 0.95, "LAMP spreads them by each layer's own scale"

@@ -142,6 +142,8 @@ class Sweeper:
     def level(self, method: str, scope: str, sparsity: float, max_layer_sparsity: float = 0.99) -> ResultRow:
         """Set the weights to `method`/`scope` at `sparsity` (from the stored ranking) and evaluate."""
         chosen = get_method(method)
+        if chosen.granularity == "channel" and scope == "lamp":
+            raise ConfigError(f"scope lamp ranks single weights; {method} removes channels: use layer or global")
         self._restore()
         if chosen.granularity == "channel":
             zeros = self._apply_channels(chosen, scope, sparsity, max_layer_sparsity)
@@ -160,23 +162,25 @@ class Sweeper:
             for tensor, original in self.extra_originals:
                 tensor.copy_(original)
 
-    def _ranking(self, method: str) -> _Ranked:
-        if method not in self._ranked:
+    def _ranking(self, method: str, lamp: bool = False) -> _Ranked:
+        """The method's scores (LAMP scores with `lamp`) and their order, computed once per sweep."""
+        key = (method, lamp)
+        if key not in self._ranked:
             chosen = get_method(method)
             context = ScoreContext(self.torch_model, model=self.model)
             with torch.no_grad():
-                scores = {
-                    name: layer_scores.astype(np.float32).reshape(-1)
-                    for name, layer_scores in chosen.layer_scores(context).items()
-                }
+                layer_scores = chosen.layer_scores(context)
+            if lamp:
+                layer_scores = {name: select.lamp_scores(values) for name, values in layer_scores.items()}
+            scores = {name: values.astype(np.float32).reshape(-1) for name, values in layer_scores.items()}
             orders = {name: np.argsort(s, kind="stable") for name, s in scores.items()}
-            self._ranked[method] = _Ranked(scores, orders)
-        return self._ranked[method]
+            self._ranked[key] = _Ranked(scores, orders)
+        return self._ranked[key]
 
     def _apply_weights(self, method, scope, sparsity, max_layer_sparsity) -> dict[str, int]:
-        ranked = self._ranking(method)
+        ranked = self._ranking(method, lamp=scope == "lamp")
         scores = ranked.scores
-        if scope == "global":
+        if scope in select.GLOBAL_SCOPES:
             plans = select.select_global(scores, sparsity, max_layer_sparsity)
         else:
             plans = select.select_layerwise(scores, {name: sparsity for name in scores})

@@ -172,8 +172,9 @@ def prune(
         model: from `onnxprune.load`.
         sparsity: fraction of prunable weights to remove, in [0, 1).
         method: a registered method name (`onnxprune.pruning.methods.list_methods()`).
-        scope: "layer" (every layer to `sparsity`) or "global" (one threshold over all layers,
-            no layer above `max_layer_sparsity`).
+        scope: "layer" (every layer to `sparsity`), "global" (one threshold over all layers,
+            no layer above `max_layer_sparsity`) or "lamp" (one threshold over layer-adaptive
+            LAMP scores, `onnxprune.pruning.select.lamp_scores`; weight methods only).
         config: a YAML of per-layer ratios (`conv1: 0.5`, optional `default:`); named layers get
             exactly their ratio, the others follow `scope` with the default or `sparsity`.
         skip_first: leave the first prunable layer dense.
@@ -233,6 +234,8 @@ def prune(
         target=sparsity, seed=seed, settings=MethodSettings.of(method_options),
     )  # fmt: skip
     if chosen.granularity == "channel":
+        if scope == "lamp":
+            raise ConfigError(f"--scope lamp ranks single weights; {method} removes channels: use layer or global")
         return _prune_channels(
             model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
             keep_masks, original_counts, mask_only, round_to,
@@ -321,9 +324,11 @@ def _prune_channels(
 def _select(method, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context):
     """Score every layer and choose what to remove: (keep-masks in ONNX layout, plans)."""
     scores = _score(method, context)
+    if scope == "lamp":
+        scores = {name: select.lamp_scores(layer_scores) for name, layer_scores in scores.items()}
     plans = select.select_layerwise(scores, pinned)
     free = {name: scores[name] for name in scores if name not in pinned}
-    if scope == "global" and free:
+    if scope in select.GLOBAL_SCOPES and free:
         plans.update(select.select_global(free, free_sparsity, max_layer_sparsity))
     else:
         plans.update(select.select_layerwise(free, {name: free_sparsity for name in free}))

@@ -17,7 +17,9 @@ import yaml
 from onnxprune.errors import ConfigError
 from onnxprune.pruning.methods import get_method
 
-SCOPES = ("layer", "global")
+SCOPES = ("layer", "global", "lamp")
+# scopes that rank weights of every layer together (the collapse guard applies)
+GLOBAL_SCOPES = ("global", "lamp")
 DEFAULT_MAX_LAYER_SPARSITY = 0.99
 
 
@@ -124,6 +126,24 @@ def smallest(scores: np.ndarray, count: int) -> np.ndarray:
 def select_layerwise(scores: dict[str, np.ndarray], ratios: dict[str, float]) -> dict[str, LayerPlan]:
     """Each layer loses `round(ratio * n)` of its scores."""
     return {name: LayerPlan(name, ratio, int(round(ratio * scores[name].size))) for name, ratio in ratios.items()}
+
+
+def lamp_scores(scores: np.ndarray) -> np.ndarray:
+    """LAMP scores of one layer (Lee et al., ICLR 2021): s_u^2 / sum of s_v^2 over v not below u.
+
+    Layer-adaptive magnitude: each weight's squared score relative to the layer's survivors if
+    every weight under it were gone. Scale-invariant per layer, so one global threshold over LAMP
+    scores allots sparsity by how much each layer's output distorts, not by its weights' scale
+    (a MATLAB model fed raw 0-255 pixels has a tiny first layer that global magnitude empties).
+    The largest weight of every layer scores 1: no layer is ever emptied.
+    """
+    flat = np.square(scores.reshape(-1).astype(np.float64))
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    tail = np.cumsum(ordered[::-1])[::-1]  # sum over this weight and every larger one
+    lamp = np.empty_like(flat)
+    lamp[order] = np.divide(ordered, tail, out=np.zeros_like(ordered), where=tail > 0)
+    return lamp.reshape(scores.shape)
 
 
 def select_global(
