@@ -115,6 +115,10 @@ class TrainOptions:
         max_steps: stop each epoch after this many steps (None: the whole epoch).
         bn_l1: Network Slimming's sparsity training: the subgradient bn_l1 x sign(gamma) is
             added to the gradient of every BatchNorm scale factor (0: off).
+        distill_weight: knowledge distillation from the dense model (Hinton et al. 2015): the
+            loss is (1 - w) x cross-entropy + w x T^2 x KL(teacher || student) at temperature T
+            (0: off). The schedule's teacher is the unpruned source model.
+        distill_temperature: T of the distillation loss.
     """
 
     epochs: int = 3
@@ -128,8 +132,14 @@ class TrainOptions:
     device: str | None = None
     max_steps: int | None = None
     bn_l1: float = 0.0
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
 
     def __post_init__(self):
+        if not 0 <= self.distill_weight <= 1:
+            raise ConfigError(f"--distill-weight must be in [0, 1] (0: off), got {self.distill_weight}")
+        if self.distill_temperature <= 0:
+            raise ConfigError(f"--distill-temperature must be > 0, got {self.distill_temperature}")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("epochs must be >= 0, batch size >= 1 and the learning rate > 0")
         if self.bn_l1 < 0:

@@ -61,6 +61,8 @@ PROBES = {
     "--bn-l1": ["--bn-l1", "0.001"],
     "--sparsity-epochs": ["--sparsity-epochs", "1"],
     "--sparsities": ["--sparsities", "0.3,0.6"],
+    "--distill-weight": ["--distill-weight", "0.5"],
+    "--distill-temperature": ["--distill-temperature", "2"],
 }
 # options whose effect needs a state no single run has; each is tested where named
 ELSEWHERE = {

@@ -191,3 +191,43 @@ def test_prune_cli_resume_on_other_model_is_one_line(fixture_model, tmp_path):
     assert first.exit_code == 0, first.output
     second = CliRunner().invoke(app, [base[0], str(fixture_model("matlab_alexnet_opset13")), *base[1:], "--resume"])
     assert second.exit_code == 2 and "another model" in second.stderr and second.stderr.count("\n") == 1
+
+
+def test_distillation_loss_vanishes_when_the_student_is_the_teacher_and_is_scaled_by_t_squared():
+    import torch
+
+    from onnxprune.workbench.train import _with_distillation
+
+    logits = torch.randn(8, 5)
+    teacher = torch.nn.Identity()
+    hard = torch.tensor(1.5)
+    same = _with_distillation(hard, logits, teacher, logits, TrainOptions(distill_weight=0.5))
+    assert float(same) == pytest.approx(0.75), "KL(p || p) = 0: only (1 - w) x the hard loss is left"
+    other = torch.randn(8, 5)
+    for temperature in (1.0, 4.0):
+        options = TrainOptions(distill_weight=1.0, distill_temperature=temperature)
+        soft = float(_with_distillation(hard, logits, teacher, other, options))
+        p = torch.log_softmax(other / temperature, 1)
+        q = torch.log_softmax(logits / temperature, 1)
+        expected = float((p.exp() * (p - q)).sum(1).mean()) * temperature**2
+        assert soft == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method, iterations", [("magnitude", 2), ("l1-filter", 1)])
+def test_distillation_from_the_dense_model_in_omp_and_imp(method, iterations, fixture_model, synthetic, tmp_path):
+    train, val = synthetic
+    model_path = fixture_model("matlab_alexnet_opset13")
+    preprocess = preprocess_for(onnxprune.load(model_path))
+    finals = {}
+    for weight in (0.0, 0.7):
+        training = TrainOptions(epochs=1, batch_size=8, lr=1e-3, augment=False, distill_weight=weight)
+        options = ScheduleOptions(PruneOptions(0.5, method=method), iterations=iterations, train=training)
+        result = run(model_path, tmp_path / f"run_{weight}", options, train, val, preprocess)
+        finals[weight] = onnxprune.load(result.final_path)
+    assert finals[0.7].layers[0].shape == finals[0.0].layers[0].shape
+    differs = [
+        not np.array_equal(finals[0.7].weight_array(layer), finals[0.0].weight_array(layer))
+        for layer in finals[0.7].layers
+    ]
+    assert any(differs), "the soft targets changed the training"

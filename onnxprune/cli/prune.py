@@ -109,6 +109,13 @@ def prune(
     ] = None,
     sparsity_epochs: Annotated[int, typer.Option(help="slimming: sparsity-training epochs before pruning")] = 0,
     sparsities: SparsitiesOption = None,
+    distill_weight: Annotated[
+        float | None,
+        typer.Option(help="fine-tuning: distil from the dense model, weight of the soft loss in (0, 1] [default: 0]"),
+    ] = None,
+    distill_temperature: Annotated[
+        float | None, typer.Option(help="fine-tuning: temperature of the distillation [default: 4]")
+    ] = None,
 ) -> None:
     """Prune MODEL and write the same graph with zeros in it, verified in onnxruntime.
 
@@ -166,7 +173,9 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
         ("--rewind", schedule.train.epochs == 0, "it resets survivors before fine-tuning: add --finetune-epochs"),
         ("--bn-l1", schedule.sparsity_epochs == 0, "it is the penalty of sparsity training: add --sparsity-epochs"),
         *[(option, not trains, "it is a fine-tuning setting: add --finetune-epochs")
-          for option in ("--batch-size", "--lr", "--weight-decay", "--label-smoothing", "--device")],
+          for option in ("--batch-size", "--lr", "--weight-decay", "--label-smoothing", "--device",
+                         "--distill-weight")],
+        ("--distill-temperature", schedule.train.distill_weight == 0, "it shapes distillation: add --distill-weight"),
         *[(option, not has_data, "it describes --data: give --data")
           for option in ("--val", "--val-split", "--limit", "--pixel-range", "--mean", "--std", "--flatten")],
         ("--val", options.mode != "schedule", "validation data is used by runs that fine-tune or go in rounds"),
@@ -194,6 +203,7 @@ def _prune_run_options(given: dict):
         epochs=given.get("finetune_epochs", 0), batch_size=given.get("batch_size", 64),
         lr=given.get("lr", DEFAULT_LR), weight_decay=given.get("weight_decay", 5e-4),
         label_smoothing=given.get("label_smoothing", 0.0), seed=given.get("seed", 0), device=given.get("device"),
+        distill_weight=given.get("distill_weight", 0.0), distill_temperature=given.get("distill_temperature", 4.0),
     )  # fmt: skip
     schedule = ScheduleOptions(
         prune, train=train, iterations=given.get("iterations", 1), schedule=given.get("schedule", "geometric"),

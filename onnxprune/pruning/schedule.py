@@ -39,7 +39,7 @@ from onnxprune.report.results import read as read_results
 from onnxprune.report.results import write as write_results
 from onnxprune.workbench.convert import TorchModel, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
-from onnxprune.workbench.train import finetune
+from onnxprune.workbench.train import finetune, logits_module
 
 
 @dataclass
@@ -113,11 +113,12 @@ def run(
     if not is_main_process() and resume:
         records = [RoundRecord(**r) for r in read_results(folder / "results.json").extra["rounds"]]
     baseline = _baseline(source, val, preprocess, records, folder)
+    teacher = _teacher(source) if options.train.distill_weight > 0 else None
     for number in range(len(records) + 1, options.iterations + 1):
         if progress:
             progress({"round": number, "rounds": options.iterations, "phase": "prune"})
         start_path = model_path if number == 1 else folder / records[-1].checkpoint
-        record = _round(number, start_path, source, options, train, val, preprocess, folder, progress)
+        record = _round(number, start_path, source, options, train, val, preprocess, folder, progress, teacher)
         records.append(record)
         if is_main_process():
             _write_results(folder, identity, baseline, records, final=None)
@@ -161,6 +162,11 @@ def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
     return []
 
 
+def _teacher(source: Model):
+    """The unpruned source model's logits (a final Softmax cut off), the distillation teacher of every round."""
+    return logits_module(to_torch(source), source.final_softmax).eval()
+
+
 def _first_difference(earlier: dict, now: dict, prefix: str = "") -> str | None:
     """'train.lr = 0.01 (now 0.05)' for the first option that differs, or None."""
     for key in sorted(set(earlier) | set(now)):
@@ -181,7 +187,7 @@ def _baseline(source: Model, val: Dataset | None, preprocess: Preprocess, record
     return evaluate(source, val, preprocess).top1 if val is not None else None
 
 
-def _round(number, start_path, source, options, train, val, preprocess, folder, progress) -> RoundRecord:
+def _round(number, start_path, source, options, train, val, preprocess, folder, progress, teacher) -> RoundRecord:
     started = time.perf_counter()
     start = load(start_path)
     torch_model = to_torch(start)
@@ -194,7 +200,9 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         sparse_options = TrainOptions(
             **{**asdict(options.train), "epochs": options.sparsity_epochs, "bn_l1": options.bn_l1}
         )
-        trained = finetune(torch_model, train, preprocess, sparse_options, val, source.final_softmax, progress)
+        trained = finetune(
+            torch_model, train, preprocess, sparse_options, val, source.final_softmax, progress, teacher
+        )
         sparsity_history = [asdict(record) for record in trained.history]
     result = prune_with(
         start,
@@ -219,7 +227,9 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         if progress:
             progress({"round": number, "rounds": options.iterations, "phase": "finetune"})
         round_options = TrainOptions(**{**asdict(options.train), "seed": options.train.seed + number})
-        trained = finetune(torch_model, train, preprocess, round_options, val, source.final_softmax, progress)
+        trained = finetune(
+            torch_model, train, preprocess, round_options, val, source.final_softmax, progress, teacher
+        )
         history = [asdict(record) for record in trained.history]
     checkpoint = folder / f"round_{number}.onnx"
     write_checkpoint(start, torch_model, checkpoint)

@@ -112,6 +112,7 @@ def finetune(
     val: Dataset | None = None,
     softmax_output: str | None = None,
     progress: Progress | None = None,
+    teacher: torch.nn.Module | None = None,
 ) -> TrainResult:
     """Fine-tune with masks held; keep the epoch that is best on `val` (the last one without `val`).
 
@@ -125,11 +126,15 @@ def finetune(
             (trained through its input, the logits).
         progress: called with a dict after every step ({"epoch", "step", "steps", "loss",
             "top1"}) and every epoch ({"epoch", "record"}).
+        teacher: a module whose outputs are logits (the dense model), distilled from when
+            `options.distill_weight` > 0; run in eval mode, never trained.
 
     Returns:
         The per-epoch history and the kept epoch.
     """
     options = options or TrainOptions()
+    if options.distill_weight > 0 and teacher is None:
+        raise ConfigError("distillation needs a teacher: the dense model's logits")
     rank, world = distributed()
     device = pick_device(options.device)
     if world > 1 and device.type == "cuda":
@@ -149,6 +154,12 @@ def finetune(
     channels_last = device.type == "cuda" and image_input
     if channels_last:
         module.to(memory_format=torch.channels_last)
+    if teacher is not None and options.distill_weight > 0:
+        teacher = teacher.to(device).eval().requires_grad_(False)
+        if channels_last:
+            teacher.to(memory_format=torch.channels_last)
+    else:
+        teacher = None
     optimizer = torch.optim.SGD(
         [p for p in module.parameters() if p.requires_grad],
         lr=options.lr,
@@ -170,7 +181,7 @@ def finetune(
     for epoch in range(1, options.epochs + 1):
         record = _train_epoch(
             network, module, inputs, labels, options, optimizer, scheduler, scaler, generator,
-            device, channels_last, image_input, steps_per_epoch, epoch, progress,
+            device, channels_last, image_input, steps_per_epoch, epoch, progress, teacher,
         )  # fmt: skip
         if val is not None:
             val_top1, val_loss = _validate(network, val_inputs, val.labels, options.batch_size, device, channels_last)
@@ -184,6 +195,8 @@ def finetune(
             progress({"epoch": epoch, "record": record})
     if best_state is not None:
         module.load_state_dict(best_state)
+    if teacher is not None:
+        teacher.to(torch.device("cpu"), memory_format=torch.contiguous_format)
     module.to(torch.device("cpu"), memory_format=torch.contiguous_format).eval()
     refresh_pruned(module)
     return result
@@ -204,7 +217,7 @@ def refresh_pruned(module: torch.nn.Module) -> None:
 
 def _train_epoch(
     network, module, inputs, labels, options, optimizer, scheduler, scaler, generator,
-    device, channels_last, image_input, steps, epoch, progress,
+    device, channels_last, image_input, steps, epoch, progress, teacher=None,
 ) -> EpochRecord:  # fmt: skip
     module.train()
     order = torch.randperm(inputs.shape[0], generator=generator)
@@ -225,6 +238,8 @@ def _train_epoch(
             logits = network(x)
             logits = logits.reshape(logits.shape[0], -1)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=options.label_smoothing)
+            if teacher is not None:
+                loss = _with_distillation(loss, logits, teacher, x, options)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if options.bn_l1 > 0:
@@ -252,6 +267,22 @@ def _train_epoch(
         lr=optimizer.param_groups[0]["lr"],
         scale_sparsity=scale_sparsity(module),
     )
+
+
+def _with_distillation(loss, logits, teacher, x, options) -> torch.Tensor:
+    """(1 - w) x loss + w x T^2 x KL(teacher || student) at temperature T (Hinton et al. 2015).
+
+    T^2 keeps the soft targets' gradients on the scale of the hard ones, whatever T.
+    """
+    with torch.no_grad():
+        target = teacher(x)
+        target = (target[0] if isinstance(target, (tuple, list)) else target).reshape(logits.shape).float()
+    temperature, weight = options.distill_temperature, options.distill_weight
+    soft = F.kl_div(
+        F.log_softmax(logits.float() / temperature, dim=1), F.log_softmax(target / temperature, dim=1),
+        reduction="batchmean", log_target=True,
+    )  # fmt: skip
+    return (1 - weight) * loss + weight * temperature**2 * soft
 
 
 def _slimming_penalty(module: torch.nn.Module, strength: float) -> None:
