@@ -5,7 +5,9 @@ first 8,000 MNIST test images, top-1 on the other 2,000 in onnxruntime. 90% of t
 weights, one-shot without fine-tuning and IMP (3 rounds x 3 epochs, the CLI's default
 fine-tuning for raw-pixel inputs: SGD lr 1e-4), with `--scope global` and `--scope lamp`;
 the first layer's sparsity shows where global magnitude puts its zeros. A last run adds
-distillation from the dense model (weight 0.5, T = 4) to LAMP's IMP.
+distillation from the dense model (weight 0.5, T = 4) to LAMP's IMP, and one more runs IMP with one
+learning-rate decay over the three rounds (`--lr-schedule continue`) instead of restarting it
+each round (learning-rate rewinding, the default).
 
 Usage:  .venv/bin/python benchmarks/lamp_mnist.py [--target 0.9] [--epochs 3] [--lr 1e-4]
 """
@@ -41,19 +43,23 @@ def main() -> None:
     mnist = load_data(SHARED / "data/mnist")
     train, test = mnist.subset(np.arange(8000)), mnist.subset(np.arange(8000, 10000))
     print(json.dumps({"dense_top1": evaluate(model, test, preprocess).top1}))
-    runs = [(scope, iterations, epochs, 0.0) for scope in ("global", "lamp") for iterations, epochs in
-            ((1, 0), (3, args.epochs))] + [("lamp", 3, args.epochs, 0.5)]  # fmt: skip
-    for scope, iterations, epochs, distill in runs:
+    runs = [(scope, iterations, epochs, 0.0, "rewind") for scope in ("global", "lamp") for iterations, epochs in
+            ((1, 0), (3, args.epochs))]  # fmt: skip
+    runs += [("lamp", 3, args.epochs, 0.5, "rewind"), ("lamp", 3, args.epochs, 0.0, "continue")]
+    for scope, iterations, epochs, distill, lr_schedule in runs:
         training = TrainOptions(
             epochs=epochs, batch_size=64, lr=args.lr, weight_decay=0.0, augment=False, distill_weight=distill
         )
-        options = ScheduleOptions(PruneOptions(args.target, scope=scope), iterations=iterations, train=training)
+        options = ScheduleOptions(
+            PruneOptions(args.target, scope=scope), iterations=iterations, train=training, lr_schedule=lr_schedule
+        )
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
             result = run(model_path, Path(folder) / "run", options, train, test, preprocess)
         layers = result.rounds[-1].layer_sparsity
         print(json.dumps({
             "scope": scope, "rounds": iterations, "epochs_per_round": epochs, "distill_weight": distill,
+            "lr_schedule": lr_schedule,
             "sparsity": round(result.rounds[-1].sparsity, 4), "top1": result.final_top1,
             "first_layer_sparsity": round(next(iter(layers.values())), 4),
             "layer_sparsity": {name: round(value, 3) for name, value in layers.items()},

@@ -8,6 +8,7 @@ and how they become the model's input.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from onnxprune.pruning.methods import MethodSettings, get_method
 from onnxprune.pruning.select import DEFAULT_MAX_LAYER_SPARSITY, SCOPES, check_sparsity, parse_recipe
 
 SCHEDULES = ("geometric", "cubic")
+LR_SCHEDULES = ("rewind", "continue")
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,9 @@ class TrainOptions:
             loss is (1 - w) x cross-entropy + w x T^2 x KL(teacher || student) at temperature T
             (0: off). The schedule's teacher is the unpruned source model.
         distill_temperature: T of the distillation loss.
+        cosine_span: the part of one cosine learning-rate decay this fine-tuning runs through,
+            (start, end) as fractions: (0, 1) decays from `lr` to 0; a schedule that continues
+            across rounds gives round k of K the span ((k-1)/K, k/K).
     """
 
     epochs: int = 3
@@ -134,8 +139,12 @@ class TrainOptions:
     bn_l1: float = 0.0
     distill_weight: float = 0.0
     distill_temperature: float = 4.0
+    cosine_span: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self):
+        start, end = self.cosine_span
+        if not 0 <= start < end <= 1:
+            raise ConfigError(f"the cosine span must satisfy 0 <= start < end <= 1, got {self.cosine_span}")
         if not 0 <= self.distill_weight <= 1:
             raise ConfigError(f"--distill-weight must be in [0, 1] (0: off), got {self.distill_weight}")
         if self.distill_temperature <= 0:
@@ -162,6 +171,9 @@ class ScheduleOptions:
             Zhu & Gupta's s_k = s (1 - (1 - k/K)^3), pruning hardest early.
         rewind: after each pruning, reset surviving weights to their original values (lottery
             ticket style) before fine-tuning.
+        lr_schedule: "rewind" restarts the cosine learning-rate decay from `train.lr` in every
+            round (learning-rate rewinding, Renda et al. 2020); "continue" runs one decay over
+            all rounds, each round fine-tuning where the previous one left the learning rate.
         sparsity_epochs: slimming: epochs of sparsity training (L1 on BatchNorm scales,
             `bn_l1`) before the first pruning.
         bn_l1: slimming: the L1 penalty lambda on BatchNorm scales during sparsity training.
@@ -172,6 +184,7 @@ class ScheduleOptions:
     iterations: int = 1
     schedule: str = "geometric"
     rewind: bool = False
+    lr_schedule: str = "rewind"
     sparsity_epochs: int = 0
     bn_l1: float = 0.0
 
@@ -180,6 +193,8 @@ class ScheduleOptions:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
         if self.sparsity_epochs > 0 and self.bn_l1 <= 0:
             raise ConfigError(f"sparsity training needs a lambda > 0 (--bn-l1), got {self.bn_l1}")
         if self.prune.is_recipe and self.iterations > 1:
@@ -203,6 +218,13 @@ class ScheduleOptions:
     def name(self) -> str:
         """The run's name: omp for one round, imp for several."""
         return "omp" if self.iterations == 1 else "imp"
+
+    def train_for_round(self, round_number: int) -> TrainOptions:
+        """The fine-tuning settings of one round: its own seed, and its span of the learning-rate decay."""
+        span = (0.0, 1.0)
+        if self.lr_schedule == "continue":
+            span = ((round_number - 1) / self.iterations, round_number / self.iterations)
+        return dataclasses.replace(self.train, seed=self.train.seed + round_number, cosine_span=span)
 
     def sparsity_at(self, round_number: int) -> float:
         """The sparsity reached after round `round_number` (1-based)."""

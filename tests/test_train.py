@@ -231,3 +231,20 @@ def test_distillation_from_the_dense_model_in_omp_and_imp(method, iterations, fi
         for layer in finals[0.7].layers
     ]
     assert any(differs), "the soft targets changed the training"
+
+
+def test_lr_schedule_rewinds_or_continues_the_decay_across_rounds(fixture_model, synthetic):
+    from onnxprune.workbench.convert import to_torch
+
+    rewind = ScheduleOptions(PruneOptions(0.8), iterations=2, train=TrainOptions(epochs=1, lr=0.01))
+    continued = ScheduleOptions(PruneOptions(0.8), iterations=2, train=TrainOptions(epochs=1, lr=0.01),
+                                lr_schedule="continue")  # fmt: skip
+    assert [rewind.train_for_round(k).cosine_span for k in (1, 2)] == [(0.0, 1.0), (0.0, 1.0)]
+    assert [continued.train_for_round(k).cosine_span for k in (1, 2)] == [(0.0, 0.5), (0.5, 1.0)]
+    train, _ = synthetic
+    model = onnxprune.load(fixture_model("matlab_alexnet_opset13"))
+    options = TrainOptions(epochs=1, batch_size=8, lr=0.01, augment=False, cosine_span=(0.0, 0.5))
+    first = finetune(to_torch(model), train, preprocess_for(model), options)
+    assert first.history[-1].lr == pytest.approx(0.005), "half the decay: cos(pi/2) -> lr/2 at the end"
+    with pytest.raises(ConfigError, match="--lr-schedule must be one of rewind, continue"):
+        ScheduleOptions(PruneOptions(0.8), lr_schedule="sometimes")

@@ -109,6 +109,10 @@ def prune(
     ] = None,
     sparsity_epochs: Annotated[int, typer.Option(help="slimming: sparsity-training epochs before pruning")] = 0,
     sparsities: SparsitiesOption = None,
+    lr_schedule: Annotated[
+        str | None,
+        typer.Option(help="IMP: rewind (restart the learning-rate decay each round) or continue [default: rewind]"),
+    ] = None,
     distill_weight: Annotated[
         float | None,
         typer.Option(help="fine-tuning: distil from the dense model, weight of the soft loss in (0, 1] [default: 0]"),
@@ -168,6 +172,8 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
         ("--batches-per-round", prune.method != "taylor", "it is a setting of --method taylor"),
         ("--max-per-round", prune.method != "taylor", "it is a setting of --method taylor"),
         ("--schedule", schedule.iterations == 1, "it shapes several rounds: add --iterations"),
+        ("--lr-schedule", schedule.iterations == 1 or schedule.train.epochs == 0,
+         "it shapes the learning rate over several rounds of fine-tuning: add --iterations and --finetune-epochs"),
         ("--rewind", schedule.iterations == 1,
          "it resets survivors to their original values after each later round: add --iterations 2 or more"),
         ("--rewind", schedule.train.epochs == 0, "it resets survivors before fine-tuning: add --finetune-epochs"),
@@ -207,7 +213,8 @@ def _prune_run_options(given: dict):
     )  # fmt: skip
     schedule = ScheduleOptions(
         prune, train=train, iterations=given.get("iterations", 1), schedule=given.get("schedule", "geometric"),
-        rewind="rewind" in given, sparsity_epochs=given.get("sparsity_epochs", 0),
+        rewind="rewind" in given, lr_schedule=given.get("lr_schedule", "rewind"),
+        sparsity_epochs=given.get("sparsity_epochs", 0),
         bn_l1=given.get("bn_l1", 1e-4 if given.get("sparsity_epochs") else 0.0),
     )  # fmt: skip
     data = data_options(

@@ -130,7 +130,8 @@ def run(
 
 def _identity(model_path: Path, options: ScheduleOptions) -> dict:
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
-    return {"model": model_path.name, "model_sha256": digest, "kind": options.kind, "options": asdict(options)}
+    described = json.loads(json.dumps(asdict(options)))  # as run.json holds it: tuples become lists
+    return {"model": model_path.name, "model_sha256": digest, "kind": options.kind, "options": described}
 
 
 def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
@@ -226,7 +227,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
     if options.train.epochs > 0:
         if progress:
             progress({"round": number, "rounds": options.iterations, "phase": "finetune"})
-        round_options = TrainOptions(**{**asdict(options.train), "seed": options.train.seed + number})
+        round_options = options.train_for_round(number)
         trained = finetune(
             torch_model, train, preprocess, round_options, val, source.final_softmax, progress, teacher
         )

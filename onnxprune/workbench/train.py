@@ -170,8 +170,10 @@ def finetune(
     if options.max_steps:
         steps_per_epoch = min(steps_per_epoch, options.max_steps)
     total_steps = max(1, options.epochs * steps_per_epoch)
+    start, end = options.cosine_span  # the part of one cosine decay this fine-tuning runs through
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        optimizer,
+        lambda step: 0.5 * (1 + math.cos(math.pi * (start + (end - start) * min(step, total_steps) / total_steps))),
     )
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda")
     generator = torch.Generator().manual_seed(options.seed)
