@@ -540,9 +540,7 @@ def _trace_concat(structure, node, tracked_inputs, shapes, where) -> None:
         if any(t is None for t in tracked_inputs):
             # a class token put before the patch sequence (ViT): its channels would have to shrink too;
             # kept by design, so that the other units of the model stay removable
-            _block_all(
-                structure, present, f"{where} joins another tensor along a non-channel axis", protected=True
-            )
+            _block_all(structure, present, f"{where} joins another tensor along a non-channel axis", protected=True)
             structure.tracked[node.output[0]] = Tracked(present[0].axis, present[0].ids, rank)
             return
         _trace_elementwise(structure, node, tracked_inputs, set(), {}, shapes, where)

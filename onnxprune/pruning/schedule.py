@@ -201,9 +201,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         sparse_options = TrainOptions(
             **{**asdict(options.train), "epochs": options.sparsity_epochs, "bn_l1": options.bn_l1}
         )
-        trained = finetune(
-            torch_model, train, preprocess, sparse_options, val, source.final_softmax, progress, teacher
-        )
+        trained = finetune(torch_model, train, preprocess, sparse_options, val, source.final_softmax, progress, teacher)
         sparsity_history = [asdict(record) for record in trained.history]
     result = prune_with(
         start,
@@ -228,9 +226,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         if progress:
             progress({"round": number, "rounds": options.iterations, "phase": "finetune"})
         round_options = options.train_for_round(number)
-        trained = finetune(
-            torch_model, train, preprocess, round_options, val, source.final_softmax, progress, teacher
-        )
+        trained = finetune(torch_model, train, preprocess, round_options, val, source.final_softmax, progress, teacher)
         history = [asdict(record) for record in trained.history]
     checkpoint = folder / f"round_{number}.onnx"
     write_checkpoint(start, torch_model, checkpoint)
