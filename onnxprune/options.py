@@ -18,6 +18,7 @@ from onnxprune.pruning.select import DEFAULT_MAX_LAYER_SPARSITY, SCOPES, check_s
 
 SCHEDULES = ("geometric", "cubic")
 LR_SCHEDULES = ("rewind", "continue")
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class TrainOptions:
             loss is (1 - w) x cross-entropy + w x T^2 x KL(teacher || student) at temperature T
             (0: off). The schedule's teacher is the unpruned source model.
         distill_temperature: T of the distillation loss.
+        optimizer: "sgd" (with `momentum`) or "adam" (Adam with decoupled weight decay, AdamW).
         cosine_span: the part of one cosine learning-rate decay this fine-tuning runs through,
             (start, end) as fractions: (0, 1) decays from `lr` to 0; a schedule that continues
             across rounds gives round k of K the span ((k-1)/K, k/K).
@@ -140,8 +142,11 @@ class TrainOptions:
     distill_weight: float = 0.0
     distill_temperature: float = 4.0
     cosine_span: tuple[float, float] = (0.0, 1.0)
+    optimizer: str = "sgd"
 
     def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got '{self.optimizer}'")
         start, end = self.cosine_span
         if not 0 <= start < end <= 1:
             raise ConfigError(f"the cosine span must satisfy 0 <= start < end <= 1, got {self.cosine_span}")

@@ -63,6 +63,7 @@ PROBES = {
     "--sparsities": ["--sparsities", "0.3,0.6"],
     "--distill-weight": ["--distill-weight", "0.5"],
     "--lr-schedule": ["--lr-schedule", "continue"],
+    "--optimizer": ["--optimizer", "adam"],
     "--distill-temperature": ["--distill-temperature", "2"],
 }
 # options whose effect needs a state no single run has; each is tested where named

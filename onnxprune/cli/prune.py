@@ -109,6 +109,9 @@ def prune(
     ] = None,
     sparsity_epochs: Annotated[int, typer.Option(help="slimming: sparsity-training epochs before pruning")] = 0,
     sparsities: SparsitiesOption = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="fine-tuning: sgd (with momentum) or adam (AdamW) [default: sgd]")
+    ] = None,
     lr_schedule: Annotated[
         str | None,
         typer.Option(help="IMP: rewind (restart the learning-rate decay each round) or continue [default: rewind]"),
@@ -180,7 +183,7 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
         ("--bn-l1", schedule.sparsity_epochs == 0, "it is the penalty of sparsity training: add --sparsity-epochs"),
         *[(option, not trains, "it is a fine-tuning setting: add --finetune-epochs")
           for option in ("--batch-size", "--lr", "--weight-decay", "--label-smoothing", "--device",
-                         "--distill-weight")],
+                         "--distill-weight", "--optimizer")],
         ("--distill-temperature", schedule.train.distill_weight == 0, "it shapes distillation: add --distill-weight"),
         *[(option, not has_data, "it describes --data: give --data")
           for option in ("--val", "--val-split", "--limit", "--pixel-range", "--mean", "--std", "--flatten")],
@@ -210,6 +213,7 @@ def _prune_run_options(given: dict):
         lr=given.get("lr", DEFAULT_LR), weight_decay=given.get("weight_decay", 5e-4),
         label_smoothing=given.get("label_smoothing", 0.0), seed=given.get("seed", 0), device=given.get("device"),
         distill_weight=given.get("distill_weight", 0.0), distill_temperature=given.get("distill_temperature", 4.0),
+        optimizer=given.get("optimizer", "sgd"),
     )  # fmt: skip
     schedule = ScheduleOptions(
         prune, train=train, iterations=given.get("iterations", 1), schedule=given.get("schedule", "geometric"),
@@ -365,7 +369,8 @@ def finetune(
         float | None,
         typer.Option(help="initial learning rate, cosine schedule (default 0.01; 1e-4 for raw 0-255 inputs)"),
     ] = None,
-    momentum: Annotated[float, typer.Option(help="SGD momentum")] = 0.9,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum [default: 0.9]")] = None,
+    optimizer: Annotated[str, typer.Option(help="sgd (with momentum) or adam (AdamW)")] = "sgd",
     weight_decay: Annotated[float, typer.Option(help="weight decay")] = 5e-4,
     label_smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.0,
     augment: Annotated[bool, typer.Option(help="random flip and crop for image inputs")] = True,
@@ -385,6 +390,8 @@ def finetune(
     from onnxprune.workbench.convert import to_torch
     from onnxprune.workbench.train import finetune as finetune_model
 
+    if momentum is not None and optimizer != "sgd":
+        raise ConfigError(f"--momentum has no effect here: it is SGD's; --optimizer {optimizer} keeps its own moments")
     if data is None:
         raise ConfigError("finetune needs --data")
     model = load(model_path)
@@ -393,7 +400,8 @@ def finetune(
         model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, 0.2
     )
     options = TrainOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr or pipeline.DEFAULT_LR, momentum=momentum,
+        epochs=epochs, batch_size=batch_size, lr=lr or pipeline.DEFAULT_LR,
+        momentum=0.9 if momentum is None else momentum, optimizer=optimizer,
         weight_decay=weight_decay,
         label_smoothing=label_smoothing, augment=augment, seed=seed, device=device,
     )  # fmt: skip

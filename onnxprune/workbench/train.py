@@ -160,12 +160,13 @@ def finetune(
             teacher.to(memory_format=torch.channels_last)
     else:
         teacher = None
-    optimizer = torch.optim.SGD(
-        [p for p in module.parameters() if p.requires_grad],
-        lr=options.lr,
-        momentum=options.momentum,
-        weight_decay=options.weight_decay,
-    )
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    if options.optimizer == "adam":  # per-parameter step sizes: indifferent to a layer's input scale
+        optimizer = torch.optim.AdamW(trainable, lr=options.lr, weight_decay=options.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(
+            trainable, lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay
+        )
     steps_per_epoch = math.ceil(len(train) / options.batch_size)
     if options.max_steps:
         steps_per_epoch = min(steps_per_epoch, options.max_steps)
