@@ -247,7 +247,9 @@ class DataOptions:
         path: a class-subfolder folder or .zip, .mat, .npz or MNIST idx file.
         val: validation data in the same formats (else `val_split` of `path`).
         val_split: fraction of `path` held out for validation.
-        limit: use only the first N samples of each source.
+        limit: use N samples of each source, drawn at random (seeded by `seed`) and evenly from
+            the classes: class-folder archives list their images class by class.
+        first: use the first N samples of each source, in the archive's order.
         pixel_range: "0-255" or "0-1" (None: 0-255 for MATLAB exports with a mean-image Sub).
         mean: per-channel mean after scaling.
         std: per-channel standard deviation.
@@ -260,6 +262,7 @@ class DataOptions:
     val: str | None = None
     val_split: float | None = None
     limit: int | None = None
+    first: int | None = None
     pixel_range: str | None = None
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
@@ -271,6 +274,10 @@ class DataOptions:
             raise ConfigError(f"--val-split must be in [0, 1) (0: validate on the training data), got {self.val_split}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be >= 1, got {self.limit}")
+        if self.first is not None and self.first < 1:
+            raise ConfigError(f"--first must be >= 1, got {self.first}")
+        if self.first is not None and self.limit is not None:
+            raise ConfigError("--limit draws N evenly from the classes, --first takes the first N: give one of them")
         if self.flatten not in (None, "row", "column"):
             raise ConfigError(f"--flatten must be row or column, got '{self.flatten}'")
         if self.pixel_range not in (None, "0-255", "0-1"):

@@ -221,3 +221,34 @@ def test_real_merchdata_zip_with_spaces_in_class_names():
     dataset = load_data(shared_path("data/merchdata/MerchData.zip"), size=(64, 64))
     assert len(dataset) == 75 and len(dataset.classes) == 5
     assert "MathWorks Cap" in dataset.classes and list(np.bincount(dataset.labels)) == [15] * 5
+
+
+def test_stratified_sample_draws_evenly_from_every_class():
+    from onnxprune.workbench.data import stratified_sample
+
+    labels = np.repeat(np.arange(4), [100, 100, 100, 3])  # grouped by class, one class small
+    picked = stratified_sample(labels, 40, seed=0)
+    assert picked.size == 40 and np.all(np.diff(picked) > 0), "in the data's own order, no repeats"
+    counts = np.bincount(labels[picked], minlength=4)
+    assert counts[3] == 3 and sorted(counts[:3]) == [12, 12, 13], "the small class gives all it has"
+    np.testing.assert_array_equal(picked, stratified_sample(labels, 40, seed=0))
+    assert not np.array_equal(picked, stratified_sample(labels, 40, seed=1))
+
+
+def test_limit_on_a_class_grouped_zip_is_representative_and_first_keeps_archive_order():
+    from conftest import shared_path
+
+    from onnxprune.graph.model import load
+    from onnxprune.options import DataOptions
+    from onnxprune.workbench.data import prepare
+
+    model = load(shared_path("models/pytorch/resnet_2b_cifar10.onnx"))
+    zip_path = str(shared_path("data/cifar10/test.zip"))
+    _, limited, _ = prepare(model, DataOptions(zip_path, limit=500))
+    assert np.bincount(limited.labels, minlength=10).tolist() == [50] * 10
+    _, first, _ = prepare(model, DataOptions(zip_path, first=500))
+    assert len(np.unique(first.labels)) == 1, "the archive lists one class first"
+    from onnxprune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--limit draws N evenly from the classes, --first takes the first N"):
+        DataOptions(zip_path, limit=10, first=10)

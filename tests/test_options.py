@@ -48,6 +48,7 @@ PROBES = {
     "--label-smoothing": ["--label-smoothing", "0.2"],
     "--device": ["--device", "cuda"],
     "--limit": ["--limit", "16"],
+    "--first": ["--first", "16"],
     "--pixel-range": ["--pixel-range", "0-1"],
     "--mean": ["--mean", "100,110,120"],
     "--std": ["--std", "50,60,70"],

@@ -74,7 +74,10 @@ ValSplitOption = Annotated[
 ]
 
 
-LimitOption = Annotated[int | None, typer.Option(help="use only the first N samples of each data source")]
+LimitOption = Annotated[
+    int | None, typer.Option(help="use N samples of each data source, drawn evenly from the classes (seeded)")
+]
+FirstOption = Annotated[int | None, typer.Option(help="use the first N samples of each data source, in file order")]
 
 
 PixelRangeOption = Annotated[
@@ -107,28 +110,30 @@ def numbers(text: str | None, what: str) -> tuple[float, ...] | None:
 
 
 def data_options(data, val=None, val_split=None, limit=None, pixel_range=None, mean=None, std=None, flatten=None,
-                  seed=0):  # fmt: skip
+                  seed=0, first=None):  # fmt: skip
     """The data options of a command, or None without --data."""
     from onnxprune.options import DataOptions
 
     return DataOptions(
         path=str(data) if data is not None else None, val=str(val) if val is not None else None,
-        val_split=val_split, limit=limit, pixel_range=pixel_range, mean=numbers(mean, "--mean"),
+        val_split=val_split, limit=limit, first=first, pixel_range=pixel_range, mean=numbers(mean, "--mean"),
         std=numbers(std, "--std"), flatten=flatten, seed=seed,
     )  # fmt: skip
 
 
-def prepare_data(model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, default_split):
+def prepare_data(model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, default_split, first=None):
     """(preprocess, train set or None, validation set or None) for a model and the data options."""
     from onnxprune.workbench.data import prepare
 
-    options = data_options(data, val, val_split, limit, pixel_range, mean, std, flatten, seed)
+    options = data_options(data, val, val_split, limit, pixel_range, mean, std, flatten, seed, first)
     return prepare(model, options, default_split)
 
 
-def evaluation_data(model, data, limit, pixel_range, mean, std, flatten):
+def evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=None):
     """(preprocess, dataset) for commands that only measure: all of --data, no split."""
-    preprocess, dataset, _ = prepare_data(model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0)
+    preprocess, dataset, _ = prepare_data(
+        model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0, first=first
+    )
     return preprocess, dataset
 
 

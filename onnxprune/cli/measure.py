@@ -11,6 +11,7 @@ from rich.table import Table
 
 from onnxprune.cli.common import (
     DataOption,
+    FirstOption,
     FlattenOption,
     FromOption,
     LimitOption,
@@ -38,6 +39,7 @@ def evaluate(
     data: DataOption = None,
     engine: Annotated[str, typer.Option(help="onnxruntime, torch or both")] = "onnxruntime",
     limit: LimitOption = None,
+    first: FirstOption = None,
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
@@ -53,7 +55,7 @@ def evaluate(
         raise ConfigError("evaluate needs --data (a folder, .zip, .mat, .npz or MNIST idx file)")
     engines = ["onnxruntime", "torch"] if engine == "both" else [engine]
     model = load(model_path)
-    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
+    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
     results = [evaluate_model(model, dataset, preprocess, engine=name, batch_size=batch_size) for name in engines]
     if as_json:
         typer.echo(json.dumps([result.as_dict() for result in results], indent=2))
@@ -80,6 +82,7 @@ def sweep(
     max_drop: Annotated[float, typer.Option(help="accuracy budget for the trade-off (0.01 = one point)")] = 0.01,
     out_dir: Annotated[Path | None, typer.Option(help="folder for results and the figure")] = None,
     limit: LimitOption = None,
+    first: FirstOption = None,
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
@@ -95,7 +98,7 @@ def sweep(
         raise ConfigError("sweep needs --data")
     levels = level_options(sparsities, start, stop, step, "0:0.1:0.9,0.9:0.02:0.98")
     model = load(model_path)
-    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
+    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
     methods, scopes = [m.strip() for m in method.split(",")], [x.strip() for x in scope.split(",")]
     with level_progress() as progress:
         table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress)
@@ -134,6 +137,7 @@ def sensitivity(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="ratio YAML to write")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="folder for results and the figure")] = None,
     limit: LimitOption = None,
+    first: FirstOption = None,
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
@@ -151,7 +155,7 @@ def sensitivity(
     check_sparsity(target, "--target")
     levels = level_options(sparsities, None, None, None, "0:0.1:0.9,0.95,0.98")
     model = load(model_path)
-    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
+    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
     with level_progress() as progress:
         table = layer_sensitivity(model, dataset, preprocess, levels, progress=progress)
     ratios = ratios_for_target(table, model, target, max_drop)
@@ -185,6 +189,7 @@ def bench_command(
     runs: Annotated[int | None, typer.Option(help="timed calls per batch size (default: ~2 s worth)")] = None,
     data: DataOption = None,
     limit: LimitOption = None,
+    first: FirstOption = None,
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
@@ -200,10 +205,10 @@ def bench_command(
     batches = [int(float(b)) for b in batch.split(",") if b.strip()]
     dataset, options = None, None
     if data is not None:
-        first = load(models[0])
-        _, dataset = evaluation_data(first, data, limit, pixel_range, mean, std, flatten)
+        reference = load(models[0])
+        _, dataset = evaluation_data(reference, data, limit, pixel_range, mean, std, flatten, first=first)
         options = {"pixel_range": pixel_range, "mean": numbers(mean, "--mean"), "std": numbers(std, "--std"),
-                   "flatten_order": flatten}  # fmt: skip
+                   "flatten_order": flatten or "row"}  # fmt: skip
     results = bench_module.bench(models, batches, provider, threads, runs, dataset, options)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -234,6 +239,7 @@ def quantize(
     data: DataOption = None,
     calibration: Annotated[int, typer.Option(help="samples used to calibrate activations")] = 256,
     limit: LimitOption = None,
+    first: FirstOption = None,
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
@@ -244,7 +250,7 @@ def quantize(
     from onnxprune.measure.quantize import quantize as quantize_model
 
     model = load(model_path)
-    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten)
+    preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
     report = quantize_model(model, output, method, dataset, preprocess, calibration, evaluate_data=dataset)
     accuracy = ""
     if report.top1_before is not None:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from onnxprune.cli.common import (
     DataOption,
+    FirstOption,
     FlattenOption,
     LimitOption,
     MeanOption,
@@ -82,6 +83,7 @@ def prune(
     label_smoothing: Annotated[float | None, typer.Option(help="label smoothing [default: 0]")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
     limit: LimitOption = None,
+    first: FirstOption = None,
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
@@ -186,7 +188,8 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
                          "--distill-weight", "--optimizer")],
         ("--distill-temperature", schedule.train.distill_weight == 0, "it shapes distillation: add --distill-weight"),
         *[(option, not has_data, "it describes --data: give --data")
-          for option in ("--val", "--val-split", "--limit", "--pixel-range", "--mean", "--std", "--flatten")],
+          for option in ("--val", "--val-split", "--limit", "--first", "--pixel-range", "--mean", "--std",
+                         "--flatten")],
         ("--val", options.mode != "schedule", "validation data is used by runs that fine-tune or go in rounds"),
         ("--val-split", options.mode != "schedule", "validation data is used by runs that fine-tune or go in rounds"),
         ("--seed", not has_data and not trains, "nothing is random in a data-free prune"),
@@ -223,7 +226,7 @@ def _prune_run_options(given: dict):
     )  # fmt: skip
     data = data_options(
         given.get("data"), given.get("val"), given.get("val_split"), given.get("limit"), given.get("pixel_range"),
-        given.get("mean"), given.get("std"), given.get("flatten"), given.get("seed", 0),
+        given.get("mean"), given.get("std"), given.get("flatten"), given.get("seed", 0), given.get("first"),
     )  # fmt: skip
     options = RunOptions(
         schedule=schedule, data=data if "data" in given else None, output=given.get("output"),
@@ -376,6 +379,7 @@ def finetune(
     augment: Annotated[bool, typer.Option(help="random flip and crop for image inputs")] = True,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
     limit: LimitOption = None,
+    first: FirstOption = None,
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
@@ -397,7 +401,7 @@ def finetune(
     model = load(model_path)
     check_output_path(model, output)
     preprocess, train, held_out = prepare_data(
-        model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, 0.2
+        model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, 0.2, first=first
     )
     options = TrainOptions(
         epochs=epochs, batch_size=batch_size, lr=lr or pipeline.DEFAULT_LR,

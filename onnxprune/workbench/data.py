@@ -96,6 +96,27 @@ def load_data(path: str | os.PathLike, size: tuple[int, int] | None = None) -> D
     )
 
 
+def stratified_sample(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """`count` indices drawn at random (seeded), the same number from every class where possible.
+
+    Class-folder zips list their images class by class, so "the first N" is one or two classes;
+    this is the representative N. Classes too small to give their share give all they have, and
+    the rest is shared among the others. The indices come back in the data's own order.
+    """
+    rng = np.random.default_rng(seed)
+    members = {label: rng.permutation(np.flatnonzero(labels == label)) for label in np.unique(labels)}
+    taken = {label: 0 for label in members}
+    left = min(count, labels.size)
+    while left > 0:
+        open_classes = [label for label in members if taken[label] < members[label].size]
+        share, extra = divmod(left, len(open_classes))
+        for position, label in enumerate(rng.permutation(open_classes)):
+            more = min(share + (1 if position < extra else 0), members[label].size - taken[label])
+            taken[label] += more
+            left -= more
+    return np.sort(np.concatenate([members[label][: taken[label]] for label in members]))
+
+
 def split(dataset: Dataset, val_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
     """A seeded, stratified split into (train, validation)."""
     if not 0.0 < val_fraction < 1.0:
@@ -606,8 +627,11 @@ def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preproce
 
     def read(path):
         dataset = load_data(path, size=preprocess.image_size)
-        if options.limit is not None:
-            dataset = dataset.subset(np.arange(min(options.limit, len(dataset))), f" (first {options.limit})")
+        if options.first is not None:  # archive order, for users who need it
+            dataset = dataset.subset(np.arange(min(options.first, len(dataset))), f" (first {options.first})")
+        elif options.limit is not None and options.limit < len(dataset):
+            indices = stratified_sample(dataset.labels, options.limit, options.seed)
+            dataset = dataset.subset(indices, f" ({options.limit} drawn evenly from the classes, seed {options.seed})")
         check_labels(dataset, model.num_classes or int(dataset.labels.max()) + 1)
         if options.flatten is not None and len(dataset) and not preprocess.flattens(dataset):
             raise DataError(
