@@ -21,15 +21,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from mnist_omp_imp import MLP, mlp_and_mnist  # the same model and split (benchmarks/ is on the path)
 
-import onnxprune
 from onnxprune.measure.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
 from onnxprune.pruning.schedule import run
-from onnxprune.workbench.data import load_data, preprocess_for
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def main() -> None:
@@ -38,11 +34,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=1e-4)
     args = parser.parse_args()
-    model_path = SHARED / "models/matlab/nln_logsig_200_100_50.onnx"
-    model = onnxprune.load(model_path)
-    preprocess = preprocess_for(model)
-    mnist = load_data(SHARED / "data/mnist")
-    train, test = mnist.subset(np.arange(8000)), mnist.subset(np.arange(8000, 10000))
+    model_path = MLP
+    model, preprocess, train, test = mlp_and_mnist()
     print(json.dumps({"dense_top1": evaluate(model, test, preprocess).top1}))
     runs = [(scope, iterations, epochs, 0.0, "rewind") for scope in ("global", "lamp") for iterations, epochs in
             ((1, 0), (3, args.epochs))]  # fmt: skip

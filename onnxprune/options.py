@@ -9,6 +9,7 @@ and how they become the model's input.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,9 +73,12 @@ class PruneOptions:
         """True for a hybrid chain of methods (stages that carry their own sparsities)."""
         return ":" in self.method or self.method.endswith((".yaml", ".yml"))
 
-    @property
+    @functools.cached_property
     def stages(self) -> list[tuple[str, float]]:
-        """(method, sparsity) per stage: the recipe's, or one stage of `method` at `sparsity`."""
+        """(method, sparsity) per stage: the recipe's, or one stage of `method` at `sparsity`.
+
+        Read once (a recipe may be a YAML file); every other property derives from it.
+        """
         return parse_recipe(self.method) if self.is_recipe else [(self.method, self.sparsity)]
 
     @property

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
+from onnx.external_data_helper import load_external_data_for_model
 
 from onnxprune.errors import ConfigError, ModelLoadError
 
@@ -246,13 +247,9 @@ def _read_proto(path: Path) -> tuple[onnx.ModelProto, bool]:
     return proto, external
 
 
-def _load_external_data(proto: onnx.ModelProto, path: Path) -> bool:
-    """Read the weights torch's exporter (and others) keep in a data file beside the model.
-
-    Returns:
-        True when there was external data (outputs then keep that form, see `Model.external_data`).
-    """
-    locations = sorted(
+def _external_locations(proto: onnx.ModelProto) -> list[str]:
+    """The data files (relative to the model) its initializers' bytes live in, sorted."""
+    return sorted(
         {
             entry.value
             for tensor in proto.graph.initializer
@@ -261,6 +258,15 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> bool:
             if entry.key == "location"
         }
     )
+
+
+def _load_external_data(proto: onnx.ModelProto, path: Path) -> bool:
+    """Read the weights torch's exporter (and others) keep in a data file beside the model.
+
+    Returns:
+        True when there was external data (outputs then keep that form, see `Model.external_data`).
+    """
+    locations = _external_locations(proto)
     if not locations:
         return False
     for location in locations:
@@ -270,8 +276,6 @@ def _load_external_data(proto: onnx.ModelProto, path: Path) -> bool:
                 f"{path}: its weights live in '{location}', which is not beside it ({data_path}); "
                 "keep the .onnx and its data file in the same folder"
             )
-    from onnx.external_data_helper import load_external_data_for_model
-
     try:
         load_external_data_for_model(proto, str(path.parent))
     except Exception as exc:
@@ -312,14 +316,7 @@ def model_file_size(path: str | os.PathLike) -> int:
         proto = onnx.load_model(str(path), load_external_data=False)
     except Exception:
         return size
-    locations = {
-        entry.value
-        for tensor in proto.graph.initializer
-        if tensor.data_location == onnx.TensorProto.EXTERNAL
-        for entry in tensor.external_data
-        if entry.key == "location"
-    }
-    files = [path.parent / location for location in locations]
+    files = [path.parent / location for location in _external_locations(proto)]
     return size + sum(file.stat().st_size for file in files if file.is_file())
 
 

@@ -168,8 +168,7 @@ class Sweeper:
         if key not in self._ranked:
             chosen = get_method(method)
             context = ScoreContext(self.torch_model, model=self.model)
-            with torch.no_grad():
-                layer_scores = chosen.layer_scores(context)
+            layer_scores = chosen.layer_scores(context)
             if lamp:
                 layer_scores = {name: select.lamp_scores(values) for name, values in layer_scores.items()}
             scores = {name: values.astype(np.float32).reshape(-1) for name, values in layer_scores.items()}

@@ -8,7 +8,6 @@ groups are layers, or sets of layers coupled by residual connections.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -149,9 +148,7 @@ def plan(
             "no filter or neuron can be removed in this model "
             + (f"({next(iter(kept_layers.values()))})" if kept_layers else "(it has no Conv or fully-connected layer)")
         )
-    # data-driven methods take gradients of a loss; the others need none
-    with torch.no_grad() if not method.needs_data else contextlib.nullcontext():
-        scores = unit_scores(method.layer_scores(ctx), structure)
+    scores = unit_scores(method.layer_scores(ctx), structure)
     # a method may leave layers alone (neuron: convolutions) by scoring them +inf
     ineligible = [name for name, group in groups.items() if all(np.isinf(scores[r]) for r in group.roots)]
     for name in ineligible:

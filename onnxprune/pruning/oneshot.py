@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import os
 import time
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import Model, PrunableLayer, check_output_path, from_proto, is_quantized
@@ -349,8 +347,7 @@ def _pinned_ratios(model: Model, config, skip_first: bool, skip_last: bool) -> t
 
 
 def _score(method, context: ScoreContext) -> dict[str, np.ndarray]:
-    with torch.no_grad() if not method.needs_data else contextlib.nullcontext():
-        return {name: scores.astype(np.float32) for name, scores in method.layer_scores(context).items()}
+    return {name: scores.astype(np.float32) for name, scores in method.layer_scores(context).items()}
 
 
 def _apply_masks(torch_model: TorchModel, masks: dict[str, np.ndarray], keep_masks: bool) -> None:

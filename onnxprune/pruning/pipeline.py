@@ -57,9 +57,8 @@ class RunOptions:
 
     def __post_init__(self):
         prune, train = self.schedule.prune, self.schedule.train
-        has_data = self.data is not None and self.data.path is not None
         if self.max_drop is not None:
-            if not has_data:
+            if not self.has_data:
                 raise ConfigError("--max-drop needs --data to measure accuracy on")
             if prune.is_recipe:
                 raise ConfigError("--max-drop chooses one method's sparsity; a hybrid recipe carries its own")
@@ -67,7 +66,7 @@ class RunOptions:
                 raise ConfigError(f"--max-drop must be in [0, 1) (0.01 is one point), got {self.max_drop}")
         elif self.levels is not None:
             raise ConfigError("--sparsities lists the levels --max-drop tries; give --max-drop, or use sweep")
-        if not has_data:
+        if not self.has_data:
             for option, given in (
                 ("--finetune-epochs", train.epochs > 0),
                 ("--sparsity-epochs", self.schedule.sparsity_epochs > 0),
@@ -83,13 +82,17 @@ class RunOptions:
             )
 
     @property
+    def has_data(self) -> bool:
+        """True when samples were given (`data` with a path)."""
+        return self.data is not None and self.data.path is not None
+
+    @property
     def mode(self) -> str:
         """The mode the options imply: "schedule" or "one-shot" (after `max_drop` chose the sparsity)."""
         schedule = self.schedule
-        has_data = self.data is not None and self.data.path is not None
         if self.max_drop is not None and schedule.train.epochs == 0 and schedule.iterations == 1:
             return "one-shot"  # the data chose the sparsity; nothing trains
-        if has_data or schedule.iterations > 1 or self.resume or schedule.train.epochs > 0:
+        if self.has_data or schedule.iterations > 1 or self.resume or schedule.train.epochs > 0:
             return "schedule"
         return "one-shot"
 
@@ -136,6 +139,7 @@ def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level
         A `PruneReport`.
     """
     from onnxprune.graph.model import load
+    from onnxprune.pruning.oneshot import default_output
 
     model_path = Path(model_path)
     model = load(model_path)  # a missing or corrupt file fails here, before anything else
@@ -149,7 +153,10 @@ def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level
             f"trade-off: {choice['sparsity']:.1%} keeps top-1 {choice['accuracy']:.2%} within "
             f"{options.max_drop:.1%} of the dense {choice['baseline']:.2%}"
         )
-    output = Path(options.output) if options.output else _default_output(model_path, options.schedule)
+    schedule = options.schedule
+    output = (
+        Path(options.output) if options.output else default_output(model_path, schedule.target, schedule.prune.method)
+    )
     if options.mode == "one-shot":
         report = _one_shot(model, output, options)
     else:
@@ -158,11 +165,6 @@ def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level
     report.choice = choice
     report.notes = notes + report.notes
     return report
-
-
-def _default_output(model_path: Path, schedule: ScheduleOptions) -> Path:
-    method = schedule.prune.method.replace(":", "").replace(",", "+").replace("/", "_")
-    return model_path.with_name(f"{model_path.stem}_{method}_{schedule.target:.2f}.onnx")
 
 
 def _choose_sparsity(model, options: RunOptions, level_progress) -> dict:

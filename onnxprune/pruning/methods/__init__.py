@@ -21,6 +21,7 @@ Every registered method gets the contract tests of tests/test_methods.py for fre
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
@@ -129,6 +130,20 @@ class ScoreContext:
 
         return logits_module(self.torch_model, self.softmax_output)
 
+    def minibatch_loss(self, network, rng: np.random.Generator):
+        """Cross-entropy of `network`'s logits on a random mini-batch (`settings.batch_size`) of `data`.
+
+        The one mini-batch step the data-driven methods share; `rng` keeps their draws seeded.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        size = min(self.settings.batch_size, len(self.data))
+        indices = np.sort(rng.choice(len(self.data), size=size, replace=False))
+        output = network(torch.from_numpy(self.preprocess(self.data, indices)))
+        output = output[0] if isinstance(output, (tuple, list)) else output
+        return F.cross_entropy(output.reshape(output.shape[0], -1), torch.from_numpy(self.data.labels[indices]))
+
     def input_shape(self, batch: int = 1) -> tuple[int, ...]:
         """The model's input shape with this batch size."""
         return self.model.input.concrete_shape(batch)
@@ -159,14 +174,19 @@ class Method:
 
     def layer_scores(self, ctx: ScoreContext) -> dict[str, np.ndarray]:
         """Scores of every prunable layer (float64, lower goes first), in the model's layer order."""
+        import torch  # here, not at import: the registry is read by `onnxprune --help` paths too
+
         if self.needs_data and ctx.data is None:
             raise ConfigError(f"the {self.name} method needs training data: give --data")
-        if self.whole_model:
-            scores = self.score(ctx)
-            return {name: np.asarray(scores[name], dtype=np.float64) for name in ctx.torch_model.params}
-        return {
-            name: np.asarray(self.score(entry, ctx), dtype=np.float64) for name, entry in ctx.torch_model.params.items()
-        }
+        # data-driven methods take gradients of a loss; the others need no autograd graph
+        with torch.no_grad() if not self.needs_data else contextlib.nullcontext():
+            if self.whole_model:
+                scores = self.score(ctx)
+                return {name: np.asarray(scores[name], dtype=np.float64) for name in ctx.torch_model.params}
+            return {
+                name: np.asarray(self.score(entry, ctx), dtype=np.float64)
+                for name, entry in ctx.torch_model.params.items()
+            }
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -128,9 +128,7 @@ def _short_finetune(ctx: ScoreContext, rng: np.random.Generator) -> None:
     network = ctx.logits().train()
     optimizer = torch.optim.SGD(network.parameters(), lr=ctx.settings.lr, momentum=0.9)
     for _ in range(ctx.settings.finetune_batches):
-        indices = np.sort(rng.choice(len(ctx.data), size=min(ctx.settings.batch_size, len(ctx.data)), replace=False))
-        output = _first(network(torch.from_numpy(ctx.preprocess(ctx.data, indices))))
-        loss = F.cross_entropy(output.reshape(output.shape[0], -1), torch.from_numpy(ctx.data.labels[indices]))
+        loss = ctx.minibatch_loss(network, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

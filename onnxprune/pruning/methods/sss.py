@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from onnxprune.pruning.methods import ScoreContext, register
 
@@ -70,10 +69,7 @@ def _train(ctx: ScoreContext, network, optimizer, factors, rng, steps: int) -> N
     """SGD steps on the loss, each followed by the proximal step of the factors' L1 penalty."""
     settings = ctx.settings
     for _ in range(steps):
-        indices = np.sort(rng.choice(len(ctx.data), size=min(settings.batch_size, len(ctx.data)), replace=False))
-        output = network(torch.from_numpy(ctx.preprocess(ctx.data, indices)))
-        output = output[0] if isinstance(output, (tuple, list)) else output
-        loss = F.cross_entropy(output.reshape(output.shape[0], -1), torch.from_numpy(ctx.data.labels[indices]))
+        loss = ctx.minibatch_loss(network, rng)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

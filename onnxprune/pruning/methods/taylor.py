@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.structure import analyse
@@ -37,34 +36,25 @@ def accumulate(ctx: ScoreContext, round_number: int = 0) -> tuple[dict[str, np.n
     optimizer = torch.optim.SGD(network.parameters(), lr=settings.lr, momentum=settings.momentum)
     generator = np.random.default_rng(ctx.seed + round_number)
     losses = []
-    # dropout draws from torch's generator: seed it (locally) so that scores are repeatable
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(ctx.seed + round_number)
-        _train_and_score(ctx, network, optimizer, generator, captured, totals, losses, hooks)
-    return {name: _normalised(total) for name, total in totals.items()}, losses
-
-
-def _train_and_score(ctx, network, optimizer, generator, captured, totals, losses, hooks) -> None:
-    settings, torch_model = ctx.settings, ctx.torch_model
     try:
-        for _ in range(settings.batches_per_round):
-            indices = np.sort(
-                generator.choice(len(ctx.data), size=min(settings.batch_size, len(ctx.data)), replace=False)
-            )
-            output = _first(network(torch.from_numpy(ctx.preprocess(ctx.data, indices))))
-            loss = F.cross_entropy(output.reshape(output.shape[0], -1), torch.from_numpy(ctx.data.labels[indices]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for name, activation in captured.items():
-                contribution = _channel_importance(activation, torch_model.params[name])
-                totals[name] = contribution if totals[name] is None else totals[name] + contribution
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            captured.clear()
+        # dropout draws from torch's generator: seed it (locally) so that scores are repeatable
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed + round_number)
+            for _ in range(settings.batches_per_round):
+                loss = ctx.minibatch_loss(network, generator)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for name, activation in captured.items():
+                    contribution = _channel_importance(activation, torch_model.params[name])
+                    totals[name] = contribution if totals[name] is None else totals[name] + contribution
+                optimizer.step()
+                losses.append(float(loss.detach()))
+                captured.clear()
     finally:
         for hook in hooks:
             hook.remove()
         torch_model.module.eval()
+    return {name: _normalised(total) for name, total in totals.items()}, losses
 
 
 def taylor_loop(ctx: ScoreContext, sparsity: float, max_layer_sparsity: float, mask_only: bool = False):
@@ -150,10 +140,6 @@ def _pick(groups, group_of, scores, removed, minimum, budget) -> set[int]:
             continue
         chosen |= take
     return chosen
-
-
-def _first(output):
-    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def _capture(name: str, captured: dict):
