@@ -274,6 +274,12 @@ class DataOptions:
     seed: int = 0
 
     def __post_init__(self):
+        if self.path is None:  # they choose or prepare samples: without samples they would do nothing
+            for option, value in (("--val", self.val), ("--val-split", self.val_split), ("--limit", self.limit),
+                                  ("--first", self.first), ("--pixel-range", self.pixel_range), ("--mean", self.mean),
+                                  ("--std", self.std), ("--flatten", self.flatten)):  # fmt: skip
+                if value is not None:
+                    raise ConfigError(f"{option} has no effect without --data: it describes the samples; give --data")
         if self.val_split is not None and not 0 <= self.val_split < 1:
             raise ConfigError(f"--val-split must be in [0, 1) (0: validate on the training data), got {self.val_split}")
         if self.limit is not None and self.limit < 1:

@@ -176,3 +176,14 @@ def test_data_driven_methods_bad_input(alexnet, fixture_model, tmp_path):
         "unknown pruning method 'dice'",
     )
     only_files(out)
+
+
+def test_sample_options_without_data_are_refused_in_every_command(alexnet, tmp_path):
+    """--limit, --first and the other data options act only on --data: without it, one line names them."""
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_one_line_error(run("quantize", alexnet, "--method", "dynamic", "--limit", 10, "-o", out / "q.onnx"),
+                          "--limit has no effect without --data")  # fmt: skip
+    assert_one_line_error(run("bench", alexnet, "--first", 5, "--runs", 2), "--first has no effect without --data")
+    assert_one_line_error(run("bench", alexnet, "--pixel-range", "0-1", "--runs", 2), "--pixel-range")
+    only_files(out)

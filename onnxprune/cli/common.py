@@ -132,7 +132,7 @@ def prepare_data(model, data, val, val_split, limit, pixel_range, mean, std, fla
 def evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=None):
     """(preprocess, dataset) for commands that only measure: all of --data, no split."""
     preprocess, dataset, _ = prepare_data(
-        model, data, None, 0.0, limit, pixel_range, mean, std, flatten, 0, 0.0, first=first
+        model, data, None, None, limit, pixel_range, mean, std, flatten, 0, 0.0, first=first
     )
     return preprocess, dataset
 

@@ -22,6 +22,7 @@ from onnxprune.cli.common import (
     StepOption,
     ToOption,
     console,
+    data_options,
     evaluation_data,
     human_size,
     level_options,
@@ -204,6 +205,7 @@ def bench_command(
 
     batches = [int(float(b)) for b in batch.split(",") if b.strip()]
     dataset, options = None, None
+    data_options(data, limit=limit, pixel_range=pixel_range, mean=mean, std=std, flatten=flatten, first=first)
     if data is not None:
         reference = load(models[0])
         _, dataset = evaluation_data(reference, data, limit, pixel_range, mean, std, flatten, first=first)
