@@ -17,7 +17,7 @@ from onnxprune.errors import ConfigError
 from onnxprune.pruning.methods import MethodSettings, get_method
 from onnxprune.pruning.select import DEFAULT_MAX_LAYER_SPARSITY, SCOPES, check_sparsity, parse_recipe
 
-SCHEDULES = ("geometric", "cubic")
+SCHEDULES = ("geometric", "cubic", "gradual")
 LR_SCHEDULES = ("rewind", "continue")
 OPTIMIZERS = ("sgd", "adam")
 
@@ -177,7 +177,9 @@ class ScheduleOptions:
         train: fine-tuning settings; `train.epochs == 0` prunes without fine-tuning.
         iterations: rounds; 1 is one-shot (OMP), 3 or more is iterative (IMP).
         schedule: "geometric" prunes the same fraction of what remains each round; "cubic" is
-            Zhu & Gupta's s_k = s (1 - (1 - k/K)^3), pruning hardest early.
+            Zhu & Gupta's s_k = s (1 - (1 - k/K)^3), pruning hardest early; "gradual" prunes
+            while fine-tuning, the masks growing along that cubic ramp step by step
+            (`onnxprune.pruning.gradual`; one round, weight methods).
         rewind: after each pruning, reset surviving weights to their original values (lottery
             ticket style) before fine-tuning.
         lr_schedule: "rewind" restarts the cosine learning-rate decay from `train.lr` in every
@@ -210,8 +212,23 @@ class ScheduleOptions:
             raise ConfigError(
                 "--iterations: a hybrid recipe runs its stages once; prune in rounds with a single method"
             )
+        if self.schedule == "gradual":
+            self._check_gradual()
         if self.rewind and self.prune.kind != "unstructured":
             raise ConfigError("--rewind resets surviving weights of a masked model: it needs an unstructured method")
+
+    def _check_gradual(self) -> None:
+        if self.prune.kind != "unstructured":
+            raise ConfigError(
+                f"--schedule gradual grows weight masks while training; {self.prune.method} removes channels: "
+                "use one-shot or --iterations"
+            )
+        if self.iterations > 1:
+            raise ConfigError("--schedule gradual prunes during one fine-tuning: leave --iterations at 1")
+        if self.train.epochs == 0:
+            raise ConfigError("--schedule gradual prunes while fine-tuning: add --finetune-epochs")
+        if self.rewind:
+            raise ConfigError("--rewind resets survivors after a pruning; --schedule gradual prunes while training")
 
     @property
     def target(self) -> float:
@@ -225,7 +242,9 @@ class ScheduleOptions:
 
     @property
     def name(self) -> str:
-        """The run's name: omp for one round, imp for several."""
+        """The run's name: omp for one round, imp for several, gmp for gradual pruning."""
+        if self.schedule == "gradual":
+            return "gmp"
         return "omp" if self.iterations == 1 else "imp"
 
     def train_for_round(self, round_number: int) -> TrainOptions:

@@ -248,3 +248,33 @@ def test_lr_schedule_rewinds_or_continues_the_decay_across_rounds(fixture_model,
     assert first.history[-1].lr == pytest.approx(0.005), "half the decay: cos(pi/2) -> lr/2 at the end"
     with pytest.raises(ConfigError, match="--lr-schedule must be one of rewind, continue"):
         ScheduleOptions(PruneOptions(0.8), lr_schedule="sometimes")
+
+
+def test_gradual_pruning_grows_the_masks_along_the_cubic_ramp_and_writes_the_target(
+    fixture_model, synthetic, tmp_path
+):
+    train, val = synthetic
+    model_path = fixture_model("matlab_alexnet_opset8")
+    training = TrainOptions(epochs=7, batch_size=8, lr=0.01, seed=0)  # 35 steps: one update per step or less
+    options = ScheduleOptions(PruneOptions(0.8, scope="global"), train=training, schedule="gradual")
+    result = run(model_path, tmp_path / "gmp", options, train, val, preprocess_for(onnxprune.load(model_path)))
+    steps = options.train.epochs * -(-len(train) // training.batch_size)
+    updates = result.rounds[0].method_history
+    sparsities = [update["sparsity"] for update in updates]
+    assert len(updates) == 20 and sparsities == sorted(sparsities) and sparsities[-1] == pytest.approx(0.8)
+    assert sparsities[0] == pytest.approx(0.8 * (1 - (1 - 1 / 20) ** 3), abs=1e-6), "Zhu & Gupta's cubic ramp"
+    assert updates[-1]["step"] <= round(0.75 * steps), "the ramp ends at 3/4 of the fine-tuning"
+    written = onnxprune.load(result.final_path)
+    zeros = sum(int((written.weight_array(layer) == 0).sum()) for layer in written.layers)
+    assert zeros / sum(layer.numel for layer in written.layers) == pytest.approx(0.8, abs=1e-3)
+    assert result.final_path.name.startswith("gmp_unstructured_0.80_acc_")
+
+
+def test_gradual_pruning_refuses_what_it_cannot_do():
+    training = TrainOptions(epochs=1)
+    with pytest.raises(ConfigError, match="--schedule gradual grows weight masks while training; l1-filter"):
+        ScheduleOptions(PruneOptions(0.5, method="l1-filter"), train=training, schedule="gradual")
+    with pytest.raises(ConfigError, match="--schedule gradual prunes during one fine-tuning"):
+        ScheduleOptions(PruneOptions(0.5), train=training, schedule="gradual", iterations=3)
+    with pytest.raises(ConfigError, match="--schedule gradual prunes while fine-tuning: add --finetune-epochs"):
+        ScheduleOptions(PruneOptions(0.5), schedule="gradual")

@@ -70,7 +70,10 @@ def prune(
     finetune_epochs: Annotated[int, typer.Option(help="fine-tuning epochs after each pruning round")] = 0,
     iterations: Annotated[int, typer.Option(help="pruning rounds: 1 = one-shot (OMP), 3+ = iterative (IMP)")] = 1,
     schedule: Annotated[
-        str | None, typer.Option(help="IMP schedule: geometric or cubic (Zhu-Gupta) [default: geometric]")
+        str | None,
+        typer.Option(
+            help="IMP schedule: geometric or cubic (Zhu-Gupta); gradual: prune while fine-tuning [default: geometric]"
+        ),
     ] = None,
     rewind: Annotated[bool, typer.Option("--rewind", help="reset surviving weights to their original values")] = False,
     out_dir: Annotated[Path | None, typer.Option(help="folder for checkpoints and results (with --data)")] = None,
@@ -176,7 +179,8 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
         ("--round-to", not structured or loop, "it rounds the channel counts of l1-filter, l2-filter, neuron, ..."),
         ("--batches-per-round", prune.method != "taylor", "it is a setting of --method taylor"),
         ("--max-per-round", prune.method != "taylor", "it is a setting of --method taylor"),
-        ("--schedule", schedule.iterations == 1, "it shapes several rounds: add --iterations"),
+        ("--schedule", schedule.iterations == 1 and schedule.schedule != "gradual",
+         "it shapes several rounds: add --iterations (or --schedule gradual)"),
         ("--lr-schedule", schedule.iterations == 1 or schedule.train.epochs == 0,
          "it shapes the learning rate over several rounds of fine-tuning: add --iterations and --finetune-epochs"),
         ("--rewind", schedule.iterations == 1,

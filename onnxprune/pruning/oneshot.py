@@ -333,6 +333,41 @@ def _select(method, torch_model, pinned, scope, free_sparsity, max_layer_sparsit
     return select.masks_from_plans(scores, plans), plans
 
 
+def reselect(
+    model: Model,
+    options: PruneOptions,
+    torch_model: TorchModel,
+    sparsity: float,
+    data: Dataset | None = None,
+    preprocess: Preprocess | None = None,
+) -> dict[str, select.LayerPlan]:
+    """Score the current (masked, trained) weights again and narrow the masks to `sparsity`.
+
+    Gradual pruning's step: `options` as for `prune`, every ratio of a --config file scaled by
+    `sparsity / options.target`. Weights masked before stay masked (the masks only narrow).
+    """
+    method = get_method(options.method)
+    pinned, default = _pinned_ratios(model, options.config, options.skip_first, options.skip_last)
+    factor = sparsity / options.target if options.target else 0.0
+    pinned = {name: ratio * factor for name, ratio in pinned.items()}
+    free_sparsity = (options.target if default is None else default) * factor
+    context = ScoreContext(
+        torch_model, model=model, data=data, preprocess=preprocess, target=sparsity, seed=options.seed,
+        settings=options.settings,
+    )  # fmt: skip
+    masks, plans = _select(
+        method, torch_model, pinned, options.scope, free_sparsity, options.max_layer_sparsity, context
+    )
+    for name, keep in masks.items():
+        entry = torch_model.params[name]
+        narrowed = entry.layout_to_torch(keep)
+        if hasattr(entry.module, "weight_mask"):
+            entry.module.weight_mask.mul_(narrowed.to(entry.module.weight_mask))
+        else:
+            mask_parameter(entry.module, "weight", narrowed, keep_masks=True)
+    return plans
+
+
 def _pinned_ratios(model: Model, config, skip_first: bool, skip_last: bool) -> tuple[dict[str, float], float | None]:
     names = [layer.name for layer in model.layers]
     pinned, default = {}, None

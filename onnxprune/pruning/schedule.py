@@ -33,6 +33,7 @@ from onnxprune.graph.verify import reference, verify
 from onnxprune.measure.evaluate import evaluate
 from onnxprune.options import ScheduleOptions, TrainOptions
 from onnxprune.pruning.channels import channel_groups
+from onnxprune.pruning.gradual import GradualPruning
 from onnxprune.pruning.oneshot import prune_with
 from onnxprune.report.results import ResultRow, ResultTable
 from onnxprune.report.results import read as read_results
@@ -203,10 +204,11 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         )
         trained = finetune(torch_model, train, preprocess, sparse_options, val, source.final_softmax, progress, teacher)
         sparsity_history = [asdict(record) for record in trained.history]
+    gradual = options.schedule == "gradual"
     result = prune_with(
         start,
         options.prune,
-        sparsity=target,
+        sparsity=0.0 if gradual else target,  # gradual: the masks grow while fine-tuning
         torch_model=torch_model,
         data=train,
         preprocess=preprocess,
@@ -226,8 +228,13 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         if progress:
             progress({"round": number, "rounds": options.iterations, "phase": "finetune"})
         round_options = options.train_for_round(number)
-        trained = finetune(torch_model, train, preprocess, round_options, val, source.final_softmax, progress, teacher)
+        hook = GradualPruning(start, options.prune, torch_model, train, preprocess) if gradual else None
+        trained = finetune(
+            torch_model, train, preprocess, round_options, val, source.final_softmax, progress, teacher, hook
+        )
         history = [asdict(record) for record in trained.history]
+        if hook is not None:
+            result.history = hook.history
     checkpoint = folder / f"round_{number}.onnx"
     write_checkpoint(start, torch_model, checkpoint)
     written = load(checkpoint)

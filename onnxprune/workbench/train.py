@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -56,6 +57,17 @@ class TrainResult:
 
 
 Progress = Callable[[dict], None]
+
+
+class StepHook(Protocol):
+    """Called after every optimizer step (gradual pruning changes the masks while training)."""
+
+    def __call__(self, step: int, total: int) -> None:
+        """Step `step` (1-based) of `total` has been taken."""
+
+    @property
+    def final(self) -> bool:
+        """True once the masks no longer change."""
 
 
 def pick_device(requested: str | None = None) -> torch.device:
@@ -113,6 +125,7 @@ def finetune(
     softmax_output: str | None = None,
     progress: Progress | None = None,
     teacher: torch.nn.Module | None = None,
+    step_hook: StepHook | None = None,
 ) -> TrainResult:
     """Fine-tune with masks held; keep the epoch that is best on `val` (the last one without `val`).
 
@@ -128,6 +141,8 @@ def finetune(
             "top1"}) and every epoch ({"epoch", "record"}).
         teacher: a module whose outputs are logits (the dense model), distilled from when
             `options.distill_weight` > 0; run in eval mode, never trained.
+        step_hook: a `StepHook`, called after every optimizer step with (step, total steps);
+            only epochs that end with its masks final can be kept as the best.
 
     Returns:
         The per-epoch history and the kept epoch.
@@ -184,14 +199,15 @@ def finetune(
     for epoch in range(1, options.epochs + 1):
         record = _train_epoch(
             network, module, inputs, labels, options, optimizer, scheduler, scaler, generator,
-            device, channels_last, image_input, steps_per_epoch, epoch, progress, teacher,
+            device, channels_last, image_input, steps_per_epoch, epoch, progress, teacher, step_hook,
         )  # fmt: skip
         if val is not None:
             val_top1, val_loss = _validate(network, val_inputs, val.labels, options.batch_size, device, channels_last)
             record = EpochRecord(**{**record.__dict__, "val_top1": val_top1, "val_loss": val_loss})
         result.history.append(record)
         score = record.val_top1 if record.val_top1 is not None else epoch
-        if score > best_score:
+        final_masks = step_hook is None or step_hook.final
+        if final_masks and score > best_score:
             best_score, result.best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in module.state_dict().items()}
         if progress:
@@ -220,7 +236,7 @@ def refresh_pruned(module: torch.nn.Module) -> None:
 
 def _train_epoch(
     network, module, inputs, labels, options, optimizer, scheduler, scaler, generator,
-    device, channels_last, image_input, steps, epoch, progress, teacher=None,
+    device, channels_last, image_input, steps, epoch, progress, teacher=None, step_hook=None,
 ) -> EpochRecord:  # fmt: skip
     module.train()
     order = torch.randperm(inputs.shape[0], generator=generator)
@@ -251,6 +267,8 @@ def _train_epoch(
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if step_hook is not None:
+            step_hook((epoch - 1) * steps + step + 1, options.epochs * steps)
         seen += y.shape[0]
         correct += int((logits.argmax(1) == y).sum())
         loss_sum += float(loss.detach()) * y.shape[0]
