@@ -250,9 +250,7 @@ def test_lr_schedule_rewinds_or_continues_the_decay_across_rounds(fixture_model,
         ScheduleOptions(PruneOptions(0.8), lr_schedule="sometimes")
 
 
-def test_gradual_pruning_grows_the_masks_along_the_cubic_ramp_and_writes_the_target(
-    fixture_model, synthetic, tmp_path
-):
+def test_gradual_pruning_grows_the_masks_along_the_cubic_ramp_and_writes_the_target(fixture_model, synthetic, tmp_path):
     train, val = synthetic
     model_path = fixture_model("matlab_alexnet_opset8")
     training = TrainOptions(epochs=7, batch_size=8, lr=0.01, seed=0)  # 35 steps: one update per step or less
