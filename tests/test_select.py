@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import onnxprune
 from onnxprune.errors import ConfigError
 from onnxprune.pruning import select
 
@@ -99,3 +100,30 @@ def test_lamp_scope_spares_a_small_scale_layer_that_global_magnitude_empties(fix
         assert result.prunable_sparsity == pytest.approx(0.8, abs=0.01)
     assert by_scope["global"][first.name] >= 0.98, "global magnitude puts its zeros in the small-scale layer"
     assert by_scope["lamp"][first.name] < 0.95, "LAMP spreads them by each layer's own scale"
+
+
+def test_erk_shares_the_sparsity_by_layer_shape_and_meets_the_total():
+    shapes = {"conv1": (16, 3, 3, 3), "conv2": (64, 16, 3, 3), "conv3": (128, 64, 3, 3), "fc": (10, 128)}
+    sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    ratios = select.erk_ratios(shapes, 0.8)
+    removed = sum(ratios[name] * sizes[name] for name in shapes)
+    assert removed / sum(sizes.values()) == pytest.approx(0.8, abs=1e-9)
+    assert ratios["conv3"] > ratios["conv2"] > ratios["conv1"], "the larger the layer, the sparser"
+    assert ratios["conv1"] == 0.0, "ERK would make the first convolution denser than dense: it stays dense"
+    density = {name: 1 - ratios[name] for name in ("conv2", "conv3")}  # free layers: density ~ sum/product
+    raw = {name: sum(shapes[name]) / sizes[name] for name in density}
+    assert density["conv2"] / density["conv3"] == pytest.approx(raw["conv2"] / raw["conv3"])
+    capped = select.erk_ratios(shapes, 0.97, max_layer_sparsity=0.98)
+    assert max(capped.values()) == pytest.approx(0.98), "no layer beyond the cap"
+    assert sum(capped[name] * sizes[name] for name in shapes) / sum(sizes.values()) == pytest.approx(0.97)
+
+
+def test_erk_scope_prunes_a_real_model_to_the_target(fixture_model):
+    model = onnxprune.load(fixture_model("matlab_alexnet_opset8"))
+    result = onnxprune.prune(model, 0.9, scope="erk")
+    assert result.prunable_sparsity == pytest.approx(0.9, abs=1e-4)
+    by_sparsity = sorted(result.layers, key=lambda layer: layer.sparsity)
+    by_erk_density = sorted(result.layers, key=lambda layer: -sum(layer.shape) / layer.numel)
+    assert [layer.name for layer in by_sparsity] == [layer.name for layer in by_erk_density]
+    with pytest.raises(ConfigError, match="scope erk shares out single weights; l1-filter removes"):
+        onnxprune.prune(model, 0.5, method="l1-filter", scope="erk")

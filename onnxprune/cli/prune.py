@@ -45,7 +45,11 @@ def prune(
     ] = None,
     method: Annotated[str, typer.Option(help="pruning method, or a recipe: l1-filter:0.3,magnitude:0.8")] = "magnitude",
     scope: Annotated[
-        str | None, typer.Option(help="layer: each layer to SPARSITY; global: one threshold [default: layer]")
+        str | None,
+        typer.Option(
+            help="layer: each layer to SPARSITY; global: one threshold; lamp: one threshold on LAMP scores; "
+            "erk: Erdos-Renyi-Kernel shares [default: layer]"
+        ),
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML of per-layer ratios, e.g. 'conv1: 0.5' and 'default: 0.8'")

@@ -142,8 +142,7 @@ class Sweeper:
     def level(self, method: str, scope: str, sparsity: float, max_layer_sparsity: float = 0.99) -> ResultRow:
         """Set the weights to `method`/`scope` at `sparsity` (from the stored ranking) and evaluate."""
         chosen = get_method(method)
-        if chosen.granularity == "channel" and scope == "lamp":
-            raise ConfigError(f"scope lamp ranks single weights; {method} removes channels: use layer or global")
+        select.check_scope(scope, method, chosen.granularity)
         self._restore()
         if chosen.granularity == "channel":
             zeros = self._apply_channels(chosen, scope, sparsity, max_layer_sparsity)
@@ -179,10 +178,8 @@ class Sweeper:
     def _apply_weights(self, method, scope, sparsity, max_layer_sparsity) -> dict[str, int]:
         ranked = self._ranking(method, lamp=scope == "lamp")
         scores = ranked.scores
-        if scope in select.GLOBAL_SCOPES:
-            plans = select.select_global(scores, sparsity, max_layer_sparsity)
-        else:
-            plans = select.select_layerwise(scores, {name: sparsity for name in scores})
+        shapes = {name: entry.layer.shape for name, entry in self.torch_model.params.items()}
+        plans = select.plan_scope(scores, shapes, scope, sparsity, max_layer_sparsity)
         zeros = {}
         with torch.no_grad():
             for name, entry in self.torch_model.params.items():

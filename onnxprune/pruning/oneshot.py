@@ -216,10 +216,9 @@ def prune(
             "prune the float model, then quantize the result"
         )
     sparsity = select.check_sparsity(sparsity)
-    if scope not in select.SCOPES:
-        raise ConfigError(f"scope must be one of {', '.join(select.SCOPES)}, got '{scope}'")
     max_layer_sparsity = select.check_sparsity(max_layer_sparsity, "max layer sparsity")
     chosen = get_method(method)
+    select.check_scope(scope, method, chosen.granularity)
     if not model.layers:
         raise ConfigError(
             "the model has no prunable layer (Conv, Gemm or MatMul with an initializer weight); nothing to prune"
@@ -232,8 +231,6 @@ def prune(
         target=sparsity, seed=seed, settings=MethodSettings.of(method_options),
     )  # fmt: skip
     if chosen.granularity == "channel":
-        if scope == "lamp":
-            raise ConfigError(f"--scope lamp ranks single weights; {method} removes channels: use layer or global")
         return _prune_channels(
             model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
             keep_masks, original_counts, mask_only, round_to,
@@ -326,10 +323,9 @@ def _select(method, torch_model, pinned, scope, free_sparsity, max_layer_sparsit
         scores = {name: select.lamp_scores(layer_scores) for name, layer_scores in scores.items()}
     plans = select.select_layerwise(scores, pinned)
     free = {name: scores[name] for name in scores if name not in pinned}
-    if scope in select.GLOBAL_SCOPES and free:
-        plans.update(select.select_global(free, free_sparsity, max_layer_sparsity))
-    else:
-        plans.update(select.select_layerwise(free, {name: free_sparsity for name in free}))
+    if free:
+        shapes = {name: torch_model.params[name].layer.shape for name in free}
+        plans.update(select.plan_scope(free, shapes, scope, free_sparsity, max_layer_sparsity))
     return select.masks_from_plans(scores, plans), plans
 
 

@@ -17,9 +17,11 @@ import yaml
 from onnxprune.errors import ConfigError
 from onnxprune.pruning.methods import get_method
 
-SCOPES = ("layer", "global", "lamp")
+SCOPES = ("layer", "global", "lamp", "erk")
 # scopes that rank weights of every layer together (the collapse guard applies)
 GLOBAL_SCOPES = ("global", "lamp")
+# scopes that share the sparsity out between layers (the cap of --max-layer-sparsity applies)
+ALLOCATING_SCOPES = (*GLOBAL_SCOPES, "erk")
 DEFAULT_MAX_LAYER_SPARSITY = 0.99
 
 
@@ -58,6 +60,14 @@ def check_sparsity(value: float, what: str = "sparsity") -> float:
     if not 0.0 <= value < 1.0 or np.isnan(value):
         raise ConfigError(f"{what} must be in [0, 1) (0.9 removes 90% of the weights), got {value}")
     return value
+
+
+def check_scope(scope: str, method: str, granularity: str) -> None:
+    """Refuse an unknown scope, and a weight-sharing scope (lamp, erk) for a method that removes channels."""
+    if scope not in SCOPES:
+        raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
+    if granularity == "channel" and scope in ("lamp", "erk"):
+        raise ConfigError(f"scope {scope} shares out single weights; {method} removes channels: use layer or global")
 
 
 def read_ratios(path: str | os.PathLike, layer_names: list[str], aliases: dict[str, str]) -> tuple[dict, float | None]:
@@ -179,6 +189,53 @@ def select_global(
         count = capped.get(name, counts.get(name, 0))
         plans[name] = LayerPlan(name, count / sizes[name] if sizes[name] else 0.0, count, name in capped)
     return plans
+
+
+def erk_ratios(
+    shapes: dict[str, tuple[int, ...]], sparsity: float, max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY
+) -> dict[str, float]:
+    """Per-layer sparsities of the Erdos-Renyi-Kernel allocation (Evci et al., RigL, ICML 2020).
+
+    A layer keeps a density proportional to (sum of its dimensions) / (product of them): large
+    layers (many inputs times many outputs) are pruned hardest, small ones (the first convolution,
+    the classifier) least. The factor is solved so that `sparsity` of all weights go; a layer the
+    factor would make denser than dense stays dense, and one it would prune beyond
+    `max_layer_sparsity` stays at that cap, the others sharing what is left.
+    """
+    sizes = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    raw = {name: sum(shape) / sizes[name] for name, shape in shapes.items() if sizes[name]}
+    kept_target = (1.0 - sparsity) * sum(sizes.values())
+    fixed: dict[str, float] = {}  # layer -> density held at 1 or at the cap
+    while True:
+        free = [name for name in raw if name not in fixed]
+        remaining = kept_target - sum(fixed[name] * sizes[name] for name in fixed)
+        weight = sum(raw[name] * sizes[name] for name in free)
+        if not free or weight <= 0:
+            break
+        factor = max(0.0, remaining) / weight
+        dense = [name for name in free if factor * raw[name] > 1.0]
+        floor = [name for name in free if factor * raw[name] < 1.0 - max_layer_sparsity]
+        if not dense and not floor:
+            break
+        for name in dense or floor:  # densest first: fixing them changes the factor for the rest
+            fixed[name] = 1.0 if dense else 1.0 - max_layer_sparsity
+    density = {name: fixed.get(name, min(1.0, factor * raw.get(name, 0.0))) for name in shapes}
+    return {name: float(np.clip(1.0 - value, 0.0, max_layer_sparsity)) for name, value in density.items()}
+
+
+def plan_scope(
+    scores: dict[str, np.ndarray],
+    shapes: dict[str, tuple[int, ...]],
+    scope: str,
+    sparsity: float,
+    max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY,
+) -> dict[str, LayerPlan]:
+    """How many of each layer's scores go, for a scope: layer, global, lamp (scores already LAMP) or erk."""
+    if scope in GLOBAL_SCOPES:
+        return select_global(scores, sparsity, max_layer_sparsity)
+    if scope == "erk":
+        return select_layerwise(scores, erk_ratios(shapes, sparsity, max_layer_sparsity))
+    return select_layerwise(scores, {name: sparsity for name in scores})
 
 
 def _global_counts(scores: dict[str, np.ndarray], budget: int) -> dict[str, int]:
