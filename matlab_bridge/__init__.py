@@ -18,7 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["BridgeError", "bench", "evaluate", "inspect", "prune", "sweep"]
+from matlab_bridge import commands
+
+__all__ = [
+    "BridgeError", "bench", "compact", "evaluate", "finetune", "inspect", "pack", "plot", "prune", "quantize",
+    "sensitivity", "sweep", "unpack",
+]  # fmt: skip
 
 
 class BridgeError(Exception):
@@ -28,27 +33,6 @@ class BridgeError(Exception):
         super().__init__(f"{identifier}: {message}")
         self.identifier = identifier
         self.text = message
-
-
-def _normalise(name: str) -> str:
-    return name.replace("_", "").lower()
-
-
-def _options(given: dict, allowed: dict[str, object]) -> dict:
-    """Match MATLAB-style names to the allowed ones; unknown names are an error listing the valid ones."""
-    by_key = {_normalise(name): name for name in allowed}
-    result = dict(allowed)
-    for name, value in given.items():
-        key = by_key.get(_normalise(name))
-        if key is None:
-            valid = ", ".join(_matlab_name(n) for n in allowed)
-            raise BridgeError("onnxprune:badArgument", f"unknown argument '{name}'; valid names: {valid}")
-        result[key] = value
-    return result
-
-
-def _matlab_name(name: str) -> str:
-    return "".join(part.capitalize() for part in name.split("_"))
 
 
 def _text(value, what: str) -> str | None:
@@ -77,10 +61,6 @@ def _path(value, what: str, must_exist: bool = True) -> Path:
     if must_exist and not path.exists():
         raise BridgeError("onnxprune:fileNotFound", f"{what} '{text}' does not exist (relative to {os.getcwd()})")
     return path
-
-
-def _vector(values) -> np.ndarray:
-    return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
 def _clean(result: dict) -> dict:
@@ -129,7 +109,7 @@ def _guarded(function: Callable) -> Callable:
     return call
 
 
-def _dataset(options: dict, model):
+def _dataset(options: dict):
     """A Dataset from `Data` (a path) or `Images` + `Labels` (MATLAB arrays)."""
     from onnxprune.workbench.data import Dataset, load_data
 
@@ -168,40 +148,14 @@ def _dataset(options: dict, model):
     return Dataset(images, labels, classes, "MATLAB arrays", value_range, images.ndim == 2)
 
 
-def _preprocess(model, options: dict):
-    from onnxprune.workbench.data import preprocess_for
-
-    def numbers(value):
-        return None if value is None else tuple(float(v) for v in np.asarray(value, dtype=float).reshape(-1))
-
-    return preprocess_for(
-        model,
-        _text(options.get("pixel_range"), "PixelRange"),
-        numbers(options.get("mean")),
-        numbers(options.get("std")),
-        _text(options.get("flatten"), "Flatten") or "row",
-    )
-
-
-DATA_OPTIONS = {
-    "data": None,
-    "images": None,
-    "labels": None,
-    "pixel_range": None,
-    "mean": None,
-    "std": None,
-    "flatten": "row",
-}
+def _model_argument(model) -> str:
+    return str(_path(model, "Model"))
 
 
 @_guarded
 def inspect(model, **options) -> dict:
-    """Producer, opset, input, and every prunable layer (names, parameters, zeros, MACs)."""
-    from onnxprune.graph.inspection import describe
-    from onnxprune.graph.model import load
-
-    _options(options, {})
-    description = describe(load(_path(model, "Model")))
+    """Producer, opset, input, the file's form, and every prunable layer (names, parameters, zeros, MACs)."""
+    description = commands.run("inspect", [_model_argument(model)], options)
     layers = description["layers"]
     return {
         "file": description["file"],
@@ -210,6 +164,9 @@ def inspect(model, **options) -> dict:
         "input_name": description["input"]["name"],
         "input_shape": [float(d) if isinstance(d, int) else float("nan") for d in description["input"]["shape"]],
         "input_layout": description["input"]["layout"],
+        "quantized": description["form"]["quantized"],
+        "sparse_initializers": description["form"]["sparse_initializers"],
+        "external_data": description["form"]["external_data"],
         "layer_names": [layer["name"] for layer in layers],
         "layer_types": [layer["op_type"] for layer in layers],
         "layer_params": [layer["params"] for layer in layers],
@@ -223,46 +180,46 @@ def inspect(model, **options) -> dict:
 
 @_guarded
 def prune(model, **options) -> dict:
-    """Prune a model and write it; the output keeps MATLAB's dense initializers, opset and names.
+    """`onnxprune prune` with every option of the command line.
 
-    Name-value arguments are the fields of `onnxprune.options.PruneOptions` (Sparsity, Method,
-    Scope, Config, SkipFirst, SkipLast, MaxLayerSparsity, MaskOnly, RoundTo, Seed), plus Output
-    (default beside the input) and SparseStorage: the same options, with the same checks, as
-    `onnxprune prune`.
+    Data-free, or with Data / Images + Labels for fine-tuning, OMP/IMP rounds (Iterations),
+    Taylor and the other data-driven methods.
+
+    Returns the command's result flattened (rounds as column vectors `rounds_top1`, ...), plus
+    `sparsity`, `layer_names`, `layer_sparsity`, `opset` and, for runs with data, `figures`: the
+    training curves and the sparsity per layer drawn into the run's folder.
     """
-    from dataclasses import fields
+    summary = commands.run("prune", [_model_argument(model)], options)
+    result = commands.flatten(summary)
+    output = Path(summary["output"])
+    if summary["mode"] == "schedule":
+        last = summary["rounds"][-1]
+        layer_sparsity = last["layer_sparsity"]
+        result.update(sparsity=last["sparsity"], total_sparsity=last["sparsity_all"],
+                      figures=_run_figures(Path(summary["folder"]), output))  # fmt: skip
+        result.update(layer_names=list(layer_sparsity), layer_sparsity=list(layer_sparsity.values()))
+    else:
+        weights = summary["granularity"] == "weight"
+        result.update(sparsity=summary["prunable_sparsity"] if weights else summary["channel_sparsity"],
+                      layer_names=[layer["name"] for layer in summary["layers"]],
+                      layer_sparsity=[layer["sparsity"] for layer in summary["layers"]], figures=[])  # fmt: skip
+    result["opset"] = float(_opset(output))
+    return result
 
-    from onnxprune.options import PruneOptions, ScheduleOptions
-    from onnxprune.pruning.pipeline import RunOptions, run
 
-    defaults = {field.name: field.default for field in fields(PruneOptions) if field.name != "settings"}
-    settings = _options(options, {**defaults, "output": None, "sparse_storage": False})
-    path = _path(model, "Model")
-    prune_options = PruneOptions(
-        sparsity=float(settings["sparsity"]), method=_text(settings["method"], "Method"),
-        scope=_text(settings["scope"], "Scope"),
-        config=str(_path(settings["config"], "Config")) if settings["config"] else None,
-        skip_first=bool(settings["skip_first"]), skip_last=bool(settings["skip_last"]),
-        max_layer_sparsity=float(settings["max_layer_sparsity"]), mask_only=bool(settings["mask_only"]),
-        round_to=_integer(settings["round_to"], "RoundTo"), seed=_integer(settings["seed"], "Seed"),
-    )  # fmt: skip
-    output = _path(settings["output"], "Output", False) if settings["output"] else None
-    report = run(
-        path,
-        RunOptions(ScheduleOptions(prune_options), output=output, sparse_storage=bool(settings["sparse_storage"])),
-    )  # dense initializers unless asked: what importNetworkFromONNX reads
-    result = report.result
-    return {
-        "output": str(report.output),
-        "method": result.method,
-        "scope": result.scope,
-        "sparsity": result.prunable_sparsity if result.granularity == "weight" else result.channel_sparsity,
-        "total_sparsity": result.total_sparsity,
-        "layer_names": [layer.name for layer in result.layers],
-        "layer_sparsity": [layer.sparsity for layer in result.layers],
-        "max_abs_diff": report.max_abs_diff,
-        "opset": float(_opset(report.output)),
-    }
+def _run_figures(folder: Path, output: Path) -> list[str]:
+    """The figures of a run with data: loss and accuracy per epoch and round, and the final sparsity per layer."""
+    import json
+
+    from onnxprune.graph.model import load
+    from onnxprune.report import plots
+
+    document = json.loads((folder / "results.json").read_text())
+    figures = [
+        plots.training(document, folder / "training.png"),
+        plots.layer_sparsity(load(output), folder / "layers.png"),
+    ]
+    return [str(figure) for figure in figures]
 
 
 def _opset(path: Path) -> int:
@@ -274,73 +231,95 @@ def _opset(path: Path) -> int:
 
 @_guarded
 def evaluate(model, **options) -> dict:
-    """Top-1, top-5 and loss on Data (a path) or Images + Labels (arrays); Engine "onnxruntime" or "torch"."""
-    from onnxprune.graph.model import load
-    from onnxprune.measure.evaluate import evaluate as evaluate_model
-    from onnxprune.workbench.data import check_labels
+    """`onnxprune evaluate`: top-1, top-5 and loss on Data (a path) or Images + Labels (arrays).
 
-    settings = _options(options, {**DATA_OPTIONS, "engine": "onnxruntime", "batch_size": 256})
-    loaded = load(_path(model, "Model"))
-    dataset = _dataset(settings, loaded)
-    check_labels(dataset, loaded.num_classes or int(dataset.labels.max()) + 1)
-    result = evaluate_model(
-        loaded, dataset, _preprocess(loaded, settings), engine=_text(settings["engine"], "Engine"),
-        batch_size=_integer(settings["batch_size"], "BatchSize"),
-    )  # fmt: skip
-    return {"top1": result.top1, "top5": result.top5, "loss": result.loss, "samples": result.samples,
-            "engine": result.engine}  # fmt: skip
+    With Engine "both", the fields of the second engine end in `_torch`.
+    """
+    results = commands.run("evaluate", [_model_argument(model)], options)
+    first = results[0]
+    shaped = {key: first[key] for key in ("top1", "top5", "loss", "samples", "engine")}
+    for other in results[1:]:
+        shaped.update({f"{key}_{other['engine']}": other[key] for key in ("top1", "top5", "loss")})
+    return shaped
 
 
 @_guarded
 def sweep(model, **options) -> dict:
-    """Accuracy at each sparsity (Sparsities "0:0.1:0.9" or a vector), one Method and Scope; the trade-off."""
-    from onnxprune.graph.model import load
-    from onnxprune.measure.sweep import check_levels, parse_levels, trade_off
-    from onnxprune.measure.sweep import sweep as sweep_model
-    from onnxprune.report.results import write
+    """`onnxprune sweep`: accuracy at each sparsity (Sparsities "0:0.1:0.9" or a vector); the trade-off.
 
-    settings = _options(
-        options, {**DATA_OPTIONS, "sparsities": "0:0.1:0.9", "method": "magnitude", "scope": "layer",
-                  "max_drop": 0.01, "results": None},
+    Column vectors sparsity, accuracy, loss, num_nonzero (and method, scope per row), the dense
+    accuracy, the trade-off within MaxDrop, and the paths of the results and figure (in OutDir).
+    """
+    summary = commands.run("sweep", [_model_argument(model)], options)
+    rows = summary["rows"]
+    result = commands.flatten({key: value for key, value in summary.items() if key != "rows"})
+    result.update(
+        sparsity=[row["sparsity"] for row in rows], accuracy=[row["accuracy"] for row in rows],
+        loss=[row["loss"] for row in rows], num_nonzero=[row["num_nonzero"] for row in rows],
+        methods=[row["method"] for row in rows], scopes=[row["scope"] for row in rows],
+        baseline_accuracy=summary["baseline_top1"], method=rows[0]["method"], scope=rows[0]["scope"],
     )  # fmt: skip
-    loaded = load(_path(model, "Model"))
-    levels = settings["sparsities"]
-    if isinstance(levels, (str, bytes)):
-        levels = parse_levels(_text(levels, "Sparsities"))
-    else:
-        levels = check_levels([float(v) for v in np.asarray(levels, dtype=float).reshape(-1)])
-    dataset = _dataset(settings, loaded)
-    method, scope = _text(settings["method"], "Method"), _text(settings["scope"], "Scope")
-    table = sweep_model(loaded, dataset, _preprocess(loaded, settings), levels, [method], [scope])
-    choice = trade_off(table, float(settings["max_drop"]))
-    if settings["results"]:
-        write(table, _path(settings["results"], "Results", must_exist=False))
-    return {
-        "sparsity": table.column("sparsity"),
-        "accuracy": table.column("accuracy"),
-        "loss": table.column("loss"),
-        "num_nonzero": table.column("num_nonzero"),
-        "baseline_accuracy": table.baseline_accuracy,
-        "trade_off_sparsity": choice["sparsity"],
-        "trade_off_accuracy": choice["accuracy"],
-        "method": method,
-        "scope": scope,
-    }
+    return result
 
 
 @_guarded
 def bench(models, **options) -> dict:
-    """Median onnxruntime latency (batch Batch, Runs calls, one session at a time) and file size of each model."""
-    settings = _options(options, {"batch": 1, "runs": 50})
+    """`onnxprune bench`: median latency per batch size, sizes and MACs of each model, one session at a time.
+
+    `latency_ms` holds the first batch size's median per model; `latency_ms_b<N>` every batch size's.
+    """
     paths = [models] if isinstance(models, (str, bytes, Path)) else list(models)
-    batch, runs = _integer(settings["batch"], "Batch"), _integer(settings["runs"], "Runs")
-    from onnxprune.measure.bench import bench as measure
-
     names = [str(_path(value, "Model")) for value in paths]
-    measured = measure(names, batches=[batch], runs=runs)  # the CLI's latency loop, one session at a time
-    latencies = [result.latency_ms[str(batch)]["median"] for result in measured]
-    sizes = [result.bytes for result in measured]
-    return {"models": names, "latency_ms": latencies, "bytes": sizes, "batch": batch}
+    measured = commands.run("bench", names, options)
+    batches = list(measured[0]["latency_ms"])
+    result = {
+        "models": names,
+        "latency_ms": [entry["latency_ms"][batches[0]]["median"] for entry in measured],
+        "bytes": [entry["bytes"] for entry in measured],
+        "nonzero": [entry["nonzero"] for entry in measured],
+        "macs": [entry["macs"] for entry in measured],
+        "top1": [entry["top1"] for entry in measured],
+        "batch": float(batches[0]),
+    }
+    for batch in batches:
+        result[f"latency_ms_b{batch}"] = [entry["latency_ms"][batch]["median"] for entry in measured]
+        result[f"speedup_b{batch}"] = [entry["speedup"].get(batch, float("nan")) for entry in measured]
+    return result
 
 
-FUNCTIONS = {"inspect": inspect, "prune": prune, "evaluate": evaluate, "sweep": sweep, "bench": bench}
+def _flat_command(name: str, doc: str):
+    """A bridge function whose result is the command's JSON, flattened."""
+
+    @_guarded
+    def function(model, **options) -> dict:
+        return commands.flatten(commands.run(name, [_model_argument(model)], options))
+
+    function.__name__ = function.__qualname__ = name
+    function.__doc__ = doc
+    return function
+
+
+finetune = _flat_command("finetune", "`onnxprune finetune`: fine-tune with zeros held; epochs as column vectors.")
+compact = _flat_command("compact", "`onnxprune compact`: remove all-zero filters and neurons for real.")
+quantize = _flat_command("quantize", "`onnxprune quantize`: int8 with onnxruntime.quantization; zeros stay zero.")
+sensitivity = _flat_command("sensitivity", "`onnxprune sensitivity`: per-layer ratios reaching Target.")
+pack = _flat_command("pack", "`onnxprune pack`: the smallest lossless form of a pruned model.")
+unpack = _flat_command("unpack", "`onnxprune unpack`: the ONNX model a package holds.")
+
+
+@_guarded
+def plot(kind, sources, **options) -> dict:
+    """`onnxprune plot KIND SOURCES -o figure.png`: a figure from saved results or models; its path."""
+    paths = [sources] if isinstance(sources, (str, bytes, Path)) else list(sources)
+    names = [str(_path(value, "Source")) for value in paths]
+    return commands.flatten(commands.run("plot", [_text(kind, "Kind"), *names], options))
+
+
+FUNCTIONS = {
+    "inspect": inspect, "prune": prune, "evaluate": evaluate, "sweep": sweep, "bench": bench,
+    "finetune": finetune, "compact": compact, "quantize": quantize, "sensitivity": sensitivity, "plot": plot,
+    "pack": pack, "unpack": unpack,
+}  # fmt: skip
+# the CLI commands a MATLAB function runs (demo is the CLI's own tour, not a step of the lab)
+COMMANDS = {"inspect", "evaluate", "finetune", "prune", "sweep", "sensitivity", "plot", "bench", "quantize", "pack",
+            "unpack", "compact"}  # fmt: skip

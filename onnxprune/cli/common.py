@@ -37,11 +37,25 @@ def human_size(size: int) -> str:
     return f"{size:.2f} GB"
 
 
+class _Callers:
+    """Who runs the commands: the shell (errors become one line and an exit code) or the MATLAB bridge."""
+
+    raise_errors = False  # the MATLAB bridge runs commands in-process and turns the exceptions into MATLAB errors
+
+
+callers = _Callers()
+
+
 def reports_errors(command: Callable) -> Callable:
-    """Turn an `OnnxpruneError` into one line and exit code 2, anything else into one line and 1."""
+    """Turn an `OnnxpruneError` into one line and exit code 2, anything else into one line and 1.
+
+    With `callers.raise_errors` (the MATLAB bridge) the exception goes to the caller unchanged.
+    """
 
     @functools.wraps(command)
     def run(*args, **kwargs):
+        if callers.raise_errors:
+            return command(*args, **kwargs)
         try:
             return command(*args, **kwargs)
         except OnnxpruneError as exc:
@@ -97,6 +111,16 @@ FlattenOption = Annotated[
 
 
 SeedOption = Annotated[int, typer.Option(help="seed for splits, shuffling, augmentation and dropout")]
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JSON (for scripts and MATLAB)")]
+
+
+def emit_json(summary) -> None:
+    """Print a command's result as JSON on stdout (paths as text)."""
+    import json
+
+    typer.echo(json.dumps(summary, indent=2, default=str))
 
 
 def numbers(text: str | None, what: str) -> tuple[float, ...] | None:
@@ -158,6 +182,8 @@ class training_progress:
             self.started = True
         if "phase" in event:
             description = f"round {event['round']}/{event['rounds']}: {event['phase']}"
+            if not self.bar.console.is_terminal:  # no live bar in a log or in MATLAB's window: one line per phase
+                self.bar.console.print(description)
             if self.task is None:
                 self.task = self.bar.add_task(description, total=None, status="")
             self.bar.update(self.task, description=description)

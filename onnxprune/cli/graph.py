@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from onnxprune.cli.common import (
+    JsonOption,
     console,
+    emit_json,
     human_size,
     reports_errors,
 )
@@ -20,7 +22,7 @@ from onnxprune.errors import ConfigError
 @reports_errors
 def inspect(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show producer, opset, inputs and outputs, and every prunable layer with parameters, zeros and MACs."""
     from onnxprune.graph.inspection import describe
@@ -57,7 +59,7 @@ def inspect(
 def compact(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="a masked .onnx file (all-zero filters)")],
     output: Annotated[Path, typer.Option("--output", "-o", help="output .onnx")],
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Remove every all-zero filter and neuron of MODEL for real: smaller tensors, same outputs."""
     from onnxprune.graph.inspection import describe
@@ -114,6 +116,7 @@ def compact(
 def pack(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="a pruned .onnx file")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the package to write (.onnxz)")],
+    as_json: JsonOption = False,
 ) -> None:
     """Store a pruned model in the smallest form: sparse weights as values + a bit mask, deflated."""
     from onnxprune.graph.model import load
@@ -123,6 +126,10 @@ def pack(
     model = load(model_path)
     report = pack_model(model, output)
     bound = information_bound(model)
+    if as_json:
+        emit_json({"output": output, "bytes_before": model_path.stat().st_size, "bytes": report["bytes"],
+                   "information_bound": bound, "packed": report["packed"]})  # fmt: skip
+        return
     console().print(
         f"{human_size(model_path.stat().st_size)} -> {human_size(report['bytes'])} "
         f"({report['bytes'] / bound:.2f}x the information bound {human_size(bound)}); "
@@ -134,6 +141,7 @@ def pack(
 def unpack(
     package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="a package written by onnxprune pack")],
     output: Annotated[Path, typer.Option("--output", "-o", help="the .onnx to write")],
+    as_json: JsonOption = False,
 ) -> None:
     """Restore the ONNX model a package holds, exactly."""
     from onnxprune.graph.model import save_atomic
@@ -142,4 +150,7 @@ def unpack(
     if output.exists() and output.resolve() == package.resolve():
         raise ConfigError("output is the package itself; choose another -o")
     save_atomic(unpack_model(package), output)
+    if as_json:
+        emit_json({"output": output})
+        return
     console().print(f"wrote {output}")

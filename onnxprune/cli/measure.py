@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,7 @@ from onnxprune.cli.common import (
     FirstOption,
     FlattenOption,
     FromOption,
+    JsonOption,
     LimitOption,
     MeanOption,
     PixelRangeOption,
@@ -23,6 +25,7 @@ from onnxprune.cli.common import (
     ToOption,
     console,
     data_options,
+    emit_json,
     evaluation_data,
     human_size,
     level_options,
@@ -46,7 +49,7 @@ def evaluate(
     std: StdOption = None,
     flatten: FlattenOption = None,
     batch_size: Annotated[int, typer.Option(help="samples per call")] = 256,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Top-1 and top-5 accuracy and loss of MODEL on labelled data, in onnxruntime and/or torch."""
     from onnxprune.graph.model import load
@@ -88,6 +91,7 @@ def sweep(
     mean: MeanOption = None,
     std: StdOption = None,
     flatten: FlattenOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop."""
     from onnxprune.graph.model import load
@@ -108,6 +112,12 @@ def sweep(
     out_dir = out_dir or model_path.with_name(f"{model_path.stem}_sweep")
     written = results.write(table, out_dir)
     figure = plots.accuracy_vs_sparsity([table], out_dir / "accuracy_vs_sparsity.png")
+    if as_json:
+        rows = [{"method": r.method, "scope": r.scope, "sparsity": r.sparsity, "accuracy": r.accuracy, "loss": r.loss,
+                 "num_nonzero": r.num_nonzero} for r in table.rows]  # fmt: skip
+        emit_json({"baseline_top1": table.baseline_accuracy, "trade_off": choice, "rows": rows,
+                   "results": written, "figure": figure})  # fmt: skip
+        return
     _print_sweep(table, choice)
     console().print(f"wrote {', '.join(str(p) for p in written.values())} and {figure}")
 
@@ -143,6 +153,7 @@ def sensitivity(
     mean: MeanOption = None,
     std: StdOption = None,
     flatten: FlattenOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Prune one layer at a time to find the sensitive ones; write per-layer ratios reaching --target."""
     from onnxprune.graph.model import load
@@ -170,6 +181,11 @@ def sensitivity(
     write_ratios(
         ratios, output, f"onnxprune sensitivity: target {target}, per-layer budget {max_drop}; reaches {reached:.4f}"
     )
+    if as_json:
+        layers = [{"name": name, "weights": sizes[name], "ratio": ratio} for name, ratio in ratios.items()]
+        emit_json({"ratios_file": output, "figure": figure, "folder": out_dir, "target": target, "reached": reached,
+                   "layers": layers})  # fmt: skip
+        return
     summary = Table("layer", "weights", "ratio")
     for name, ratio in ratios.items():
         summary.add_row(name, f"{sizes[name]:,}", f"{ratio:.1%}")
@@ -196,7 +212,7 @@ def bench_command(
     std: StdOption = None,
     flatten: FlattenOption = None,
     out_dir: Annotated[Path | None, typer.Option(help="folder for bench.json and bench.png")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Latency, throughput, sizes and accuracy of models side by side in onnxruntime, one session at a time."""
     from onnxprune.graph.model import load
@@ -246,6 +262,7 @@ def quantize(
     mean: MeanOption = None,
     std: StdOption = None,
     flatten: FlattenOption = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Quantize MODEL to int8 with onnxruntime.quantization; pruned zeros stay zero."""
     from onnxprune.graph.model import load
@@ -254,6 +271,9 @@ def quantize(
     model = load(model_path)
     preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
     report = quantize_model(model, output, method, dataset, preprocess, calibration, evaluate_data=dataset)
+    if as_json:
+        emit_json(dataclasses.asdict(report))
+        return
     accuracy = ""
     if report.top1_before is not None:
         accuracy = f"; top-1 {report.top1_before:.2%} -> {report.top1_after:.2%}"

@@ -14,6 +14,7 @@ from onnxprune.cli.common import (
     DataOption,
     FirstOption,
     FlattenOption,
+    JsonOption,
     LimitOption,
     MeanOption,
     PixelRangeOption,
@@ -24,6 +25,7 @@ from onnxprune.cli.common import (
     ValSplitOption,
     console,
     data_options,
+    emit_json,
     human_size,
     level_progress,
     prepare_data,
@@ -67,7 +69,7 @@ def prune(
             help="store weights as sparse initializers where smaller (disk only: onnxruntime densifies at load)",
         ),
     ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+    as_json: JsonOption = False,
     data: DataOption = None,
     val: ValOption = None,
     val_split: ValSplitOption = None,
@@ -393,6 +395,7 @@ def finetune(
     std: StdOption = None,
     flatten: FlattenOption = None,
     seed: SeedOption = 0,
+    as_json: JsonOption = False,
 ) -> None:
     """Fine-tune MODEL with its zero weights held at zero; write the best epoch on validation."""
     from onnxprune.graph.model import check_output_path, load
@@ -425,6 +428,10 @@ def finetune(
     with training_progress() as progress:
         result = finetune_model(torch_model, train, preprocess, options, held_out, softmax, progress)
     write_checkpoint(model, torch_model, output)
+    if as_json:
+        emit_json({"output": output, "best_epoch": result.best_epoch, "lr": options.lr,
+                   "epochs": [dataclasses.asdict(record) for record in result.history]})  # fmt: skip
+        return
     best = result.best
     accuracy = f", validation top-1 {best.val_top1:.2%}" if best and best.val_top1 is not None else ""
     console().print(f"kept epoch {result.best_epoch} of {epochs}{accuracy}; wrote {output}")

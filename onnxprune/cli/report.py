@@ -8,7 +8,9 @@ from typing import Annotated
 import typer
 
 from onnxprune.cli.common import (
+    JsonOption,
     console,
+    emit_json,
     reports_errors,
 )
 from onnxprune.errors import ConfigError
@@ -21,6 +23,7 @@ def plot(
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG to write")],
     layer: Annotated[str | None, typer.Option(help="mask: one layer (default: all)")] = None,
     label: Annotated[list[str] | None, typer.Option(help="gamma/pareto: a label per source")] = None,
+    as_json: JsonOption = False,
 ) -> None:
     """Draw a figure from saved results or models (PNG)."""
     import json as json_module
@@ -70,4 +73,7 @@ def plot(
         raise ConfigError(
             f"unknown figure '{kind}'; choose accuracy, pareto, mask, layers, filters, training, taylor or gamma"
         )
+    if as_json:
+        emit_json({"figure": figure, "kind": kind})
+        return
     console().print(f"wrote {figure}")

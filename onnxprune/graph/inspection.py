@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.graph.model import Model
+from onnxprune.graph.model import Model, is_quantized
 
 
 def describe(model: Model) -> dict:
@@ -44,6 +44,11 @@ def describe(model: Model) -> dict:
             "elem_type": model.input.elem_type,
         },
         "outputs": list(model.outputs),
+        "form": {  # what an importer must support (MATLAB's reads neither int8 QDQ nor sparse initializers)
+            "quantized": is_quantized(model.proto),
+            "sparse_initializers": len(model.proto.graph.sparse_initializer),
+            "external_data": bool(model.external_data),
+        },
         "layers": layers,
         "totals": {
             "prunable_params": sum(layer["params"] for layer in layers),
