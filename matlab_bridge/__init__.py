@@ -308,8 +308,11 @@ unpack = _flat_command("unpack", "`onnxprune unpack`: the ONNX model a package h
 
 
 @_guarded
-def plot(kind, sources, **options) -> dict:
-    """`onnxprune plot KIND SOURCES -o figure.png`: a figure from saved results or models; its path."""
+def plot(sources, **options) -> dict:
+    """`onnxprune plot KIND SOURCES -o figure.png` with Kind=...: a figure from saved results or models; its path."""
+    kind = next((options.pop(key) for key in list(options) if key.lower() == "kind"), None)
+    if kind is None:
+        raise BridgeError("onnxprune:badInput", "plot needs Kind: accuracy, pareto, mask, layers, filters, ...")
     paths = [sources] if isinstance(sources, (str, bytes, Path)) else list(sources)
     names = [str(_path(value, "Source")) for value in paths]
     return commands.flatten(commands.run("plot", [_text(kind, "Kind"), *names], options))

@@ -2,7 +2,7 @@
 
     python -m matlab_bridge FUNCTION in.mat out.mat
 
-in.mat holds the arguments as variables: `Model` (or `Models` for bench) and the name-value
+in.mat holds the arguments as variables: `Model` (or `Models` for bench and plot) and the name-value
 arguments (`Sparsity`, `Data`, `Images`, `Labels`, ...). out.mat receives the result fields
 (column vectors of doubles, cell arrays of char, char, doubles, logicals) and `ok`; on an error,
 `ok` is false and `error_identifier` / `error_message` say what, and the exit code is 1.
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     from matlab_bridge import FUNCTIONS, BridgeError
 
     argv = sys.argv[1:] if argv is None else argv
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress lines reach MATLAB's window as they come
     if len(argv) != 3:
         print("usage: python -m matlab_bridge FUNCTION in.mat out.mat", file=sys.stderr)
         return 2
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             raise BridgeError("onnxprune:badInput", f"cannot read {source}: {exc}") from None
         arguments = {k: _from_mat(v) for k, v in variables.items() if not k.startswith("__")}
-        first = "Models" if name == "bench" else "Model"
+        first = "Models" if name in ("bench", "plot") else "Model"
         if first not in arguments:
             raise BridgeError("onnxprune:badInput", f"{source} has no variable '{first}'")
         result = FUNCTIONS[name](arguments.pop(first), **arguments)

@@ -128,6 +128,7 @@ def test_octave_package_end_to_end(fixture_model, tmp_path):
         "BRIDGE_DIR": str(REPO / "matlab_bridge"),
         "WORK_DIR": str(tmp_path),
         "CORA": str(shared_path("models/matlab/cora_mnist_point.onnx")),
+        "NLN": str(shared_path("models/matlab/nln_logsig_200_100_50.onnx")),
     }
     done = subprocess.run(
         [OCTAVE, "--no-gui", "--quiet", "--no-window-system", str(REPO / "tests" / "octave" / "test_bridge.m")],
@@ -135,3 +136,97 @@ def test_octave_package_end_to_end(fixture_model, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OCTAVE TESTS PASSED" in done.stdout
+
+
+def test_every_cli_command_has_its_bridge_function_accepting_every_option(fixture_model):
+    from typer.main import get_command
+
+    from matlab_bridge import commands
+    from onnxprune.cli import app
+
+    cli = get_command(app).commands
+    assert set(cli) - {"demo"} == matlab_bridge.COMMANDS == set(matlab_bridge.FUNCTIONS)
+    for name in matlab_bridge.COMMANDS:
+        accepted = {commands._normalise(n) for n in commands.accepted_names(name)}
+        for parameter in cli[name].params:
+            if parameter.param_type_name == "option" and parameter.name not in ("as_json", "help"):
+                assert commands._normalise(parameter.name) in accepted, f"{name}: the bridge misses --{parameter.name}"
+    with pytest.raises(BridgeError, match="unknown argument 'Epochz'; valid names: .*Epochs"):
+        matlab_bridge.finetune(str(fixture_model("matlab_alexnet_opset8")), Epochz=1)
+
+
+def test_flatten_gives_matlab_fields_and_column_tables():
+    from matlab_bridge.commands import flatten
+
+    fields = flatten({"rounds": [{"round": 1, "top1": 0.5, "layer_sparsity": {"a": 0.1}}, {"round": 2, "top1": None}],
+                      "chosen": None, "trade_off": {"sparsity": 0.8}, "notes": ["x"], "0.5": 1})  # fmt: skip
+    assert fields["rounds_round"].tolist() == [1.0, 2.0] and np.isnan(fields["rounds_top1"][1])
+    assert "rounds_layer_sparsity" not in fields and fields["trade_off_sparsity"] == 0.8
+    assert fields["notes"] == ["x"] and np.isnan(fields["chosen"]) and fields["x0_5"] == 1
+
+
+@pytest.fixture(scope="module")
+def mnist_arrays():
+    from onnxprune.workbench.data import load_data
+
+    mnist = load_data(shared_path("data/mnist"))
+    train = mnist.subset(np.arange(0, 10000, 25))  # 400 images, every class (MNIST's file is not grouped)
+    return train.images[..., 0].transpose(1, 2, 0).astype(np.float64), train.labels.astype(np.float64)
+
+
+@pytest.mark.slow
+def test_imp_with_arrays_from_matlab_returns_the_round_table_and_figures(mnist_arrays, tmp_path):
+    images, labels = mnist_arrays  # H x W x N, as MATLAB holds them
+    model = str(shared_path("models/matlab/nln_logsig_200_100_50.onnx"))
+    result = matlab_bridge.prune(
+        model, Sparsity=0.8, Images=images, Labels=labels, FineTuneEpochs=1.0, Iterations=2.0,
+        Scope="lamp", OutDir=str(tmp_path / "run"), Output=str(tmp_path / "pruned.onnx"),
+    )  # fmt: skip
+    assert_matlab_types(result)
+    assert result["rounds_round"].tolist() == [1.0, 2.0]
+    assert result["rounds_target_sparsity"][-1] == pytest.approx(0.8)
+    assert result["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert 0.0 <= result["final_top1"] <= 1.0 and result["output"] == str(tmp_path / "pruned.onnx")
+    assert all(os.path.exists(figure) for figure in result["figures"]) and len(result["figures"]) == 2
+    written = matlab_bridge.inspect(result["output"])
+    zeros = np.sum(written["layer_zeros"]) / np.sum(written["layer_params"])
+    assert zeros == pytest.approx(0.8, abs=1e-3), "the sparsity counted in the written file"
+    assert not list(tmp_path.glob("**/*.npz")) and not any("onnxprune-matlab-" in str(p) for p in tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_taylor_compact_quantize_sensitivity_finetune_pack_plot_from_matlab(fixture_model, tmp_path):
+    model = str(fixture_model("matlab_alexnet_opset8"))
+    images = np.random.default_rng(0).integers(0, 255, (35, 35, 3, 40)).astype(np.float64)  # H x W x C x N
+    labels = (np.arange(40) % 5).astype(np.float64)
+    data = {"Images": images, "Labels": labels}
+    taylor = matlab_bridge.prune(model, Method="taylor", Sparsity=0.3, **data, Output=str(tmp_path / "taylor.onnx"),
+                                 BatchesPerRound=2.0, OutDir=str(tmp_path / "taylor"))  # fmt: skip
+    assert_matlab_types(taylor)
+    assert taylor["mode"] == "schedule" and taylor["sparsity"] > 0.2
+    masked = matlab_bridge.prune(model, Method="l1-filter", Sparsity=0.5, Output=str(tmp_path / "l1.onnx"))
+    compacted = matlab_bridge.compact(model, Output=str(tmp_path / "dense_compacted.onnx"))
+    assert_matlab_types(compacted) and compacted["max_abs_diff"] < 1e-4
+    quantized = matlab_bridge.quantize(masked["output"], Output=str(tmp_path / "int8.onnx"), **data)
+    assert_matlab_types(quantized)
+    assert (
+        quantized["zeros_after"] >= quantized["zeros_before"] and quantized["bytes_after"] < quantized["bytes_before"]
+    )
+    assert matlab_bridge.inspect(quantized["output"])["quantized"] is True
+    ratios = matlab_bridge.sensitivity(model, **data, Sparsities=[0.0, 0.5, 0.9], Target=0.5,
+                                       OutDir=str(tmp_path / "sens"))  # fmt: skip
+    assert_matlab_types(ratios)
+    assert os.path.exists(ratios["ratios_file"]) and len(ratios["layers_name"]) == len(ratios["layers_ratio"]) == 8
+    tuned = matlab_bridge.finetune(masked["output"], **data, Epochs=1.0, Augment=False,
+                                   Output=str(tmp_path / "ft.onnx"))  # fmt: skip
+    assert_matlab_types(tuned)
+    assert tuned["epochs_epoch"].tolist() == [1.0] and os.path.exists(tuned["output"])
+    packed = matlab_bridge.pack(masked["output"], Output=str(tmp_path / "m.onnxz"))
+    restored = matlab_bridge.unpack(packed["output"], Output=str(tmp_path / "back.onnx"))
+    assert packed["bytes"] < packed["bytes_before"] and os.path.exists(restored["output"])
+    figure = matlab_bridge.plot(masked["output"], Kind="layers", Output=str(tmp_path / "layers.png"))
+    assert figure["figure"] == str(tmp_path / "layers.png") and os.path.exists(figure["figure"])
+    with pytest.raises(BridgeError, match="onnxprune:badInput: --momentum has no effect here"):
+        matlab_bridge.finetune(masked["output"], **data, Optimizer="adam", Momentum=0.9,
+                               Output=str(tmp_path / "x.onnx"))  # fmt: skip
+    assert not (tmp_path / "x.onnx").exists()

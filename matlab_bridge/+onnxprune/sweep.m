@@ -3,7 +3,7 @@ function result = sweep(model, varargin)
 %   r = onnxprune.sweep('net.onnx', 'Data', 'images/', 'Sparsities', '0:0.1:0.9', 'Scope', 'global')
 %   plot(100 * r.sparsity, 100 * r.accuracy, '-o'); yline(100 * r.baseline_accuracy, '--')
 %   Sparsities is text (MATLAB colon ranges) or a numeric vector. Other arguments: Method,
-%   Scope, MaxDrop (0.01), Results (a folder for results.json/.csv/.mat), Images/Labels and the
+%   Scope, MaxDrop (0.01), OutDir (a folder for results.json/.csv/.mat and the figure), Images/Labels and the
 %   preprocessing arguments of evaluate. r has column vectors sparsity, accuracy, loss,
 %   num_nonzero, and baseline_accuracy, trade_off_sparsity, trade_off_accuracy.
     result = onnxprune.internal.call('sweep', onnxprune.internal.absolute(model), varargin);

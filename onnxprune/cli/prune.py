@@ -420,16 +420,20 @@ def finetune(
         weight_decay=weight_decay,
         label_smoothing=label_smoothing, augment=augment, seed=seed, device=device,
     )  # fmt: skip
+    notes = list(preprocess.notes)
     if lr is None and preprocess.pixel_range == "0-255":
-        console().print(f"note: raw 0-255 inputs: learning rate {pipeline.RAW_PIXEL_LR:g} (set --lr to choose)")
+        notes.append(f"raw 0-255 inputs: learning rate {pipeline.RAW_PIXEL_LR:g} (set --lr to choose)")
         options = dataclasses.replace(options, lr=pipeline.RAW_PIXEL_LR)
+    if not as_json:  # stdout holds only the JSON with --json
+        for note in notes:
+            console().print(f"note: {note}")
     torch_model = to_torch(model)
     softmax = model.final_softmax
     with training_progress() as progress:
         result = finetune_model(torch_model, train, preprocess, options, held_out, softmax, progress)
     write_checkpoint(model, torch_model, output)
     if as_json:
-        emit_json({"output": output, "best_epoch": result.best_epoch, "lr": options.lr,
+        emit_json({"output": output, "best_epoch": result.best_epoch, "lr": options.lr, "notes": notes,
                    "epochs": [dataclasses.asdict(record) for record in result.history]})  # fmt: skip
         return
     best = result.best

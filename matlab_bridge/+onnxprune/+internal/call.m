@@ -22,7 +22,7 @@ end
 
 function value = resolve(name, value)
 % Paths are relative to MATLAB's working folder, not Python's.
-    if any(strcmpi(name, {'Data', 'Output', 'Config', 'Results'})) && ischar(value) && ~isempty(value)
+    if any(strcmpi(name, {'Data', 'Val', 'Output', 'Config', 'OutDir'})) && ischar(value) && ~isempty(value)
         value = onnxprune.internal.absolute(value);
     end
     if any(strcmpi(name, {'Labels'})) && isa(value, 'categorical')
@@ -43,7 +43,7 @@ function result = call_file(name, first, args)
     in = fullfile(folder, 'in.mat');
     out = fullfile(folder, 'out.mat');
     s = struct();
-    if strcmp(name, 'bench')
+    if any(strcmp(name, {'bench', 'plot'}))
         s.Models = first;
     else
         s.Model = first;
@@ -52,7 +52,14 @@ function result = call_file(name, first, args)
         s.(args{k}) = args{k + 1};
     end
     save('-v7', in, '-struct', 's');
-    [status, output] = system(sprintf('"%s" -m matlab_bridge %s "%s" "%s"', python, name, in, out));
+    % progress (a line per round and epoch) shows in the command window as it comes; errors
+    % before Python could answer (no Python, no onnxprune) are read from the captured stderr
+    log = fullfile(folder, 'stderr.txt');
+    status = system(sprintf('"%s" -m matlab_bridge %s "%s" "%s" 2>"%s"', python, name, in, out, log));
+    output = '';
+    if exist(log, 'file')
+        output = fileread(log);
+    end
     if ~exist(out, 'file')
         if status == 127 || ~isempty(strfind(output, 'No module named'))
             error('onnxprune:noPython', 'cannot run onnxprune with "%s": run onnxprune.setup(''Python'', ...) first (%s)', ...
