@@ -106,7 +106,7 @@ def vgg_unstructured(cifar: Cifar, epochs: int) -> None:
             converted = onnxprune.prune(cifar.dense, 0.0, scope="global").torch_model
             hook = GradualPruning(cifar.dense, PruneOptions(0.8, scope="global"), converted)
         else:
-            converted = onnxprune.prune(cifar.dense, 0.8, scope=label.split()[2], keep_masks=True).torch_model
+            converted = onnxprune.prune(cifar.dense, 0.8, scope=scope, keep_masks=True).torch_model
         before, after = cifar.finetune(converted, cifar.dense, options, hook)
         emit(part="vgg-unstructured", row=label, epochs=epochs, sparsity=round(layer_sparsity(converted), 4),
              top1_before=before, top1_after=after, seconds=round(time.perf_counter() - started, 1))  # fmt: skip
@@ -135,8 +135,11 @@ def torch_pruning_vgg(cifar: Cifar, folder: Path, ratio: float = 0.4) -> Path:
     )  # fmt: skip
     pruner.step()
     path = folder / "torch_pruning.onnx"
+    # BatchNormalization kept as nodes (PRESERVE), as in the reference: an eval-mode export folds it into the
+    # convolutions, and the anchor would then fine-tune without BatchNorm
     torch.onnx.export(network, example, str(path), input_names=["images"], output_names=["logits"],
-                      dynamic_axes={"images": {0: "batch"}}, opset_version=13, dynamo=False)  # fmt: skip
+                      dynamic_axes={"images": {0: "batch"}}, opset_version=13, dynamo=False,
+                      training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)  # fmt: skip
     return path
 
 
