@@ -8,9 +8,9 @@ For each reference model (VGG13-BN narrow on CIFAR-10, the AlexNet-shaped spectr
 - int8: static QDQ quantization of the dense model, calibrated on 256 training samples;
 - 40% filters + int8: the compacted model quantized the same way.
 Then `onnxprune.measure.bench` measures every file one session at a time (median latency at batch 1
-and 32, throughput, file size raw and zipped, information bound, top-1 on the test set). The
+and 32, throughput, file size raw and zipped, values+mask size, top-1 on the test set). The
 90%-unstructured storage forms (dense zeros, sparse initializers, zipped, the onnxprune
-package) are compared with the information bound of their weights.
+package) are compared with the values+mask size of their weights.
 
 Usage:  .venv/bin/python benchmarks/deployment.py [--epochs 1] [--train 10000] [--out benchmarks/out/deployment]
 """
@@ -75,7 +75,7 @@ def forms(name, path, train, test, options, lr, epochs, folder: Path) -> dict[st
 
 
 def storage_forms(path: Path, folder: Path) -> dict:
-    """Sizes of a 90%-unstructured model stored every way, against the information bound."""
+    """Sizes of a 90%-unstructured model stored every way, against the values+mask size."""
     model = onnxprune.load(path)
     pruned = onnxprune.prune(model, 0.9, scope="global", keep_masks=False)
     dense = folder / "u90_dense.onnx"
@@ -84,7 +84,7 @@ def storage_forms(path: Path, folder: Path) -> dict:
     write_model(sparse, onnxprune.load(dense).proto, {}, [layer.weight for layer in model.layers])
     package = folder / "u90.onnxz"
     pack(onnxprune.load(dense), package)
-    bound = bench.information_bound(onnxprune.load(dense))
+    bound = bench.values_mask_bytes(onnxprune.load(dense))
     sizes = {
         "dense zeros": dense.stat().st_size,
         "dense zeros, zipped": bench.zipped_size(dense),
@@ -92,7 +92,7 @@ def storage_forms(path: Path, folder: Path) -> dict:
         "sparse initializers, zipped": bench.zipped_size(sparse),
         "onnxprune package (values + bit mask, deflated)": package.stat().st_size,
     }
-    return {"bound_bytes": bound, "sizes": sizes, "ratios": {k: v / bound for k, v in sizes.items()}}
+    return {"values_mask_bytes": bound, "sizes": sizes, "ratios": {k: v / bound for k, v in sizes.items()}}
 
 
 def main() -> None:

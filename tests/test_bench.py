@@ -38,10 +38,10 @@ def test_bench_two_models_well_formed(pair, tmp_path):
         assert set(result.latency_ms) == {"1", "4"}
         assert all(v["median"] > 0 and v["p99"] >= v["median"] for v in result.latency_ms.values())
         assert result.throughput["4"] > 0 and result.session_seconds > 0
-        assert result.bytes > 0 and 0 < result.zipped_bytes and result.bound_bytes > 0
+        assert result.bytes > 0 and 0 < result.zipped_bytes and result.values_mask_bytes > 0
     assert results[0].speedup == {"1": 1.0, "4": 1.0} and results[0].size_ratio == 1.0
     assert results[1].nonzero < 0.2 * results[0].nonzero and results[1].macs == results[0].macs
-    assert results[1].bound_bytes < 0.3 * results[0].bound_bytes
+    assert results[1].values_mask_bytes < 0.3 * results[0].values_mask_bytes
     out = tmp_path / "b"
     cli = CliRunner().invoke(app, ["bench", *map(str, pair), "--batch", "1", "--runs", "3", "--out-dir", str(out)])
     assert cli.exit_code == 0, cli.output
@@ -61,7 +61,7 @@ def test_package_round_trips_exactly_and_is_near_the_bound(pair, tmp_path):
     original = {t.name: numpy_helper.to_array(t) for t in model.proto.graph.initializer}
     for tensor in restored.graph.initializer:
         np.testing.assert_array_equal(numpy_helper.to_array(tensor), original[tensor.name])
-    assert report["bytes"] < 1.2 * bench.information_bound(model) + 4096  # graph and zip overhead on a tiny model
+    assert report["bytes"] < 1.2 * bench.values_mask_bytes(model) + 4096  # graph and zip overhead on a tiny model
 
 
 def test_quantization_keeps_zeros_and_reports_accuracy(pair, tmp_path):

@@ -120,19 +120,19 @@ def pack(
 ) -> None:
     """Store a pruned model in the smallest form: sparse weights as values + a bit mask, deflated."""
     from onnxprune.graph.model import load
-    from onnxprune.measure.bench import information_bound
+    from onnxprune.measure.bench import values_mask_bytes
     from onnxprune.measure.quantize import pack as pack_model
 
     model = load(model_path)
     report = pack_model(model, output)
-    bound = information_bound(model)
+    bound = values_mask_bytes(model)
     if as_json:
         emit_json({"output": output, "bytes_before": model_path.stat().st_size, "bytes": report["bytes"],
-                   "information_bound": bound, "packed": report["packed"]})  # fmt: skip
+                   "values_mask_bytes": bound, "packed": report["packed"]})  # fmt: skip
         return
     console().print(
         f"{human_size(model_path.stat().st_size)} -> {human_size(report['bytes'])} "
-        f"({report['bytes'] / bound:.2f}x the information bound {human_size(bound)}); "
+        f"({report['bytes'] / bound:.2f}x the values+mask size {human_size(bound)}); "
         f"{len(report['packed'])} weight(s) packed; wrote {output} (onnxprune unpack restores the .onnx)"
     )
 

@@ -64,8 +64,7 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps([result.as_dict() for result in results], indent=2))
         return
-    for note in preprocess.notes:
-        console().print(f"note: {note}")
+    _print_notes(preprocess.notes)
     for result in results:
         console().print(
             f"{result.engine:>11}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  "
@@ -116,10 +115,16 @@ def sweep(
         rows = [{"method": r.method, "scope": r.scope, "sparsity": r.sparsity, "accuracy": r.accuracy, "loss": r.loss,
                  "num_nonzero": r.num_nonzero} for r in table.rows]  # fmt: skip
         emit_json({"baseline_top1": table.baseline_accuracy, "trade_off": choice, "rows": rows,
-                   "results": written, "figure": figure})  # fmt: skip
+                   "results": written, "figure": figure, "notes": list(preprocess.notes)})  # fmt: skip
         return
+    _print_notes(preprocess.notes)
     _print_sweep(table, choice)
     console().print(f"wrote {', '.join(str(p) for p in written.values())} and {figure}")
+
+
+def _print_notes(notes) -> None:
+    for note in notes:
+        console().print(f"note: {note}", highlight=False)
 
 
 def _print_sweep(table, choice) -> None:
@@ -184,8 +189,9 @@ def sensitivity(
     if as_json:
         layers = [{"name": name, "weights": sizes[name], "ratio": ratio} for name, ratio in ratios.items()]
         emit_json({"ratios_file": output, "figure": figure, "folder": out_dir, "target": target, "reached": reached,
-                   "layers": layers})  # fmt: skip
+                   "layers": layers, "notes": list(preprocess.notes)})  # fmt: skip
         return
+    _print_notes(preprocess.notes)
     summary = Table("layer", "weights", "ratio")
     for name, ratio in ratios.items():
         summary.add_row(name, f"{sizes[name]:,}", f"{ratio:.1%}")
@@ -236,17 +242,20 @@ def bench_command(
         typer.echo(json.dumps(bench_module.as_dicts(results), indent=2))
         return
     columns = ["model"] + [f"b{b} ms (p90)" for b in batches] + [f"b{b} speedup" for b in batches]
-    table = Table(*columns, "size", "zipped", "bound", "non-zeros", "MACs", "top-1")
+    table = Table(*columns, "size", "zipped", "values+mask", "non-zeros", "MACs", "top-1")
     for r in results:
         latency = [f"{r.latency_ms[str(b)]['median']:.2f} ({r.latency_ms[str(b)]['p90']:.2f})" if str(b) in r.latency_ms
                    else "-" for b in batches]  # fmt: skip
         speed = [f"{r.speedup[str(b)]:.2f}x" if str(b) in r.speedup else "-" for b in batches]
         table.add_row(
-            r.name, *latency, *speed, human_size(r.bytes), human_size(r.zipped_bytes), human_size(r.bound_bytes),
+            r.name, *latency, *speed, human_size(r.bytes), human_size(r.zipped_bytes), human_size(r.values_mask_bytes),
             f"{r.nonzero:,}", f"{r.macs:,}", f"{r.top1:.2%}" if r.top1 is not None else "-",
         )  # fmt: skip
     console().print(table)
-    console().print("bound: the weights' non-zero values plus the entropy of their mask (no lossless file is smaller)")
+    console().print(
+        "values+mask: the weights' non-zero values at full width plus the entropy of their zero mask "
+        "(a reference size, not a limit: pack can go below it by compressing the values)"
+    )
 
 
 @reports_errors
@@ -272,8 +281,9 @@ def quantize(
     preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
     report = quantize_model(model, output, method, dataset, preprocess, calibration, evaluate_data=dataset)
     if as_json:
-        emit_json(dataclasses.asdict(report))
+        emit_json({**dataclasses.asdict(report), "notes": list(preprocess.notes)})
         return
+    _print_notes(preprocess.notes)
     accuracy = ""
     if report.top1_before is not None:
         accuracy = f"; top-1 {report.top1_before:.2%} -> {report.top1_after:.2%}"

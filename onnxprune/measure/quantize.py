@@ -7,7 +7,7 @@ a copy first (per-channel QDQ needs it; MATLAB exports are opset 8).
 
 Package (`pack` / `unpack`): a zip holding the graph with every sparse float initializer
 emptied, and those initializers as their non-zero values plus a one-bit-per-weight mask. It is
-the smallest form onnxprune writes (close to the information bound: the values plus the
+the smallest form onnxprune writes (close to the values+mask size: the values plus the
 entropy of the mask) and unpacks to the same model exactly.
 """
 

@@ -614,6 +614,17 @@ def check_labels(dataset: Dataset, num_outputs: int) -> None:
         )
 
 
+def class_coverage_note(dataset: Dataset, num_outputs: int | None) -> str | None:
+    """A note when `dataset` holds samples of fewer classes than the model has (its accuracy covers only them)."""
+    present = int(np.unique(dataset.labels).size)
+    if num_outputs is None or present >= num_outputs:
+        return None
+    return (
+        f"{dataset.source} holds samples of {present} of the model's {num_outputs} classes: "
+        "accuracy on it says nothing of the others (a --first subset of a class-ordered archive? use --limit)"
+    )
+
+
 def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preprocess, Dataset | None, Dataset | None]:
     """(preprocess, training set, validation set) for a model and its `onnxprune.options.DataOptions`.
 
@@ -624,6 +635,7 @@ def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preproce
     preprocess = preprocess_for(model, options.pixel_range, options.mean, options.std, options.flatten or "row")
     if options.path is None:
         return preprocess, None, None
+    notes = []
 
     def read(path):
         dataset = load_data(path, size=preprocess.image_size)
@@ -633,6 +645,9 @@ def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preproce
             indices = stratified_sample(dataset.labels, options.limit, options.seed)
             dataset = dataset.subset(indices, f" ({options.limit} drawn evenly from the classes, seed {options.seed})")
         check_labels(dataset, model.num_classes or int(dataset.labels.max()) + 1)
+        coverage = class_coverage_note(dataset, model.num_classes)
+        if coverage:
+            notes.append(coverage)
         if options.flatten is not None and len(dataset) and not preprocess.flattens(dataset):
             raise DataError(
                 f"--flatten has no effect here: the model takes {dataset.source}'s samples as images "
@@ -641,8 +656,10 @@ def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preproce
         return dataset
 
     train = read(options.path)
-    if options.val is not None:
-        return preprocess, train, read(options.val)
+    val = read(options.val) if options.val is not None else None
+    preprocess = replace(preprocess, notes=preprocess.notes + tuple(notes))
+    if val is not None:
+        return preprocess, train, val
     fraction = default_split if options.val_split is None else options.val_split
     if not fraction:
         return preprocess, train, train
