@@ -29,3 +29,13 @@ class VerificationError(OnnxpruneError):
 
 class DataError(OnnxpruneError):
     """Data that cannot be read or does not fit the model: an empty folder, an undecodable image, ..."""
+
+
+class WriteError(OnnxpruneError):
+    """An output that cannot be written: disk full, a read-only folder, a file size limit."""
+
+
+def write_error(path, exc: OSError) -> WriteError:
+    """The one line for an OSError while writing `path`: what failed, and what to do."""
+    reason = exc.strerror or type(exc).__name__
+    return WriteError(f"cannot write {path}: {reason}; nothing was written (free space, or choose another output)")

@@ -42,8 +42,14 @@ def _main_options(
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point; Ctrl-C at any moment is one line and exit code 130."""
+    try:
+        app()
+    except KeyboardInterrupt:  # outside a command (typer's parsing); inside, reports_errors says it
+        from onnxprune.cli.common import print_error
+
+        print_error("interrupted; no output was written")
+        raise SystemExit(130) from None
 
 
 app.command()(graph.inspect)

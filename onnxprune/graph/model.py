@@ -17,7 +17,7 @@ import onnx
 from onnx import helper, numpy_helper, shape_inference, version_converter
 from onnx.external_data_helper import load_external_data_for_model
 
-from onnxprune.errors import ConfigError, ModelLoadError
+from onnxprune.errors import ConfigError, ModelLoadError, write_error
 
 MATLAB_PRODUCER = "MATLAB Deep Learning Toolbox Converter for ONNX Model Format"
 # onnx2torch picks converters by the schema version in force at the model's opset, and has none
@@ -646,7 +646,10 @@ def check_output_path(model: Model, output: str | os.PathLike) -> Path:
 
 def temporary_path(output: Path) -> Path:
     """A new empty file beside `output` (hidden, `.tmp`), with the usual permissions."""
-    handle, temp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    try:
+        handle, temp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    except OSError as exc:  # a read-only or full folder
+        raise write_error(output, exc) from None
     os.close(handle)
     umask = os.umask(0)
     os.umask(umask)
@@ -672,6 +675,9 @@ def save_atomic(write, output: Path, check=None) -> None:
         if check is not None:
             check(temp_path)
         os.replace(temp_path, output)
+    except OSError as exc:  # disk full, a file size limit: the temporary file goes, the output stays as it was
+        temp_path.unlink(missing_ok=True)
+        raise write_error(output, exc) from None
     except BaseException:
         temp_path.unlink(missing_ok=True)
         raise

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.errors import write_error
 from onnxprune.graph.model import Model, copy_without_initializers, identity_aliases, save_atomic, temporary_path
 
 # Each stored non-zero costs its value (4 bytes for float32) plus an int64 linear index.
@@ -251,6 +252,8 @@ def save_model_file(
                 if entry.key == "location":
                     entry.value = data_output.name
         save_atomic(final, output, check=lambda _path: os.replace(data_temp, data_output))
+    except OSError as exc:  # disk full while writing the data file: neither file lands
+        raise write_error(output, exc) from None
     finally:
         data_temp.unlink(missing_ok=True)
         checked_temp.unlink(missing_ok=True)

@@ -14,6 +14,7 @@ as an uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -107,6 +108,13 @@ def run(
     if options.train.epochs > 0 and train is None:
         raise ConfigError("fine-tuning needs training data: give --data (and --finetune-epochs 0 to skip it)")
     identity = _identity(model_path, options)
+    from onnxprune.workbench.train import is_main_process
+
+    with run_lock(folder) if is_main_process() else contextlib.nullcontext():
+        return _run_rounds(model_path, source, folder, identity, options, train, val, preprocess, resume, progress)
+
+
+def _run_rounds(model_path, source, folder, identity, options, train, val, preprocess, resume, progress):
     from onnxprune.workbench.train import barrier, is_main_process
 
     records = _open_run(folder, identity, resume) if is_main_process() else []
@@ -127,6 +135,60 @@ def run(
     if is_main_process():
         _write_results(folder, identity, baseline, records, final={"file": final_path.name, "top1": final_top1})
     return ScheduleResult(folder, records, baseline, final_path, final_top1)
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path):
+    """One run per folder at a time: `.<folder>.lock` beside it holds the running process's id.
+
+    A second run (a `--resume` started while the first still runs) is refused in one line. A lock
+    left by a process that no longer exists (killed with -9, a power cut) is taken over, so the
+    run can be resumed.
+    """
+    lock = folder.parent / f".{folder.name}.lock"
+    if not folder.parent.is_dir():  # the run's own checks say so in one line
+        yield
+        return
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            owner = _lock_owner(lock)
+            if owner is not None and _alive(owner):
+                raise ConfigError(
+                    f"{folder} is in use by another run (process {owner}); wait for it to finish, "
+                    "or choose another --out-dir"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+    else:
+        raise ConfigError(f"{folder}: cannot take its lock {lock}; remove it if no run is using the folder")
+    try:
+        os.write(handle, str(os.getpid()).encode())
+        os.close(handle)
+        yield
+    finally:
+        if _lock_owner(lock) == os.getpid():
+            lock.unlink(missing_ok=True)
+
+
+def _lock_owner(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text().strip() or "0") or None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own stale lock (a lock file left behind by this very process id)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 def _identity(model_path: Path, options: ScheduleOptions) -> dict:
@@ -152,6 +214,8 @@ def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
                 f"--resume: {folder} was started with {changed}; repeat the options it was started with, "
                 "or use a new --out-dir"
             )
+        for leftover in folder.glob(".*.tmp"):  # a write the interruption cut short; its round is redone
+            leftover.unlink()
         results = folder / "results.json"
         rounds = read_results(results).extra["rounds"] if results.exists() else []
         return [RoundRecord(**record) for record in rounds]
