@@ -50,7 +50,8 @@ def prune(
         str | None,
         typer.Option(
             help="layer: each layer to SPARSITY; global: one threshold; lamp: one threshold on LAMP scores; "
-            "erk: Erdos-Renyi-Kernel shares [default: layer]"
+            "erk: Erdos-Renyi-Kernel shares [default: lamp; global when fine-tuning normalised inputs; "
+            "layer for filter methods]"
         ),
     ] = None,
     config: Annotated[
@@ -86,7 +87,8 @@ def prune(
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out-dir")] = False,
     batch_size: Annotated[int | None, typer.Option(help="fine-tuning batch size [default: 64]")] = None,
     lr: Annotated[
-        float | None, typer.Option(help="fine-tuning learning rate (default 0.01; 1e-4 for raw 0-255 inputs)")
+        float | None,
+        typer.Option(help="fine-tuning learning rate [default: 0.01 with sgd, 1e-3 with adam, 1e-4 sgd on raw 0-255]"),
     ] = None,
     weight_decay: Annotated[float | None, typer.Option(help="fine-tuning weight decay [default: 5e-4]")] = None,
     label_smoothing: Annotated[float | None, typer.Option(help="label smoothing [default: 0]")] = None,
@@ -121,7 +123,10 @@ def prune(
     sparsity_epochs: Annotated[int, typer.Option(help="slimming: sparsity-training epochs before pruning")] = 0,
     sparsities: SparsitiesOption = None,
     optimizer: Annotated[
-        str | None, typer.Option(help="fine-tuning: sgd (with momentum) or adam (AdamW) [default: sgd]")
+        str | None,
+        typer.Option(
+            help="fine-tuning: sgd (with momentum) or adam (AdamW) [default: adam for raw 0-255 inputs, else sgd]"
+        ),
     ] = None,
     lr_schedule: Annotated[
         str | None,
@@ -129,7 +134,9 @@ def prune(
     ] = None,
     distill_weight: Annotated[
         float | None,
-        typer.Option(help="fine-tuning: distil from the dense model, weight of the soft loss in (0, 1] [default: 0]"),
+        typer.Option(
+            help="fine-tuning: distil from the dense model, weight of the soft loss in [0, 1] (0: off) [default: 0.9]"
+        ),
     ] = None,
     distill_temperature: Annotated[
         float | None, typer.Option(help="fine-tuning: temperature of the distillation [default: 4]")
@@ -179,7 +186,7 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
         ("--config", loop, f"{prune.method} ranks every layer together, round after round"),
         ("--skip-first", loop, f"{prune.method} ranks every layer together, round after round"),
         ("--skip-last", loop, f"{prune.method} ranks every layer together, round after round"),
-        ("--max-layer-sparsity", prune.scope == "layer" and not loop,
+        ("--max-layer-sparsity", prune.scope == "layer" and not loop and ("scope" in given or structured),
          "it caps global selection: add --scope global"),
         ("--mask-only", not structured, "it concerns structured methods (filters and neurons)"),
         ("--round-to", not structured or loop, "it rounds the channel counts of l1-filter, l2-filter, neuron, ..."),
@@ -196,7 +203,8 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
         *[(option, not trains, "it is a fine-tuning setting: add --finetune-epochs")
           for option in ("--batch-size", "--lr", "--weight-decay", "--label-smoothing", "--device",
                          "--distill-weight", "--optimizer")],
-        ("--distill-temperature", schedule.train.distill_weight == 0, "it shapes distillation: add --distill-weight"),
+        ("--distill-temperature", not trains or given.get("distill_weight") == 0,
+         "it shapes distillation, which runs when fine-tuning: add --finetune-epochs (and a --distill-weight > 0)"),
         *[(option, not has_data, "it describes --data: give --data")
           for option in ("--val", "--val-split", "--limit", "--first", "--pixel-range", "--mean", "--std",
                          "--flatten")],
@@ -211,7 +219,7 @@ def _prune_run_options(given: dict):
     from onnxprune.measure.sweep import parse_levels
     from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
     from onnxprune.pruning.methods import MethodSettings
-    from onnxprune.pruning.pipeline import DEFAULT_LR, RunOptions
+    from onnxprune.pruning.pipeline import CHOSEN, DEFAULT_LR, RunOptions
 
     settings = {key: given[key] for key in ("batches_per_round", "max_per_round") if key in given}
     prune = PruneOptions(
@@ -243,7 +251,7 @@ def _prune_run_options(given: dict):
         out_dir=given.get("out_dir"), resume="resume" in given, sparse_storage="sparse_storage" in given,
         max_drop=given.get("max_drop"),
         levels=tuple(parse_levels(given["sparsities"])) if "sparsities" in given else None,
-        auto_lr="lr" not in given,
+        unset=frozenset(name for name in CHOSEN if name not in given),
     )  # fmt: skip
     for option, refused, why in _prune_refusals(given, options):
         if refused and option.lstrip("-").replace("-", "_") in given:
@@ -383,7 +391,9 @@ def finetune(
         typer.Option(help="initial learning rate, cosine schedule (default 0.01; 1e-4 for raw 0-255 inputs)"),
     ] = None,
     momentum: Annotated[float | None, typer.Option(help="SGD momentum [default: 0.9]")] = None,
-    optimizer: Annotated[str, typer.Option(help="sgd (with momentum) or adam (AdamW)")] = "sgd",
+    optimizer: Annotated[
+        str | None, typer.Option(help="sgd (with momentum) or adam (AdamW) [default: adam on raw 0-255, else sgd]")
+    ] = None,
     weight_decay: Annotated[float, typer.Option(help="weight decay")] = 5e-4,
     label_smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.0,
     augment: Annotated[bool, typer.Option(help="random flip and crop for image inputs")] = True,
@@ -399,13 +409,13 @@ def finetune(
 ) -> None:
     """Fine-tune MODEL with its zero weights held at zero; write the best epoch on validation."""
     from onnxprune.graph.model import check_output_path, load
-    from onnxprune.options import TrainOptions
+    from onnxprune.options import ScheduleOptions, TrainOptions
     from onnxprune.pruning import pipeline
     from onnxprune.pruning.schedule import write_checkpoint
     from onnxprune.workbench.convert import to_torch
     from onnxprune.workbench.train import finetune as finetune_model
 
-    if momentum is not None and optimizer != "sgd":
+    if momentum is not None and optimizer not in (None, "sgd"):
         raise ConfigError(f"--momentum has no effect here: it is SGD's; --optimizer {optimizer} keeps its own moments")
     if data is None:
         raise ConfigError("finetune needs --data")
@@ -414,16 +424,20 @@ def finetune(
     preprocess, train, held_out = prepare_data(
         model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, 0.2, first=first
     )
+    if momentum is not None and optimizer is None:
+        optimizer = "sgd"  # momentum is SGD's: asking for it chooses SGD
     options = TrainOptions(
         epochs=epochs, batch_size=batch_size, lr=lr or pipeline.DEFAULT_LR,
-        momentum=0.9 if momentum is None else momentum, optimizer=optimizer,
+        momentum=0.9 if momentum is None else momentum, optimizer=optimizer or "sgd",
         weight_decay=weight_decay,
         label_smoothing=label_smoothing, augment=augment, seed=seed, device=device,
     )  # fmt: skip
-    notes = list(preprocess.notes)
-    if lr is None and preprocess.pixel_range == "0-255":
-        notes.append(f"raw 0-255 inputs: learning rate {pipeline.RAW_PIXEL_LR:g} (set --lr to choose)")
-        options = dataclasses.replace(options, lr=pipeline.RAW_PIXEL_LR)
+    unset = frozenset(name for name, value in (("optimizer", optimizer), ("lr", lr)) if value is None)
+    schedule, chosen = pipeline.measured_defaults(
+        ScheduleOptions(train=options), unset, preprocess.pixel_range == "0-255"
+    )  # the same measured optimizer and learning rate as prune's (no teacher here: distillation stays off)
+    options = schedule.train
+    notes = list(preprocess.notes) + chosen
     if not as_json:  # stdout holds only the JSON with --json
         for note in notes:
             console().print(f"note: {note}")
