@@ -110,6 +110,12 @@ def vgg_unstructured(cifar: Cifar, epochs: int) -> None:
         before, after = cifar.finetune(converted, cifar.dense, options, hook)
         emit(part="vgg-unstructured", row=label, epochs=epochs, sparsity=round(layer_sparsity(converted), 4),
              top1_before=before, top1_after=after, seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+    top1, chosen, seconds = with_defaults(
+        VGG, SHARED / "data/cifar10/train.zip", SHARED / "data/cifar10/test.zip", sparsity=0.8, finetune_epochs=epochs,
+        mean=",".join(map(str, CIFAR["mean"])), std=",".join(map(str, CIFAR["std"])),
+    )  # fmt: skip
+    emit(part="vgg-unstructured", row="onnxprune defaults: prune --sparsity 0.8 --data --finetune-epochs",
+         epochs=epochs, top1_after=top1, chosen=chosen, seconds=seconds)  # fmt: skip
 
 
 def torch_pruning_vgg(cifar: Cifar, folder: Path, ratio: float = 0.4) -> Path:
@@ -181,6 +187,36 @@ def vgg_channels(cifar: Cifar, epochs: int) -> None:
         label += f" --distill-weight {options.distill_weight:g}" if options.distill_weight else ""
         emit(part="vgg-channels", row=label, epochs=epochs, macs_kept=round(small.layer_total("macs") / cifar.macs, 4),
              top1_before=before, top1_after=after, seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+    sparsity = equal_macs_sparsity(cifar.dense, "l1-filter", "layer", macs)
+    top1, chosen, seconds = with_defaults(
+        VGG, SHARED / "data/cifar10/train.zip", SHARED / "data/cifar10/test.zip", method="l1-filter",
+        sparsity=sparsity, finetune_epochs=epochs, mean=",".join(map(str, CIFAR["mean"])),
+        std=",".join(map(str, CIFAR["std"])),
+    )  # fmt: skip
+    emit(part="vgg-channels", row=f"onnxprune defaults: prune --method l1-filter --sparsity {sparsity:.3f} --data "
+         "--finetune-epochs", epochs=epochs, top1_after=top1, chosen=chosen, seconds=seconds)  # fmt: skip
+
+
+def with_defaults(model_path, data, val, **given):
+    """`onnxprune prune MODEL --data DATA --val VAL ...given`, as the command line builds and runs it: the
+    defaults a user gets. Returns (final top-1 on VAL, the options it chose, seconds)."""
+    from onnxprune.cli.prune import _prune_run_options
+    from onnxprune.pruning.pipeline import run as run_pipeline
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        given = {"model_path": Path(model_path), "data": Path(data), "val": Path(val),
+                 "out_dir": Path(folder) / "run", **given}  # fmt: skip
+        report = run_pipeline(Path(model_path), _prune_run_options(given))
+    schedule = report.options.schedule
+    chosen = {"scope": schedule.prune.scope, "optimizer": schedule.train.optimizer, "lr": schedule.train.lr,
+              "distill_weight": schedule.train.distill_weight, "batch_size": schedule.train.batch_size}  # fmt: skip
+    return report.schedule.final_top1, chosen, round(time.perf_counter() - started, 1)
+
+
+def save_npz(dataset, path: Path) -> Path:
+    np.savez(path, x=dataset.images, y=dataset.labels)
+    return path
 
 
 def anchor_prune(model, amount: float, converted=None):
@@ -191,23 +227,31 @@ def anchor_prune(model, amount: float, converted=None):
     return converted
 
 
-def schedule_rows(part, model_path, train, test, preprocess, rows, anchor_options) -> None:
-    """Rows run through onnxprune's schedule (as the CLI runs them), plus torch.nn.utils.prune's global L1."""
+def schedule_rows(part, model_path, train, test, preprocess, rows, anchor_options, defaults) -> None:
+    """torch.nn.utils.prune's global L1 fine-tuned with each recipe; onnxprune's rows through its schedule;
+    and onnxprune's defaults through the command line's own option building (`defaults`: extra CLI options)."""
     model = onnxprune.load(model_path)
     emit(part=part, row="dense", top1=evaluate(model, test, preprocess).top1)
-    started = time.perf_counter()
-    before = anchor_prune(model, 0.9)
-    before = evaluate(model, test, preprocess, engine="torch", torch_module=before.module).top1
-    converted = anchor_prune(model, 0.0)
-    train_options, rounds = anchor_options
-    for number in range(1, rounds + 1):  # IMP: each round removes the same fraction of what is left
-        anchor_prune(model, 1 - 0.1 ** (1 / rounds), converted)  # torch's amount counts the unpruned
-        finetune(converted, train, preprocess, dataclasses.replace(train_options, seed=number), None,
-                 model.final_softmax)  # fmt: skip
-    after = evaluate(model, test, preprocess, engine="torch", torch_module=converted.module).top1
-    label = f"torch.nn.utils.prune global L1, {rounds} round(s)"
-    emit(part=part, row=label, sparsity=round(layer_sparsity(converted), 4),
-         top1_before=before, top1_after=after, seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+    recipes, rounds = anchor_options
+    for recipe_name, train_options in recipes:
+        started = time.perf_counter()
+        before = anchor_prune(model, 0.9)
+        before = evaluate(model, test, preprocess, engine="torch", torch_module=before.module).top1
+        converted = anchor_prune(model, 0.0)
+        for number in range(1, rounds + 1):  # IMP: each round removes the same fraction of what is left
+            anchor_prune(model, 1 - 0.1 ** (1 / rounds), converted)  # torch's amount counts the unpruned
+            finetune(converted, train, preprocess, dataclasses.replace(train_options, seed=number), None,
+                     model.final_softmax)  # fmt: skip
+        after = evaluate(model, test, preprocess, engine="torch", torch_module=converted.module).top1
+        label = f"torch.nn.utils.prune global L1, {rounds} round(s), {recipe_name}"
+        emit(part=part, row=label, sparsity=round(layer_sparsity(converted), 4),
+             top1_before=before, top1_after=after, seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+    with tempfile.TemporaryDirectory() as folder:
+        train_file, test_file = save_npz(train, Path(folder) / "train.npz"), save_npz(test, Path(folder) / "test.npz")
+        for label, given in defaults:
+            top1, chosen, seconds = with_defaults(model_path, train_file, test_file, sparsity=0.9, **given)
+            emit(part=part, row=f"onnxprune defaults: prune --sparsity 0.9 --data {label}", top1_after=top1,
+                 chosen=chosen, seconds=seconds)  # fmt: skip
     for label, options in rows:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory() as folder:
@@ -229,7 +273,10 @@ def mlp() -> None:
                                                                iterations=3))
         for scope in ("global", "lamp", "erk") for name, train_options in (("sgd lr 1e-4", sgd), ("adam lr 1e-3", adam))
     ]  # fmt: skip
-    schedule_rows("mlp", MLP, train, test, preprocess, rows, (sgd, 3))
+    defaults = [("--finetune-epochs 9", {"finetune_epochs": 9}),
+                ("--finetune-epochs 3 --iterations 3", {"finetune_epochs": 3, "iterations": 3})]  # fmt: skip
+    recipes = [("sgd lr 1e-4", sgd), ("adam lr 1e-3", adam)]
+    schedule_rows("mlp", MLP, train, test, preprocess, rows, (recipes, 3), defaults)
 
 
 def alexnet() -> None:
@@ -247,7 +294,17 @@ def alexnet() -> None:
         (f"onnxprune --scope {scope} {name}", ScheduleOptions(PruneOptions(0.9, scope=scope), train=train_options))
         for scope in ("global", "lamp", "erk") for name, train_options in (("sgd lr 1e-4", sgd), ("adam lr 1e-3", adam))
     ]  # fmt: skip
-    schedule_rows("alexnet", ALEXNET, train, test, preprocess, rows, (sgd, 1))
+    recipes = [("sgd lr 1e-4", sgd), ("adam lr 1e-3", adam)]
+    schedule_rows(
+        "alexnet",
+        ALEXNET,
+        train,
+        test,
+        preprocess,
+        rows,
+        (recipes, 1),
+        [("--finetune-epochs 3", {"finetune_epochs": 3})],
+    )
 
 
 def main() -> None:
