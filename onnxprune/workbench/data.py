@@ -336,6 +336,8 @@ def _labels_from(value, path: Path, key: str) -> tuple[np.ndarray, list[str]]:
     if value.dtype.kind not in "biuf":
         raise DataError(f"{path}: labels '{key}' are {value.dtype}; save them as numbers or a cell array of names")
     numbers = value.reshape(-1)
+    if numbers.size == 0:
+        raise DataError(f"{path}: labels '{key}' are empty; save one label per image")
     if not np.all(np.isfinite(numbers)) or not np.all(numbers == np.round(numbers)) or numbers.min() < 0:
         raise DataError(f"{path}: labels '{key}' must be non-negative whole numbers or class names")
     numbers = numbers.astype(np.int64)
@@ -392,8 +394,11 @@ def _array_dataset(images: np.ndarray, labels: np.ndarray, classes: list[str], s
     if images.dtype == np.uint8:
         value_range = "0-255"
     else:
-        images = images.astype(np.float32)
-        value_range = "0-1" if float(np.nanmax(images)) <= 1.0 else "0-255"
+        with np.errstate(over="ignore"):  # a value float32 cannot hold becomes inf, refused below
+            images = images.astype(np.float32)
+        if not np.isfinite(images).all():
+            raise DataError(f"{source}: the images hold NaN or infinite values (or numbers beyond float32)")
+        value_range = "0-1" if float(np.max(images)) <= 1.0 else "0-255"
     return Dataset(images, labels, classes, source, value_range, flat)
 
 
