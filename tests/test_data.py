@@ -252,3 +252,15 @@ def test_limit_on_a_class_grouped_zip_is_representative_and_first_keeps_archive_
 
     with pytest.raises(ConfigError, match="--limit draws N evenly from the classes, --first takes the first N"):
         DataOptions(zip_path, limit=10, first=10)
+
+
+def test_a_note_when_the_data_lacks_classes_the_model_has(fixture_model, tmp_path):
+    from onnxprune.options import DataOptions
+    from onnxprune.workbench.data import prepare
+
+    model = onnxprune.load(fixture_model("matlab_alexnet_opset8"))  # 5 classes
+    folder = fixtures.image_folder(tmp_path / "three", classes=("a", "b", "c"), size=(35, 35))
+    preprocess, _, _ = prepare(model, DataOptions(path=str(folder)))
+    assert any("holds samples of 3 of the model's 5 classes" in note for note in preprocess.notes)
+    five = fixtures.image_folder(tmp_path / "five", classes=("a", "b", "c", "d", "e"), size=(35, 35))
+    assert not any("classes" in note for note in prepare(model, DataOptions(path=str(five)))[0].notes)

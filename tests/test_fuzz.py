@@ -127,3 +127,53 @@ def test_npz_and_mat_data_files(tmp_path_factory, keys, arrays, form, garbage):
     else:
         assert len(dataset) == len(dataset.labels) > 0
     assert path.read_bytes() == before
+
+
+def _hostile(kind: str):
+    import copy
+
+    from onnx import numpy_helper
+
+    proto = copy.deepcopy(fixtures.matlab_alexnet(opset=8))
+    tensors = {tensor.name: tensor for tensor in proto.graph.initializer}
+
+    def set_value(name, change):
+        array = numpy_helper.to_array(tensors[name]).copy()
+        tensors[name].CopyFrom(numpy_helper.from_array(change(array), name))
+
+    if kind == "nan weight":
+        set_value("conv1_W", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 0, np.nan, a).astype(a.dtype))
+    elif kind == "infinite weight":
+        set_value("fc6_W", lambda a: np.where(np.arange(a.size).reshape(a.shape) == 3, np.inf, a).astype(a.dtype))
+    elif kind == "integer weight":
+        set_value("fc7_W", lambda a: a.astype(np.int32))
+    elif kind == "missing initializer":
+        kept = [t for t in proto.graph.initializer if t.name != "conv2_W"]
+        del proto.graph.initializer[:]
+        proto.graph.initializer.extend(kept)
+    elif kind == "cyclic graph":
+        proto.graph.node[1].input[0] = proto.graph.node[3].output[0]
+    elif kind == "huge declared dims":
+        for dim in proto.graph.input[0].type.tensor_type.shape.dim[2:]:
+            dim.dim_value = 10**6
+    return proto.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    "kind, fragment",
+    [
+        ("nan weight", "holds NaN or infinite values"),
+        ("infinite weight", "holds NaN or infinite values"),
+        ("integer weight", ""),
+        ("missing initializer", "not a valid ONNX model"),
+        ("cyclic graph", "not a valid ONNX model"),
+        ("huge declared dims", ""),
+    ],
+)
+def test_hostile_models_get_onnxprunes_own_error(tmp_path, kind, fragment):
+    path = tmp_path / "hostile.onnx"
+    path.write_bytes(_hostile(kind))
+    with pytest.raises(OnnxpruneError, match=fragment):
+        model = onnxprune.load(path)
+        onnxprune.save(onnxprune.prune(model, 0.5, keep_masks=False), tmp_path / "out.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hostile.onnx"], "no output, no temporary file"

@@ -225,7 +225,19 @@ def load(path: str | os.PathLike) -> Model:
     proto, external = _read_proto(path)
     model = from_proto(proto, path=path)
     model.external_data = external
+    _check_finite_weights(model, path)
     return model
+
+
+def _check_finite_weights(model: Model, path: Path) -> None:
+    """Refuse weights holding NaN or infinity: nothing can be ranked, trained or verified against them."""
+    for layer in model.layers:
+        weight = model.weight_array(layer)
+        if weight.dtype.kind == "f" and not np.isfinite(weight).all():
+            raise ModelLoadError(
+                f"{path}: weight '{layer.weight}' of layer '{layer.name}' holds NaN or infinite values; "
+                "the model is broken (check the training that produced it)"
+            )
 
 
 def _read_proto(path: Path) -> tuple[onnx.ModelProto, bool]:
