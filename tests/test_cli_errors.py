@@ -187,3 +187,24 @@ def test_sample_options_without_data_are_refused_in_every_command(alexnet, tmp_p
     assert_one_line_error(run("bench", alexnet, "--first", 5, "--runs", 2), "--first has no effect without --data")
     assert_one_line_error(run("bench", alexnet, "--pixel-range", "0-1", "--runs", 2), "--pixel-range")
     only_files(out)
+
+
+def test_a_quantized_model_is_refused_by_prune(alexnet, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    quantized = run("quantize", alexnet, "--method", "dynamic", "-o", out / "int8.onnx")
+    assert quantized.exit_code == 0, quantized.output
+    before = (out / "int8.onnx").read_bytes()
+    result = run("prune", out / "int8.onnx", "--sparsity", "0.5", "-o", out / "pruned.onnx")
+    assert_one_line_error(result, "is quantized", "prune the float model, then quantize the result")
+    assert (out / "int8.onnx").read_bytes() == before
+    only_files(out, "int8.onnx")
+
+
+def test_resume_with_other_options_names_the_difference(alexnet, tmp_path):
+    images = np.random.default_rng(0).integers(0, 255, (10, 35, 35, 3)).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", x=images, y=np.arange(10) % 5)
+    base = ["prune", alexnet, "--sparsity", "0.5", "--data", tmp_path / "d.npz", "--out-dir", tmp_path / "o"]
+    assert run(*base).exit_code == 0
+    result = run(*base, "--resume", "--seed", "3")
+    assert_one_line_error(result, "--resume", "was started with", "(now 3)")
