@@ -101,3 +101,25 @@ def test_two_process_gloo_matches_one_process(fixture_model, tmp_path):
         np.testing.assert_allclose(ranks[0][name], one[name], rtol=1e-4, atol=1e-5)
         layer_weight = [w for w in pruned if w.startswith(name.split("_MatMul")[0])][0]
         assert np.all(ranks[0][name][pruned[layer_weight] == 0] == 0), "a pruned weight came back"
+
+
+def test_bench_baselines_add_the_int8_forms_of_the_first_model(fixture_model, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from onnxprune.cli import app
+
+    images = np.random.default_rng(0).integers(0, 255, (16, 35, 35, 3)).astype(np.uint8)
+    np.savez(tmp_path / "d.npz", x=images, y=np.arange(16) % 5)
+    model = fixture_model("matlab_alexnet_opset8")
+    args = ["bench", str(model), "--baselines", "--runs", "2", "--batch", "1", "--json"]
+    alone = CliRunner().invoke(app, args)
+    assert alone.exit_code == 0, alone.output
+    assert [row["name"] for row in json.loads(alone.stdout)][1:] == [f"{model.stem}_int8_dynamic.onnx"]
+    calibrated = CliRunner().invoke(app, [*args, "--data", str(tmp_path / "d.npz"), "--out-dir", str(tmp_path / "b")])
+    assert calibrated.exit_code == 0, calibrated.output
+    rows = json.loads(calibrated.stdout)
+    assert [row["name"] for row in rows][1:] == [f"{model.stem}_int8_dynamic.onnx", f"{model.stem}_int8_static.onnx"]
+    assert all(row["bytes"] < rows[0]["bytes"] / 2 and row["top1"] is not None for row in rows[1:])
+    assert (tmp_path / "b" / f"{model.stem}_int8_static.onnx").exists()

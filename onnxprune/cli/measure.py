@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -218,6 +219,12 @@ def bench_command(
     std: StdOption = None,
     flatten: FlattenOption = None,
     out_dir: Annotated[Path | None, typer.Option(help="folder for bench.json and bench.png")] = None,
+    baselines: Annotated[
+        bool,
+        typer.Option(
+            "--baselines", help="add the first model quantized to int8: dynamic, and static (calibrated) with --data"
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Latency, throughput, sizes and accuracy of models side by side in onnxruntime, one session at a time."""
@@ -226,14 +233,22 @@ def bench_command(
     from onnxprune.report import plots
 
     batches = [int(float(b)) for b in batch.split(",") if b.strip()]
-    dataset, options = None, None
+    dataset, options, preprocess = None, None, None
     data_options(data, limit=limit, pixel_range=pixel_range, mean=mean, std=std, flatten=flatten, first=first)
     if data is not None:
         reference = load(models[0])
-        _, dataset = evaluation_data(reference, data, limit, pixel_range, mean, std, flatten, first=first)
+        preprocess, dataset = evaluation_data(reference, data, limit, pixel_range, mean, std, flatten, first=first)
         options = {"pixel_range": pixel_range, "mean": numbers(mean, "--mean"), "std": numbers(std, "--std"),
                    "flatten_order": flatten or "row"}  # fmt: skip
-    results = bench_module.bench(models, batches, provider, threads, runs, dataset, options)
+    with tempfile.TemporaryDirectory() as folder:  # the baselines live in --out-dir when given, else only here
+        paths = list(models)
+        if baselines:
+            target = out_dir or Path(folder)
+            target.mkdir(parents=True, exist_ok=True)
+            paths += bench_module.int8_baselines(models[0], target, dataset, preprocess)
+            if dataset is None and not as_json:
+                console().print("note: --baselines without --data: the dynamic int8 baseline only (static calibrates)")
+        results = bench_module.bench(paths, batches, provider, threads, runs, dataset, options)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "bench.json").write_text(json.dumps(bench_module.as_dicts(results), indent=2))
