@@ -27,8 +27,8 @@ from onnxprune.pruning.schedule import run
 from onnxprune.report import plots, results
 from onnxprune.workbench.data import load_data, preprocess_for
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
-DEMO_MODEL = MODELS / "alexnet_spectro.onnx"
+# package data: installed with onnxprune (models/alexnet_spectro.onnx in the source tree links to it)
+DEMO_MODEL = Path(__file__).resolve().parent / "alexnet_spectro.onnx"
 FULL = {"train_per_class": 300, "test_per_class": 50, "levels": "0:0.1:0.9,0.92:0.02:0.98", "epochs": 2}
 QUICK = {"train_per_class": 40, "test_per_class": 10, "levels": "0:0.3:0.9", "epochs": 1}
 
@@ -50,7 +50,7 @@ def run_demo(out: str | Path, quick: bool = False, say: Say | None = None, progr
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty; choose another --out")
     if not DEMO_MODEL.exists():
-        raise ConfigError(f"the demo model {DEMO_MODEL} is missing: run the demo from a source checkout")
+        raise ConfigError(f"the demo model {DEMO_MODEL} is missing: reinstall onnxprune (pip install onnxprune)")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
