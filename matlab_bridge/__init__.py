@@ -22,7 +22,7 @@ from matlab_bridge import commands
 
 __all__ = [
     "BridgeError", "bench", "compact", "evaluate", "finetune", "inspect", "pack", "plot", "prune", "quantize",
-    "sensitivity", "sweep", "unpack",
+    "report", "sensitivity", "sweep", "unpack",
 ]  # fmt: skip
 
 
@@ -304,6 +304,7 @@ compact = _flat_command("compact", "`onnxprune compact`: remove all-zero filters
 quantize = _flat_command("quantize", "`onnxprune quantize`: int8 with onnxruntime.quantization; zeros stay zero.")
 sensitivity = _flat_command("sensitivity", "`onnxprune sensitivity`: per-layer ratios reaching Target.")
 pack = _flat_command("pack", "`onnxprune pack`: the smallest lossless form of a pruned model.")
+report = _flat_command("report", "`onnxprune report RUN_DIR`: one HTML page of a run folder; its path.")
 unpack = _flat_command("unpack", "`onnxprune unpack`: the ONNX model a package holds.")
 
 
@@ -321,8 +322,8 @@ def plot(sources, **options) -> dict:
 FUNCTIONS = {
     "inspect": inspect, "prune": prune, "evaluate": evaluate, "sweep": sweep, "bench": bench,
     "finetune": finetune, "compact": compact, "quantize": quantize, "sensitivity": sensitivity, "plot": plot,
-    "pack": pack, "unpack": unpack,
+    "pack": pack, "unpack": unpack, "report": report,
 }  # fmt: skip
 # the CLI commands a MATLAB function runs (demo is the CLI's own tour, not a step of the lab)
-COMMANDS = {"inspect", "evaluate", "finetune", "prune", "sweep", "sensitivity", "plot", "bench", "quantize", "pack",
-            "unpack", "compact"}  # fmt: skip
+COMMANDS = {"inspect", "evaluate", "finetune", "prune", "sweep", "sensitivity", "plot", "report", "bench", "quantize",
+            "pack", "unpack", "compact"}  # fmt: skip

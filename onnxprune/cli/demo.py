@@ -55,7 +55,7 @@ def _print_demo(summary: dict, out: Path) -> None:
     )
     console().print(
         f"""
-Everything is in {out}/:
+Everything is in {out}/, and on one page in {summary["report"]}:
   accuracy_vs_sparsity.png   accuracy at each sparsity, global and per layer, with the dense line
   layer_sparsity.png         sparsity of each layer and block of the pruned model
   masks.png                  kept and pruned weights of every layer

@@ -98,6 +98,7 @@ def sweep(
     from onnxprune.measure.sweep import sweep as sweep_model
     from onnxprune.measure.sweep import trade_off
     from onnxprune.report import plots, results
+    from onnxprune.report.html import write_report
 
     if data is None:
         raise ConfigError("sweep needs --data")
@@ -112,15 +113,16 @@ def sweep(
     out_dir = out_dir or model_path.with_name(f"{model_path.stem}_sweep")
     written = results.write(table, out_dir)
     figure = plots.accuracy_vs_sparsity([table], out_dir / "accuracy_vs_sparsity.png")
+    page = write_report(out_dir)
     if as_json:
         rows = [{"method": r.method, "scope": r.scope, "sparsity": r.sparsity, "accuracy": r.accuracy, "loss": r.loss,
                  "num_nonzero": r.num_nonzero} for r in table.rows]  # fmt: skip
         emit_json({"baseline_top1": table.baseline_accuracy, "trade_off": choice, "rows": rows,
-                   "results": written, "figure": figure, "notes": list(preprocess.notes)})  # fmt: skip
+                   "results": written, "figure": figure, "report": page, "notes": list(preprocess.notes)})  # fmt: skip
         return
     _print_notes(preprocess.notes)
     _print_sweep(table, choice)
-    console().print(f"wrote {', '.join(str(p) for p in written.values())} and {figure}")
+    console().print(f"wrote {', '.join(str(p) for p in written.values())}, {figure} and {page}")
 
 
 def _print_notes(notes) -> None:
@@ -187,10 +189,13 @@ def sensitivity(
     write_ratios(
         ratios, output, f"onnxprune sensitivity: target {target}, per-layer budget {max_drop}; reaches {reached:.4f}"
     )
+    from onnxprune.report.html import write_report
+
+    page = write_report(out_dir)
     if as_json:
         layers = [{"name": name, "weights": sizes[name], "ratio": ratio} for name, ratio in ratios.items()]
         emit_json({"ratios_file": output, "figure": figure, "folder": out_dir, "target": target, "reached": reached,
-                   "layers": layers, "notes": list(preprocess.notes)})  # fmt: skip
+                   "layers": layers, "report": page, "notes": list(preprocess.notes)})  # fmt: skip
         return
     _print_notes(preprocess.notes)
     summary = Table("layer", "weights", "ratio")
@@ -199,7 +204,7 @@ def sensitivity(
     console().print(summary)
     if reached + 1e-6 < target:
         console().print(f"note: with {max_drop:.1%} per layer the ratios reach only {reached:.1%} of {target:.1%}")
-    console().print(f"overall {reached:.2%}; wrote {output}, {figure} and results in {out_dir}")
+    console().print(f"overall {reached:.2%}; wrote {output}, {figure}, results and {page.name} in {out_dir}")
 
 
 @reports_errors
@@ -253,6 +258,11 @@ def bench_command(
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "bench.json").write_text(json.dumps(bench_module.as_dicts(results), indent=2))
         plots.bench_figure(results, out_dir / "bench.png")
+        from onnxprune.report.html import write_report
+
+        page = write_report(out_dir)
+        if not as_json:
+            console().print(f"wrote {out_dir / 'bench.json'}, {out_dir / 'bench.png'} and {page}")
     if as_json:
         typer.echo(json.dumps(bench_module.as_dicts(results), indent=2))
         return

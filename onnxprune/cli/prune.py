@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -252,6 +254,7 @@ def _prune_run_options(given: dict):
         max_drop=given.get("max_drop"),
         levels=tuple(parse_levels(given["sparsities"])) if "sparsities" in given else None,
         unset=frozenset(name for name in CHOSEN if name not in given),
+        command=shlex.join(["onnxprune", *sys.argv[1:]]) if sys.argv[1:2] == ["prune"] else None,
     )  # fmt: skip
     for option, refused, why in _prune_refusals(given, options):
         if refused and option.lstrip("-").replace("-", "_") in given:

@@ -1,4 +1,4 @@
-"""The plot command: figures of masks, sparsity per layer, sweeps and BatchNorm scales."""
+"""The plot and report commands: figures of masks, sparsity per layer, sweeps, BatchNorm scales; a run's page."""
 
 from __future__ import annotations
 
@@ -77,3 +77,21 @@ def plot(
         emit_json({"figure": figure, "kind": kind})
         return
     console().print(f"wrote {figure}")
+
+
+@reports_errors
+def report(
+    folder: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a folder onnxprune wrote (--out-dir, demo)")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="HTML file [default: RUN_DIR/report.html]")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write one self-contained HTML page of a run: headline numbers, tables, every figure."""
+    from onnxprune.report.html import write_report
+
+    written = write_report(folder, output)
+    if as_json:
+        emit_json({"report": written})
+        return
+    console().print(f"wrote {written}")

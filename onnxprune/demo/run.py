@@ -25,6 +25,7 @@ from onnxprune.measure.sweep import parse_levels, sweep, trade_off
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
 from onnxprune.pruning.schedule import run
 from onnxprune.report import plots, results
+from onnxprune.report.html import write_report
 from onnxprune.workbench.data import load_data, preprocess_for
 
 # package data: installed with onnxprune (models/alexnet_spectro.onnx in the source tree links to it)
@@ -106,6 +107,7 @@ def run_demo(out: str | Path, quick: bool = False, say: Say | None = None, progr
         "files": sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    summary["report"] = str(write_report(out))
     return summary
 
 

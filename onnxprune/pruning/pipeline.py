@@ -88,6 +88,7 @@ class RunOptions:
         levels: the sparsities `max_drop` tries (default 0, 0.05, ..., 0.95).
         unset: the options of `CHOSEN` the user did not give; `measured_defaults` chooses them
             once the model (raw 0-255 inputs or not) is known.
+        command: the command line, recorded in the run folder for its report.
     """
 
     schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
@@ -99,6 +100,7 @@ class RunOptions:
     max_drop: float | None = None
     levels: tuple[float, ...] | None = None
     unset: frozenset = frozenset()
+    command: str | None = None
 
     def __post_init__(self):
         prune, train = self.schedule.prune, self.schedule.train
@@ -272,9 +274,11 @@ def _scheduled(model_path: Path, output: Path, options: RunOptions, progress, no
     out_dir = Path(options.out_dir) if options.out_dir else output.with_name(
         f"{model_path.stem}_{schedule.name}_{schedule.target:.2f}"
     )  # fmt: skip
-    result = run_schedule(model_path, out_dir, schedule, train, held_out, preprocess, options.resume, progress)
+    result = run_schedule(
+        model_path, out_dir, schedule, train, held_out, preprocess, options.resume, progress, options.command
+    )
     final = load(result.final_path)
-    notes.append(f"checkpoints and results.json/.csv in {result.folder}")
+    notes.append(f"checkpoints, results.json/.csv and report.html in {result.folder}")
     if options.output is None and not options.sparse_storage:  # the run's own final file is the output
         return PruneReport(
             output=result.final_path, mode="schedule", options=options, schedule=result,

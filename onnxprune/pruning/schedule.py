@@ -88,6 +88,7 @@ def run(
     preprocess: Preprocess,
     resume: bool = False,
     progress: Progress | None = None,
+    command: str | None = None,
 ) -> ScheduleResult:
     """Prune `model_path` to `options.target` in `options.iterations` rounds, fine-tuning between them.
 
@@ -101,6 +102,7 @@ def run(
         resume: continue from the last finished round in `out_dir`.
         progress: called with dicts describing rounds ({"round", "rounds", "phase"}) and the
             fine-tuning steps (see `onnxprune.workbench.train.finetune`).
+        command: the command line that started the run, recorded in run.json for the report.
     """
     model_path = Path(model_path)
     source = load(model_path)
@@ -108,6 +110,7 @@ def run(
     if options.train.epochs > 0 and train is None:
         raise ConfigError("fine-tuning needs training data: give --data (and --finetune-epochs 0 to skip it)")
     identity = _identity(model_path, options)
+    identity["command"] = command  # not compared by --resume: a resumed run adds --resume
     from onnxprune.workbench.train import is_main_process
 
     with run_lock(folder) if is_main_process() else contextlib.nullcontext():
@@ -134,6 +137,9 @@ def _run_rounds(model_path, source, folder, identity, options, train, val, prepr
     final_path, final_top1 = _finish(folder, options, records, val, preprocess)
     if is_main_process():
         _write_results(folder, identity, baseline, records, final={"file": final_path.name, "top1": final_top1})
+        from onnxprune.report.html import write_report
+
+        write_report(folder)
     return ScheduleResult(folder, records, baseline, final_path, final_top1)
 
 
