@@ -143,7 +143,7 @@ def unpack(
     output: Annotated[Path, typer.Option("--output", "-o", help="the .onnx to write")],
     as_json: JsonOption = False,
 ) -> None:
-    """Restore the ONNX model a package holds, exactly."""
+    """Restore the ONNX model a package holds: the same graph, bit-identical weights (not the same bytes)."""
     from onnxprune.graph.model import save_atomic
     from onnxprune.measure.quantize import unpack as unpack_model
 

@@ -8,7 +8,8 @@ a copy first (per-channel QDQ needs it; MATLAB exports are opset 8).
 Package (`pack` / `unpack`): a zip holding the graph with every sparse float initializer
 emptied, and those initializers as their non-zero values plus a one-bit-per-weight mask. It is
 the smallest form onnxprune writes (close to the values+mask size: the values plus the
-entropy of the mask) and unpacks to the same model exactly.
+entropy of the mask) and unpacks to the same graph with bit-identical weights (the file's bytes may
+differ: protobuf can store a tensor's values in either of two fields).
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def pack(model: Model, output: str | os.PathLike) -> dict:
 
 
 def unpack(package: str | os.PathLike) -> onnx.ModelProto:
-    """The model a package holds, exactly as it was packed."""
+    """The model a package holds: the graph as packed, every weight bit-identical to the packed one."""
     package = Path(package)
     try:
         with zipfile.ZipFile(package) as archive:
