@@ -276,3 +276,26 @@ def test_gradual_pruning_refuses_what_it_cannot_do():
         ScheduleOptions(PruneOptions(0.5), train=training, schedule="gradual", iterations=3)
     with pytest.raises(ConfigError, match="--schedule gradual prunes while fine-tuning: add --finetune-epochs"):
         ScheduleOptions(PruneOptions(0.5), schedule="gradual")
+
+
+def test_rounds_record_accuracy_after_pruning_and_keep_the_better_of_pruned_and_fine_tuned(
+    fixture_model, synthetic, tmp_path
+):
+    train, val = synthetic
+    model_path = fixture_model("matlab_alexnet_opset8")
+    preprocess = preprocess_for(onnxprune.load(model_path))
+    wrecking = TrainOptions(epochs=1, batch_size=8, lr=50.0, augment=False)  # a learning rate that ruins the model
+    options = ScheduleOptions(PruneOptions(0.3, scope="global"), train=wrecking)
+    result = run(model_path, tmp_path / "run", options, train, val, preprocess)
+    record = result.rounds[0]
+    assert record.top1_pruned is not None and record.kept == "pruned"
+    assert record.top1 == pytest.approx(record.top1_pruned), "the pruned start was kept, and measured as such"
+    gentle = ScheduleOptions(PruneOptions(0.3, scope="global"), train=dataclasses_replace(wrecking, lr=1e-4))
+    kept = run(model_path, tmp_path / "gentle", gentle, train, val, preprocess).rounds[0]
+    assert kept.top1_pruned is not None and (kept.kept == "fine-tuned") == (kept.top1 >= kept.top1_pruned)
+
+
+def dataclasses_replace(options, **changes):
+    import dataclasses
+
+    return dataclasses.replace(options, **changes)

@@ -300,19 +300,26 @@ def _print_prune_report(report) -> None:
 
 
 def _print_rounds(result) -> None:
-    table = Table("round", "target", "sparsity", "top-1", "loss", "seconds")
+    table = Table("round", "target", "sparsity", "top-1 pruned", "top-1 fine-tuned", "loss", "seconds")
     if result.baseline_top1 is not None:
-        table.add_row("dense", "0%", "-", f"{result.baseline_top1:.2%}", "", "")
+        table.add_row("dense", "0%", "-", "", f"{result.baseline_top1:.2%}", "", "")
     for record in result.rounds:
         table.add_row(
             str(record.round),
             f"{record.target_sparsity:.1%}",
             f"{record.sparsity:.1%}",
-            f"{record.top1:.2%}" if record.top1 is not None else "-",
+            f"{record.top1_pruned:.2%}" if record.top1_pruned is not None else "-",
+            (f"{record.top1:.2%}" if record.top1 is not None else "-") + (" (pruned kept)" * (record.kept == "pruned")),
             f"{record.loss:.4f}" if record.loss is not None else "-",
             f"{record.seconds:.1f}",
         )
     console().print(table)
+    worse = [str(record.round) for record in result.rounds if record.kept == "pruned"]
+    if worse:
+        console().print(
+            f"note: in round(s) {', '.join(worse)} fine-tuning ended below the pruned model's accuracy, "
+            "which was kept; try a lower --lr"
+        )
 
 
 def _prune_summary(report) -> dict:

@@ -41,7 +41,7 @@ from onnxprune.report.results import read as read_results
 from onnxprune.report.results import write as write_results
 from onnxprune.workbench.convert import TorchModel, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
-from onnxprune.workbench.train import finetune, logits_module
+from onnxprune.workbench.train import ensure_masks, finetune, logits_module
 
 
 @dataclass
@@ -63,6 +63,8 @@ class RoundRecord:
     macs_removed: float = 0.0
     method_history: list[dict] = field(default_factory=list)
     num_nonzero: int = 0
+    top1_pruned: float | None = None  # after pruning, before fine-tuning (runs that fine-tune with validation)
+    kept: str = "fine-tuned"  # or "pruned": fine-tuning ended below the pruned start, which was kept
 
 
 @dataclass
@@ -294,6 +296,11 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         if options.rewind:
             _rewind(torch_model, source)
     history = []
+    top1_pruned, start_state = None, None
+    if options.train.epochs > 0 and val is not None and not gradual:  # gradual starts dense: nothing to compare
+        top1_pruned = evaluate(start, val, preprocess, engine="torch", torch_module=torch_model.module).top1
+        ensure_masks(torch_model)  # the masks fine-tuning adds are part of the state to restore
+        start_state = {key: value.detach().clone() for key, value in torch_model.module.state_dict().items()}
     if options.train.epochs > 0:
         if progress:
             progress({"round": number, "rounds": options.iterations, "phase": "finetune"})
@@ -305,6 +312,15 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         history = [asdict(record) for record in trained.history]
         if hook is not None:
             result.history = hook.history
+    kept = "fine-tuned"
+    if start_state is not None:
+        finite = all(bool(value.isfinite().all()) for value in torch_model.module.state_dict().values()
+                     if value.is_floating_point())  # fmt: skip
+        tuned = evaluate(start, val, preprocess, engine="torch", torch_module=torch_model.module).top1 if finite else -1
+        if tuned < top1_pruned:  # fine-tuning made it worse (a learning rate too high?): keep the pruned start
+            torch_model.module.load_state_dict(start_state)
+            kept = "pruned"
+    del start_state
     checkpoint = folder / f"round_{number}.onnx"
     write_checkpoint(start, torch_model, checkpoint)
     written = load(checkpoint)
@@ -337,6 +353,8 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         macs_removed=1 - written.layer_total("macs") / max(1, source.layer_total("macs")),
         method_history=sparsity_history + result.history,
         num_nonzero=written.layer_nonzero(),
+        top1_pruned=top1_pruned,
+        kept=kept,
     )
 
 
