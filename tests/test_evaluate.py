@@ -72,3 +72,35 @@ def test_evaluate_cli_both_engines():
     ort, torch_result = json.loads(result.stdout)
     assert ort["engine"] == "onnxruntime" and torch_result["engine"] == "torch"
     assert ort["top1"] == torch_result["top1"] and ort["samples"] == 500
+
+
+@pytest.mark.parametrize(
+    "model, data, extra",
+    [("models/matlab/cora_mnist_point.onnx", "data/mnist", []),  # needs --flatten column
+     ("models/pytorch/resnet_2b_cifar10.onnx", "data/cifar10/test.zip", [])],  # needs --mean/--std
+)  # fmt: skip
+def test_wrong_preprocessing_gets_a_note_near_chance(model, data, extra):
+    result = CliRunner().invoke(app, ["evaluate", str(shared_path(model)), "--data", str(shared_path(data)),
+                                      "--limit", "300", *extra])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "is near chance (10.0% for 10 classes)" in result.stdout and "--flatten" in result.stdout
+
+
+def test_a_model_whose_output_is_not_class_scores_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from onnxprune.errors import ConfigError
+    from onnxprune.workbench.data import Dataset
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1, 1, 3, 3], [0.1] * 9)
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], "denoiser",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 28, 28])], [weight],
+    )  # fmt: skip
+    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "d.onnx"))
+    model = onnxprune.load(tmp_path / "d.onnx")
+    dataset = Dataset(np.zeros((4, 28, 28, 1), np.uint8), np.arange(4) % 2, ["a", "b"], "tiny")
+    with pytest.raises(ConfigError, match="is 1x1x28x28, not one score per class"):
+        evaluate(model, dataset, preprocess_for(model))

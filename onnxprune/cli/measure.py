@@ -54,6 +54,7 @@ def evaluate(
 ) -> None:
     """Top-1 and top-5 accuracy and loss of MODEL on labelled data, in onnxruntime and/or torch."""
     from onnxprune.graph.model import load
+    from onnxprune.measure.evaluate import chance_note
     from onnxprune.measure.evaluate import evaluate as evaluate_model
 
     if data is None:
@@ -65,7 +66,7 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps([result.as_dict() for result in results], indent=2))
         return
-    _print_notes(preprocess.notes)
+    _print_notes([*preprocess.notes, chance_note(results[0].top1, model.num_classes or len(dataset.classes))])
     for result in results:
         console().print(
             f"{result.engine:>11}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  "
@@ -95,6 +96,7 @@ def sweep(
 ) -> None:
     """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop."""
     from onnxprune.graph.model import load
+    from onnxprune.measure.evaluate import chance_note
     from onnxprune.measure.sweep import sweep as sweep_model
     from onnxprune.measure.sweep import trade_off
     from onnxprune.report import plots, results
@@ -120,14 +122,15 @@ def sweep(
         emit_json({"baseline_top1": table.baseline_accuracy, "trade_off": choice, "rows": rows,
                    "results": written, "figure": figure, "report": page, "notes": list(preprocess.notes)})  # fmt: skip
         return
-    _print_notes(preprocess.notes)
+    _print_notes([*preprocess.notes, chance_note(table.baseline_accuracy, model.num_classes or len(dataset.classes))])
     _print_sweep(table, choice)
     console().print(f"wrote {', '.join(str(p) for p in written.values())}, {figure} and {page}")
 
 
 def _print_notes(notes) -> None:
     for note in notes:
-        console().print(f"note: {note}", highlight=False)
+        if note:
+            console().print(f"note: {note}", highlight=False)
 
 
 def _print_sweep(table, choice) -> None:

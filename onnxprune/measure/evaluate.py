@@ -40,6 +40,30 @@ class Evaluation:
         }
 
 
+def check_classifier(model: Model) -> None:
+    """Refuse to measure accuracy on a model whose output is not one score per class (an image, a map...)."""
+    for value in model.proto.graph.output[:1]:
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+        inner = [d for d in dims[1:] if d != 1]  # the batch, then class scores (MATLAB may add 1 x 1 dims)
+        if len(inner) > 1:
+            shape = "x".join("?" if d is None else str(d) for d in dims)
+            raise ConfigError(
+                f"the model's output '{value.name}' is {shape}, not one score per class: accuracy has no meaning "
+                "for it; evaluate, sweep and fine-tuning need a classifier"
+            )
+
+
+def chance_note(top1: float | None, classes: int) -> str | None:
+    """A note when an accuracy is near chance: the data is most likely prepared differently than in training."""
+    chance = 1 / classes if classes >= 2 else None
+    if top1 is None or chance is None or top1 >= min(2.5 * chance, chance + 0.5 * (1 - chance)):
+        return None
+    return (
+        f"top-1 {top1:.2%} is near chance ({1 / classes:.1%} for {classes} classes): the samples are probably not "
+        "prepared as in training; check --flatten (row or column), --mean/--std and --pixel-range"
+    )
+
+
 def evaluate(
     model: Model,
     dataset: Dataset,
@@ -65,6 +89,7 @@ def evaluate(
     """
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got '{engine}'")
+    check_classifier(model)
     check_labels(dataset, model.num_classes or int(dataset.labels.max()) + 1)
     if engine == "torch":
         run = torch_runner(torch_module if torch_module is not None else _converted(model))

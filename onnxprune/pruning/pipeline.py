@@ -278,6 +278,10 @@ def _scheduled(model_path: Path, output: Path, options: RunOptions, progress, no
         model_path, out_dir, schedule, train, held_out, preprocess, options.resume, progress, options.command
     )
     final = load(result.final_path)
+    from onnxprune.measure.evaluate import chance_note
+
+    chance = chance_note(result.baseline_top1, model.num_classes or (len(held_out.classes) if held_out else 0))
+    notes.extend([chance] if chance else [])
     notes.append(f"checkpoints, results.json/.csv and report.html in {result.folder}")
     if options.output is None and not options.sparse_storage:  # the run's own final file is the output
         return PruneReport(
