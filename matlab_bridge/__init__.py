@@ -128,8 +128,8 @@ def _dataset(options: dict):
         labels = np.array([classes.index(n) for n in names], dtype=np.int64)
     else:
         numbers = labels_array.astype(np.float64).reshape(-1)
-        if not np.all(numbers == np.round(numbers)) or numbers.min() < 0:
-            raise BridgeError("onnxprune:badInput", "Labels must be whole numbers >= 0 or class names")
+        if not np.all(numbers == np.round(numbers)) or numbers.min() < 0 or numbers.max() >= 1_000_000:
+            raise BridgeError("onnxprune:badInput", "Labels must be class indices (whole numbers 0 ... C-1) or names")
         labels = numbers.astype(np.int64)
         classes = [str(i) for i in range(int(labels.max()) + 1)]
     if images.ndim == 4 and images.shape[3] == labels.size:  # MATLAB's H x W x C x N

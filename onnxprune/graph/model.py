@@ -256,6 +256,8 @@ def _read_proto(path: Path) -> tuple[onnx.ModelProto, bool]:
     except onnx.checker.ValidationError as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line}") from None
+    except UnicodeDecodeError:  # protobuf parses string fields lazily: a corrupted name surfaces here
+        raise ModelLoadError(f"{path}: not a valid ONNX model: a name or text is not UTF-8 (corrupted?)") from None
     return proto, external
 
 

@@ -318,6 +318,9 @@ def _check_numeric(value, path: Path, key: str) -> np.ndarray:
     return value
 
 
+MAX_CLASSES = 1_000_000
+
+
 def _labels_from(value, path: Path, key: str) -> tuple[np.ndarray, list[str]]:
     opaque = isinstance(value, _Opaque) or (
         isinstance(value, np.ndarray) and value.dtype.kind == "O" and _is_matlab_object(value)
@@ -340,6 +343,8 @@ def _labels_from(value, path: Path, key: str) -> tuple[np.ndarray, list[str]]:
         raise DataError(f"{path}: labels '{key}' are empty; save one label per image")
     if not np.all(np.isfinite(numbers)) or not np.all(numbers == np.round(numbers)) or numbers.min() < 0:
         raise DataError(f"{path}: labels '{key}' must be non-negative whole numbers or class names")
+    if numbers.max() >= MAX_CLASSES:  # class indices, not ids: a label of 1e300 would name 1e300 classes
+        raise DataError(f"{path}: labels '{key}' go up to {numbers.max():g}; labels are class indices 0 ... C-1")
     numbers = numbers.astype(np.int64)
     return numbers, [str(i) for i in range(int(numbers.max()) + 1)]
 
