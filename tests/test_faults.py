@@ -213,3 +213,44 @@ def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
     with run_lock(folder):
         assert (tmp_path / ".run.lock").read_text() == str(os.getpid())
     assert not (tmp_path / ".run.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_model_over_2_gb_with_external_data_is_read_pruned_and_written_with_external_data(tmp_path):
+    """Protobuf cannot serialize 2 GB: torch's exporter writes such models with an .onnx.data file."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import onnxprune
+
+    size = 16500  # two 16500 x 16500 float32 layers: 1.09 GB each, 2.18 GB in all
+    tensors = []
+    for name in ("fc1", "fc2"):
+        weight = np.empty((size, size), dtype=np.float32)
+        weight.reshape(-1)[:] = np.tile(np.linspace(-1, 1, 9973, dtype=np.float32), size * size // 9973 + 1)[
+            : size * size
+        ]  # cheap to make, every magnitude present
+        tensors += [numpy_helper.from_array(weight, f"{name}_W"), numpy_helper.from_array(np.zeros(size, np.float32),
+                                                                                          f"{name}_B")]  # fmt: skip
+        del weight
+    nodes = [helper.make_node("Gemm", ["x", "fc1_W", "fc1_B"], ["h"], name="fc1", transB=1),
+             helper.make_node("Relu", ["h"], ["r"], name="relu"),
+             helper.make_node("Gemm", ["r", "fc2_W", "fc2_B"], ["y"], name="fc2", transB=1)]  # fmt: skip
+    graph = helper.make_graph(nodes, "big", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", size])])  # fmt: skip
+    graph.initializer.extend(tensors)
+    del tensors
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source = tmp_path / "big.onnx"
+    onnx.save_model(model, str(source), save_as_external_data=True, location="big.onnx.data")
+    del model, graph
+    assert (tmp_path / "big.onnx.data").stat().st_size > 2**31
+    pruned = onnxprune.prune(onnxprune.load(source), 0.5, keep_masks=False)
+    onnxprune.save(pruned, tmp_path / "out.onnx", release=True)
+    assert (tmp_path / "out.onnx.data").stat().st_size > 2**31, "the output keeps its weights in a data file"
+    assert (tmp_path / "out.onnx").stat().st_size < 10_000
+    written = onnxprune.load(tmp_path / "out.onnx")
+    for layer in written.layers:
+        assert float((written.weight_array(layer) == 0).mean()) == pytest.approx(0.5, abs=1e-6)
+    assert leftovers(tmp_path) == []
