@@ -136,6 +136,8 @@ def test_octave_package_end_to_end(fixture_model, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OCTAVE TESTS PASSED" in done.stdout
+    # long work shows progress in the command window while it runs: a line per round and per epoch
+    assert "round 2/2: finetune" in done.stdout and "epoch 1: loss" in done.stdout
 
 
 def test_every_cli_command_has_its_bridge_function_accepting_every_option(fixture_model):
