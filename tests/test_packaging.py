@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -15,15 +16,17 @@ from conftest import REPO
 @pytest.mark.slow
 def test_a_wheel_installed_outside_the_source_tree_runs_the_demo(tmp_path):
     wheels = tmp_path / "dist"
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-w", str(wheels), "-q"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-    )  # fmt: skip  (offline: setuptools from this environment builds it)
-    assert built.returncode == 0, built.stderr
+    source = tmp_path / "source"  # a copy: building writes build/ and egg-info beside the sources
+    ignored = shutil.ignore_patterns(".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", "test-artifacts",
+                                     ".hypothesis", "onnxprune-demo")  # fmt: skip
+    shutil.copytree(REPO, source, ignore=ignored)
+    # offline: setuptools from this environment builds them (python -m build --no-isolation)
+    command = [sys.executable, "-m", "build", "--no-isolation", "--wheel", "--sdist", "--outdir", str(wheels)]
+    command.append(str(source))
+    built = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
     wheel = next(wheels.glob("onnxprune-*.whl"))
+    assert next(wheels.glob("onnxprune-*.tar.gz")).stat().st_size > 2_000_000, "the sdist carries the demo model"
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     # the dependencies come from this environment (no download), onnxprune only from the wheel
