@@ -23,8 +23,12 @@ from onnxprune.pruning import select
 from onnxprune.workbench.data import load_data
 
 EXAMPLES = settings(
-    max_examples=500, deadline=10_000, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)  # derandomized: CI sees the same 500 examples every run; 10 s each at most: no hang
+    max_examples=500,
+    deadline=10_000,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)  # derandomized, no example database: every run sees the same 500 examples; 10 s each at most: no hang
 
 
 @pytest.fixture(scope="module")

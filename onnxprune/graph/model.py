@@ -258,7 +258,20 @@ def _read_proto(path: Path) -> tuple[onnx.ModelProto, bool]:
         raise ModelLoadError(f"{path}: not a valid ONNX model: {first_line}") from None
     except UnicodeDecodeError:  # protobuf parses string fields lazily: a corrupted name surfaces here
         raise ModelLoadError(f"{path}: not a valid ONNX model: a name or text is not UTF-8 (corrupted?)") from None
+    if not _names_are_text(proto.graph):  # or comes back as bytes
+        raise ModelLoadError(f"{path}: not a valid ONNX model: a name or text is not UTF-8 (corrupted?)")
     return proto, external
+
+
+def _names_are_text(graph: onnx.GraphProto) -> bool:
+    """Whether every name of the graph decoded as text (protobuf returns undecodable ones as bytes)."""
+    names = [graph.name]
+    for node in graph.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+        names += [attribute.name for attribute in node.attribute]
+    for group in (graph.initializer, graph.input, graph.output, graph.value_info):
+        names += [item.name for item in group]
+    return all(isinstance(name, str) for name in names)
 
 
 def _external_locations(proto: onnx.ModelProto) -> list[str]:
