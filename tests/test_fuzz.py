@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 from pathlib import Path
 
 import fixtures
@@ -22,13 +23,14 @@ from onnxprune.errors import OnnxpruneError
 from onnxprune.pruning import select
 from onnxprune.workbench.data import load_data
 
+DEEPER = os.environ.get("ONNXPRUNE_FUZZ_EXAMPLES")  # a longer random run: ONNXPRUNE_FUZZ_EXAMPLES=5000 pytest ...
 EXAMPLES = settings(
-    max_examples=500,
+    max_examples=int(DEEPER or 500),
     deadline=10_000,
-    derandomize=True,
+    derandomize=DEEPER is None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
-)  # derandomized, no example database: every run sees the same 500 examples; 10 s each at most: no hang
+)  # CI: derandomized, no example database: the same 500 examples every run; 10 s each at most: no hang
 
 
 @pytest.fixture(scope="module")
