@@ -395,6 +395,8 @@ def _array_dataset(images: np.ndarray, labels: np.ndarray, classes: list[str], s
         raise DataError(f"{source}: {images.shape[0]} images but {labels.shape[0]} labels")
     if images.shape[0] == 0:
         raise DataError(f"{source}: holds no samples")
+    if images.size == 0:
+        raise DataError(f"{source}: the images are empty ({'x'.join(map(str, images.shape))}); one image per label")
     flat = images.ndim == 2
     if images.dtype == np.uint8:
         value_range = "0-255"
