@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -208,3 +210,12 @@ def test_resume_with_other_options_names_the_difference(alexnet, tmp_path):
     assert run(*base).exit_code == 0
     result = run(*base, "--resume", "--seed", "3")
     assert_one_line_error(result, "--resume", "was started with", "(now 3)")
+
+
+def test_sparse_storage_says_what_it_saved_and_why_nothing(alexnet, tmp_path):
+    low = run("prune", alexnet, "--sparsity", "0.5", "--sparse-storage", "-o", tmp_path / "low.onnx", "--json")
+    assert low.exit_code == 0, low.output
+    assert any("stored no weight sparse" in note and "~67%" in note for note in json.loads(low.stdout)["notes"])
+    high = run("prune", alexnet, "--sparsity", "0.95", "--sparse-storage", "-o", tmp_path / "high.onnx", "--json")
+    notes = json.loads(high.stdout)["notes"]
+    assert any("stored sparse" in note and "->" in note for note in notes), notes

@@ -62,7 +62,7 @@ Everything is in {out}/, and on one page in {summary["report"]}:
   training.png               fine-tuning loss and accuracy
   sweep/results.{{json,csv,mat}}  the sweep's numbers (MATLAB: load('sweep/results.mat'))
   pruned/                    the pruned model ({Path(summary["pruned_model"]).name}), its checkpoint and results
-  pruned_sparse_storage.onnx the pruned model stored as sparse initializers (smaller file)
+  pruned_sparse_storage.onnx the pruned model stored as sparse initializers (smaller above ~67% sparsity)
   comparison.json            latency and sizes of dense and pruned in onnxruntime
   summary.json               all of the above in one file
 

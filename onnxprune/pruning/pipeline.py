@@ -215,7 +215,25 @@ def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level
         report = _scheduled(model_path, output, options, progress, notes)
     report.choice = choice
     report.notes = notes + report.notes
+    if options.sparse_storage:
+        report.notes.append(_sparse_storage_note(model_path, report))
     return report
+
+
+def _sparse_storage_note(model_path: Path, report: PruneReport) -> str:
+    """What --sparse-storage saved, and why it may save nothing."""
+    from onnxprune.graph.model import model_file_size
+
+    before = model_file_size(model_path)
+    if not report.sparse_initializers:
+        return (
+            f"--sparse-storage stored no weight sparse: the file is the dense size ({before:,} bytes); "
+            "a weight pays only above ~67% sparsity (each kept value costs an int64 index)"
+        )
+    return (
+        f"--sparse-storage: {len(report.sparse_initializers)} weight(s) stored sparse, {before:,} -> "
+        f"{report.bytes:,} bytes (weights below ~67% sparsity stay dense: int64 indices)"
+    )
 
 
 def _raw_pixels(model, data: DataOptions | None) -> bool:
