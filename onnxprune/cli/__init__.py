@@ -41,10 +41,20 @@ def _main_options(
     """Prune ONNX classifiers exported by MATLAB or PyTorch, verified in onnxruntime."""
 
 
+def _flags_without_type(command) -> None:
+    """Show flags as flags in --help: typer labels every on/off option `<bool>`, inviting `--skip-first true`."""
+    for sub in getattr(command, "commands", {}).values():
+        for parameter in sub.params:
+            if getattr(parameter, "is_flag", False):
+                parameter.metavar = " "
+
+
 def main() -> None:
     """Console entry point; Ctrl-C at any moment is one line and exit code 130."""
+    command = typer.main.get_command(app)
+    _flags_without_type(command)
     try:
-        app()
+        command(prog_name="onnxprune")
     except KeyboardInterrupt:  # outside a command (typer's parsing); inside, reports_errors says it
         from onnxprune.cli.common import print_error
 
