@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import ALL_MODELS
+from conftest import ALL_MODELS, shared_path
 from onnx import numpy_helper
 
 import onnxprune
@@ -84,3 +84,10 @@ def test_prune_reaches_target_verifies_and_keeps_graph(model_path, sparsity, sco
         if tensor.name in unchanged:
             assert tensor == original_tensors[tensor.name]
     assert model_path.read_bytes() == original_bytes
+
+
+def test_inspect_calls_matlab_feature_vectors_flat():
+    from onnxprune.graph.inspection import describe
+
+    model = onnxprune.load(shared_path("models/matlab/nln_logsig_200_100_50.onnx"))  # input [1, 1, 1, 784]
+    assert describe(model)["input"]["layout"] == "flat"

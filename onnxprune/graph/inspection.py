@@ -40,7 +40,7 @@ def describe(model: Model) -> dict:
         "input": {
             "name": model.input.name,
             "shape": list(model.input.shape),
-            "layout": model.input.layout,
+            "layout": _shown_layout(model.input.shape, model.input.layout),
             "elem_type": model.input.elem_type,
         },
         "outputs": list(model.outputs),
@@ -58,3 +58,10 @@ def describe(model: Model) -> dict:
             "macs": sum(layer["macs"] for layer in layers),
         },
     }
+
+
+def _shown_layout(shape: tuple, layout: str) -> str:
+    """The layout as a person reads it: MATLAB's feature vectors [1, 1, 1, 784] are flat, not images."""
+    if len(shape) == 4 and shape[1] == 1 and 1 in (shape[2], shape[3]):
+        return "flat"
+    return layout
