@@ -219,3 +219,9 @@ def test_sparse_storage_says_what_it_saved_and_why_nothing(alexnet, tmp_path):
     high = run("prune", alexnet, "--sparsity", "0.95", "--sparse-storage", "-o", tmp_path / "high.onnx", "--json")
     notes = json.loads(high.stdout)["notes"]
     assert any("stored sparse" in note and "->" in note for note in notes), notes
+
+
+def test_compact_says_when_there_is_nothing_to_remove(alexnet, tmp_path):
+    result = run("compact", alexnet, "-o", tmp_path / "same.onnx", "--json")
+    assert result.exit_code == 0, result.output
+    assert any("no filter or neuron is all zero" in note for note in json.loads(result.stdout)["notes"])

@@ -55,6 +55,12 @@ def inspect(
     )
 
 
+NOTHING_TO_REMOVE = (
+    "no filter or neuron is all zero: the output is the same model (prune with a filter method, "
+    "e.g. --method l1-filter, to remove channels)"
+)
+
+
 @reports_errors
 def compact(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="a masked .onnx file (all-zero filters)")],
@@ -92,10 +98,13 @@ def compact(
         "params": [before["prunable_params"], after["prunable_params"]],
         "macs": [before["macs"], after["macs"]],
         "max_abs_diff": reports[0].max_abs_diff,
+        "notes": [] if any(report.removed.values()) else [NOTHING_TO_REMOVE],
     }
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
+    for note in summary["notes"]:
+        console().print(f"note: {note}")
     table = Table("layer", "channels before", "after")
     for name, kept in report.kept.items():
         table.add_row(name, str(kept + report.removed[name]), str(kept))
