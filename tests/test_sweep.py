@@ -205,7 +205,8 @@ def test_prune_max_drop_chooses_the_sparsity(fixture_model, tmp_path):
     args = ["prune", str(fixture_model("vgg_bn_torchscript")), "--max-drop", "0.05", "--data", str(tmp_path / "d.npz")]
     result = CliRunner().invoke(app, args + ["--sparsities", "0:0.2:0.8", "-o", str(tmp_path / "p.onnx")])
     assert result.exit_code == 0, result.output
-    chosen = float(result.stdout.split("trade-off: ")[1].split("%")[0]) / 100
+    assert "trade-off (magnitude, scope lamp): " in result.stdout, "the note names the curve it chose on"
+    chosen = float(result.stdout.split("scope lamp): ")[1].split("%")[0]) / 100
     assert chosen > 0 and (tmp_path / "p.onnx").exists()
     written = onnxprune.load(tmp_path / "p.onnx")
     zeros = sum(int((written.weight_array(layer) == 0).sum()) for layer in written.layers)

@@ -201,7 +201,8 @@ def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level
         prune = dataclasses.replace(options.schedule.prune, sparsity=choice["sparsity"])
         options = dataclasses.replace(options, schedule=dataclasses.replace(options.schedule, prune=prune))
         notes.append(
-            f"trade-off: {choice['sparsity']:.1%} keeps top-1 {choice['accuracy']:.2%} within "
+            f"trade-off ({prune.method}, scope {prune.scope}): {choice['sparsity']:.1%} keeps top-1 "
+            f"{choice['accuracy']:.2%} within "
             f"{options.max_drop:.1%} of the dense {choice['baseline']:.2%}"
         )
     schedule = options.schedule

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from onnxprune.errors import ConfigError  # noqa: E402
 from onnxprune.graph.model import Model  # noqa: E402
@@ -202,6 +203,8 @@ def training(run: dict, path) -> Path:
     sparsity_axis.set_title("per round (%)", fontsize=9)
     sparsity_axis.set_xlabel("round")
     sparsity_axis.legend(fontsize=7)
+    for axis in (loss_axis, accuracy_axis, sparsity_axis):  # epochs and rounds are whole numbers
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(rounds) > 1:
         loss_axis.legend(fontsize=7)
     return _save(figure, path)
