@@ -123,3 +123,17 @@ def test_bench_baselines_add_the_int8_forms_of_the_first_model(fixture_model, tm
     assert [row["name"] for row in rows][1:] == [f"{model.stem}_int8_dynamic.onnx", f"{model.stem}_int8_static.onnx"]
     assert all(row["bytes"] < rows[0]["bytes"] / 2 and row["top1"] is not None for row in rows[1:])
     assert (tmp_path / "b" / f"{model.stem}_int8_static.onnx").exists()
+
+
+def test_bench_table_is_narrow_by_default_and_wide_on_request(fixture_model):
+    from typer.testing import CliRunner
+
+    from onnxprune.cli import app
+
+    model = str(fixture_model("matlab_alexnet_opset8"))
+    narrow = CliRunner().invoke(app, ["bench", model, "--runs", "2", "--batch", "1"])
+    wide = CliRunner().invoke(app, ["bench", model, "--runs", "2", "--batch", "1", "--wide"])
+    assert narrow.exit_code == 0 and wide.exit_code == 0, narrow.output + wide.output
+    assert "zipped" not in narrow.stdout and "(p90)" not in narrow.stdout
+    assert "zipped" in wide.stdout and "(p90)" in wide.stdout and "values+mask:" in wide.stdout
+    assert max(len(line) for line in narrow.stdout.splitlines()) <= 120

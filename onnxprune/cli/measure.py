@@ -233,6 +233,7 @@ def bench_command(
             "--baselines", help="add the first model quantized to int8: dynamic, and static (calibrated) with --data"
         ),
     ] = False,
+    wide: Annotated[bool, typer.Option("--wide", help="also p90 latency, zipped and values+mask sizes")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Latency, throughput, sizes and accuracy of models side by side in onnxruntime, one session at a time."""
@@ -269,21 +270,36 @@ def bench_command(
     if as_json:
         typer.echo(json.dumps(bench_module.as_dicts(results), indent=2))
         return
-    columns = ["model"] + [f"b{b} ms (p90)" for b in batches] + [f"b{b} speedup" for b in batches]
-    table = Table(*columns, "size", "zipped", "values+mask", "non-zeros", "MACs", "top-1")
+    _print_bench(results, batches, wide)
+
+
+def _print_bench(results, batches: list[int], wide: bool) -> None:
+    """The bench table: within 120 columns by default; --wide adds p90, zipped and values+mask sizes."""
+    quantized = {r.name for r in results if r.macs == 0}  # int8 weights are not float layers: not counted
+    latency_columns = [f"b{b} ms" + (" (p90)" if wide else "") for b in batches]
+    columns = ["model", *latency_columns, *[f"b{b} speedup" for b in batches], "size",
+               *(["zipped", "values+mask"] if wide else []), "non-zeros", "MACs", "top-1"]  # fmt: skip
+    table = Table(*columns)
     for r in results:
-        latency = [f"{r.latency_ms[str(b)]['median']:.2f} ({r.latency_ms[str(b)]['p90']:.2f})" if str(b) in r.latency_ms
-                   else "-" for b in batches]  # fmt: skip
+        latency = [(f"{r.latency_ms[str(b)]['median']:.2f}" + (f" ({r.latency_ms[str(b)]['p90']:.2f})" if wide else ""))
+                   if str(b) in r.latency_ms else "-" for b in batches]  # fmt: skip
         speed = [f"{r.speedup[str(b)]:.2f}x" if str(b) in r.speedup else "-" for b in batches]
+        sizes = [human_size(r.zipped_bytes), human_size(r.values_mask_bytes)] if wide else []
+        counted = r.name not in quantized
         table.add_row(
-            r.name, *latency, *speed, human_size(r.bytes), human_size(r.zipped_bytes), human_size(r.values_mask_bytes),
-            f"{r.nonzero:,}", f"{r.macs:,}", f"{r.top1:.2%}" if r.top1 is not None else "-",
+            r.name, *latency, *speed, human_size(r.bytes), *sizes, f"{r.nonzero:,}" if counted else "-",
+            f"{r.macs:,}" if counted else "-", f"{r.top1:.2%}" if r.top1 is not None else "-",
         )  # fmt: skip
     console().print(table)
-    console().print(
-        "values+mask: the weights' non-zero values at full width plus the entropy of their zero mask "
-        "(a reference size, not a limit: pack can go below it by compressing the values)"
-    )
+    if any(str(b) not in r.latency_ms for r in results for b in batches):
+        console().print("-: a batch size the model cannot take (its graph fixes the batch at 1)")
+    if quantized:
+        console().print("-: int8 models' weights are not float layers; their non-zeros and MACs are not counted")
+    if wide:
+        console().print(
+            "values+mask: the weights' non-zero values at full width plus the entropy of their zero mask "
+            "(a reference size, not a limit: pack can go below it by compressing the values)"
+        )
 
 
 @reports_errors
