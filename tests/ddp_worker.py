@@ -28,3 +28,9 @@ finetune(result.torch_model, data, preprocess_for(model), options, teacher=teach
 rank, world = distributed()
 weights = {name: entry.to_onnx() for name, entry in result.torch_model.params.items()}
 np.savez(out / f"weights_world{world}_rank{rank}.npz", **weights)
+
+if world > 1:  # leave together: a rank that exits while the other is still in a collective aborts it
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()

@@ -81,6 +81,15 @@ def test_quantization_keeps_zeros_and_reports_accuracy(pair, tmp_path):
         quantize(model, tmp_path / "s.onnx", "static")
 
 
+def free_port() -> int:
+    """A port nothing listens on now (a fixed one may be taken, or in TIME_WAIT from an earlier run)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_two_process_gloo_matches_one_process(fixture_model, tmp_path):
     model = str(fixture_model("matmul_mlp"))
@@ -88,7 +97,7 @@ def test_two_process_gloo_matches_one_process(fixture_model, tmp_path):
     single = subprocess.run([sys.executable, worker, model, str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-              "--master_port=29517", worker, model, str(tmp_path)]  # fmt: skip
+              f"--master_port={free_port()}", worker, model, str(tmp_path)]  # fmt: skip
     parallel = subprocess.run(
         launch, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **__import__("os").environ}
     )
