@@ -86,9 +86,10 @@ def options_of(name: str) -> dict[str, object]:
 def accepted_names(name: str) -> list[str]:
     """The MATLAB names a bridge function accepts for command NAME (the CLI's options, MATLAB-cased)."""
     names = [matlab_name(parameter.name) for parameter in _options(name)]
-    if "data" in options_of(name):
+    known = options_of(name)
+    if "data" in known:
         names += ["Images", "Labels"]
-    if "val" in options_of(name):
+    if "val" in known:
         names += ["ValImages", "ValLabels"]
     return names
 

@@ -312,20 +312,20 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         history = [asdict(record) for record in trained.history]
         if hook is not None:
             result.history = hook.history
-    kept = "fine-tuned"
+    kept, evaluation = "fine-tuned", None
     if start_state is not None:
         finite = all(bool(value.isfinite().all()) for value in torch_model.module.state_dict().values()
                      if value.is_floating_point())  # fmt: skip
-        tuned = evaluate(start, val, preprocess, engine="torch", torch_module=torch_model.module).top1 if finite else -1
-        if tuned < top1_pruned:  # fine-tuning made it worse (a learning rate too high?): keep the pruned start
+        if finite:  # the round's evaluation, unless the pruned start is kept
+            evaluation = evaluate(start, val, preprocess, engine="torch", torch_module=torch_model.module)
+        if evaluation is None or evaluation.top1 < top1_pruned:  # worse (a learning rate too high?): keep the start
             torch_model.module.load_state_dict(start_state)
-            kept = "pruned"
+            kept, evaluation = "pruned", None
     del start_state
     checkpoint = folder / f"round_{number}.onnx"
     write_checkpoint(start, torch_model, checkpoint)
     written = load(checkpoint)
-    evaluation = None
-    if val is not None:
+    if val is not None and evaluation is None:
         evaluation = evaluate(written, val, preprocess, engine="torch", torch_module=torch_model.module)
     if structured:
         sparsity, layer_sparsity = _channel_sparsity(written, source)

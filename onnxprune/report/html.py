@@ -186,9 +186,8 @@ def _schedule(document: dict, extra: dict, folder: Path, run: dict | None) -> st
     rounds = extra.get("rounds", [])
     final = extra.get("final") or {}
     last = rounds[-1] if rounds else {}
-    items = [("dense top-1", _percent(document.get("baseline_accuracy"))[0] if document.get("baseline_accuracy")
-              is not None else "-"),
-             ("final top-1", _percent(final.get("top1"))[0] if final.get("top1") is not None else "-"),
+    items = [("dense top-1", _percent(document.get("baseline_accuracy"))[0]),  # "-" when not measured
+             ("final top-1", _percent(final.get("top1"))[0]),
              ("sparsity", f"{100 * last.get('sparsity', 0):.1f}%"),
              ("parameters removed", f"{100 * last.get('params_removed', 0):.1f}%"),
              ("MACs removed", f"{100 * last.get('macs_removed', 0):.1f}%"),
