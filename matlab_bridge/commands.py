@@ -84,8 +84,11 @@ def options_of(name: str) -> dict[str, object]:
 
 
 def accepted_names(name: str) -> list[str]:
-    """The MATLAB names a bridge function accepts for command NAME (the CLI's options, MATLAB-cased)."""
-    names = [matlab_name(parameter.name) for parameter in _options(name)]
+    """The MATLAB names a bridge function accepts for command NAME (the CLI's options, MATLAB-cased).
+
+    Old spellings (hidden options) are still accepted, with the CLI's deprecation note, but not listed.
+    """
+    names = [matlab_name(parameter.name) for parameter in _options(name) if not parameter.hidden]
     known = options_of(name)
     if "data" in known:
         names += ["Images", "Labels"]

@@ -43,7 +43,7 @@ def test_bench_two_models_well_formed(pair, tmp_path):
     assert results[1].nonzero < 0.2 * results[0].nonzero and results[1].macs == results[0].macs
     assert results[1].values_mask_bytes < 0.3 * results[0].values_mask_bytes
     out = tmp_path / "b"
-    cli = CliRunner().invoke(app, ["bench", *map(str, pair), "--batch", "1", "--runs", "3", "--out-dir", str(out)])
+    cli = CliRunner().invoke(app, ["bench", *map(str, pair), "--batch-size", "1", "--runs", "3", "--out-dir", str(out)])
     assert cli.exit_code == 0, cli.output
     assert len(json.loads((out / "bench.json").read_text())) == 2 and (out / "bench.png").exists()
 
@@ -122,7 +122,7 @@ def test_bench_baselines_add_the_int8_forms_of_the_first_model(fixture_model, tm
     images = np.random.default_rng(0).integers(0, 255, (16, 35, 35, 3)).astype(np.uint8)
     np.savez(tmp_path / "d.npz", x=images, y=np.arange(16) % 5)
     model = fixture_model("matlab_alexnet_opset8")
-    args = ["bench", str(model), "--baselines", "--runs", "2", "--batch", "1", "--json"]
+    args = ["bench", str(model), "--baselines", "--runs", "2", "--batch-size", "1", "--json"]
     alone = CliRunner().invoke(app, args)
     assert alone.exit_code == 0, alone.output
     assert [row["name"] for row in json.loads(alone.stdout)][1:] == [f"{model.stem}_int8_dynamic.onnx"]
@@ -140,8 +140,8 @@ def test_bench_table_is_narrow_by_default_and_wide_on_request(fixture_model):
     from onnxprune.cli import app
 
     model = str(fixture_model("matlab_alexnet_opset8"))
-    narrow = CliRunner().invoke(app, ["bench", model, "--runs", "2", "--batch", "1"])
-    wide = CliRunner().invoke(app, ["bench", model, "--runs", "2", "--batch", "1", "--wide"])
+    narrow = CliRunner().invoke(app, ["bench", model, "--runs", "2", "--batch-size", "1"])
+    wide = CliRunner().invoke(app, ["bench", model, "--runs", "2", "--batch-size", "1", "--wide"])
     assert narrow.exit_code == 0 and wide.exit_code == 0, narrow.output + wide.output
     assert "zipped" not in narrow.stdout and "(p90)" not in narrow.stdout
     assert "zipped" in wide.stdout and "(p90)" in wide.stdout and "values+mask:" in wide.stdout

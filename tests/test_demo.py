@@ -68,7 +68,7 @@ def test_reference_models_verify_after_pruning(tmp_path):
 
 def test_demo_end_to_end_reduced(tmp_path):
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out-dir", str(out)])
     assert result.exit_code == 0, result.output
     for name in ("accuracy_vs_sparsity.png", "layer_sparsity.png", "masks.png", "training.png", "summary.json",
                  "comparison.json", "sweep/results.json", "sweep/results.csv", "sweep/results.mat"):  # fmt: skip
@@ -77,5 +77,5 @@ def test_demo_end_to_end_reduced(tmp_path):
     assert summary["pruned_sparsity"] > 0 and Path(summary["pruned_model"]).exists()
     assert summary["comparison"]["pruned, sparse storage"]["bytes"] <= summary["comparison"]["dense"]["bytes"]
     assert "Next: run the same on your own model" in result.stdout
-    again = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    again = CliRunner().invoke(app, ["demo", "--quick", "--out-dir", str(out)])
     assert again.exit_code == 2 and "is not empty" in again.stderr

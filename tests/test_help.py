@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -13,3 +14,47 @@ def test_flags_are_shown_without_a_type_in_help():
     flags = [line for line in shown.stdout.splitlines() if "--skip-first" in line or "--resume" in line]
     assert len(flags) == 2 and not any("<bool>" in line for line in flags), flags
     assert "<float>" in shown.stdout, "valued options keep their type"
+
+
+def _commands():
+    import typer.main
+
+    from onnxprune.cli import app
+
+    return typer.main.get_command(app).commands
+
+
+def test_one_option_vocabulary_across_commands():
+    """-o names the main output of every command that writes one; --out-dir every run folder; one spelling each."""
+    for name, command in _commands().items():
+        options = [p for p in command.params if p.param_type_name == "option" and not p.hidden]
+        spelled = {flag: p for p in options for flag in p.opts}
+        assert not {"--out", "--outdir", "--output-dir", "--batch"} & set(spelled), (name, sorted(spelled))
+        folders = [p for p in options if "dir" in p.name]
+        assert all(p.opts[0] == "--out-dir" for p in folders), (name, [p.opts for p in folders])
+        files = [p for p in options if p.name == "output"]
+        assert all(p.opts == ["--output", "-o"] for p in files), (name, [p.opts for p in files])
+        if folders and not files:  # the folder is the main output: -o names it
+            assert "-o" in folders[0].opts, name
+        writes = files or folders
+        assert bool(writes) == (name not in ("inspect", "evaluate")), name
+        batches = [p for p in options if "batch" in p.name and "round" not in p.name]
+        assert all(p.opts == ["--batch-size"] for p in batches), (name, [p.opts for p in batches])
+
+
+def test_old_spellings_are_accepted_with_a_note(fixture_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from onnxprune.cli import app
+
+    model = str(fixture_model("matmul_mlp"))
+    old = CliRunner().invoke(app, ["bench", model, "--batch", "1", "--runs", "2", "--json"])
+    assert old.exit_code == 0, old.output
+    assert "note: --batch is deprecated; use --batch-size (the same option)" in old.stderr
+    assert json.loads(old.stdout)[0]["latency_ms"].keys() == {"1"}
+    both = CliRunner().invoke(app, ["bench", model, "--batch", "1", "--batch-size", "8"])
+    assert both.exit_code == 2
+    assert "--batch and --batch-size are one option (--batch is its old spelling): give --batch-size" in both.output
+    demo = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "a"), "-o", str(tmp_path / "b")])
+    assert demo.exit_code == 2 and "--out and --out-dir are one option" in demo.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -52,7 +52,7 @@ def test_a_wheel_installed_outside_the_source_tree_runs_the_demo(tmp_path):
                              cwd=outside, env=environment)  # fmt: skip
     assert version.returncode == 0 and version.stdout.startswith("onnxprune "), version.stderr
     demo = subprocess.run(
-        [str(venv / "bin" / "onnxprune"), "demo", "--quick", "--out", str(outside / "demo")],
+        [str(venv / "bin" / "onnxprune"), "demo", "--quick", "-o", str(outside / "demo")],
         capture_output=True, text=True, cwd=outside, env=environment, timeout=900,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout + demo.stderr

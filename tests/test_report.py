@@ -23,7 +23,7 @@ ARTIFACTS = REPO / "test-artifacts"
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out)])
+    result = CliRunner().invoke(app, ["demo", "--quick", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert str(out / "report.html") in result.stdout.replace("\n", ""), "the demo prints its report's path"
     return out

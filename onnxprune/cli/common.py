@@ -116,6 +116,20 @@ SeedOption = Annotated[int, typer.Option(help="seed for splits, shuffling, augme
 JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JSON (for scripts and MATLAB)")]
 
 
+def renamed(old_value, value, old: str, new: str, default=None):
+    """The value of an option whose old spelling `old` is still accepted, with a note naming `new`.
+
+    Raises:
+        ConfigError: both spellings were given.
+    """
+    if old_value is None:
+        return value
+    if value != default:
+        raise ConfigError(f"{old} and {new} are one option ({old} is its old spelling): give {new} only")
+    console(stderr=True).print(f"note: {old} is deprecated; use {new} (the same option)", highlight=False)
+    return old_value
+
+
 def emit_json(summary) -> None:
     """Print a command's result as JSON on stdout (paths as text)."""
     import json

@@ -33,9 +33,12 @@ from onnxprune.cli.common import (
     level_progress,
     numbers,
     percent,
+    renamed,
     reports_errors,
 )
 from onnxprune.errors import ConfigError
+
+BENCH_BATCHES = "1,32"
 
 
 @reports_errors
@@ -85,7 +88,9 @@ def sweep(
     stop: ToOption = None,
     step: StepOption = None,
     max_drop: Annotated[float, typer.Option(help="accuracy budget for the trade-off (0.01 = one point)")] = 0.01,
-    out_dir: Annotated[Path | None, typer.Option(help="folder for results and the figure")] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out-dir", "-o", help="folder for results and the figure [default: MODEL_sweep]")
+    ] = None,
     limit: LimitOption = None,
     first: FirstOption = None,
     pixel_range: PixelRangeOption = None,
@@ -215,7 +220,7 @@ def bench_command(
     models: Annotated[
         list[Path], typer.Argument(metavar="MODEL...", help="models to compare (the first is the reference)")
     ],
-    batch: Annotated[str, typer.Option(help="batch sizes, comma-separated")] = "1,32",
+    batch_size: Annotated[str, typer.Option(help="batch sizes to time, comma-separated")] = BENCH_BATCHES,
     provider: Annotated[str, typer.Option(help="cpu or cuda (needs the gpu extra and a GPU)")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads")] = None,
     runs: Annotated[int | None, typer.Option(help="timed calls per batch size (default: ~2 s worth)")] = None,
@@ -226,7 +231,7 @@ def bench_command(
     mean: MeanOption = None,
     std: StdOption = None,
     flatten: FlattenOption = None,
-    out_dir: Annotated[Path | None, typer.Option(help="folder for bench.json and bench.png")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out-dir", "-o", help="folder for bench.json and bench.png")] = None,
     baselines: Annotated[
         bool,
         typer.Option(
@@ -235,13 +240,15 @@ def bench_command(
     ] = False,
     wide: Annotated[bool, typer.Option("--wide", help="also p90 latency, zipped and values+mask sizes")] = False,
     as_json: JsonOption = False,
+    batch: Annotated[str | None, typer.Option("--batch", hidden=True, help="old spelling of --batch-size")] = None,
 ) -> None:
     """Latency, throughput, sizes and accuracy of models side by side in onnxruntime, one session at a time."""
     from onnxprune.graph.model import load
     from onnxprune.measure import bench as bench_module
     from onnxprune.report import plots
 
-    batches = [int(float(b)) for b in batch.split(",") if b.strip()]
+    batch_size = renamed(batch, batch_size, "--batch", "--batch-size", BENCH_BATCHES)
+    batches = [int(float(b)) for b in batch_size.split(",") if b.strip()]
     dataset, options, preprocess = None, None, None
     data_options(data, limit=limit, pixel_range=pixel_range, mean=mean, std=std, flatten=flatten, first=first)
     if data is not None:
