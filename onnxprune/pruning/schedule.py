@@ -5,7 +5,8 @@ A run lives in an output folder:
     run.json                the source model's hash and the options (what --resume checks)
     round_1.onnx ...        each finished round, verified (weights, biases, BatchNorm as trained)
     results.json / .csv     one record per finished round, rewritten after each round
-    omp_unstructured_0.80_acc_0.912.onnx    the final model: method, kind, sparsity, top-1
+    omp_unstructured_0.80_acc_0.912.onnx    the final model: schedule, kind, target sparsity (the
+                                            folder's number), top-1
 
 Every round starts from the previous round's checkpoint file, in an uninterrupted run as after
 `--resume`, and is seeded by its number: an interrupted run resumed gives the same final model
@@ -419,7 +420,7 @@ def _finish(folder, options, records, val, preprocess) -> tuple[Path, float | No
     if val is not None:
         final_top1 = evaluate(load(folder / last.checkpoint), val, preprocess, engine="onnxruntime").top1
     accuracy = f"{final_top1:.3f}" if final_top1 is not None else "na"
-    name = f"{options.name}_{options.kind}_{last.sparsity:.2f}_acc_{accuracy}.onnx"
+    name = f"{options.name}_{options.kind}_{options.target:.2f}_acc_{accuracy}.onnx"  # the folder's number
     final = folder / name
     from onnxprune.workbench.train import barrier, is_main_process
 
