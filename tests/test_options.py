@@ -220,7 +220,8 @@ def test_hybrid_recipe_runs_with_data(workspace, tmp_path):
 def test_a_run_has_one_sparsity_number_in_its_names(workspace, tmp_path):
     """Issue 19: the folder was named after the target (..._omp_0.40), the file after the weights removed (0.37)."""
     result = run("prune", workspace / "alexnet.onnx", "--method", "l1-filter", "--sparsity", "0.4", "--data",
-                 workspace / "d.npz", "--finetune-epochs", "1", "--batch-size", "8", "-o", tmp_path / "f.onnx")  # fmt: skip
+                 workspace / "d.npz", "--finetune-epochs", "1", "--batch-size", "8",
+                 "-o", tmp_path / "f.onnx")  # fmt: skip
     assert result.exit_code == 0, result.output
     folder = tmp_path / "alexnet_omp_0.40"
     assert [p.name.split("_acc_")[0] for p in folder.glob("omp_*.onnx")] == ["omp_filter_0.40"]
