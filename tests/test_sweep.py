@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 import onnxprune
 from onnxprune.cli import app
+from onnxprune.cli.common import percent
 from onnxprune.errors import ConfigError, DataError
 from onnxprune.measure.evaluate import evaluate
 from onnxprune.measure.sweep import parse_levels, ratios_for_target, sensitivity, sweep, trade_off, write_ratios
@@ -168,6 +169,19 @@ def test_sweep_and_plot_cli(fixture_model, tmp_path):
     result = CliRunner().invoke(app, args + ["--scope", "layer,global", "--out-dir", str(tmp_path / "sw")])
     assert result.exit_code == 0, result.output
     assert "highest sparsity within 1.0%" in result.stdout
+    summary = json.loads((tmp_path / "sw" / "results.json").read_text())["extra"]["trade_off"]
+    assert [(c["method"], c["scope"], c["units"]) for c in summary["curves"]] == [
+        ("magnitude", "layer", "weights"), ("magnitude", "global", "weights")]  # fmt: skip
+    for curve in summary["curves"]:  # the summary quotes each curve by name, with its knee
+        knee = (
+            f"{curve['knee_sparsity']:.1%} ({curve['knee_accuracy']:.1%})"
+            if curve["knee_sparsity"] is not None
+            else "-"
+        )
+        rows = [x for x in result.stdout.splitlines() if f"magnitude ({curve['scope']})" in x and "% of weights" in x]
+        assert any(f"{curve['sparsity']:.1%} of weights" in row and knee in row for row in rows), result.stdout
+    assert f"knee of that curve {percent(summary['knee_sparsity'])}" in result.stdout.replace("\n", " ")
+    assert "sparsity (% of weights)" in result.stdout
     assert_png(tmp_path / "sw" / "accuracy_vs_sparsity.png")
     assert json.loads((tmp_path / "sw" / "results.json").read_text())["extra"]["trade_off"]["max_drop"] == 0.01
     for kind, sources in (
@@ -207,7 +221,32 @@ def test_prune_max_drop_chooses_the_sparsity(fixture_model, tmp_path):
     assert result.exit_code == 0, result.output
     assert "trade-off (magnitude, scope lamp): " in result.stdout, "the note names the curve it chose on"
     chosen = float(result.stdout.split("scope lamp): ")[1].split("%")[0]) / 100
+    other = json.loads((tmp_path / "p_run.json").read_text()) if (tmp_path / "p_run.json").exists() else None
+    assert other is None and "with --scope layer the same sweep reaches " in " ".join(result.stdout.split())
     assert chosen > 0 and (tmp_path / "p.onnx").exists()
     written = onnxprune.load(tmp_path / "p.onnx")
     zeros = sum(int((written.weight_array(layer) == 0).sum()) for layer in written.layers)
     assert zeros / sum(layer.numel for layer in written.layers) == pytest.approx(chosen, abs=0.01)
+
+
+def test_trade_off_judges_each_curve_on_its_own():
+    """Issue 19: one knee over four curves meant nothing; each curve has its own, and its units."""
+    from onnxprune.report.results import ResultRow, ResultTable
+
+    curves = {
+        ("magnitude", "global"): [0.90, 0.90, 0.89, 0.85, 0.30],
+        ("l1-filter", "layer"): [0.90, 0.88, 0.8, 0.4, 0.1],
+    }
+    table = ResultTable("sweep", "m.onnx", [], 0.90)
+    for (method, scope), accuracies in curves.items():
+        table.rows += [
+            ResultRow(s, a, None, 0, method, scope) for s, a in zip((0, 0.2, 0.4, 0.6, 0.8), accuracies, strict=True)
+        ]
+    choice = trade_off(table, 0.01)
+    by_name = {(c["method"], c["scope"]): c for c in choice["curves"]}
+    assert by_name["magnitude", "global"] | {"curves": None} == {
+        "method": "magnitude", "scope": "global", "units": "weights", "sparsity": 0.4, "accuracy": 0.89,
+        "knee_sparsity": 0.6, "knee_accuracy": 0.85, "curves": None}  # fmt: skip
+    assert by_name["l1-filter", "layer"]["units"] == "channels" and by_name["l1-filter", "layer"]["sparsity"] == 0
+    assert by_name["l1-filter", "layer"]["knee_sparsity"] == 0.4
+    assert (choice["method"], choice["sparsity"], choice["knee_sparsity"]) == ("magnitude", 0.4, 0.6)

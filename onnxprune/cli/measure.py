@@ -139,18 +139,31 @@ def _print_notes(notes) -> None:
 
 
 def _print_sweep(table, choice) -> None:
+    from onnxprune.measure.sweep import sparsity_units
+
     labels = table.methods()
+    units = {label: sparsity_units(label.split(" (")[0]) for label in labels}
+    mixed = len(set(units.values())) > 1  # then each column says what its sparsity counts
     levels = list(dict.fromkeys(row.sparsity for row in table.rows))
-    grid_table = Table("sparsity", *labels)
+    header = "sparsity" if mixed else f"sparsity (% of {next(iter(units.values()), 'weights')})"
+    grid_table = Table(header, *[f"{label} [{units[label]}]" if mixed else label for label in labels])
     by_key = {(f"{r.method} ({r.scope})", r.sparsity): r for r in table.rows}
     for level in levels:
         cells = [f"{by_key[(label, level)].accuracy:.2%}" if (label, level) in by_key else "" for label in labels]
         grid_table.add_row(f"{level:.1%}", *cells)
     console().print(grid_table)
+    budget = f"{choice['max_drop']:.1%}"
+    curves = Table("curve", f"highest sparsity within {budget}", "its top-1", "knee of the curve")
+    for curve in choice["curves"]:
+        knee = f"{percent(curve['knee_sparsity'])} ({percent(curve['knee_accuracy'])})"
+        curves.add_row(f"{curve['method']} ({curve['scope']})", f"{curve['sparsity']:.1%} of {curve['units']}",
+                       f"{curve['accuracy']:.2%}", knee if curve["knee_sparsity"] is not None else "-")  # fmt: skip
+    console().print(curves)
     console().print(
-        f"dense top-1 {table.baseline_accuracy:.2%}; highest sparsity within {choice['max_drop']:.1%} of it: "
-        f"{choice['sparsity']:.1%} ({choice['method']}, {choice['scope']}, top-1 {choice['accuracy']:.2%}); "
-        f"knee of the curve: {percent(choice['knee_sparsity'])}"
+        f"dense top-1 {table.baseline_accuracy:.2%}; highest sparsity within {budget} of it: "
+        f"{choice['sparsity']:.1%} of the {choice['units']} ({choice['method']}, {choice['scope']}, "
+        f"top-1 {choice['accuracy']:.2%}; knee of that curve {percent(choice['knee_sparsity'])})",
+        highlight=False,
     )
 
 

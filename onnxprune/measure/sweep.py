@@ -263,26 +263,46 @@ def sweep(
 def trade_off(table: ResultTable, max_drop: float, method: str | None = None, scope: str | None = None) -> dict:
     """The highest sparsity within `max_drop` (absolute, 0.01 = one point) of the dense accuracy, and the knee.
 
+    Each curve (method and scope) is judged on its own, in `curves`; the top-level figures are
+    those of the curve whose point within the budget has the highest sparsity (its knee included).
+
     Returns:
-        {"sparsity", "accuracy", "method", "scope", "knee_sparsity", "knee_accuracy", "max_drop"};
-        sparsity 0.0 when no level stays within the budget.
+        {"sparsity", "accuracy", "method", "scope", "units", "knee_sparsity", "knee_accuracy", "max_drop",
+        "curves": [the same keys but max_drop, per curve, in the table's order]}; sparsity 0.0 where
+        no level stays within the budget.
     """
     if not 0 <= max_drop < 1:
         raise ConfigError(f"--max-drop must be in [0, 1) (0.01 is one point of accuracy), got {max_drop}")
     rows = [r for r in table.rows if (method is None or r.method == method) and (scope is None or r.scope == scope)]
+    by_curve: dict[tuple[str, str], list[ResultRow]] = {}
+    for row in rows:
+        by_curve.setdefault((row.method, row.scope), []).append(row)
     floor = table.baseline_accuracy - max_drop
+    curves = [_curve_trade_off(m, s, members, floor, table.baseline_accuracy) for (m, s), members in by_curve.items()]
+    empty = {"sparsity": 0.0, "accuracy": table.baseline_accuracy, "method": method, "scope": scope,
+             "units": None, "knee_sparsity": None, "knee_accuracy": None}  # fmt: skip
+    best = max(curves, key=lambda c: (c["sparsity"], c["accuracy"]), default=empty)
+    return {**best, "max_drop": max_drop, "curves": curves}
+
+
+def _curve_trade_off(method: str, scope: str, rows: list[ResultRow], floor: float, baseline: float) -> dict:
     within = [r for r in rows if r.accuracy is not None and r.accuracy >= floor - 1e-12]
     best = max(within, key=lambda r: (r.sparsity, r.accuracy), default=None)
     knee = _knee(sorted(rows, key=lambda r: r.sparsity))
     return {
+        "method": method,
+        "scope": scope,
+        "units": sparsity_units(method),
         "sparsity": best.sparsity if best else 0.0,
-        "accuracy": best.accuracy if best else table.baseline_accuracy,
-        "method": best.method if best else method,
-        "scope": best.scope if best else scope,
+        "accuracy": best.accuracy if best else baseline,
         "knee_sparsity": knee.sparsity if knee else None,
         "knee_accuracy": knee.accuracy if knee else None,
-        "max_drop": max_drop,
     }
+
+
+def sparsity_units(method: str) -> str:
+    """What a method's sparsity counts: "weights" (unstructured) or "channels" (filters and neurons)."""
+    return "channels" if get_method(method).granularity == "channel" else "weights"
 
 
 def _knee(rows: list[ResultRow]) -> ResultRow | None:
@@ -291,6 +311,8 @@ def _knee(rows: list[ResultRow]) -> ResultRow | None:
         return None
     x = np.array([r.sparsity for r in rows])
     y = np.array([r.accuracy for r in rows])
+    if not np.ptp(y):
+        return None  # a flat curve has no knee
     span_x, span_y = np.ptp(x) or 1.0, np.ptp(y) or 1.0
     xn, yn = (x - x[0]) / span_x, (y - y.min()) / span_y
     chord = yn[0] + (yn[-1] - yn[0]) * xn

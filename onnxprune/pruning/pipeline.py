@@ -200,11 +200,7 @@ def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level
         choice = _choose_sparsity(model, options, level_progress)
         prune = dataclasses.replace(options.schedule.prune, sparsity=choice["sparsity"])
         options = dataclasses.replace(options, schedule=dataclasses.replace(options.schedule, prune=prune))
-        notes.append(
-            f"trade-off ({prune.method}, scope {prune.scope}): {choice['sparsity']:.1%} keeps top-1 "
-            f"{choice['accuracy']:.2%} within "
-            f"{options.max_drop:.1%} of the dense {choice['baseline']:.2%}"
-        )
+        notes.append(_trade_off_note(prune, choice, options.max_drop))
     schedule = options.schedule
     output = (
         Path(options.output) if options.output else default_output(model_path, schedule.target, schedule.prune.method)
@@ -246,21 +242,38 @@ def _raw_pixels(model, data: DataOptions | None) -> bool:
 
 
 def _choose_sparsity(model, options: RunOptions, level_progress) -> dict:
+    """Sweep the method in the run's scope and in the other of layer/global; the run's scope decides.
+
+    Returns:
+        `measure.sweep.trade_off` in the run's scope, with "baseline" and "other" (the trade-off
+        the other scope would have given: users compare it with the sweep they ran).
+    """
     from onnxprune.measure.sweep import grid, sweep, trade_off
     from onnxprune.workbench.data import prepare
 
     prune = options.schedule.prune
+    other = "global" if prune.scope == "layer" else "layer"
     evaluation = dataclasses.replace(options.data, val=None, val_split=None)
     preprocess, dataset, _ = prepare(model, evaluation, 0.0)
     levels = list(options.levels) if options.levels else grid(0.0, 0.95, 0.05)
-    table = sweep(model, dataset, preprocess, levels, [prune.method], [prune.scope], prune.max_layer_sparsity,
+    table = sweep(model, dataset, preprocess, levels, [prune.method], [prune.scope, other], prune.max_layer_sparsity,
                   progress=level_progress)  # fmt: skip
-    choice = trade_off(table, options.max_drop)
+    choice = trade_off(table, options.max_drop, scope=prune.scope)
     if choice["sparsity"] <= 0:
         raise ConfigError(
             f"no sparsity level keeps accuracy within {options.max_drop} of the dense model; raise --max-drop"
         )
-    return {**choice, "baseline": table.baseline_accuracy}
+    return {**choice, "baseline": table.baseline_accuracy, "other": trade_off(table, options.max_drop, scope=other)}
+
+
+def _trade_off_note(prune, choice: dict, max_drop: float) -> str:
+    """The chosen level, the scope it was chosen in, and what the other scope would have given."""
+    other = choice["other"]
+    return (
+        f"trade-off ({prune.method}, scope {prune.scope}): {choice['sparsity']:.1%} of the {choice['units']} keeps "
+        f"top-1 {choice['accuracy']:.2%} within {max_drop:.1%} of the dense {choice['baseline']:.2%}; "
+        f"with --scope {other['scope']} the same sweep reaches {other['sparsity']:.1%} (top-1 {other['accuracy']:.2%})"
+    )
 
 
 def _one_shot(model, output: Path, options: RunOptions) -> PruneReport:
