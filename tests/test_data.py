@@ -180,7 +180,7 @@ def test_undecodable_image_is_named(tmp_path):
 
 def test_labels_beyond_the_model_outputs():
     dataset = Dataset(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 7]), [str(i) for i in range(8)], "src")
-    with pytest.raises(DataError, match="labels go up to 7.*model has 5 outputs"):
+    with pytest.raises(DataError, match="src: 8 classes .* but the model has 5 outputs: is this the data"):
         check_labels(dataset, 5)
 
 
@@ -264,3 +264,45 @@ def test_a_note_when_the_data_lacks_classes_the_model_has(fixture_model, tmp_pat
     assert any("holds samples of 3 of the model's 5 classes" in note for note in preprocess.notes)
     five = fixtures.image_folder(tmp_path / "five", classes=("a", "b", "c", "d", "e"), size=(35, 35))
     assert not any("classes" in note for note in prepare(model, DataOptions(path=str(five)))[0].notes)
+
+
+def test_merchdata_into_an_mnist_model_says_what_was_done_to_it():
+    """Issue 19: MerchData (5 classes, 227x227 RGB) into a 10-class 28x28 grey MNIST model was silently resized,
+    turned grey and scored 13%: every conversion and the missing classes are said, through the CLI too."""
+    from conftest import shared_path
+
+    model, merch = shared_path("models/pytorch/convnet_maxpool_mnist.onnx"), shared_path("data/merchdata/MerchData.zip")
+    result = CliRunner().invoke(app, ["evaluate", str(model), "--data", str(merch)])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert "MerchData.zip: images resized from 227x227 to the model's 28x28 (bilinear)" in said
+    assert "MerchData.zip: RGB images converted to grey for the model's 1-channel input" in said
+    assert "MerchData.zip holds samples of 5 of the model's 10 classes" in said
+
+
+def test_more_classes_than_outputs_is_refused_in_one_line():
+    """MerchData's 5 classes into the 3-class FLIR defect model: the class-count error, before any measurement."""
+    from conftest import shared_path
+
+    model, merch = shared_path("models/matlab/flir_defect_r2020.onnx"), shared_path("data/merchdata/MerchData.zip")
+    result = CliRunner().invoke(app, ["evaluate", str(model), "--data", str(merch), "--limit", "6"])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {merch} (6 drawn evenly from the classes, seed 0): 5 classes (MathWorks Cap, MathWorks Cube, "
+        "MathWorks Playing Cards, MathWorks Screwdriver, MathWorks Torch) but the model has 3 outputs: is this the "
+        "data the model classifies? (labels are class indices 0 ... C-1)"
+    )
+
+
+def test_array_data_resized_and_grey_repeated_to_rgb_is_said(fixture_model, tmp_path):
+    from onnxprune.options import DataOptions
+    from onnxprune.workbench.data import prepare
+
+    model = onnxprune.load(fixture_model("vgg_bn_torchscript"))  # 3x16x16
+    pixels, labels = fixtures.class_images(20, size=12, classes=10)
+    np.savez(tmp_path / "grey.npz", x=pixels.mean(axis=3, keepdims=True).astype(np.uint8), y=labels)
+    notes = prepare(model, DataOptions(path=str(tmp_path / "grey.npz")))[0].notes
+    assert f"{tmp_path / 'grey.npz'}: images resized from 12x12 to the model's 16x16 (bilinear)" in notes
+    assert f"{tmp_path / 'grey.npz'}: grey images repeated to 3 channels (RGB) for the model's input" in notes
+    np.savez(tmp_path / "fits.npz", x=fixtures.class_images(20, size=16, classes=10)[0], y=labels)
+    assert not prepare(model, DataOptions(path=str(tmp_path / "fits.npz")))[0].notes

@@ -90,7 +90,8 @@ def evaluate(
     if engine not in ENGINES:
         raise ConfigError(f"engine must be one of {', '.join(ENGINES)}, got '{engine}'")
     check_classifier(model)
-    check_labels(dataset, model.num_classes or int(dataset.labels.max()) + 1)
+    if model.num_classes:
+        check_labels(dataset, model.num_classes)
     if engine == "torch":
         run = torch_runner(torch_module if torch_module is not None else _converted(model))
     else:

@@ -45,6 +45,7 @@ class Dataset:
         source: where it came from (for messages).
         value_range: "0-255" or "0-1": what the stored values mean.
         flat: True when the source held feature vectors (N x D), not images.
+        resized_from: the (H, W) sizes image files had before they were resized at load.
     """
 
     images: np.ndarray
@@ -53,6 +54,7 @@ class Dataset:
     source: str
     value_range: str = "0-255"
     flat: bool = False
+    resized_from: tuple[tuple[int, int], ...] = ()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -185,7 +187,9 @@ def _load_image_files(entries: list[_Entry], source: str, size: tuple[int, int] 
     classes = sorted({entry.label for entry in entries})
     if len(classes) < 2:
         raise DataError(f"{source}: only one class ('{classes[0]}'); put each class's images in its own subfolder")
-    images = [_decode(entry, size) for entry in entries]
+    decoded = [_decode(entry, size) for entry in entries]
+    images = [image for image, _ in decoded]
+    resized_from = tuple(sorted({original for image, original in decoded if original != image.shape[:2]}))
     shapes = {image.shape for image in images}
     if len(shapes) > 1:
         channels = max(image.shape[2] for image in images)
@@ -198,10 +202,11 @@ def _load_image_files(entries: list[_Entry], source: str, size: tuple[int, int] 
             )
     index = {name: i for i, name in enumerate(classes)}
     labels = np.array([index[entry.label] for entry in entries], dtype=np.int64)
-    return Dataset(np.stack(images), labels, classes, source, "0-255")
+    return Dataset(np.stack(images), labels, classes, source, "0-255", resized_from=resized_from)
 
 
-def _decode(entry: _Entry, size: tuple[int, int] | None) -> np.ndarray:
+def _decode(entry: _Entry, size: tuple[int, int] | None) -> tuple[np.ndarray, tuple[int, int]]:
+    """(the image as H x W x C uint8, resized to `size` when given; its (H, W) in the file)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -212,10 +217,11 @@ def _decode(entry: _Entry, size: tuple[int, int] | None) -> np.ndarray:
             f"{entry.name}: cannot decode this image ({type(exc).__name__}); remove or replace it"
         ) from None
     image = image.convert("L" if image.mode in ("L", "I;16", "I", "1", "LA") else "RGB")
+    original = (image.size[1], image.size[0])
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.BILINEAR)
     array = np.asarray(image, dtype=np.uint8)
-    return array[:, :, None] if array.ndim == 2 else array
+    return (array[:, :, None] if array.ndim == 2 else array), original
 
 
 # --- arrays: .mat, .npz, idx -----------------------------------------------------------------
@@ -616,14 +622,34 @@ def _starts_with_mean_sub(model: Model) -> bool:
 
 
 def check_labels(dataset: Dataset, num_outputs: int) -> None:
-    """Labels must index the model's outputs."""
-    highest = int(dataset.labels.max())
-    if highest >= num_outputs:
+    """The data's classes must fit the model's outputs: more classes than outputs is the wrong data."""
+    count = max(len(dataset.classes), int(dataset.labels.max()) + 1)
+    if count > num_outputs:
+        shown = f"{', '.join(dataset.classes[:5])}{'...' if len(dataset.classes) > 5 else ''}"
         raise DataError(
-            f"{dataset.source}: labels go up to {highest} ({len(dataset.classes)} classes: "
-            f"{', '.join(dataset.classes[:5])}{'...' if len(dataset.classes) > 5 else ''}) "
-            f"but the model has {num_outputs} outputs"
+            f"{dataset.source}: {count} classes ({shown}) but the model has {num_outputs} outputs: is this the "
+            "data the model classifies? (labels are class indices 0 ... C-1)"
         )
+
+
+def conversion_notes(preprocess: Preprocess, dataset: Dataset) -> list[str]:
+    """What is done to the samples to fit the model: resizing, and grey to RGB or RGB to grey."""
+    if not len(dataset) or preprocess.flattens(dataset):
+        return []
+    notes = []
+    wanted = preprocess.image_size
+    sizes = list(dataset.resized_from)
+    if wanted is not None and dataset.images.shape[1:3] != wanted:
+        sizes = [dataset.images.shape[1:3]]
+    if wanted is not None and sizes:
+        shown = ", ".join("x".join(map(str, size)) for size in sizes[:3]) + ("..." if len(sizes) > 3 else "")
+        notes.append(f"{dataset.source}: images resized from {shown} to the model's {wanted[0]}x{wanted[1]} (bilinear)")
+    channels = dataset.images.shape[3]
+    if preprocess.channels == 1 and channels == 3:
+        notes.append(f"{dataset.source}: RGB images converted to grey for the model's 1-channel input")
+    elif preprocess.channels == 3 and channels == 1:
+        notes.append(f"{dataset.source}: grey images repeated to 3 channels (RGB) for the model's input")
+    return notes
 
 
 def class_coverage_note(dataset: Dataset, num_outputs: int | None) -> str | None:
@@ -656,10 +682,12 @@ def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preproce
         elif options.limit is not None and options.limit < len(dataset):
             indices = stratified_sample(dataset.labels, options.limit, options.seed)
             dataset = dataset.subset(indices, f" ({options.limit} drawn evenly from the classes, seed {options.seed})")
-        check_labels(dataset, model.num_classes or int(dataset.labels.max()) + 1)
+        if model.num_classes:
+            check_labels(dataset, model.num_classes)
         coverage = class_coverage_note(dataset, model.num_classes)
         if coverage:
             notes.append(coverage)
+        notes.extend(conversion_notes(preprocess, dataset))
         if options.flatten is not None and len(dataset) and not preprocess.flattens(dataset):
             raise DataError(
                 f"--flatten has no effect here: the model takes {dataset.source}'s samples as images "
