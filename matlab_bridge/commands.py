@@ -105,8 +105,9 @@ def run(name: str, arguments: list[str], options: dict) -> object:
             onnxprune's own errors propagate unchanged (the caller maps them to identifiers).
     """
     from matlab_bridge import BridgeError
-    from onnxprune.cli.common import callers
+    from onnxprune.cli.common import callers, capture_warnings
 
+    capture_warnings()  # third-party warnings to the debug log, as in the shell, not into MATLAB's window
     known = options_of(name)
     with tempfile.TemporaryDirectory(prefix="onnxprune-matlab-") as folder:
         options = _arrays_to_files(name, dict(options), Path(folder), known)

@@ -225,3 +225,43 @@ def test_compact_says_when_there_is_nothing_to_remove(alexnet, tmp_path):
     result = run("compact", alexnet, "-o", tmp_path / "same.onnx", "--json")
     assert result.exit_code == 0, result.output
     assert any("no filter or neuron is all zero" in note for note in json.loads(result.stdout)["notes"])
+
+
+def _nearest_resize_model(path):
+    """Conv, Resize (ONNX's default nearest mode: onnx2torch warns twice, the output is still exact), MatMul."""
+    rng = np.random.default_rng(0)
+    initializers = [numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "conv_w"),
+                    numpy_helper.from_array(rng.normal(size=(256, 3)).astype(np.float32), "fc_w"),
+                    numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "conv_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Resize", ["c", "", "scales"], ["r"], name="up", mode="nearest"),
+        helper.make_node("Flatten", ["r"], ["f"], name="flat"),
+        helper.make_node("MatMul", ["f", "fc_w"], ["y"], name="fc"),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def test_third_party_warnings_go_to_the_debug_log_not_the_output(tmp_path):
+    """Issue 19: an onnx2torch UserWarning leaked between the tool's lines."""
+    import os
+    import subprocess
+    import sys
+
+    model = _nearest_resize_model(tmp_path / "resize.onnx")
+    env = {k: v for k, v in os.environ.items() if k not in ("ONNXPRUNE_LOG", "ONNXPRUNE_DEBUG")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    command = [sys.executable, "-m", "onnxprune", "prune", str(model), "--sparsity", "0.5", "-o"]
+    quiet = subprocess.run([*command, str(tmp_path / "p.onnx")], capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Warning" not in quiet.stdout + quiet.stderr and "verified in onnxruntime" in quiet.stdout
+    log = (tmp_path / "cache" / "onnxprune" / "debug.log").read_text()
+    assert log.count("UserWarning: Pytorch's nearest neighbor") == 2, log
+    debug = {**env, "ONNXPRUNE_DEBUG": "1", "ONNXPRUNE_LOG": str(tmp_path / "other.log")}
+    shown = subprocess.run([*command, str(tmp_path / "q.onnx")], capture_output=True, text=True, env=debug)
+    assert shown.returncode == 0 and "UserWarning: Pytorch's nearest neighbor" in shown.stderr
+    assert (tmp_path / "other.log").read_text().count("UserWarning") == 2

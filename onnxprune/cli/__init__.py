@@ -51,8 +51,11 @@ def _flags_without_type(command) -> None:
 
 def main() -> None:
     """Console entry point; Ctrl-C at any moment is one line and exit code 130."""
+    from onnxprune.cli.common import capture_warnings
+
     command = typer.main.get_command(app)
     _flags_without_type(command)
+    capture_warnings()
     try:
         command(prog_name="onnxprune")
     except KeyboardInterrupt:  # outside a command (typer's parsing); inside, reports_errors says it

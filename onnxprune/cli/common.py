@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +15,45 @@ import typer
 from rich.console import Console
 
 from onnxprune.errors import ConfigError, OnnxpruneError
+
+
+def debug_log_path() -> Path:
+    """Where third-party warnings go: $ONNXPRUNE_LOG, else onnxprune/debug.log in the user's cache folder."""
+    if os.environ.get("ONNXPRUNE_LOG"):
+        return Path(os.environ["ONNXPRUNE_LOG"])
+    cache = os.environ.get("XDG_CACHE_HOME") or os.environ.get("LOCALAPPDATA") or Path.home() / ".cache"
+    return Path(cache) / "onnxprune" / "debug.log"
+
+
+def capture_warnings() -> None:
+    """Send Python warnings (onnx2torch's, torch's, onnx's) to the debug log instead of between the tool's lines.
+
+    ONNXPRUNE_DEBUG=1 shows them on stderr as well. The log is opened only when a warning comes, and
+    a log that cannot be written costs nothing but the warning.
+    """
+    logging.captureWarnings(True)
+    logger = logging.getLogger("py.warnings")
+    if getattr(logger, "onnxprune_captured", False):
+        return
+    logger.propagate = False
+    logger.onnxprune_captured = True
+    logger.addHandler(_DebugLogHandler())
+    if os.environ.get("ONNXPRUNE_DEBUG"):
+        logger.addHandler(logging.StreamHandler(sys.stderr))
+
+
+class _DebugLogHandler(logging.Handler):
+    """Appends to `debug_log_path()`, opened on the first record (never an empty file)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            path = debug_log_path()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
+            with open(path, "a", encoding="utf-8") as log:
+                log.write(f"{stamp} {record.getMessage().strip()}\n")
+        except OSError:
+            pass  # a read-only home must not stop a pruning run over a warning
 
 
 def console(stderr: bool = False) -> Console:
