@@ -70,11 +70,11 @@ def model_size(path: Path) -> int:
 
 
 def human_size(size: int) -> str:
-    """1536 -> '1.50 KB'."""
+    """1536 -> '1.54 KB': decimal units (1 KB = 1000 bytes), the same as the figures and the HTML report."""
     for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+        if size < 1000 or unit == "GB":
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
-        size /= 1024
+        size /= 1000
     return f"{size:.2f} GB"
 
 

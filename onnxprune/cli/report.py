@@ -34,6 +34,8 @@ def plot(
     if kind == "accuracy":
         figure = plots.accuracy_vs_sparsity([results.read(path) for path in sources], output)
     elif kind == "pareto":
+        from onnxprune.measure.sweep import sparsity_units
+
         points = []
         for index, path in enumerate(sources):
             table = results.read(path)
@@ -45,6 +47,7 @@ def plot(
                             "sparsity": row.sparsity,
                             "accuracy": row.accuracy,
                             "label": name or f"{row.method} ({row.scope})",
+                            "units": sparsity_units(row.method),
                         }
                     )
         figure = plots.pareto(points, output)

@@ -301,8 +301,14 @@ def _curve_trade_off(method: str, scope: str, rows: list[ResultRow], floor: floa
 
 
 def sparsity_units(method: str) -> str:
-    """What a method's sparsity counts: "weights" (unstructured) or "channels" (filters and neurons)."""
-    return "channels" if get_method(method).granularity == "channel" else "weights"
+    """What a method's sparsity counts: "channels" for filter and neuron methods, else "weights".
+
+    A recipe or a schedule's rows count weights too: their sparsity is measured in weights.
+    """
+    try:
+        return "channels" if get_method(method).granularity == "channel" else "weights"
+    except ConfigError:
+        return "weights"
 
 
 def _knee(rows: list[ResultRow]) -> ResultRow | None:

@@ -23,72 +23,246 @@ from onnxprune.report.results import ResultTable  # noqa: E402
 
 SIZE = (8, 5)
 DPI = 100  # 800 x 500 pixels
+DENSE_STYLE = {"color": "gray", "linestyle": "--", "linewidth": 1}
+DENSE_LINES = ("--", ":", "-.")  # one dash pattern per model when several share a figure
+TITLE_WIDTH = 70  # characters of a title line at the default size
+LEGEND_ROWS = 18  # entries per legend column before a second column starts
+
+
+def _figure(*grid, **options):
+    """A figure whose layout matplotlib keeps free of overlaps (constrained layout, legends included)."""
+    return plt.subplots(*grid, figsize=options.pop("figsize", SIZE), layout="constrained", **options)
 
 
 def _save(figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.tight_layout()
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
     return path
 
 
+def _legend_outside(axis, fontsize: float = 8, **options) -> None:
+    """The legend to the right of the axes, never over the data; more columns when it is long."""
+    handles, labels = axis.get_legend_handles_labels()
+    if handles:
+        columns = -(-len(handles) // LEGEND_ROWS)
+        axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=fontsize,
+                    ncol=columns, **options)  # fmt: skip
+
+
+def _figure_legend(figure, axes, fontsize: float = 7) -> None:
+    """One legend for all panels, below them (an entry drawn in several panels, like "dense", once)."""
+    entries = {}
+    for axis in axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:  # below the panels: to their right it would run into a long title
+        figure.legend(list(entries.values()), list(entries), loc="outside lower center", fontsize=fontsize,
+                      ncol=min(3, len(entries)))  # fmt: skip
+
+
+def _legend_below(axis, fontsize: float = 7) -> None:
+    """The legend under the axes (panels side by side leave no room to their right)."""
+    handles, _ = axis.get_legend_handles_labels()
+    if handles:
+        axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), borderaxespad=0.0, fontsize=fontsize,
+                    ncol=min(2, len(handles)))  # fmt: skip
+
+
+def _wrapped(title: str) -> str:
+    """A title broken into lines that fit the figure (long file names are common)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(title, TITLE_WIDTH, break_on_hyphens=False)) or title
+
+
+def _model_names(tables: Sequence[ResultTable]) -> str:
+    return ", ".join(dict.fromkeys(Path(table.model).name for table in tables))
+
+
+def layout_problems(figure) -> list[str]:
+    """What would make a drawn figure hard to read, in words (an empty list: nothing).
+
+    Looked for: text cut off by the figure's edge, a legend over the data, a text or another
+    panel, panels that overlap, a legend entry repeated, an empty panel.
+
+    The figure tests call it on every figure the tool draws, from real results.
+    """
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    canvas = figure.bbox
+    problems = []
+    panels = [axis for axis in figure.axes if axis.get_visible() and axis.axison]
+    for text in _texts(figure):
+        box = text.get_window_extent(renderer)
+        if box.x0 < canvas.x0 - 1 or box.y0 < canvas.y0 - 1 or box.x1 > canvas.x1 + 1 or box.y1 > canvas.y1 + 1:
+            problems.append(f"text {text.get_text()[:40]!r} is cut off by the figure's edge")
+    for axis in panels:
+        legend = axis.get_legend()
+        if legend is not None:
+            problems += _legend_problems(axis, legend, renderer, panels)
+        if not (axis.lines or axis.patches or axis.collections or axis.images):
+            problems.append(f"panel {_name(axis)} is empty")
+    for legend in figure.legends:
+        box = legend.get_window_extent(renderer)
+        if any(_overlap(box, axis.bbox) for axis in panels):
+            problems.append("the figure's legend covers a panel")
+    legends = [axis.get_legend() for axis in panels if axis.get_legend() is not None] + list(figure.legends)
+    for legend in legends:
+        box, own = legend.get_window_extent(renderer), set(map(id, legend.get_texts()))
+        for text in _texts(figure):
+            if id(text) not in own and _overlap(box, text.get_window_extent(renderer)):
+                problems.append(f"a legend covers the text {text.get_text()[:40]!r}")
+    tight = [(axis, axis.get_tightbbox(renderer)) for axis in panels]
+    for index, (first, one) in enumerate(tight):
+        for second, other in tight[index + 1 :]:
+            shared = first.bbox.bounds == second.bbox.bounds  # twin axes share their place on purpose
+            if not shared and _overlap(one.padded(-1), other.padded(-1)):
+                problems.append(f"panels {_name(first)} and {_name(second)} overlap")
+    return problems
+
+
+def _name(axis) -> str:
+    return repr(axis.get_title()[:40])
+
+
+def _texts(figure) -> list:
+    texts = [t for t in figure.texts if t.get_text()]  # the suptitle included
+    for axis in figure.axes:
+        if not (axis.get_visible() and axis.axison):
+            continue
+        texts += [axis.title, axis._left_title, axis._right_title, axis.xaxis.label, axis.yaxis.label]
+        texts += [t for t in axis.texts]
+        texts += _drawn_tick_labels(axis.xaxis, axis.get_xlim()) + _drawn_tick_labels(axis.yaxis, axis.get_ylim())
+        if axis.get_legend() is not None:
+            texts += list(axis.get_legend().get_texts())
+    for legend in figure.legends:
+        texts += list(legend.get_texts())
+    return [t for t in texts if t.get_visible() and t.get_text()]
+
+
+def _drawn_tick_labels(axis, limits) -> list:
+    """The tick labels matplotlib draws: those of ticks within the view (the others exist but stay hidden)."""
+    low, high = sorted(limits)
+    span = (high - low) * 1e-9
+    return [label for location, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels(), strict=False)
+            if low - span <= location <= high + span]  # fmt: skip
+
+
+def _legend_problems(axis, legend, renderer, panels) -> list[str]:
+    problems = []
+    labels = [t.get_text() for t in legend.get_texts()]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        problems.append(f"legend of {_name(axis)} repeats {repeated}")
+    box = legend.get_window_extent(renderer)
+    if any(_overlap(box, other.bbox) for other in panels if other.bbox.bounds != axis.bbox.bounds):
+        problems.append(f"legend of {_name(axis)} covers another panel")
+    if _overlap(box, axis.bbox) and _covers_data(axis, box):
+        problems.append(f"legend of {_name(axis)} covers its data")
+    return problems
+
+
+def _covers_data(axis, box) -> bool:
+    """Whether any plotted point, bar or marker of `axis` lies under `box` (display coordinates)."""
+    for line in axis.lines:
+        points = line.get_transform().transform(np.column_stack(line.get_data()).astype(float))
+        if line.get_linestyle() not in ("None", "") and len(points) > 1 and box.overlaps(line.get_window_extent()):
+            if _segments_cross(points, box):
+                return True
+        if any(box.contains(x, y) for x, y in points):
+            return True
+    for patch in axis.patches:
+        if patch.get_height() if hasattr(patch, "get_height") else True:
+            if _overlap(box, patch.get_window_extent()):
+                return True
+    for collection in axis.collections:
+        offsets = collection.get_offset_transform().transform(collection.get_offsets())
+        if any(box.contains(x, y) for x, y in offsets):
+            return True
+    return False
+
+
+def _segments_cross(points: np.ndarray, box) -> bool:
+    """Whether the polyline through `points` passes through `box` (sampled finely along each segment)."""
+    for start, end in zip(points[:-1], points[1:], strict=True):
+        for t in np.linspace(0.0, 1.0, 50):
+            x, y = start + t * (end - start)
+            if box.contains(x, y):
+                return True
+    return False
+
+
+def _overlap(one, other) -> bool:
+    return one.x0 < other.x1 and other.x0 < one.x1 and one.y0 < other.y1 and other.y0 < one.y1
+
+
 def accuracy_vs_sparsity(tables: Sequence[ResultTable], path, title: str | None = None) -> Path:
-    """One curve per method and scope (and per table), and the dense accuracy as a line."""
-    figure, axis = plt.subplots(figsize=SIZE)
-    for table in tables:
-        for label in table.methods():
+    """One curve per method and scope (and per table), the dense accuracy as a dashed line.
+
+    Sparsities of weights and of channels do not share an axis: a sweep of both gets two panels.
+    """
+    from onnxprune.measure.sweep import sparsity_units
+
+    curves = [(table, label) for table in tables for label in table.methods()]
+    units = list(dict.fromkeys(sparsity_units(label.split(" (")[0]) for _, label in curves)) or ["weights"]
+    figure, axes = _figure(1, len(units), squeeze=False, sharey=True)
+    several = len(tables) > 1
+    for axis, unit in zip(axes[0], units, strict=True):
+        for index, (table, label) in enumerate(curves):  # a colour per curve across the panels: one legend
+            if sparsity_units(label.split(" (")[0]) != unit:
+                continue
             rows = [r for r in table.rows if f"{r.method} ({r.scope})" == label]
-            prefix = f"{Path(table.model).stem}: " if len(tables) > 1 else ""
+            prefix = f"{Path(table.model).stem}: " if several else ""
             x, y = [100 * r.sparsity for r in rows], [100 * r.accuracy for r in rows]
-            axis.plot(x, y, marker=".", label=prefix + label)
-        if table.baseline_accuracy is not None:
-            axis.axhline(100 * table.baseline_accuracy, color="gray", linestyle="--", linewidth=1, label="dense")
-    units = tables[0].units if tables else "weights"
-    axis.set_xlabel(f"sparsity (% of prunable {units} removed)")
-    axis.set_ylabel("top-1 accuracy (%)")
-    axis.set_title(title or f"Accuracy vs sparsity: {Path(tables[0].model).name}, no fine-tuning")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+            axis.plot(x, y, marker=".", color=f"C{index % 10}", label=prefix + label)
+        for index, table in enumerate(tables):
+            if table.baseline_accuracy is not None:
+                name = f"dense {Path(table.model).stem}" if several else "dense"
+                style = {**DENSE_STYLE, "linestyle": DENSE_LINES[index % len(DENSE_LINES)]}
+                axis.axhline(100 * table.baseline_accuracy, label=name, **style)
+        axis.set_xlabel(f"sparsity{chr(10) if len(units) > 1 else ' '}(% of prunable {unit} removed)")
+        if len(units) > 1:
+            axis.set_title({"weights": "unstructured", "channels": "filters and neurons"}[unit], fontsize=10)
+        axis.grid(alpha=0.3)
+    _figure_legend(figure, axes[0])
+    axes[0][0].set_ylabel("top-1 accuracy (%)")
+    figure.suptitle(_wrapped(title or f"Accuracy vs sparsity, no fine-tuning: {_model_names(tables)}"))
     return _save(figure, path)
 
 
 def pareto(points: Sequence[dict], path, title: str = "Accuracy vs sparsity across runs and methods") -> Path:
     """Every (sparsity, accuracy, label) point; the non-dominated frontier highlighted.
 
-    The point with the best score mean(accuracy, sparsity) is annotated.
+    A point may say what its sparsity counts ("units": weights or channels): channel points are
+    squares and their labels say so. The point with the best score mean(accuracy, sparsity) is
+    ringed and named in a box inside the axes.
     """
     if not points:
         raise ConfigError("no points to plot: give results files that hold accuracy and sparsity")
-    figure, axis = plt.subplots(figsize=SIZE)
+    figure, axis = _figure()
+    mixed = len({p.get("units", "weights") for p in points}) > 1
     labels = list(dict.fromkeys(p["label"] for p in points))
     for label in labels:
         chosen = [p for p in points if p["label"] == label]
-        axis.scatter([100 * p["sparsity"] for p in chosen], [100 * p["accuracy"] for p in chosen], label=label, s=20)
+        channels = chosen[0].get("units") == "channels"
+        shown = f"{label} [channels]" if mixed and channels else label
+        axis.scatter([100 * p["sparsity"] for p in chosen], [100 * p["accuracy"] for p in chosen], label=shown, s=20,
+                     marker="s" if channels else "o")  # fmt: skip
     frontier = pareto_frontier(points)
-    axis.plot(
-        [100 * p["sparsity"] for p in frontier],
-        [100 * p["accuracy"] for p in frontier],
-        color="black",
-        linewidth=1.5,
-        label="Pareto frontier",
-    )
+    x, y = [100 * p["sparsity"] for p in frontier], [100 * p["accuracy"] for p in frontier]
+    axis.plot(x, y, color="black", linewidth=1.5, label="Pareto frontier")
     best = max(points, key=lambda p: (p["accuracy"] + p["sparsity"]) / 2)
     score = (best["accuracy"] + best["sparsity"]) / 2
-    axis.annotate(
-        f"best mean(acc, sparsity) = {score:.3f}\n{best['label']}",
-        (100 * best["sparsity"], 100 * best["accuracy"]),
-        xytext=(10, -30),
-        textcoords="offset points",
-        arrowprops={"arrowstyle": "->"},
-        fontsize=8,
-    )
-    axis.set_xlabel("sparsity (%)")
+    axis.scatter([100 * best["sparsity"]], [100 * best["accuracy"]], s=160, facecolors="none", edgecolors="red",
+                 label=f"best mean(accuracy, sparsity) = {score:.3f}: {best['label']}")  # fmt: skip
+    axis.set_xlabel("sparsity (% of prunable weights removed;\nof channels for [channels] entries)" if mixed
+                    else f"sparsity (% of prunable {points[0].get('units', 'weights')} removed)")  # fmt: skip
     axis.set_ylabel("top-1 accuracy (%)")
     axis.set_title(title)
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8)
+    _legend_outside(axis)
     return _save(figure, path)
 
 
@@ -108,7 +282,7 @@ def mask(model: Model, path, layer: str | None = None) -> Path:
     layers = [model.layer(layer)] if layer else model.layers
     columns = min(len(layers), 3)
     rows = int(np.ceil(len(layers) / columns))
-    figure, axes = plt.subplots(rows, columns, figsize=SIZE, squeeze=False)
+    figure, axes = _figure(rows, columns, squeeze=False)
     colours = matplotlib.colors.ListedColormap(["#d62728", "#1f77b4"])
     for axis, item in zip(axes.flat, layers, strict=False):
         weight = np.moveaxis(model.weight_array(item), item.out_axis, 0)
@@ -124,7 +298,7 @@ def mask(model: Model, path, layer: str | None = None) -> Path:
 
 
 def layer_sparsity(model: Model, path, title: str | None = None) -> Path:
-    """Sparsity of every prunable layer (bars) and of every block of layers."""
+    """Sparsity of every prunable layer (bars) and, when layers group into blocks, of every block."""
     names, values, sizes = [], [], []
     for item in model.layers:
         weight = model.weight_array(item)
@@ -134,21 +308,25 @@ def layer_sparsity(model: Model, path, title: str | None = None) -> Path:
     blocks: dict[str, list[int]] = {}
     for index, item in enumerate(model.layers):
         blocks.setdefault(_block_of(item.weight, item.name), []).append(index)
-    figure, (left, right) = plt.subplots(1, 2, figsize=SIZE, gridspec_kw={"width_ratios": [3, 2]})
+    grouped = len(blocks) < len(names)  # a block panel of one layer per block would repeat the layer panel
+    if grouped:
+        figure, (left, right) = _figure(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    else:
+        figure, left = _figure()
     left.bar(range(len(names)), values, color="#1f77b4")
     left.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     left.set_ylabel("weights pruned (%)")
     left.set_ylim(0, 100)
     left.set_title("per layer", fontsize=10)
-    block_names = list(blocks)
-    block_values = [
-        100 * sum(values[i] / 100 * sizes[i] for i in members) / sum(sizes[i] for i in members)
-        for members in blocks.values()
-    ]
-    right.bar(range(len(block_names)), block_values, color="#ff7f0e")
-    right.set_xticks(range(len(block_names)), block_names, rotation=60, ha="right", fontsize=7)
-    right.set_ylim(0, 100)
-    right.set_title("per block", fontsize=10)
+    if grouped:
+        block_values = [
+            100 * sum(values[i] / 100 * sizes[i] for i in members) / sum(sizes[i] for i in members)
+            for members in blocks.values()
+        ]
+        right.bar(range(len(blocks)), block_values, color="#ff7f0e")
+        right.set_xticks(range(len(blocks)), list(blocks), rotation=60, ha="right", fontsize=7)
+        right.set_ylim(0, 100)
+        right.set_title("per block (weighted by size)", fontsize=10)
     figure.suptitle(title or f"Sparsity per layer: {Path(str(model.path or 'model')).name}")
     return _save(figure, path)
 
@@ -165,54 +343,68 @@ def filters_per_layer(before: Model, after: Model, path, title: str | None = Non
     names = [item.name for item in before.layers]
     original = [item.shape[item.out_axis] for item in before.layers]
     now = [kept.get(name, 0) for name in names]
-    figure, axis = plt.subplots(figsize=SIZE)
+    figure, axis = _figure()
     positions = np.arange(len(names))
     axis.bar(positions - 0.2, original, width=0.4, label="before")
     axis.bar(positions + 0.2, now, width=0.4, label="after")
     axis.set_xticks(positions, names, rotation=60, ha="right", fontsize=7)
     axis.set_ylabel("filters / neurons")
     axis.set_title(title or f"Filters per layer: {sum(original):,} -> {sum(now):,}")
-    axis.legend()
+    _legend_outside(axis)
     return _save(figure, path)
 
 
 def training(run: dict, path) -> Path:
-    """Loss and accuracy per epoch across rounds, and sparsity per round (from a run's results.json)."""
+    """A run's training, from its results.json, in four panels with their own axes.
+
+    Loss and top-1 per epoch through all rounds (a dotted line where a round ends); per round the
+    sparsity, and the top-1 after pruning and after fine-tuning.
+    """
     rounds = run["extra"]["rounds"] if "extra" in run else run["rounds"]
-    figure, (loss_axis, accuracy_axis, sparsity_axis) = plt.subplots(1, 3, figsize=SIZE)
-    step = 0
+    figure, ((loss_axis, accuracy_axis), (sparsity_axis, top1_axis)) = _figure(2, 2, figsize=(9, 6))
+    epochs, losses, train_top1, val_top1, boundaries = [], [], [], [], []
     for record in rounds:
         history = record.get("train_history") or []
-        epochs = np.arange(step + 1, step + len(history) + 1)
-        loss_axis.plot(epochs, [h["train_loss"] for h in history], marker=".", label=f"round {record['round']}")
-        accuracy_axis.plot(epochs, [100 * h["train_top1"] for h in history], marker=".", color="#1f77b4")
-        val = [h["val_top1"] for h in history if h.get("val_top1") is not None]
-        if val:
-            accuracy_axis.plot(epochs[: len(val)], [100 * v for v in val], marker="x", color="#ff7f0e")
-        step += len(history)
+        for entry in history:
+            epochs.append(len(epochs) + 1)
+            losses.append(entry["train_loss"])
+            train_top1.append(100 * entry["train_top1"])
+            val_top1.append(100 * entry["val_top1"] if entry.get("val_top1") is not None else np.nan)
+        boundaries.append(len(epochs) + 0.5)
+    loss_axis.plot(epochs, losses, marker=".", color="#1f77b4")
+    loss_axis.set_ylim(bottom=0)  # from zero: noise should look like noise
+    accuracy_axis.plot(epochs, train_top1, marker=".", label="train")
+    if not np.all(np.isnan(val_top1)):
+        accuracy_axis.plot(epochs, val_top1, marker="x", label="validation")
+    for axis in (loss_axis, accuracy_axis):
+        for boundary in boundaries[:-1]:  # where a round ends and the next pruning comes
+            axis.axvline(boundary, color="gray", linestyle=":", linewidth=1)
+        axis.set_xlabel("epoch (dotted: a new round)" if len(rounds) > 1 else "epoch")
     loss_axis.set_title("training loss per epoch", fontsize=9)
-    loss_axis.set_xlabel("epoch")
-    accuracy_axis.set_title("accuracy (%): train o, validation x", fontsize=9)
-    accuracy_axis.set_xlabel("epoch")
-    sparsity_axis.plot(
-        [r["round"] for r in rounds], [100 * r["sparsity"] for r in rounds], marker="o", label="sparsity"
-    )
-    accuracy = [100 * r["top1"] for r in rounds if r.get("top1") is not None]
-    if accuracy:
-        sparsity_axis.plot([r["round"] for r in rounds][: len(accuracy)], accuracy, marker="s", label="top-1")
-    sparsity_axis.set_title("per round (%)", fontsize=9)
-    sparsity_axis.set_xlabel("round")
-    sparsity_axis.legend(fontsize=7)
-    for axis in (loss_axis, accuracy_axis, sparsity_axis):  # epochs and rounds are whole numbers
+    accuracy_axis.set_title("top-1 per epoch (%)", fontsize=9)
+    _legend_outside(accuracy_axis, fontsize=7)
+    numbers = [r["round"] for r in rounds]
+    sparsity_axis.plot(numbers, [100 * r["sparsity"] for r in rounds], marker="o", color="#2ca02c")
+    sparsity_axis.set_title("sparsity after each round (% of prunable weights)", fontsize=9)
+    sparsity_axis.set_ylim(0, 100)
+    pruned = [100 * r["top1_pruned"] if r.get("top1_pruned") is not None else np.nan for r in rounds]
+    tuned = [100 * r["top1"] if r.get("top1") is not None else np.nan for r in rounds]
+    if not np.all(np.isnan(pruned)):
+        top1_axis.plot(numbers, pruned, marker="v", label="after pruning")
+    top1_axis.plot(numbers, tuned, marker="s", label="after fine-tuning" if epochs else "top-1")
+    top1_axis.set_title("top-1 on validation per round (%)", fontsize=9)
+    _legend_outside(top1_axis, fontsize=7)
+    for axis in (loss_axis, accuracy_axis, sparsity_axis, top1_axis):  # epochs and rounds are whole numbers
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if len(rounds) > 1:
-        loss_axis.legend(fontsize=7)
+        axis.grid(alpha=0.3)
+    for axis in (sparsity_axis, top1_axis):
+        axis.set_xlabel("round")
     return _save(figure, path)
 
 
 def taylor_rounds(history: Sequence[dict], path) -> Path:
     """MATLAB's three Taylor plots: mini-batch loss, validation accuracy, filters left, per round."""
-    figure, axes = plt.subplots(1, 3, figsize=SIZE)
+    figure, axes = _figure(1, 3)
     rounds = [h["round"] for h in history]
     axes[0].plot(rounds, [h["loss"] for h in history], marker=".")
     axes[0].set_title("mini-batch loss", fontsize=9)
@@ -222,6 +414,7 @@ def taylor_rounds(history: Sequence[dict], path) -> Path:
     axes[2].set_title("filters left", fontsize=9)
     for axis in axes:
         axis.set_xlabel("pruning round")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(figure, path)
 
 
@@ -229,7 +422,7 @@ def batchnorm_scales(models: Sequence[Model], path, labels: Sequence[str] | None
     """Histogram of |gamma| (BatchNorm scale factors) of each model, overlaid."""
     from onnx import numpy_helper
 
-    figure, axis = plt.subplots(figsize=SIZE)
+    figure, axis = _figure()
     every = []
     for model in models:
         scales = [
@@ -248,41 +441,47 @@ def batchnorm_scales(models: Sequence[Model], path, labels: Sequence[str] | None
     axis.set_xlabel("|gamma| (BatchNorm scale)")
     axis.set_ylabel("channels")
     axis.set_title("BatchNorm scale factors")
-    axis.legend(fontsize=8)
+    _legend_below(axis, fontsize=8)
     return _save(figure, path)
 
 
 def sensitivity(table: ResultTable, path) -> Path:
     """One accuracy curve per layer, each pruned alone."""
-    figure, axis = plt.subplots(figsize=SIZE)
+    figure, axis = _figure()
     for name in table.layer_names:
         rows = [r for r in table.rows if r.scope == name]
         axis.plot([100 * r.sparsity for r in rows], [100 * r.accuracy for r in rows], marker=".", label=name)
     if table.baseline_accuracy is not None:
-        axis.axhline(100 * table.baseline_accuracy, color="gray", linestyle="--", linewidth=1, label="dense")
-    axis.set_xlabel("sparsity of that layer alone (%)")
+        axis.axhline(100 * table.baseline_accuracy, label="dense", **DENSE_STYLE)
+    axis.set_xlabel("sparsity of that layer alone (% of its weights)")
     axis.set_ylabel("top-1 accuracy (%)")
     axis.set_title(f"Sensitivity per layer: {Path(table.model).name}")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=7, ncol=2)
+    _legend_outside(axis, fontsize=7)
     return _save(figure, path)
 
 
 def bench_figure(results, path) -> Path:
-    """Bars of median latency per batch size and of file size, per model."""
+    """Bars of median latency per batch size and of file size (decimal MB, as the tables), per model.
+
+    A model run at batch 1 only (a fixed batch in its graph) has no bar at the other sizes; the title says so.
+    """
     batches = sorted({b for r in results for b in r.latency_ms}, key=int)
-    fig, (left, right) = plt.subplots(1, 2, figsize=SIZE)
+    figure, (left, right) = _figure(1, 2)
     width = 0.8 / max(1, len(results))
     for index, result in enumerate(results):
         positions = np.arange(len(batches)) + index * width
-        left.bar(positions, [result.latency_ms.get(b, {}).get("median", 0) for b in batches], width, label=result.name)
+        medians = [result.latency_ms.get(b, {}).get("median", np.nan) for b in batches]
+        left.bar(positions, medians, width, label=result.name)
     left.set_xticks(np.arange(len(batches)) + width * (len(results) - 1) / 2, [f"batch {b}" for b in batches])
     left.set_ylabel("median latency (ms)")
-    left.legend(fontsize=7)
-    right.bar(range(len(results)), [r.bytes / 1e6 for r in results], color="#1f77b4", label="file")
-    right.bar(range(len(results)), [r.zipped_bytes / 1e6 for r in results], color="#ff7f0e", width=0.5, label="zipped")
+    missing = any(b not in r.latency_ms for r in results for b in batches)
+    left.set_title("latency" + ("\n(no bar: a fixed-batch model runs batch 1 only)" if missing else ""), fontsize=9)
+    _legend_below(left)
+    right.bar(range(len(results)), [r.bytes / 1e6 for r in results], color="#bbbbbb", label="file")
+    right.bar(range(len(results)), [r.zipped_bytes / 1e6 for r in results], color="#555555", width=0.5, label="zipped")
     right.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right", fontsize=7)
-    right.set_ylabel("MB")
-    right.legend(fontsize=7)
-    fig.suptitle("onnxruntime: latency and size")
-    return _save(fig, path)
+    right.set_ylabel("size (MB, 10^6 bytes)")
+    right.set_title("size: file (light), zipped (dark)", fontsize=9)
+    figure.suptitle("onnxruntime: latency and size")
+    return _save(figure, path)

@@ -1,0 +1,121 @@
+"""Every figure the tool draws, rendered from real runs on the real models, checked for what makes a
+figure hard to read (issue 19): text cut off, a legend over the data or another panel, overlapping
+panels, repeated legend entries, empty panels; and what each figure must say."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO, shared_path
+from typer.testing import CliRunner
+
+from onnxprune.cli import app
+from onnxprune.report import plots
+
+MNIST = "data/mnist/t10k-images-idx3-ubyte.gz"
+MLP = "models/matlab/nln_logsig_200_100_50.onnx"
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Figures drawn while the test runs: {file name: (layout problems, the figure's texts)}."""
+    seen = {}
+    save = plots._save
+
+    def checked(figure, path):
+        texts = [t.get_text() for t in plots._texts(figure)]
+        seen[path.name if hasattr(path, "name") else str(path)] = (plots.layout_problems(figure), texts)
+        return save(figure, path)
+
+    monkeypatch.setattr(plots, "_save", checked)
+    return seen
+
+
+def cli(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def assert_readable(drawn, name):
+    problems, texts = drawn[name]
+    assert problems == [], (name, problems)
+    return texts
+
+
+def test_sweep_pareto_and_two_model_figures(drawn, tmp_path):
+    mlp, mnist = shared_path(MLP), shared_path(MNIST)
+    cora = shared_path("models/matlab/cora_mnist_point.onnx")
+    data = ["--data", mnist, "--limit", "300"]
+    cli("sweep", mlp, *data, "--method", "magnitude,neuron", "--scope", "layer,global", "--sparsities", "0,0.5,0.9",
+        "-o", tmp_path / "mlp")  # fmt: skip
+    texts = assert_readable(drawn, "accuracy_vs_sparsity.png")
+    assert (
+        "sparsity\n(% of prunable weights removed)" in texts and "sparsity\n(% of prunable channels removed)" in texts
+    )
+    assert texts.count("dense") == 1, "one legend entry for the dense line, not one per panel or curve"
+    cli("sweep", cora, *data, "--flatten", "column", "--sparsities", "0,0.5,0.9", "-o", tmp_path / "cora")
+    cli("plot", "accuracy", tmp_path / "mlp", tmp_path / "cora", "-o", tmp_path / "both.png")
+    texts = assert_readable(drawn, "both.png")
+    title = next(t for t in texts if t.startswith("Accuracy vs sparsity")).replace("\n", " ")
+    assert "nln_logsig_200_100_50.onnx" in title and "cora_mnist_point.onnx" in title, title
+    assert {"dense nln_logsig_200_100_50", "dense cora_mnist_point"} <= set(texts)
+    cli("plot", "pareto", tmp_path / "mlp" / "results.json", tmp_path / "cora" / "results.json",
+        "-o", tmp_path / "pareto.png")  # fmt: skip
+    texts = assert_readable(drawn, "pareto.png")
+    assert any(t.endswith("[channels]") for t in texts) and any(t.startswith("best mean(") for t in texts)
+
+
+def test_training_layers_masks_and_sensitivity_figures(drawn, tmp_path):
+    mlp, mnist = shared_path(MLP), shared_path(MNIST)
+    cli("prune", mlp, "--sparsity", "0.8", "--iterations", "3", "--finetune-epochs", "1", "--data", mnist,
+        "--limit", "600", "--out-dir", tmp_path / "imp", "-o", tmp_path / "imp.onnx")  # fmt: skip
+    cli("plot", "training", tmp_path / "imp", "-o", tmp_path / "training.png")
+    texts = assert_readable(drawn, "training.png")
+    assert {"after pruning", "after fine-tuning", "epoch (dotted: a new round)", "round"} <= set(texts)
+    assert "sparsity after each round (% of prunable weights)" in texts, "sparsity and top-1 on separate axes"
+    cli("plot", "layers", tmp_path / "imp.onnx", "-o", tmp_path / "layers.png")
+    texts = assert_readable(drawn, "layers.png")
+    assert "per block (weighted by size)" not in texts, "an MLP has no blocks: no second, identical panel"
+    cli("plot", "mask", tmp_path / "imp.onnx", "-o", tmp_path / "mask.png")
+    assert_readable(drawn, "mask.png")
+    cli("sensitivity", mlp, "--data", mnist, "--limit", "300", "--sparsities", "0,0.5,0.9", "--target", "0.5",
+        "--out-dir", tmp_path / "sens", "-o", tmp_path / "ratios.yaml")  # fmt: skip
+    assert_readable(drawn, "sensitivity.png")
+    vgg = REPO / "models" / "vgg13_bn_w025_cifar10.onnx"
+    cli("prune", vgg, "--method", "l1-filter", "--sparsity", "0.4", "-o", tmp_path / "vgg_filters.onnx")
+    cli("plot", "gamma", vgg, tmp_path / "vgg_filters.onnx", "-o", tmp_path / "gamma.png")
+    assert_readable(drawn, "gamma.png")
+
+
+def test_structured_taylor_and_bench_figures(drawn, tmp_path):
+    convnet, mnist = shared_path("models/pytorch/convnet_maxpool_mnist.onnx"), shared_path(MNIST)
+    cli("prune", convnet, "--method", "l1-filter", "--sparsity", "0.4", "-o", tmp_path / "filters.onnx")
+    cli("plot", "filters", convnet, tmp_path / "filters.onnx", "-o", tmp_path / "filters.png")
+    assert_readable(drawn, "filters.png")
+    cli("plot", "layers", REPO / "models" / "vgg13_bn_w025_cifar10.onnx", "-o", tmp_path / "vgg_layers.png")
+    assert_readable(drawn, "vgg_layers.png")
+    cli("prune", convnet, "--method", "taylor", "--sparsity", "0.3", "--data", mnist, "--limit", "300",
+        "--out-dir", tmp_path / "taylor", "-o", tmp_path / "taylor.onnx")  # fmt: skip
+    cli("plot", "taylor", tmp_path / "taylor", "-o", tmp_path / "taylor.png")
+    assert_readable(drawn, "taylor.png")
+    vgg = REPO / "models" / "vgg13_bn_w025_cifar10.onnx"  # a batch dimension, beside two models of batch 1 only
+    cli("bench", vgg, convnet, tmp_path / "filters.onnx", "--runs", "3", "--out-dir", tmp_path / "bench")
+    texts = assert_readable(drawn, "bench.png")
+    assert "size (MB, 10^6 bytes)" in texts and "latency\n(no bar: a fixed-batch model runs batch 1 only)" in texts
+    assert json.loads((tmp_path / "bench" / "bench.json").read_text())
+
+
+def test_the_checker_finds_what_it_looks_for(tmp_path):
+    """A legend over the data, text off the canvas, a repeated entry and an empty panel are each reported."""
+    figure, (axis, empty) = plots._figure(1, 2)
+    axis.plot(range(10), range(10), label="a")
+    axis.plot(range(10), range(10), label="a")
+    axis.legend(loc="center")
+    axis.set_title("x" * 300)
+    problems = plots.layout_problems(figure)
+    assert any("covers its data" in p for p in problems), problems
+    assert any("cut off by the figure's edge" in p for p in problems), problems
+    assert any("repeats ['a']" in p for p in problems), problems
+    assert any("is empty" in p for p in problems), problems
