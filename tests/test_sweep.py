@@ -134,7 +134,7 @@ def test_every_figure(vgg, images, swept, tmp_path):
         {"train_loss": 0.8, "train_top1": 0.6, "val_top1": 0.7},
     ]
     run = {"rounds": [{"round": 1, "sparsity": 0.5, "top1": 0.8, "train_history": epochs}]}
-    assert_png(plots.training(run, tmp_path / "t.png"))
+    assert_png(plots.training(run, tmp_path / "t.png"), size=(900, 600))  # four panels
     taylor = [
         {"round": 1, "loss": 1.0, "val_top1": 0.5, "filters": 30},
         {"round": 2, "loss": 0.9, "val_top1": 0.6, "filters": 28},

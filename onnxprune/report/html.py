@@ -164,8 +164,9 @@ def _results(document: dict, folder: Path) -> str:
         rows = document.get("rows", [])
         if kind == "sweep" and extra.get("trade_off"):
             choice = extra["trade_off"]
+            chosen = f"{100 * choice['sparsity']:.1f}% ({choice.get('method')}, {choice.get('scope')})"
             parts.append(_headline([("dense top-1", _percent(document.get("baseline_accuracy"))[0]),
-                                    ("highest sparsity within the budget", f"{100 * choice['sparsity']:.1f}%"),
+                                    ("highest sparsity within the budget", chosen),
                                     ("its top-1", _percent(choice.get("accuracy"))[0])]))  # fmt: skip
         if kind == "sensitivity" and extra.get("ratios"):
             ratios = extra["ratios"]
