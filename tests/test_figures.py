@@ -75,6 +75,10 @@ def test_training_layers_masks_and_sensitivity_figures(drawn, tmp_path):
     texts = assert_readable(drawn, "training.png")
     assert {"after pruning", "after fine-tuning", "epoch (dotted: a new round)", "round"} <= set(texts)
     assert "sparsity after each round (% of prunable weights)" in texts, "sparsity and top-1 on separate axes"
+    cli("prune", mlp, "--sparsity", "0.5", "--finetune-epochs", "2", "--data", mnist, "--limit", "400",
+        "--out-dir", tmp_path / "omp", "-o", tmp_path / "omp.onnx")  # fmt: skip
+    cli("plot", "training", tmp_path / "omp", "-o", tmp_path / "one_round.png")
+    assert_readable(drawn, "one_round.png")  # one round: its panels tick at round 1, not 0.95 ... 1.05
     cli("plot", "layers", tmp_path / "imp.onnx", "-o", tmp_path / "layers.png")
     texts = assert_readable(drawn, "layers.png")
     assert "per block (weighted by size)" not in texts, "an MLP has no blocks: no second, identical panel"
@@ -108,7 +112,8 @@ def test_structured_taylor_and_bench_figures(drawn, tmp_path):
 
 
 def test_the_checker_finds_what_it_looks_for(tmp_path):
-    """A legend over the data, text off the canvas, a repeated entry and an empty panel are each reported."""
+    """A legend over the data, text off the canvas, a repeated entry, an empty panel and an epoch axis
+    ticked between whole numbers are each reported."""
     figure, (axis, empty) = plots._figure(1, 2)
     axis.plot(range(10), range(10), label="a")
     axis.plot(range(10), range(10), label="a")
@@ -119,3 +124,7 @@ def test_the_checker_finds_what_it_looks_for(tmp_path):
     assert any("cut off by the figure's edge" in p for p in problems), problems
     assert any("repeats ['a']" in p for p in problems), problems
     assert any("is empty" in p for p in problems), problems
+    epochs, axis = plots._figure()
+    axis.plot([1], [0.5])
+    axis.set_xlabel("epoch")
+    assert any("ticks between whole numbers" in p for p in plots.layout_problems(epochs))

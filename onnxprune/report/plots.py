@@ -70,6 +70,14 @@ def _legend_below(axis, fontsize: float = 7) -> None:
                     ncol=min(2, len(handles)))  # fmt: skip
 
 
+def _whole_number_ticks(axis, values: Sequence[int]) -> None:
+    """Epochs and rounds are whole numbers: a tick at each when few, else whole-number ticks only."""
+    if 0 < len(values) <= 12:
+        axis.set_xticks(list(values))
+    else:
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _wrapped(title: str) -> str:
     """A title broken into lines that fit the figure (long file names are common)."""
     import textwrap
@@ -114,6 +122,7 @@ def layout_problems(figure) -> list[str]:
         for text in _texts(figure):
             if id(text) not in own and _overlap(box, text.get_window_extent(renderer)):
                 problems.append(f"a legend covers the text {text.get_text()[:40]!r}")
+    problems += [problem for axis in panels for problem in _fractional_ticks(axis)]
     tight = [(axis, axis.get_tightbbox(renderer)) for axis in panels]
     for index, (first, one) in enumerate(tight):
         for second, other in tight[index + 1 :]:
@@ -121,6 +130,17 @@ def layout_problems(figure) -> list[str]:
             if not shared and _overlap(one.padded(-1), other.padded(-1)):
                 problems.append(f"panels {_name(first)} and {_name(second)} overlap")
     return problems
+
+
+def _fractional_ticks(axis) -> list[str]:
+    """Epoch and round axes tick on whole numbers only."""
+    label = axis.get_xlabel()
+    if not label.startswith(("epoch", "round", "pruning round")):
+        return []
+    ticks = [t.get_text().replace("\u2212", "-") for t in _drawn_tick_labels(axis.xaxis, axis.get_xlim())]
+    if all(t.lstrip("-").isdigit() for t in ticks if t):
+        return []
+    return [f"the {label.split()[0]} axis of {_name(axis)} has ticks between whole numbers: {ticks}"]
 
 
 def _name(axis) -> str:
@@ -394,8 +414,8 @@ def training(run: dict, path) -> Path:
     top1_axis.plot(numbers, tuned, marker="s", label="after fine-tuning" if epochs else "top-1")
     top1_axis.set_title("top-1 on validation per round (%)", fontsize=9)
     _legend_outside(top1_axis, fontsize=7)
-    for axis in (loss_axis, accuracy_axis, sparsity_axis, top1_axis):  # epochs and rounds are whole numbers
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for axis, counts in ((loss_axis, epochs), (accuracy_axis, epochs), (sparsity_axis, numbers), (top1_axis, numbers)):
+        _whole_number_ticks(axis, counts)
         axis.grid(alpha=0.3)
     for axis in (sparsity_axis, top1_axis):
         axis.set_xlabel("round")
@@ -414,7 +434,7 @@ def taylor_rounds(history: Sequence[dict], path) -> Path:
     axes[2].set_title("filters left", fontsize=9)
     for axis in axes:
         axis.set_xlabel("pruning round")
-        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        _whole_number_ticks(axis, rounds)
     return _save(figure, path)
 
 
