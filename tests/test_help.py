@@ -16,6 +16,15 @@ def test_flags_are_shown_without_a_type_in_help():
     assert "<float>" in shown.stdout, "valued options keep their type"
 
 
+def test_no_flag_of_any_command_shows_a_type():
+    """--help and --version are flags too, at the top and in every command."""
+    for name in ["", *_commands()]:
+        command = [sys.executable, "-m", "onnxprune", *([name] if name else []), "--help"]
+        shown = subprocess.run(command, capture_output=True, text=True, env={"COLUMNS": "120", "TERM": "dumb"})
+        assert shown.returncode == 0 and "--help" in shown.stdout, (name, shown.stderr)
+        assert "<bool>" not in shown.stdout, (name, [line for line in shown.stdout.splitlines() if "<bool>" in line])
+
+
 def _commands():
     import typer.main
 

@@ -42,9 +42,13 @@ def _main_options(
 
 
 def _flags_without_type(command) -> None:
-    """Show flags as flags in --help: typer labels every on/off option `<bool>`, inviting `--skip-first true`."""
-    for sub in getattr(command, "commands", {}).values():
-        for parameter in sub.params:
+    """Show flags as flags in --help: typer labels every on/off option `<bool>`, inviting `--skip-first true`.
+
+    --help itself and --version count too (the help option is made on demand: made here, then cached).
+    """
+    for each in [command, *getattr(command, "commands", {}).values()]:
+        help_option = each.get_help_option(each.context_class(each))
+        for parameter in [*each.params, *([help_option] if help_option else [])]:
             if getattr(parameter, "is_flag", False):
                 parameter.metavar = " "
 
