@@ -105,9 +105,8 @@ def run(name: str, arguments: list[str], options: dict) -> object:
             onnxprune's own errors propagate unchanged (the caller maps them to identifiers).
     """
     from matlab_bridge import BridgeError
-    from onnxprune.cli.common import callers, capture_warnings
+    from onnxprune.cli.common import callers, captured_warnings
 
-    capture_warnings()  # third-party warnings to the debug log, as in the shell, not into MATLAB's window
     known = options_of(name)
     with tempfile.TemporaryDirectory(prefix="onnxprune-matlab-") as folder:
         options = _arrays_to_files(name, dict(options), Path(folder), known)
@@ -120,8 +119,8 @@ def run(name: str, arguments: list[str], options: dict) -> object:
             argv += _command_line(parameter, value, given)
         output = io.StringIO()
         callers.raise_errors = True
-        try:
-            with contextlib.redirect_stdout(output), _progress_to(sys.__stdout__):
+        try:  # third-party warnings to the debug log while the command runs, as in the shell
+            with contextlib.redirect_stdout(output), _progress_to(sys.__stdout__), captured_warnings():
                 cli_command(name).main(args=[*argv, "--json"], prog_name=f"onnxprune {name}", standalone_mode=False)
         except _usage_error() as exc:
             raise BridgeError("onnxprune:badArgument", exc.format_message().replace("\n", " ")) from None

@@ -182,6 +182,10 @@ def test_labels_beyond_the_model_outputs():
     dataset = Dataset(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 7]), [str(i) for i in range(8)], "src")
     with pytest.raises(DataError, match="src: 8 classes .* but the model has 5 outputs: is this the data"):
         check_labels(dataset, 5)
+    unnamed = Dataset(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 7]), [], "src")
+    with pytest.raises(DataError, match="^src: 8 classes but the model has 5 outputs"):
+        check_labels(unnamed, 5)
+    check_labels(unnamed.subset(np.arange(0)), 5)  # no samples: nothing to check (and no max of nothing)
 
 
 def test_mat_without_expected_variables_lists_them(tmp_path):

@@ -111,6 +111,14 @@ def test_structured_taylor_and_bench_figures(drawn, tmp_path):
     assert json.loads((tmp_path / "bench" / "bench.json").read_text())
 
 
+def test_training_without_validation_says_so_instead_of_an_empty_panel(tmp_path, drawn):
+    epochs = [{"train_loss": 1.0, "train_top1": 0.5}, {"train_loss": 0.8, "train_top1": 0.6}]
+    plots.training({"units": "channels", "rounds": [{"round": 1, "sparsity": 0.4, "top1": None,
+                                                     "train_history": epochs}]}, tmp_path / "t.png")  # fmt: skip
+    texts = assert_readable(drawn, "t.png")
+    assert {"no validation data: no top-1", "sparsity after each round (% of prunable channels)"} <= set(texts)
+
+
 def test_the_checker_finds_what_it_looks_for(tmp_path):
     """A legend over the data, text off the canvas, a repeated entry, an empty panel and an epoch axis
     ticked between whole numbers are each reported."""

@@ -64,6 +64,8 @@ def test_old_spellings_are_accepted_with_a_note(fixture_model, tmp_path):
     both = CliRunner().invoke(app, ["bench", model, "--batch", "1", "--batch-size", "8"])
     assert both.exit_code == 2
     assert "--batch and --batch-size are one option (--batch is its old spelling): give --batch-size" in both.output
+    default = CliRunner().invoke(app, ["bench", model, "--batch-size", "1,32", "--batch", "8"])
+    assert default.exit_code == 2, "a new spelling given its default value still counts as given"
     demo = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "a"), "-o", str(tmp_path / "b")])
     assert demo.exit_code == 2 and "--out and --out-dir are one option" in demo.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -250,3 +250,10 @@ def test_trade_off_judges_each_curve_on_its_own():
     assert by_name["l1-filter", "layer"]["units"] == "channels" and by_name["l1-filter", "layer"]["sparsity"] == 0
     assert by_name["l1-filter", "layer"]["knee_sparsity"] == 0.4
     assert (choice["method"], choice["sparsity"], choice["knee_sparsity"]) == ("magnitude", 0.4, 0.6)
+    channels_only = trade_off(table, 0.01, method="l1-filter")
+    assert channels_only["method"] is None and channels_only["sparsity"] == 0.0, "nothing within the budget"
+    assert channels_only["curves"][0]["knee_sparsity"] == 0.4
+    table.rows = [ResultRow(s, a, None, 0, "l1-filter", "layer") for s, a in ((0, 0.9), (0.6, 0.9))] + [
+        ResultRow(s, a, None, 0, "magnitude", "layer") for s, a in ((0, 0.9), (0.3, 0.9))]  # fmt: skip
+    mixed = trade_off(table, 0.01)
+    assert (mixed["method"], mixed["sparsity"]) == ("magnitude", 0.3), "60% of channels is not more than 30% of weights"

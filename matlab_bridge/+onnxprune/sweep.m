@@ -5,7 +5,10 @@ function result = sweep(model, varargin)
 %   Sparsities is text (MATLAB colon ranges) or a numeric vector. Other arguments: Method,
 %   Scope, MaxDrop (0.01), OutDir (a folder for results.json/.csv/.mat and the figure), Images/Labels and the
 %   preprocessing arguments of evaluate. r has column vectors sparsity, accuracy, loss,
-%   num_nonzero, and baseline_accuracy, trade_off_sparsity, trade_off_accuracy.
+%   num_nonzero, and baseline_accuracy, trade_off_sparsity, trade_off_accuracy, trade_off_units
+%   (weights or channels), and per curve (method and scope), as column vectors, trade_off_curves_method,
+%   trade_off_curves_scope, trade_off_curves_sparsity, trade_off_curves_accuracy,
+%   trade_off_curves_knee_sparsity.
     result = onnxprune.internal.call('sweep', onnxprune.internal.absolute(model), varargin);
 end
 

@@ -55,13 +55,13 @@ def _flags_without_type(command) -> None:
 
 def main() -> None:
     """Console entry point; Ctrl-C at any moment is one line and exit code 130."""
-    from onnxprune.cli.common import capture_warnings
+    from onnxprune.cli.common import captured_warnings
 
     command = typer.main.get_command(app)
     _flags_without_type(command)
-    capture_warnings()
     try:
-        command(prog_name="onnxprune")
+        with captured_warnings():
+            command(prog_name="onnxprune")
     except KeyboardInterrupt:  # outside a command (typer's parsing); inside, reports_errors says it
         from onnxprune.cli.common import print_error
 

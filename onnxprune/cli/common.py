@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -25,21 +26,28 @@ def debug_log_path() -> Path:
     return Path(cache) / "onnxprune" / "debug.log"
 
 
-def capture_warnings() -> None:
-    """Send Python warnings (onnx2torch's, torch's, onnx's) to the debug log instead of between the tool's lines.
+@contextlib.contextmanager
+def captured_warnings():
+    """While inside, Python warnings (onnx2torch's, torch's, onnx's) go to the debug log.
 
-    ONNXPRUNE_DEBUG=1 shows them on stderr as well. The log is opened only when a warning comes, and
+    Not between the tool's lines; the previous handling comes back on leaving (the MATLAB bridge's
+    Python lives on). ONNXPRUNE_DEBUG=1 shows them on stderr as well. The log is opened only when a warning comes, and
     a log that cannot be written costs nothing but the warning.
     """
-    logging.captureWarnings(True)
     logger = logging.getLogger("py.warnings")
-    if getattr(logger, "onnxprune_captured", False):
-        return
+    handlers = [_DebugLogHandler()] + ([logging.StreamHandler(sys.stderr)] if os.environ.get("ONNXPRUNE_DEBUG") else [])
+    propagate = logger.propagate
+    logging.captureWarnings(True)
     logger.propagate = False
-    logger.onnxprune_captured = True
-    logger.addHandler(_DebugLogHandler())
-    if os.environ.get("ONNXPRUNE_DEBUG"):
-        logger.addHandler(logging.StreamHandler(sys.stderr))
+    for handler in handlers:
+        logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            logger.removeHandler(handler)
+        logger.propagate = propagate
+        logging.captureWarnings(False)
 
 
 class _DebugLogHandler(logging.Handler):
@@ -72,8 +80,9 @@ def model_size(path: Path) -> int:
 def human_size(size: int) -> str:
     """1536 -> '1.54 KB': decimal units (1 KB = 1000 bytes), the same as the figures and the HTML report."""
     for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        shown = f"{size:.0f}" if unit == "B" else f"{size:.2f}"
+        if float(shown) < 1000 or unit == "GB":  # 999,999 bytes is 1.00 MB, not 1000.00 KB
+            return f"{shown} {unit}"
         size /= 1000
     return f"{size:.2f} GB"
 
@@ -157,15 +166,25 @@ SeedOption = Annotated[int, typer.Option(help="seed for splits, shuffling, augme
 JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JSON (for scripts and MATLAB)")]
 
 
-def renamed(old_value, value, old: str, new: str, default=None):
-    """The value of an option whose old spelling `old` is still accepted, with a note naming `new`.
+def old_spelling(old_value, value, old: str, new: str, default):
+    """The value of an option that also has an old, hidden spelling, with a note when the old one is used.
+
+    Both options default to None in the command's signature, so that a value given explicitly is
+    always seen, even one equal to the default.
+
+    Args:
+        old_value: what the old spelling received (None: not given).
+        value: what the current spelling received (None: not given).
+        old: the old spelling, for the messages.
+        new: the current spelling, for the messages.
+        default: the value when neither is given.
 
     Raises:
         ConfigError: both spellings were given.
     """
     if old_value is None:
-        return value
-    if value != default:
+        return default if value is None else value
+    if value is not None:
         raise ConfigError(f"{old} and {new} are one option ({old} is its old spelling): give {new} only")
     console(stderr=True).print(f"note: {old} is deprecated; use {new} (the same option)", highlight=False)
     return old_value

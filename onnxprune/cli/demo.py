@@ -12,7 +12,7 @@ from onnxprune.cli.common import (
     console,
     human_size,
     level_progress,
-    renamed,
+    old_spelling,
     reports_errors,
     training_progress,
 )
@@ -23,15 +23,16 @@ DEMO_FOLDER = Path("onnxprune-demo")
 @reports_errors
 def demo(
     out_dir: Annotated[
-        Path, typer.Option("--out-dir", "-o", help="folder for the demo's results (must be new or empty)")
-    ] = DEMO_FOLDER,
+        Path | None,
+        typer.Option("--out-dir", "-o", help="folder for the demo's results, new or empty [default: onnxprune-demo]"),
+    ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="a reduced run (small data, few levels): seconds")] = False,
     out: Annotated[Path | None, typer.Option("--out", hidden=True, help="old spelling of --out-dir")] = None,
 ) -> None:
     """Run the pruning lab end to end on the built-in spectrogram data and AlexNet-shaped model."""
     from onnxprune.demo.run import run_demo
 
-    out = renamed(out, out_dir, "--out", "--out-dir", DEMO_FOLDER)
+    out = old_spelling(out, out_dir, "--out", "--out-dir", DEMO_FOLDER)
 
     with training_progress() as training, level_progress() as levels:
 

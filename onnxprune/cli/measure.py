@@ -32,8 +32,8 @@ from onnxprune.cli.common import (
     level_options,
     level_progress,
     numbers,
+    old_spelling,
     percent,
-    renamed,
     reports_errors,
 )
 from onnxprune.errors import ConfigError
@@ -159,11 +159,17 @@ def _print_sweep(table, choice) -> None:
         curves.add_row(f"{curve['method']} ({curve['scope']})", f"{curve['sparsity']:.1%} of {curve['units']}",
                        f"{curve['accuracy']:.2%}", knee if curve["knee_sparsity"] is not None else "-")  # fmt: skip
     console().print(curves)
-    console().print(
-        f"dense top-1 {table.baseline_accuracy:.2%}; highest sparsity within {budget} of it: "
+    console().print(f"dense top-1 {table.baseline_accuracy:.2%}; {_trade_off_line(choice, budget)}", highlight=False)
+
+
+def _trade_off_line(choice: dict, budget: str) -> str:
+    if choice["method"] is None:
+        return f"no level of any curve stays within {budget} of it"
+    mixed = len({curve["units"] for curve in choice["curves"]}) > 1
+    return (
+        f"highest sparsity within {budget} of it{' (of the curves counting weights)' if mixed else ''}: "
         f"{choice['sparsity']:.1%} of the {choice['units']} ({choice['method']}, {choice['scope']}, "
-        f"top-1 {choice['accuracy']:.2%}; knee of that curve {percent(choice['knee_sparsity'])})",
-        highlight=False,
+        f"top-1 {choice['accuracy']:.2%}; knee of that curve {percent(choice['knee_sparsity'])})"
     )
 
 
@@ -233,7 +239,9 @@ def bench_command(
     models: Annotated[
         list[Path], typer.Argument(metavar="MODEL...", help="models to compare (the first is the reference)")
     ],
-    batch_size: Annotated[str, typer.Option(help="batch sizes to time, comma-separated")] = BENCH_BATCHES,
+    batch_size: Annotated[
+        str | None, typer.Option(help=f"batch sizes to time, comma-separated [default: {BENCH_BATCHES}]")
+    ] = None,
     provider: Annotated[str, typer.Option(help="cpu or cuda (needs the gpu extra and a GPU)")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads")] = None,
     runs: Annotated[int | None, typer.Option(help="timed calls per batch size (default: ~2 s worth)")] = None,
@@ -260,7 +268,7 @@ def bench_command(
     from onnxprune.measure import bench as bench_module
     from onnxprune.report import plots
 
-    batch_size = renamed(batch, batch_size, "--batch", "--batch-size", BENCH_BATCHES)
+    batch_size = old_spelling(batch, batch_size, "--batch", "--batch-size", BENCH_BATCHES)
     batches = [int(float(b)) for b in batch_size.split(",") if b.strip()]
     dataset, options, preprocess = None, None, None
     data_options(data, limit=limit, pixel_range=pixel_range, mean=mean, std=std, flatten=flatten, first=first)

@@ -49,7 +49,7 @@ def run_demo(out: str | Path, quick: bool = False, say: Say | None = None, progr
     settings = QUICK if quick else FULL
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out} is not empty; choose another --out")
+        raise ConfigError(f"{out} is not empty; choose another -o/--out-dir")
     if not DEMO_MODEL.exists():
         raise ConfigError(f"the demo model {DEMO_MODEL} is missing: reinstall onnxprune (pip install onnxprune)")
     out.mkdir(parents=True, exist_ok=True)

@@ -263,13 +263,14 @@ def sweep(
 def trade_off(table: ResultTable, max_drop: float, method: str | None = None, scope: str | None = None) -> dict:
     """The highest sparsity within `max_drop` (absolute, 0.01 = one point) of the dense accuracy, and the knee.
 
-    Each curve (method and scope) is judged on its own, in `curves`; the top-level figures are
-    those of the curve whose point within the budget has the highest sparsity (its knee included).
+    Each curve (method and scope) is judged on its own, in `curves`. The top-level keys repeat the
+    curve whose point within the budget has the highest sparsity, among the curves that count weights
+    when the table mixes weights and channels (their sparsities are not comparable); with no level
+    within the budget anywhere they give sparsity 0.0 and the dense accuracy, method and scope None.
 
     Returns:
         {"sparsity", "accuracy", "method", "scope", "units", "knee_sparsity", "knee_accuracy", "max_drop",
-        "curves": [the same keys but max_drop, per curve, in the table's order]}; sparsity 0.0 where
-        no level stays within the budget.
+        "curves": [the same keys but max_drop, per curve, in the table's order; empty for an empty table]}.
     """
     if not 0 <= max_drop < 1:
         raise ConfigError(f"--max-drop must be in [0, 1) (0.01 is one point of accuracy), got {max_drop}")
@@ -279,9 +280,11 @@ def trade_off(table: ResultTable, max_drop: float, method: str | None = None, sc
         by_curve.setdefault((row.method, row.scope), []).append(row)
     floor = table.baseline_accuracy - max_drop
     curves = [_curve_trade_off(m, s, members, floor, table.baseline_accuracy) for (m, s), members in by_curve.items()]
-    empty = {"sparsity": 0.0, "accuracy": table.baseline_accuracy, "method": method, "scope": scope,
-             "units": None, "knee_sparsity": None, "knee_accuracy": None}  # fmt: skip
-    best = max(curves, key=lambda c: (c["sparsity"], c["accuracy"]), default=empty)
+    nothing = {"sparsity": 0.0, "accuracy": table.baseline_accuracy, "method": None, "scope": None,
+               "units": None, "knee_sparsity": None, "knee_accuracy": None}  # fmt: skip
+    units = "weights" if any(c["units"] == "weights" for c in curves) else "channels"
+    comparable = [c for c in curves if c["units"] == units and c["sparsity"] > 0]
+    best = max(comparable, key=lambda c: (c["sparsity"], c["accuracy"]), default=nothing)
     return {**best, "max_drop": max_drop, "curves": curves}
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxprune.errors import ConfigError
-from onnxprune.options import DataOptions, ScheduleOptions
+from onnxprune.options import DataOptions, PruneOptions, ScheduleOptions
 
 # Raw 0-255 inputs (MATLAB exports with a mean-image Sub) make first-layer gradients ~255x larger.
 DEFAULT_LR = 0.01
@@ -266,13 +266,19 @@ def _choose_sparsity(model, options: RunOptions, level_progress) -> dict:
     return {**choice, "baseline": table.baseline_accuracy, "other": trade_off(table, options.max_drop, scope=other)}
 
 
-def _trade_off_note(prune, choice: dict, max_drop: float) -> str:
+def _trade_off_note(prune: PruneOptions, choice: dict, max_drop: float) -> str:
     """The chosen level, the scope it was chosen in, and what the other scope would have given."""
     other = choice["other"]
+    other_scope = other["curves"][0]["scope"] if other["curves"] else "layer"
+    reaches = (
+        f"reaches {other['sparsity']:.1%} (top-1 {other['accuracy']:.2%})"
+        if other["method"] is not None
+        else "keeps no level within the budget"
+    )
     return (
         f"trade-off ({prune.method}, scope {prune.scope}): {choice['sparsity']:.1%} of the {choice['units']} keeps "
         f"top-1 {choice['accuracy']:.2%} within {max_drop:.1%} of the dense {choice['baseline']:.2%}; "
-        f"with --scope {other['scope']} the same sweep reaches {other['sparsity']:.1%} (top-1 {other['accuracy']:.2%})"
+        f"with --scope {other_scope} the same sweep {reaches}"
     )
 
 

@@ -164,7 +164,8 @@ def _results(document: dict, folder: Path) -> str:
         rows = document.get("rows", [])
         if kind == "sweep" and extra.get("trade_off"):
             choice = extra["trade_off"]
-            chosen = f"{100 * choice['sparsity']:.1f}% ({choice.get('method')}, {choice.get('scope')})"
+            curve = f" ({choice['method']}, {choice.get('scope')})" if choice.get("method") else ""
+            chosen = f"{100 * choice['sparsity']:.1f}%{curve}"
             parts.append(_headline([("dense top-1", _percent(document.get("baseline_accuracy"))[0]),
                                     ("highest sparsity within the budget", chosen),
                                     ("its top-1", _percent(choice.get("accuracy"))[0])]))  # fmt: skip

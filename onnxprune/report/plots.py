@@ -110,7 +110,7 @@ def layout_problems(figure) -> list[str]:
         legend = axis.get_legend()
         if legend is not None:
             problems += _legend_problems(axis, legend, renderer, panels)
-        if not (axis.lines or axis.patches or axis.collections or axis.images):
+        if not _has_data(axis) and not axis.get_title().startswith("no "):  # "no validation data: ..." says why
             problems.append(f"panel {_name(axis)} is empty")
     for legend in figure.legends:
         box = legend.get_window_extent(renderer)
@@ -130,6 +130,12 @@ def layout_problems(figure) -> list[str]:
             if not shared and _overlap(one.padded(-1), other.padded(-1)):
                 problems.append(f"panels {_name(first)} and {_name(second)} overlap")
     return problems
+
+
+def _has_data(axis) -> bool:
+    """Whether the panel shows anything: a line with a finite point, a bar, a marker or an image."""
+    finite = any(np.isfinite(np.asarray(line.get_ydata(), dtype=float)).any() for line in axis.lines)
+    return finite or bool(axis.patches or axis.collections or axis.images)
 
 
 def _fractional_ticks(axis) -> list[str]:
@@ -257,7 +263,7 @@ def pareto(points: Sequence[dict], path, title: str = "Accuracy vs sparsity acro
 
     A point may say what its sparsity counts ("units": weights or channels): channel points are
     squares and their labels say so. The point with the best score mean(accuracy, sparsity) is
-    ringed and named in a box inside the axes.
+    ringed, and named in the legend.
     """
     if not points:
         raise ConfigError("no points to plot: give results files that hold accuracy and sparsity")
@@ -405,14 +411,17 @@ def training(run: dict, path) -> Path:
     _legend_outside(accuracy_axis, fontsize=7)
     numbers = [r["round"] for r in rounds]
     sparsity_axis.plot(numbers, [100 * r["sparsity"] for r in rounds], marker="o", color="#2ca02c")
-    sparsity_axis.set_title("sparsity after each round (% of prunable weights)", fontsize=9)
+    units = run.get("units", "weights")  # filter runs count channels
+    sparsity_axis.set_title(f"sparsity after each round (% of prunable {units})", fontsize=9)
     sparsity_axis.set_ylim(0, 100)
     pruned = [100 * r["top1_pruned"] if r.get("top1_pruned") is not None else np.nan for r in rounds]
     tuned = [100 * r["top1"] if r.get("top1") is not None else np.nan for r in rounds]
     if not np.all(np.isnan(pruned)):
         top1_axis.plot(numbers, pruned, marker="v", label="after pruning")
-    top1_axis.plot(numbers, tuned, marker="s", label="after fine-tuning" if epochs else "top-1")
-    top1_axis.set_title("top-1 on validation per round (%)", fontsize=9)
+    if not np.all(np.isnan(tuned)):
+        top1_axis.plot(numbers, tuned, marker="s", label="after fine-tuning" if epochs else "top-1")
+    measured = not (np.all(np.isnan(pruned)) and np.all(np.isnan(tuned)))
+    top1_axis.set_title("top-1 on validation per round (%)" if measured else "no validation data: no top-1", fontsize=9)
     _legend_outside(top1_axis, fontsize=7)
     for axis, counts in ((loss_axis, epochs), (accuracy_axis, epochs), (sparsity_axis, numbers), (top1_axis, numbers)):
         _whole_number_ticks(axis, counts)

@@ -45,7 +45,8 @@ class Dataset:
         source: where it came from (for messages).
         value_range: "0-255" or "0-1": what the stored values mean.
         flat: True when the source held feature vectors (N x D), not images.
-        resized_from: the (H, W) sizes image files had before they were resized at load.
+        resized_from: the (H, W) sizes image files had before they were resized at load (of the whole
+            source: a subset keeps them, whether or not its own files had each size).
     """
 
     images: np.ndarray
@@ -623,12 +624,14 @@ def _starts_with_mean_sub(model: Model) -> bool:
 
 def check_labels(dataset: Dataset, num_outputs: int) -> None:
     """The data's classes must fit the model's outputs: more classes than outputs is the wrong data."""
+    if not len(dataset):
+        return
     count = max(len(dataset.classes), int(dataset.labels.max()) + 1)
     if count > num_outputs:
-        shown = f"{', '.join(dataset.classes[:5])}{'...' if len(dataset.classes) > 5 else ''}"
+        named = f" ({', '.join(dataset.classes[:5])}{'...' if len(dataset.classes) > 5 else ''})"
         raise DataError(
-            f"{dataset.source}: {count} classes ({shown}) but the model has {num_outputs} outputs: is this the "
-            "data the model classifies? (labels are class indices 0 ... C-1)"
+            f"{dataset.source}: {count} classes{named if dataset.classes else ''} but the model has {num_outputs} "
+            "outputs: is this the data the model classifies? (labels are class indices 0 ... C-1)"
         )
 
 
