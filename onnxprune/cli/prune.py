@@ -117,7 +117,10 @@ def prune(
     ] = None,
     max_drop: Annotated[
         float | None,
-        typer.Option(help="choose the sparsity: the highest within this accuracy drop on --data (0.01 = one point)"),
+        typer.Option(
+            help="choose the sparsity: the highest within this accuracy drop on --data (0.01 = one point); "
+            "sweeps the scope and, for comparison, the other of layer/global"
+        ),
     ] = None,
     bn_l1: Annotated[
         float | None, typer.Option(help="slimming: L1 penalty lambda on BatchNorm scales [default: 1e-4]")
