@@ -257,3 +257,21 @@ def test_trade_off_judges_each_curve_on_its_own():
         ResultRow(s, a, None, 0, "magnitude", "layer") for s, a in ((0, 0.9), (0.3, 0.9))]  # fmt: skip
     mixed = trade_off(table, 0.01)
     assert (mixed["method"], mixed["sparsity"]) == ("magnitude", 0.3), "60% of channels is not more than 30% of weights"
+
+
+def test_no_stray_blank_lines_when_output_is_not_a_terminal(fixture_model, tmp_path):
+    """Issue 19: a transient progress bar left a blank line in logs, before the tables."""
+    import subprocess
+    import sys
+
+    pixels, labels = fixtures.class_images(40, size=16, classes=10)
+    np.savez(tmp_path / "d.npz", x=pixels, y=labels)
+    model = str(fixture_model("vgg_bn_torchscript"))
+    for args in (["sweep", model, "--sparsities", "0,0.5", "-o", str(tmp_path / "sw")],
+                 ["prune", model, "--sparsity", "0.5", "--finetune-epochs", "1", "--batch-size", "8",
+                  "--out-dir", str(tmp_path / "run"), "-o", str(tmp_path / "p.onnx")]):  # fmt: skip
+        done = subprocess.run([sys.executable, "-m", "onnxprune", *args, "--data", str(tmp_path / "d.npz")],
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        for stream in (done.stdout, done.stderr):
+            assert "" not in stream.splitlines(), (args[0], stream)

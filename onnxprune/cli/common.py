@@ -252,7 +252,8 @@ class training_progress:
     def update(self, event: dict) -> None:
         """Show one progress event of the library."""
         if not self.started:  # started on the first event, so an early error prints nothing else
-            self.bar.start()
+            if self.bar.console.is_terminal:  # elsewhere a live bar leaves only a blank line behind
+                self.bar.start()
             self.started = True
         if "phase" in event:
             description = f"round {event['round']}/{event['rounds']}: {event['phase']}"
@@ -279,7 +280,7 @@ class training_progress:
             )
 
     def __exit__(self, *exc_info):
-        if self.started:
+        if self.started and self.bar.console.is_terminal:
             self.bar.stop()
         return False
 
@@ -301,13 +302,14 @@ class level_progress:
         """Show one finished sweep level."""
         row = event["row"]
         if self.task is None:
-            self.bar.start()
+            if self.bar.console.is_terminal:  # elsewhere a live bar leaves only a blank line behind
+                self.bar.start()
             self.task = self.bar.add_task("", total=event["total"])
         label = f"{row.method} {row.scope} {row.sparsity:.1%}: top-1 {row.accuracy:.2%}"
         self.bar.update(self.task, completed=event["done"], description=label)
 
     def __exit__(self, *exc_info):
-        if self.task is not None:
+        if self.task is not None and self.bar.console.is_terminal:
             self.bar.stop()
         return False
 
