@@ -250,6 +250,10 @@ def test_trade_off_judges_each_curve_on_its_own():
     assert by_name["l1-filter", "layer"]["units"] == "channels" and by_name["l1-filter", "layer"]["sparsity"] == 0
     assert by_name["l1-filter", "layer"]["knee_sparsity"] == 0.4
     assert (choice["method"], choice["sparsity"], choice["knee_sparsity"]) == ("magnitude", 0.4, 0.6)
+    falling = ResultTable("sweep", "m.onnx", [], 0.90)
+    points = zip((0, 0.3, 0.6, 0.9), (0.9, 0.4, 0.2, 0.1), strict=True)
+    falling.rows = [ResultRow(s, a, None, 0, "l1-filter", "layer") for s, a in points]
+    assert trade_off(falling, 0.01)["curves"][0]["knee_sparsity"] is None, "falls from the start: no knee"
     channels_only = trade_off(table, 0.01, method="l1-filter")
     assert channels_only["method"] is None and channels_only["sparsity"] == 0.0, "nothing within the budget"
     assert channels_only["curves"][0]["knee_sparsity"] == 0.4

@@ -315,17 +315,23 @@ def sparsity_units(method: str) -> str:
 
 
 def _knee(rows: list[ResultRow]) -> ResultRow | None:
-    """The point farthest above the chord from the first to the last point (Kneedle, simplified)."""
+    """The point farthest above the chord from the first to the last point (Kneedle, simplified).
+
+    None for a flat curve, and for one with no point above the chord (it falls from the start:
+    an end point is no knee).
+    """
     if len(rows) < 3:
         return None
     x = np.array([r.sparsity for r in rows])
     y = np.array([r.accuracy for r in rows])
     if not np.ptp(y):
-        return None  # a flat curve has no knee
+        return None
     span_x, span_y = np.ptp(x) or 1.0, np.ptp(y) or 1.0
     xn, yn = (x - x[0]) / span_x, (y - y.min()) / span_y
-    chord = yn[0] + (yn[-1] - yn[0]) * xn
-    return rows[int(np.argmax(yn - chord))]
+    above = (yn - (yn[0] + (yn[-1] - yn[0]) * xn))[1:-1]
+    if above.max() <= 1e-9:
+        return None
+    return rows[1 + int(np.argmax(above))]
 
 
 def sensitivity(
