@@ -265,3 +265,18 @@ def test_third_party_warnings_go_to_the_debug_log_not_the_output(tmp_path):
     shown = subprocess.run([*command, str(tmp_path / "q.onnx")], capture_output=True, text=True, env=debug)
     assert shown.returncode == 0 and "UserWarning: Pytorch's nearest neighbor" in shown.stderr
     assert (tmp_path / "other.log").read_text().count("UserWarning") == 2
+
+
+def test_the_debug_log_stays_small(tmp_path, monkeypatch):
+    import warnings
+
+    from onnxprune.cli import common
+
+    log = tmp_path / "debug.log"
+    monkeypatch.setenv("ONNXPRUNE_LOG", str(log))
+    monkeypatch.setattr(common, "DEBUG_LOG_BYTES", 1000)
+    log.write_text("x" * 1500)
+    with common.captured_warnings():
+        warnings.warn("from a library", UserWarning, stacklevel=1)
+    assert (tmp_path / "debug.log.1").stat().st_size == 1500
+    assert "UserWarning: from a library" in log.read_text() and log.stat().st_size < 1000

@@ -50,13 +50,21 @@ def captured_warnings():
         logging.captureWarnings(False)
 
 
+DEBUG_LOG_BYTES = 1_000_000  # past this the log becomes debug.log.1 (the one before is dropped)
+
+
 class _DebugLogHandler(logging.Handler):
-    """Appends to `debug_log_path()`, opened on the first record (never an empty file)."""
+    """Appends to `debug_log_path()`, opened on the first record (never an empty file).
+
+    The log stays under about `DEBUG_LOG_BYTES`: when full it is moved to `<name>.1`.
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             path = debug_log_path()
             path.parent.mkdir(parents=True, exist_ok=True)
+            if path.exists() and path.stat().st_size > DEBUG_LOG_BYTES:
+                path.replace(path.with_name(path.name + ".1"))
             stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
             with open(path, "a", encoding="utf-8") as log:
                 log.write(f"{stamp} {record.getMessage().strip()}\n")
