@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -68,7 +69,9 @@ def test_quantization_keeps_zeros_and_reports_accuracy(pair, tmp_path):
     model = onnxprune.load(pair[1])
     pixels, labels = fixtures.class_images(32, size=16, classes=10)
     data = Dataset(pixels, labels, [str(i) for i in range(10)], "synthetic")
+    root_level = logging.getLogger().level
     report = quantize(model, tmp_path / "q.onnx", "static", data, preprocess_for(model), 32, evaluate_data=data)
+    assert logging.getLogger().level == root_level, "the root logger is silenced only while quantizing"
     assert is_quantized(onnx.load(str(tmp_path / "q.onnx")))
     assert report.zeros_after >= report.zeros_before > 0
     assert report.top1_before is not None and report.top1_after is not None

@@ -276,7 +276,8 @@ def test_the_debug_log_stays_small(tmp_path, monkeypatch):
     monkeypatch.setenv("ONNXPRUNE_LOG", str(log))
     monkeypatch.setattr(common, "DEBUG_LOG_BYTES", 1000)
     log.write_text("x" * 1500)
-    with common.captured_warnings():
+    with common.captured_warnings(), warnings.catch_warnings():
+        warnings.simplefilter("always")  # whatever filters earlier tests left behind
         warnings.warn("from a library", UserWarning, stacklevel=1)
     assert (tmp_path / "debug.log.1").stat().st_size == 1500
     assert "UserWarning: from a library" in log.read_text() and log.stat().st_size < 1000

@@ -36,9 +36,10 @@ def captured_warnings():
     """
     logger = logging.getLogger("py.warnings")
     handlers = [_DebugLogHandler()] + ([logging.StreamHandler(sys.stderr)] if os.environ.get("ONNXPRUNE_DEBUG") else [])
-    propagate = logger.propagate
+    propagate, level = logger.propagate, logger.level
     logging.captureWarnings(True)
     logger.propagate = False
+    logger.setLevel(logging.WARNING)  # whatever level the root logger was given
     for handler in handlers:
         logger.addHandler(handler)
     try:
@@ -46,7 +47,7 @@ def captured_warnings():
     finally:
         for handler in handlers:
             logger.removeHandler(handler)
-        logger.propagate = propagate
+        logger.propagate, logger.level = propagate, level
         logging.captureWarnings(False)
 
 

@@ -14,7 +14,9 @@ differ: protobuf can store a tensor's values in either of two fields).
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import tempfile
 import zipfile
@@ -90,10 +92,7 @@ def quantize(
         raise ConfigError("static quantization calibrates on data: give --data (or use --method dynamic)")
     output = check_output_path(model, output)
     float_copy = _float_copy(model, conversion_copy)
-    import logging
-
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # its "pre-process" advice
-    with tempfile.TemporaryDirectory() as folder:
+    with _quiet_root_logger(), tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "float.onnx"
         onnx.save_model(float_copy, str(source))
         target = Path(folder) / "int8.onnx"
@@ -246,3 +245,18 @@ def unpack(package: str | os.PathLike) -> onnx.ModelProto:
     except (zipfile.BadZipFile, KeyError, OSError) as exc:
         raise ModelLoadError(f"{package}: not an onnxprune package ({type(exc).__name__})") from None
     return proto
+
+
+@contextlib.contextmanager
+def _quiet_root_logger():
+    """Silence onnxruntime.quantization's "pre-process" advice (on the root logger) while it runs.
+
+    The root logger's level is given back after: the MATLAB bridge's Python lives on.
+    """
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
