@@ -134,6 +134,8 @@ def test_bench_baselines_add_the_int8_forms_of_the_first_model(fixture_model, tm
     rows = json.loads(calibrated.stdout)
     assert [row["name"] for row in rows][1:] == [f"{model.stem}_int8_dynamic.onnx", f"{model.stem}_int8_static.onnx"]
     assert all(row["bytes"] < rows[0]["bytes"] / 2 and row["top1"] is not None for row in rows[1:])
+    assert rows[0]["macs"] > 0 and all(row["macs"] is None and row["nonzero"] is None for row in rows[1:]), (
+        "int8 weights are not float layers: not counted (null, not 0)")  # fmt: skip
     assert (tmp_path / "b" / f"{model.stem}_int8_static.onnx").exists()
 
 

@@ -303,7 +303,7 @@ def bench_command(
 
 def _print_bench(results, batches: list[int], wide: bool) -> None:
     """The bench table: within 120 columns by default; --wide adds p90, zipped and values+mask sizes."""
-    quantized = {r.name for r in results if r.macs == 0}  # int8 weights are not float layers: not counted
+    quantized = {r.name for r in results if r.macs is None}  # int8 weights are not float layers: not counted
     latency_columns = [f"b{b} ms" + (" (p90)" if wide else "") for b in batches]
     columns = ["model", *latency_columns, *[f"b{b} speedup" for b in batches], "size",
                *(["zipped", "values+mask"] if wide else []), "non-zeros", "MACs", "top-1"]  # fmt: skip

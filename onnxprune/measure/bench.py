@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune.errors import ConfigError
-from onnxprune.graph.model import load, model_file_size
+from onnxprune.graph.model import is_quantized, load, model_file_size
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -35,9 +35,9 @@ class ModelBench:
     bytes: int
     zipped_bytes: int
     values_mask_bytes: int
-    params: int
-    nonzero: int
-    macs: int
+    params: int | None  # None for an int8 model: its weights are not float layers, not counted
+    nonzero: int | None
+    macs: int | None
     session_seconds: float
     latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # batch -> median, p90, p99
     throughput: dict[str, float] = field(default_factory=dict)  # batch -> samples per second
@@ -164,6 +164,7 @@ def _prepare(path: Path, provider: str, threads: int | None):
 
     model = load(path)
     totals = describe(model)["totals"]
+    quantized = is_quantized(model.proto)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:
@@ -176,9 +177,9 @@ def _prepare(path: Path, provider: str, threads: int | None):
         bytes=model_file_size(path),
         zipped_bytes=zipped_size(path),
         values_mask_bytes=values_mask_bytes(model),
-        params=totals["prunable_params"],
-        nonzero=totals["prunable_params"] - totals["prunable_zeros"],
-        macs=totals["macs"],
+        params=None if quantized else totals["prunable_params"],
+        nonzero=None if quantized else totals["prunable_params"] - totals["prunable_zeros"],
+        macs=None if quantized else totals["macs"],
         session_seconds=time.perf_counter() - started,
     )
     return result, session, model.input
