@@ -254,6 +254,7 @@ class training_progress:
             TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
             TimeRemainingColumn(), console=console(stderr=True), transient=True,
         )  # fmt: skip
+        self.live = self.bar.console.is_terminal  # elsewhere a live bar leaves only a blank line behind
         self.task = None
         self.started = False
         return self.update
@@ -261,12 +262,12 @@ class training_progress:
     def update(self, event: dict) -> None:
         """Show one progress event of the library."""
         if not self.started:  # started on the first event, so an early error prints nothing else
-            if self.bar.console.is_terminal:  # elsewhere a live bar leaves only a blank line behind
+            if self.live:
                 self.bar.start()
             self.started = True
         if "phase" in event:
             description = f"round {event['round']}/{event['rounds']}: {event['phase']}"
-            if not self.bar.console.is_terminal:  # no live bar in a log or in MATLAB's window: one line per phase
+            if not self.live:  # no live bar in a log or in MATLAB's window: one line per phase
                 self.bar.console.print(description)
             if self.task is None:
                 self.task = self.bar.add_task(description, total=None, status="")
@@ -289,7 +290,7 @@ class training_progress:
             )
 
     def __exit__(self, *exc_info):
-        if self.started and self.bar.console.is_terminal:
+        if self.started and self.live:
             self.bar.stop()
         return False
 
@@ -304,6 +305,7 @@ class level_progress:
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             console=console(stderr=True), transient=True,
         )  # fmt: skip
+        self.live = self.bar.console.is_terminal  # elsewhere a live bar leaves only a blank line behind
         self.task = None
         return self.update
 
@@ -311,14 +313,14 @@ class level_progress:
         """Show one finished sweep level."""
         row = event["row"]
         if self.task is None:
-            if self.bar.console.is_terminal:  # elsewhere a live bar leaves only a blank line behind
+            if self.live:
                 self.bar.start()
             self.task = self.bar.add_task("", total=event["total"])
         label = f"{row.method} {row.scope} {row.sparsity:.1%}: top-1 {row.accuracy:.2%}"
         self.bar.update(self.task, completed=event["done"], description=label)
 
     def __exit__(self, *exc_info):
-        if self.task is not None and self.bar.console.is_terminal:
+        if self.task is not None and self.live:
             self.bar.stop()
         return False
 

@@ -139,10 +139,8 @@ def _print_notes(notes) -> None:
 
 
 def _print_sweep(table, choice) -> None:
-    from onnxprune.measure.sweep import sparsity_units
-
     labels = table.methods()
-    units = {label: sparsity_units(label.split(" (")[0]) for label in labels}
+    units = {f"{curve['method']} ({curve['scope']})": curve["units"] for curve in choice["curves"]}
     mixed = len(set(units.values())) > 1  # then each column says what its sparsity counts
     levels = list(dict.fromkeys(row.sparsity for row in table.rows))
     header = "sparsity" if mixed else f"sparsity (% of {next(iter(units.values()), 'weights')})"
@@ -303,7 +301,6 @@ def bench_command(
 
 def _print_bench(results, batches: list[int], wide: bool) -> None:
     """The bench table: within 120 columns by default; --wide adds p90, zipped and values+mask sizes."""
-    quantized = {r.name for r in results if r.macs is None}  # int8 weights are not float layers: not counted
     latency_columns = [f"b{b} ms" + (" (p90)" if wide else "") for b in batches]
     columns = ["model", *latency_columns, *[f"b{b} speedup" for b in batches], "size",
                *(["zipped", "values+mask"] if wide else []), "non-zeros", "MACs", "top-1"]  # fmt: skip
@@ -313,7 +310,7 @@ def _print_bench(results, batches: list[int], wide: bool) -> None:
                    if str(b) in r.latency_ms else "-" for b in batches]  # fmt: skip
         speed = [f"{r.speedup[str(b)]:.2f}x" if str(b) in r.speedup else "-" for b in batches]
         sizes = [human_size(r.zipped_bytes), human_size(r.values_mask_bytes)] if wide else []
-        counted = r.name not in quantized
+        counted = r.macs is not None  # int8 weights are not float layers: not counted
         table.add_row(
             r.name, *latency, *speed, human_size(r.bytes), *sizes, f"{r.nonzero:,}" if counted else "-",
             f"{r.macs:,}" if counted else "-", f"{r.top1:.2%}" if r.top1 is not None else "-",
@@ -321,7 +318,7 @@ def _print_bench(results, batches: list[int], wide: bool) -> None:
     console().print(table)
     if any(str(b) not in r.latency_ms for r in results for b in batches):
         console().print("-: a batch size the model cannot take (its graph fixes the batch at 1)")
-    if quantized:
+    if any(r.macs is None for r in results):
         console().print("-: int8 models' weights are not float layers; their non-zeros and MACs are not counted")
     if wide:
         console().print(

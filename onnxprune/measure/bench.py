@@ -99,7 +99,6 @@ def int8_baselines(reference: str | os.PathLike, folder: str | os.PathLike, data
     The cheap alternative to pruning for speed and size, to be timed beside the pruned models.
     Returns the files written in `folder` (`<stem>_int8_dynamic.onnx`, `<stem>_int8_static.onnx`).
     """
-    from onnxprune.graph.model import load
     from onnxprune.measure.quantize import quantize
 
     reference = Path(reference)

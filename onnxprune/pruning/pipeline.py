@@ -263,13 +263,13 @@ def _choose_sparsity(model, options: RunOptions, level_progress) -> dict:
         raise ConfigError(
             f"no sparsity level keeps accuracy within {options.max_drop} of the dense model; raise --max-drop"
         )
-    return {**choice, "baseline": table.baseline_accuracy, "other": trade_off(table, options.max_drop, scope=other)}
+    other_choice = {**trade_off(table, options.max_drop, scope=other), "scope": other}  # its scope, even if empty
+    return {**choice, "baseline": table.baseline_accuracy, "other": other_choice}
 
 
 def _trade_off_note(prune: PruneOptions, choice: dict, max_drop: float) -> str:
     """The chosen level, the scope it was chosen in, and what the other scope would have given."""
     other = choice["other"]
-    other_scope = other["curves"][0]["scope"] if other["curves"] else "layer"
     reaches = (
         f"reaches {other['sparsity']:.1%} (top-1 {other['accuracy']:.2%})"
         if other["method"] is not None
@@ -278,7 +278,7 @@ def _trade_off_note(prune: PruneOptions, choice: dict, max_drop: float) -> str:
     return (
         f"trade-off ({prune.method}, scope {prune.scope}): {choice['sparsity']:.1%} of the {choice['units']} keeps "
         f"top-1 {choice['accuracy']:.2%} within {max_drop:.1%} of the dense {choice['baseline']:.2%}; "
-        f"with --scope {other_scope} the same sweep {reaches}"
+        f"with --scope {other['scope']} the same sweep {reaches}"
     )
 
 

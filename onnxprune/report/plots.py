@@ -102,8 +102,8 @@ def layout_problems(figure) -> list[str]:
     canvas = figure.bbox
     problems = []
     panels = [axis for axis in figure.axes if axis.get_visible() and axis.axison]
-    for text in _texts(figure):
-        box = text.get_window_extent(renderer)
+    texts = [(text, text.get_window_extent(renderer)) for text in _texts(figure)]
+    for text, box in texts:
         if box.x0 < canvas.x0 - 1 or box.y0 < canvas.y0 - 1 or box.x1 > canvas.x1 + 1 or box.y1 > canvas.y1 + 1:
             problems.append(f"text {text.get_text()[:40]!r} is cut off by the figure's edge")
     for axis in panels:
@@ -119,8 +119,8 @@ def layout_problems(figure) -> list[str]:
     legends = [axis.get_legend() for axis in panels if axis.get_legend() is not None] + list(figure.legends)
     for legend in legends:
         box, own = legend.get_window_extent(renderer), set(map(id, legend.get_texts()))
-        for text in _texts(figure):
-            if id(text) not in own and _overlap(box, text.get_window_extent(renderer)):
+        for text, text_box in texts:
+            if id(text) not in own and _overlap(box, text_box):
                 problems.append(f"a legend covers the text {text.get_text()[:40]!r}")
     problems += [problem for axis in panels for problem in _fractional_ticks(axis)]
     tight = [(axis, axis.get_tightbbox(renderer)) for axis in panels]
@@ -159,7 +159,7 @@ def _texts(figure) -> list:
         if not (axis.get_visible() and axis.axison):
             continue
         texts += [axis.title, axis._left_title, axis._right_title, axis.xaxis.label, axis.yaxis.label]
-        texts += [t for t in axis.texts]
+        texts += list(axis.texts)
         texts += _drawn_tick_labels(axis.xaxis, axis.get_xlim()) + _drawn_tick_labels(axis.yaxis, axis.get_ylim())
         if axis.get_legend() is not None:
             texts += list(axis.get_legend().get_texts())
@@ -200,9 +200,9 @@ def _covers_data(axis, box) -> bool:
         if any(box.contains(x, y) for x, y in points):
             return True
     for patch in axis.patches:
-        if patch.get_height() if hasattr(patch, "get_height") else True:
-            if _overlap(box, patch.get_window_extent()):
-                return True
+        empty_bar = hasattr(patch, "get_height") and not patch.get_height()  # a zero bar draws nothing
+        if not empty_bar and _overlap(box, patch.get_window_extent()):
+            return True
     for collection in axis.collections:
         offsets = collection.get_offset_transform().transform(collection.get_offsets())
         if any(box.contains(x, y) for x, y in offsets):
@@ -231,15 +231,18 @@ def accuracy_vs_sparsity(tables: Sequence[ResultTable], path, title: str | None 
     """
     from onnxprune.measure.sweep import sparsity_units
 
-    curves = [(table, label) for table in tables for label in table.methods()]
-    units = list(dict.fromkeys(sparsity_units(label.split(" (")[0]) for _, label in curves)) or ["weights"]
+    curves = []  # (table, label, what its sparsity counts, its rows)
+    for table in tables:
+        for label in table.methods():
+            rows = [r for r in table.rows if f"{r.method} ({r.scope})" == label]
+            curves.append((table, label, sparsity_units(rows[0].method), rows))
+    units = list(dict.fromkeys(unit for _, _, unit, _ in curves)) or ["weights"]
     figure, axes = _figure(1, len(units), squeeze=False, sharey=True)
     several = len(tables) > 1
     for axis, unit in zip(axes[0], units, strict=True):
-        for index, (table, label) in enumerate(curves):  # a colour per curve across the panels: one legend
-            if sparsity_units(label.split(" (")[0]) != unit:
+        for index, (table, label, curve_unit, rows) in enumerate(curves):  # a colour per curve across the panels
+            if curve_unit != unit:
                 continue
-            rows = [r for r in table.rows if f"{r.method} ({r.scope})" == label]
             prefix = f"{Path(table.model).stem}: " if several else ""
             x, y = [100 * r.sparsity for r in rows], [100 * r.accuracy for r in rows]
             axis.plot(x, y, marker=".", color=f"C{index % 10}", label=prefix + label)
