@@ -147,6 +147,9 @@ def test_bench_table_is_narrow_by_default_and_wide_on_request(fixture_model):
     model = str(fixture_model("matlab_alexnet_opset8"))
     narrow = CliRunner().invoke(app, ["bench", model, "--runs", "2", "--batch-size", "1"])
     wide = CliRunner().invoke(app, ["bench", model, "--runs", "2", "--batch-size", "1", "--wide"])
+    refused = CliRunner().invoke(app, ["bench", model, "--wide", "--json"])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip() == "error: --wide has no effect with --json: the JSON holds every column already"
     assert narrow.exit_code == 0 and wide.exit_code == 0, narrow.output + wide.output
     assert "zipped" not in narrow.stdout and "(p90)" not in narrow.stdout
     assert "zipped" in wide.stdout and "(p90)" in wide.stdout and "values+mask:" in wide.stdout

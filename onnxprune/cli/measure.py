@@ -266,6 +266,8 @@ def bench_command(
     from onnxprune.measure import bench as bench_module
     from onnxprune.report import plots
 
+    if wide and as_json:
+        raise ConfigError("--wide has no effect with --json: the JSON holds every column already")
     batch_size = old_spelling(batch, batch_size, "--batch", "--batch-size", BENCH_BATCHES)
     batches = [int(float(b)) for b in batch_size.split(",") if b.strip()]
     dataset, options, preprocess = None, None, None
