@@ -41,6 +41,9 @@ class PruneOptions:
         round_to: structured: layers of 32+ channels keep a multiple of this many (1: exact).
         settings: knobs of the data-driven and iterative methods (`MethodSettings`).
         seed: seeds the methods' sampling.
+        reconstruct: weight methods: after each pruning, solve every layer's kept weights again
+            on samples of the data so that it reproduces the unpruned layer's outputs
+            (`onnxprune.pruning.reconstruct`).
     """
 
     sparsity: float = 0.5
@@ -54,6 +57,7 @@ class PruneOptions:
     round_to: int = 8
     settings: MethodSettings = field(default_factory=MethodSettings)
     seed: int = 0
+    reconstruct: bool = False
 
     def __post_init__(self):
         check_sparsity(self.sparsity)
@@ -67,6 +71,11 @@ class PruneOptions:
         object.__setattr__(self, "settings", MethodSettings.of(self.settings))
         for name, _ in self.stages:
             get_method(name)  # an unknown method fails here, listing the known ones
+        if self.reconstruct and self.kind != "unstructured":
+            raise ConfigError(
+                f"--reconstruct solves the weights a weight method keeps; --method {self.method} removes channels: "
+                "fine-tune it instead (--finetune-epochs)"
+            )
 
     @property
     def is_recipe(self) -> bool:
@@ -216,6 +225,8 @@ class ScheduleOptions:
             self._check_gradual()
         if self.rewind and self.prune.kind != "unstructured":
             raise ConfigError("--rewind resets surviving weights of a masked model: it needs an unstructured method")
+        if self.rewind and self.prune.reconstruct:
+            raise ConfigError("--rewind resets the surviving weights that --reconstruct solves: choose one")
 
     def _check_gradual(self) -> None:
         if self.prune.kind != "unstructured":
@@ -229,6 +240,11 @@ class ScheduleOptions:
             raise ConfigError("--schedule gradual prunes while fine-tuning: add --finetune-epochs")
         if self.rewind:
             raise ConfigError("--rewind resets survivors after a pruning; --schedule gradual prunes while training")
+        if self.prune.reconstruct:
+            raise ConfigError(
+                "--reconstruct solves the weights a pruning keeps; --schedule gradual prunes while training: "
+                "use one-shot or --iterations"
+            )
 
     @property
     def target(self) -> float:

@@ -97,6 +97,14 @@ def sweep(
     mean: MeanOption = None,
     std: StdOption = None,
     flatten: FlattenOption = None,
+    reconstruct: Annotated[
+        bool,
+        typer.Option(
+            "--reconstruct",
+            help="weight methods: re-solve each level's kept weights on 512 images held out of --data (least "
+            "squares against the dense outputs); the others are evaluated",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop."""
@@ -104,6 +112,7 @@ def sweep(
     from onnxprune.measure.evaluate import chance_note
     from onnxprune.measure.sweep import sweep as sweep_model
     from onnxprune.measure.sweep import trade_off
+    from onnxprune.pruning.reconstruct import calibration_split
     from onnxprune.report import plots, results
     from onnxprune.report.html import write_report
 
@@ -113,8 +122,16 @@ def sweep(
     model = load(model_path)
     preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
     methods, scopes = [m.strip() for m in method.split(",")], [x.strip() for x in scope.split(",")]
+    calibration, notes = None, list(preprocess.notes)
+    if reconstruct:
+        calibration, dataset = calibration_split(dataset)
+        notes.append(
+            f"--reconstruct: {len(calibration)} of the images (stratified) solve the layers; top-1 is measured on "
+            f"the other {len(dataset)}"
+        )
     with level_progress() as progress:
-        table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress)
+        table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress,
+                            calibration=calibration)  # fmt: skip
     choice = trade_off(table, max_drop)
     table.extra["trade_off"] = choice
     out_dir = out_dir or model_path.with_name(f"{model_path.stem}_sweep")
@@ -125,9 +142,9 @@ def sweep(
         rows = [{"method": r.method, "scope": r.scope, "sparsity": r.sparsity, "accuracy": r.accuracy, "loss": r.loss,
                  "num_nonzero": r.num_nonzero} for r in table.rows]  # fmt: skip
         emit_json({"baseline_top1": table.baseline_accuracy, "trade_off": choice, "rows": rows,
-                   "results": written, "figure": figure, "report": page, "notes": list(preprocess.notes)})  # fmt: skip
+                   "results": written, "figure": figure, "report": page, "notes": notes})  # fmt: skip
         return
-    _print_notes([*preprocess.notes, chance_note(table.baseline_accuracy, model.num_classes or len(dataset.classes))])
+    _print_notes([*notes, chance_note(table.baseline_accuracy, model.num_classes or len(dataset.classes))])
     _print_sweep(table, choice)
     console().print(f"wrote {', '.join(str(p) for p in written.values())}, {figure} and {page}")
 

@@ -85,6 +85,14 @@ def prune(
         ),
     ] = None,
     rewind: Annotated[bool, typer.Option("--rewind", help="reset surviving weights to their original values")] = False,
+    reconstruct: Annotated[
+        bool,
+        typer.Option(
+            "--reconstruct",
+            help="weight methods: re-solve each layer's kept weights on 512 samples of --data so it reproduces the "
+            "dense layer's outputs (least squares; no labels used)",
+        ),
+    ] = False,
     out_dir: Annotated[Path | None, typer.Option(help="folder for checkpoints and results (with --data)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out-dir")] = False,
     batch_size: Annotated[int | None, typer.Option(help="fine-tuning batch size [default: 64]")] = None,
@@ -233,6 +241,7 @@ def _prune_run_options(given: dict):
         skip_first="skip_first" in given, skip_last="skip_last" in given,
         max_layer_sparsity=given.get("max_layer_sparsity", 0.99), mask_only="mask_only" in given,
         round_to=given.get("round_to", 8), settings=MethodSettings(**settings), seed=given.get("seed", 0),
+        reconstruct="reconstruct" in given,
     )  # fmt: skip
     train = TrainOptions(
         epochs=given.get("finetune_epochs", 0), batch_size=given.get("batch_size", 64),
@@ -271,6 +280,9 @@ def _print_prune_report(report) -> None:
             console().print(f"note: {note}", highlight=False)
     if report.mode == "schedule":
         _print_rounds(report.schedule)
+        for record in report.schedule.rounds:
+            for note in record.notes:
+                console().print(f"note: round {record.round}: {note}", highlight=False)
         final = report.schedule.final_top1
         accuracy = f" (top-1 {final:.2%} in onnxruntime)" if final is not None else ""
         console().print(

@@ -4,7 +4,8 @@ A sweep scores the weights once, sorts each layer's scores once, and derives eve
 mask from those orders (the first k weights of a layer's order are its k lowest), so a level
 costs one mask update and one evaluation; the data is preprocessed once and held in memory.
 The masks are the ones `prune` would choose at that level (same counts, same tie-breaking), so
-a sweep point equals `prune` then `evaluate` exactly.
+a sweep point equals `prune` then `evaluate` exactly (with reconstruction: when both reconstruct
+on the same samples).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from onnxprune.graph.model import Model
 from onnxprune.measure.evaluate import metrics_over, onnxruntime_runner, torch_runner
 from onnxprune.pruning import channels, select
 from onnxprune.pruning.methods import ScoreContext, get_method
+from onnxprune.pruning.reconstruct import reconstruct, reference_copy
 from onnxprune.report.results import ResultRow, ResultTable
 from onnxprune.workbench.convert import TorchModel, mask_parameter, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
@@ -92,10 +94,18 @@ class Sweeper:
         batch_size: samples per forward pass.
         engine: "torch", "onnxruntime", or "auto": time both on the dense model and keep the
             faster (onnxruntime rebuilds a session per level, ~10 ms for a CIFAR-size model).
+        calibration: samples to reconstruct every level's kept weights on
+            (`onnxprune.pruning.reconstruct`); None evaluates the pruned weights as they are.
     """
 
     def __init__(
-        self, model: Model, data: Dataset, preprocess: Preprocess, batch_size: int = 500, engine: str = "auto"
+        self,
+        model: Model,
+        data: Dataset,
+        preprocess: Preprocess,
+        batch_size: int = 500,
+        engine: str = "auto",
+        calibration: Dataset | None = None,
     ):
         self.model = model
         self.data = data
@@ -108,6 +118,8 @@ class Sweeper:
         self.extra_originals = _bias_and_norm_state(self.torch_model)
         self._ranked: dict[str, _Ranked] = {}
         self.engine = engine if engine != "auto" else self._faster_engine()
+        self.calibration = None if calibration is None else torch.from_numpy(preprocess(calibration))
+        self.reference = None if calibration is None else reference_copy(self.torch_model)
 
     def _faster_engine(self) -> str:
         timings = {}
@@ -145,9 +157,13 @@ class Sweeper:
         select.check_scope(scope, method, chosen.granularity)
         self._restore()
         if chosen.granularity == "channel":
+            if self.calibration is not None:
+                raise ConfigError(f"--reconstruct solves the weights a weight method keeps; {method} removes channels")
             zeros = self._apply_channels(chosen, scope, sparsity, max_layer_sparsity)
         else:
             zeros = self._apply_weights(method, scope, sparsity, max_layer_sparsity)
+            if self.calibration is not None and sparsity > 0:
+                reconstruct(self.torch_model, self.reference, self.calibration)
         top1, loss = self.evaluate()
         total = sum(self.originals[name].numel() for name in zeros)
         layer_sparsity = [zeros[name] / self.originals[name].numel() for name in self.torch_model.params]
@@ -223,11 +239,14 @@ def sweep(
     max_layer_sparsity: float = 0.99,
     progress: Progress | None = None,
     engine: str = "auto",
+    calibration: Dataset | None = None,
 ) -> ResultTable:
     """Accuracy and loss at every level, for every method and scope; the dense accuracy as baseline.
 
     `engine` is "auto" (the faster of torch and onnxruntime on this model), "torch" or
-    "onnxruntime"; the table's `extra["engine"]` records which ran.
+    "onnxruntime"; the table's `extra["engine"]` records which ran. With `calibration` samples
+    (kept apart from `data`), every level's kept weights are reconstructed on them before it is
+    evaluated (weight methods; `extra["reconstructed_on"]` records how many).
 
     Returns:
         A `ResultTable` of kind "sweep" (one row per method, scope and level).
@@ -236,7 +255,13 @@ def sweep(
     for scope in scopes:
         if scope not in select.SCOPES:
             raise ConfigError(f"scope must be one of {', '.join(select.SCOPES)}, got '{scope}'")
-    sweeper = Sweeper(model, data, preprocess, engine=engine)
+    structured = [m for m in methods if get_method(m).granularity == "channel"] if calibration is not None else []
+    if structured:
+        raise ConfigError(
+            f"--reconstruct solves the weights a weight method keeps; {', '.join(structured)} removes channels: "
+            "sweep it without --reconstruct"
+        )
+    sweeper = Sweeper(model, data, preprocess, engine=engine, calibration=calibration)
     baseline, _ = sweeper.evaluate()
     units = {get_method(m).granularity for m in methods}
     table = ResultTable(
@@ -247,7 +272,7 @@ def sweep(
         units={frozenset({"channel"}): "channels", frozenset({"weight"}): "weights"}.get(
             frozenset(units), "weights (unstructured) or channels (structured)"
         ),
-        extra={"engine": sweeper.engine},
+        extra={"engine": sweeper.engine, **({"reconstructed_on": len(calibration)} if calibration is not None else {})},
     )
     total = len(methods) * len(scopes) * len(levels)
     for method in methods:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import Model, PrunableLayer, check_output_path, from_proto, is_quantized
@@ -19,8 +20,10 @@ from onnxprune.graph.verify import VerifyReport, reference, verify
 from onnxprune.options import PruneOptions
 from onnxprune.pruning import channels, select
 from onnxprune.pruning.methods import MethodSettings, ScoreContext, get_method
+from onnxprune.pruning.reconstruct import CALIBRATION_SAMPLES, Reconstruction, reference_copy
+from onnxprune.pruning.reconstruct import reconstruct as reconstruct_layers
 from onnxprune.workbench.convert import TorchModel, mask_parameter, to_torch
-from onnxprune.workbench.data import Dataset, Preprocess
+from onnxprune.workbench.data import Dataset, Preprocess, stratified_sample
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class PruneResult:
         history: Taylor: per round, mini-batch loss, validation top-1, filters left.
         units: structured methods: (units removed, removable units); a unit is a filter or
             neuron, or channels coupled by residual connections.
+        reconstruction: with `reconstruct`: what `onnxprune.pruning.reconstruct` did (also a note).
         verification: filled in by `save`.
         sparse_initializers: filled in by `save` with `sparse_storage=True`.
     """
@@ -98,6 +102,7 @@ class PruneResult:
     macs_removed: float = 0.0
     history: list[dict] = field(default_factory=list)
     units: tuple[int, int] = (0, 0)
+    reconstruction: Reconstruction | None = None
     _model: Model | None = field(default=None, repr=False)
 
     @property
@@ -163,6 +168,7 @@ def prune(
     original_counts: dict[str, int] | None = None,
     mask_only: bool = False,
     round_to: int = 8,
+    reconstruct: bool = False,
 ) -> PruneResult:
     """Prune a loaded model.
 
@@ -197,6 +203,9 @@ def prune(
         round_to: structured methods: leave each layer a multiple of this many channels
             (8, the default, suits onnxruntime's blocked CPU kernels; 1 keeps the exact
             fraction). Layers under 32 channels are not rounded.
+        reconstruct: weight methods: solve each layer's kept weights again, on up to 512 samples of
+            `data`, so that it reproduces the unpruned layer's outputs
+            (`onnxprune.pruning.reconstruct`); the masks do not change.
 
     Structured methods (granularity "channel": l1-filter, l2-filter, neuron, taylor) take
     `sparsity` as the fraction of removable filters and neurons, and compact the model: see
@@ -230,6 +239,12 @@ def prune(
         torch_model, model=model, data=data, preprocess=preprocess, val=val, val_preprocess=val_preprocess,
         target=sparsity, seed=seed, settings=MethodSettings.of(method_options),
     )  # fmt: skip
+    if reconstruct and chosen.granularity == "channel":
+        raise ConfigError(
+            f"--reconstruct solves the weights a weight method keeps; {method} removes channels: fine-tune it instead"
+        )
+    if reconstruct and data is None:
+        raise ConfigError("--reconstruct solves each layer on samples: give --data")
     if chosen.granularity == "channel":
         return _prune_channels(
             model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
@@ -240,9 +255,17 @@ def prune(
     masks, plans = _select(chosen, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context)
     selection_seconds = time.perf_counter() - started
 
+    unpruned = reference_copy(torch_model) if reconstruct else None
     _apply_masks(torch_model, masks, keep_masks)
     del masks
-    weights = {entry.layer.weight: entry.to_onnx() for entry in torch_model.params.values()}
+    notes = _notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity)
+    reconstruction = None if unpruned is None else _reconstruct(torch_model, unpruned, data, preprocess, seed)
+    if reconstruction is not None:
+        notes.append(reconstruction.note())
+    if reconstruction is None:
+        weights = {entry.layer.weight: entry.to_onnx() for entry in torch_model.params.values()}
+    else:  # reconstruction also solved biases
+        weights = torch_model.initializer_values(model)
     layers = [_layer_report(layer, weights[layer.weight], plans[layer.name]) for layer in model.layers]
     return PruneResult(
         source=model,
@@ -252,10 +275,11 @@ def prune(
         method=method,
         scope=scope,
         requested=sparsity,
-        notes=_notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity),
+        notes=notes,
         selection_seconds=selection_seconds,
         masks_kept=keep_masks,
         total_sparsity=_total_sparsity(model, weights),
+        reconstruction=reconstruction,
     )
 
 
@@ -379,6 +403,13 @@ def _pinned_ratios(model: Model, config, skip_first: bool, skip_last: bool) -> t
 
 def _score(method, context: ScoreContext) -> dict[str, np.ndarray]:
     return {name: scores.astype(np.float32) for name, scores in method.layer_scores(context).items()}
+
+
+def _reconstruct(torch_model: TorchModel, unpruned, data: Dataset, preprocess: Preprocess, seed: int):
+    """Reconstruction on a stratified sample of `data` (at most `CALIBRATION_SAMPLES`)."""
+    chosen = stratified_sample(data.labels, min(CALIBRATION_SAMPLES, len(data)), seed)
+    inputs = torch.from_numpy(preprocess(data, chosen))
+    return reconstruct_layers(torch_model, unpruned, inputs, seed=seed)
 
 
 def _apply_masks(torch_model: TorchModel, masks: dict[str, np.ndarray], keep_masks: bool) -> None:
@@ -514,7 +545,7 @@ def prune_with(
         "skip_last": options.skip_last, "max_layer_sparsity": options.max_layer_sparsity, "keep_masks": keep_masks,
         "data": data, "preprocess": preprocess, "method_options": options.settings, "val": val,
         "val_preprocess": val_preprocess, "seed": options.seed, "mask_only": options.mask_only,
-        "round_to": options.round_to,
+        "round_to": options.round_to, "reconstruct": options.reconstruct,
     }  # fmt: skip
     if options.is_recipe:
         return prune_chain(model, options.stages, torch_model=torch_model, **settings)

@@ -118,6 +118,7 @@ class RunOptions:
                 ("--finetune-epochs", train.epochs > 0),
                 ("--sparsity-epochs", self.schedule.sparsity_epochs > 0),
                 (f"--method {prune.method}", prune.needs_data),
+                ("--reconstruct", prune.reconstruct),
             ):
                 if given:
                     raise ConfigError(f"{option} trains or scores on data: give --data")
@@ -137,7 +138,12 @@ class RunOptions:
     def mode(self) -> str:
         """The mode the options imply: "schedule" or "one-shot" (after `max_drop` chose the sparsity)."""
         schedule = self.schedule
-        if self.max_drop is not None and schedule.train.epochs == 0 and schedule.iterations == 1:
+        if (
+            self.max_drop is not None
+            and schedule.train.epochs == 0
+            and schedule.iterations == 1
+            and not schedule.prune.reconstruct
+        ):
             return "one-shot"  # the data chose the sparsity; nothing trains
         if self.has_data or schedule.iterations > 1 or self.resume or schedule.train.epochs > 0:
             return "schedule"
@@ -249,15 +255,19 @@ def _choose_sparsity(model, options: RunOptions, level_progress) -> dict:
         the other scope would have given: users compare it with the sweep they ran).
     """
     from onnxprune.measure.sweep import grid, sweep, trade_off
+    from onnxprune.pruning.reconstruct import calibration_split
     from onnxprune.workbench.data import prepare
 
     prune = options.schedule.prune
     other = "global" if prune.scope == "layer" else "layer"
     evaluation = dataclasses.replace(options.data, val=None, val_split=None)
     preprocess, dataset, _ = prepare(model, evaluation, 0.0)
+    calibration = None
+    if prune.reconstruct:  # the levels are measured on samples their layers were not solved on
+        calibration, dataset = calibration_split(dataset, seed=prune.seed)
     levels = list(options.levels) if options.levels else grid(0.0, 0.95, 0.05)
     table = sweep(model, dataset, preprocess, levels, [prune.method], [prune.scope, other], prune.max_layer_sparsity,
-                  progress=level_progress)  # fmt: skip
+                  progress=level_progress, calibration=calibration)  # fmt: skip
     choice = trade_off(table, options.max_drop, scope=prune.scope)
     if choice["sparsity"] <= 0:
         raise ConfigError(
@@ -307,7 +317,9 @@ def _scheduled(model_path: Path, output: Path, options: RunOptions, progress, no
     if options.output is not None or options.sparse_storage:
         check_output_path(model, output)
     trains = schedule.train.epochs > 0 or schedule.prune.needs_data or schedule.sparsity_epochs > 0
-    preprocess, train, held_out = prepare(model, options.data or DataOptions(), 0.2 if trains else 0.0)
+    # what the run fits (weights, scores, reconstructed layers) is measured on samples held out from it
+    fits = trains or schedule.prune.reconstruct
+    preprocess, train, held_out = prepare(model, options.data or DataOptions(), 0.2 if fits else 0.0)
     notes.extend(preprocess.notes)
     out_dir = Path(options.out_dir) if options.out_dir else output.with_name(
         f"{model_path.stem}_{schedule.name}_{schedule.target:.2f}"

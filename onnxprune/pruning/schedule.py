@@ -66,6 +66,7 @@ class RoundRecord:
     num_nonzero: int = 0
     top1_pruned: float | None = None  # after pruning, before fine-tuning (runs that fine-tune with validation)
     kept: str = "fine-tuned"  # or "pruned": fine-tuning ended below the pruned start, which was kept
+    notes: list[str] = field(default_factory=list)  # the pruning's own (caps, reconstruction, ...)
 
 
 @dataclass
@@ -356,6 +357,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         num_nonzero=written.layer_nonzero(),
         top1_pruned=top1_pruned,
         kept=kept,
+        notes=[result.reconstruction.note()] if result.reconstruction else [],
     )
 
 

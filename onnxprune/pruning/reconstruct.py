@@ -1,0 +1,283 @@
+"""Layer-wise least-squares reconstruction of the weights that pruning kept.
+
+Pruning by magnitude chooses which weights go; it leaves the survivors as they were, tuned for a
+network that still had the others. Given a few hundred unlabelled samples, each layer's kept
+weights can be solved again so that the layer reproduces, on those samples, the outputs the
+unpruned layer gave (He et al. 2017, "Channel pruning"; the sequential, per-row form of
+Frantar & Alistarh 2022, "Optimal Brain Compression" / SparseGPT, without their mask search).
+
+Layers are solved in graph order, each from the inputs the already-reconstructed layers before
+it give, so later layers also correct what earlier ones could not. For one output row with kept
+inputs S the solution is w_S = (X_S^T X_S + lambda I)^-1 (X_S^T y + lambda w0_S), w0 the weights
+as pruning left them (a ridge towards them: inputs the samples never excite keep their weights),
+with an intercept where the layer has a bias. Pruned weights stay exactly zero: the masks do not change.
+
+Measured (docs/benchmarks.md): the VGG13 reference at 80% global magnitude keeps 84.77% top-1
+without fine-tuning instead of 68.26%, from 512 training images.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from onnxprune.errors import DataError
+from onnxprune.workbench.convert import TorchModel, current_value
+from onnxprune.workbench.data import Dataset, stratified_sample
+
+CALIBRATION_SAMPLES = 512  # images the layers are solved on
+POSITIONS = 32  # output positions sampled per image from every convolution
+RIDGE = 1e-3  # lambda, relative to the mean input energy: keeps rank-deficient systems solvable
+MAX_INPUTS = 12_000  # inputs per output row beyond which a layer is left as it is (its Gram matrix > 1 GB)
+
+
+@dataclass
+class Reconstruction:
+    """What reconstruction did.
+
+    Attributes:
+        errors: layer name -> (relative output error before, after): ||y - y_dense||^2 / ||y_dense||^2
+            on the calibration samples, each layer fed by the reconstructed layers before it.
+        skipped: layer name -> why it was left as it is.
+        samples: calibration samples used.
+        seconds: wall time.
+    """
+
+    errors: dict[str, tuple[float, float]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    samples: int = 0
+    seconds: float = 0.0
+
+    def note(self) -> str:
+        """One line for the run's notes."""
+        before = np.mean([b for b, _ in self.errors.values()]) if self.errors else 0.0
+        after = np.mean([a for _, a in self.errors.values()]) if self.errors else 0.0
+        line = (
+            f"reconstructed {len(self.errors)} layer(s) on {self.samples} samples in {self.seconds:.1f} s: "
+            f"mean relative output error {before:.3f} -> {after:.3f}"
+        )
+        if self.skipped:
+            name, why = next(iter(self.skipped.items()))
+            line += f"; {len(self.skipped)} left as they were ('{name}': {why})"
+        return line
+
+
+def calibration_split(dataset: Dataset, count: int = CALIBRATION_SAMPLES, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(calibration, the rest): up to `count` samples (stratified, at most half the data) held out.
+
+    Reconstruction solves the layers on the first; accuracy is measured on the rest, samples the layers
+    were not solved on.
+    """
+    count = min(count, len(dataset) // 2)
+    if count < 1:
+        raise DataError(f"{dataset.source}: {len(dataset)} sample(s) cannot give both calibration and evaluation")
+    chosen = stratified_sample(dataset.labels, count, seed)
+    rest = np.setdiff1d(np.arange(len(dataset)), chosen)
+    return dataset.subset(chosen, " (calibration)"), dataset.subset(rest)
+
+
+class _Stop(Exception):
+    """Raised by a hook once it has what it needs: the rest of the forward pass is not run."""
+
+
+def reference_copy(torch_model: TorchModel) -> torch.nn.Module:
+    """A frozen copy of the model's module as it is now: the outputs reconstruction aims at."""
+    reference = copy.deepcopy(torch_model.module).eval()
+    for parameter in reference.parameters():
+        parameter.requires_grad_(False)
+    return reference
+
+
+def reconstruct(
+    torch_model: TorchModel,
+    reference: torch.nn.Module,
+    inputs: torch.Tensor,
+    batch_size: int = 64,
+    positions: int = POSITIONS,
+    ridge: float = RIDGE,
+    seed: int = 0,
+) -> Reconstruction:
+    """Solve every prunable layer's kept weights (and bias) to reproduce `reference`'s outputs.
+
+    Args:
+        torch_model: the pruned model (masks attached or zeros in place); changed in place.
+        reference: the same network before pruning (`reference_copy`), same module names.
+        inputs: calibration inputs, already preprocessed (batch first).
+        batch_size: samples per forward pass.
+        positions: output positions sampled per sample from each convolution's output.
+        ridge: Tikhonov regularisation, relative to the mean diagonal of X^T X.
+        seed: seeds the position sampling.
+
+    Returns:
+        A `Reconstruction` (errors per layer, layers skipped and why).
+    """
+    started = time.perf_counter()
+    report = Reconstruction(samples=int(inputs.shape[0]))
+    names = {module: name for name, module in torch_model.module.named_modules()}
+    was_training = torch_model.module.training
+    torch_model.module.eval()
+    generator = torch.Generator().manual_seed(seed)
+    for layer, entry in torch_model.params.items():
+        module = entry.module
+        why = _unsupported(module)
+        if why:
+            report.skipped[layer] = why
+            continue
+        target = reference.get_submodule(names[module])
+        gram, cross, energy = _statistics(torch_model.module, module, reference, target, inputs, batch_size,
+                                          positions, generator)  # fmt: skip
+        report.errors[layer] = _solve_rows(module, gram, cross, energy, ridge)
+    torch_model.module.train(was_training)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _unsupported(module: torch.nn.Module) -> str | None:
+    """Why `module` cannot be reconstructed here (None when it can)."""
+    if isinstance(module, torch.nn.Conv2d):
+        if module.padding_mode != "zeros" or isinstance(module.padding, str):
+            return f"padding mode '{module.padding_mode}' / '{module.padding}' is not unfolded here"
+        width = module.in_channels // module.groups * int(np.prod(module.kernel_size))
+    elif isinstance(module, torch.nn.Linear):
+        width = module.in_features
+    else:
+        return f"{type(module).__name__} layers are not reconstructed (Conv2d and Linear are)"
+    if width > MAX_INPUTS:
+        return f"{width} inputs per output is too wide to solve (the limit is {MAX_INPUTS})"
+    return None
+
+
+def _capture(root: torch.nn.Module, module: torch.nn.Module, x: torch.Tensor, output: bool) -> torch.Tensor:
+    """`module`'s input (or output) when `root` runs on `x`; the forward stops there."""
+    box = {}
+
+    def keep_input(_, args):
+        box["value"] = args[0]
+        raise _Stop
+
+    def keep_output(_, args, result):
+        box["value"] = result
+        raise _Stop
+
+    handle = module.register_forward_hook(keep_output) if output else module.register_forward_pre_hook(keep_input)
+    try:
+        with torch.no_grad():
+            root(x)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    if "value" not in box:
+        raise RuntimeError("the layer was not reached by the forward pass")
+    return box["value"].detach()
+
+
+def _statistics(root, module, reference, target, inputs, batch_size, positions, generator):
+    """X^T X, X^T Y and sum(Y^2) per group, over the calibration samples (float64).
+
+    X holds the layer's inputs in the pruned network (with a column of ones where it has a bias),
+    Y the unpruned layer's outputs; shapes (groups, d, d), (groups, d, outputs per group), (groups,
+    outputs per group).
+    """
+    gram = cross = energy = None
+    for start in range(0, inputs.shape[0], batch_size):
+        x = inputs[start : start + batch_size]
+        rows_in, rows_out = _rows(module, _capture(root, module, x, False), _capture(reference, target, x, True),
+                                  positions, generator)  # fmt: skip
+        if module.bias is not None:
+            rows_in = torch.cat([rows_in, torch.ones(*rows_in.shape[:2], 1, dtype=rows_in.dtype)], dim=2)
+        rows_in, rows_out = rows_in.double(), rows_out.double()
+        batch_gram = torch.einsum("rgi,rgj->gij", rows_in, rows_in)
+        batch_cross = torch.einsum("rgi,rgo->gio", rows_in, rows_out)
+        batch_energy = (rows_out**2).sum(0)
+        if gram is None:
+            gram, cross, energy = batch_gram, batch_cross, batch_energy
+        else:
+            gram += batch_gram
+            cross += batch_cross
+            energy += batch_energy
+    return gram, cross, energy
+
+
+def _rows(module, layer_input, layer_output, positions, generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Matching (input patch, output) rows, grouped: (rows, groups, d) and (rows, groups, outputs per group)."""
+    if isinstance(module, torch.nn.Linear):
+        inputs = layer_input.reshape(-1, module.in_features)
+        outputs = layer_output.reshape(-1, module.out_features)
+        limit = layer_input.shape[0] * positions
+        if inputs.shape[0] > limit:  # token sequences: a sample of the positions, as for convolutions
+            pick = torch.randperm(inputs.shape[0], generator=generator)[:limit]
+            inputs, outputs = inputs[pick], outputs[pick]
+        return inputs.unsqueeze(1), outputs.unsqueeze(1)
+    patches = F.unfold(layer_input, module.kernel_size, module.dilation, module.padding, module.stride)
+    outputs = layer_output.flatten(2)
+    samples, width, count = patches.shape
+    if outputs.shape[2] != count:
+        raise RuntimeError(f"unfolded {count} positions where the convolution gives {outputs.shape[2]}")
+    pick = torch.randint(0, count, (samples, min(positions, count)), generator=generator)
+    patches = torch.gather(patches, 2, pick.unsqueeze(1).expand(-1, width, -1)).transpose(1, 2).reshape(-1, width)
+    outputs = torch.gather(outputs, 2, pick.unsqueeze(1).expand(-1, outputs.shape[1], -1))
+    outputs = outputs.transpose(1, 2).reshape(-1, outputs.shape[1])
+    groups = module.groups
+    return patches.reshape(-1, groups, width // groups), outputs.reshape(-1, groups, outputs.shape[1] // groups)
+
+
+def _solve_rows(module, gram, cross, energy, ridge) -> tuple[float, float]:
+    """Solve each output row on its kept inputs; write the weights and bias. Returns (error before, after)."""
+    weight = current_value(module, "weight").detach()
+    rows = weight.reshape(weight.shape[0], -1).double()
+    groups, width = gram.shape[0], rows.shape[1]
+    per_group = rows.shape[0] // groups
+    has_bias = module.bias is not None
+    current = torch.cat([rows, module.bias.detach().double().unsqueeze(1)], 1) if has_bias else rows
+    solved = current.clone()
+    for group in range(groups):
+        # ridge towards the current weights, not towards zero: an input the samples never excite
+        # (a border pixel always 0) keeps its weight instead of losing it
+        strength = ridge * gram[group].diagonal().mean().clamp_min(1e-12)
+        matrix = gram[group] + strength * torch.eye(gram.shape[1], dtype=gram.dtype)
+        for column in range(per_group):
+            row = group * per_group + column
+            kept = torch.nonzero(rows[row] != 0).flatten()
+            if kept.numel() == 0:
+                continue  # a row pruned whole (or all zero): nothing to solve
+            if has_bias:
+                kept = torch.cat([kept, torch.tensor([width])])
+            wanted = cross[group, kept, column] + strength * current[row, kept]
+            solved[row] = 0.0
+            solved[row, kept] = torch.linalg.solve(matrix[kept][:, kept], wanted)
+    before = _error(current, gram, cross, energy, per_group)
+    after = _error(solved, gram, cross, energy, per_group)
+    if after > before:  # only the ridge could cause it; never make a layer worse on the samples
+        return before, before
+    _write(module, solved, width, has_bias)
+    return before, after
+
+
+def _error(weights, gram, cross, energy, per_group) -> float:
+    """||X W^T - Y||^2 / ||Y||^2 from the accumulated statistics (no second pass over the data)."""
+    total = 0.0
+    for group in range(gram.shape[0]):
+        block = weights[group * per_group : (group + 1) * per_group]  # (outputs, d)
+        total += float(
+            torch.einsum("oi,ij,oj->", block, gram[group], block)
+            - 2 * torch.einsum("oi,io->", block, cross[group])
+            + energy[group].sum()
+        )
+    return max(total, 0.0) / max(float(energy.sum()), 1e-30)
+
+
+def _write(module, solved, width, has_bias) -> None:
+    """Kept weights into the tensor the optimizer and the masks read; zeros stay zeros."""
+    stored = module.weight_orig if hasattr(module, "weight_orig") else module.weight
+    values = solved[:, :width].reshape(stored.shape).to(stored.dtype)
+    with torch.no_grad():
+        keep = current_value(module, "weight") != 0
+        stored.copy_(torch.where(keep, values, stored))
+        if has_bias:
+            module.bias.copy_(solved[:, width].to(module.bias.dtype))

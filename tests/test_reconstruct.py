@@ -1,0 +1,189 @@
+"""Least-squares reconstruction of the kept weights (--reconstruct): masks unchanged, outputs closer to the
+dense model's, accuracy measured on samples it was not solved on, and its refusals."""
+
+from __future__ import annotations
+
+import fixtures
+import numpy as np
+import pytest
+import torch
+from conftest import shared_path
+from typer.testing import CliRunner
+
+import onnxprune
+from onnxprune.cli import app
+from onnxprune.errors import ConfigError
+from onnxprune.measure.evaluate import evaluate
+from onnxprune.measure.sweep import sweep
+from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
+from onnxprune.pruning.reconstruct import calibration_split
+from onnxprune.workbench.convert import to_torch
+from onnxprune.workbench.data import Dataset, load_data, preprocess_for
+
+runner = CliRunner()
+
+
+def _images(count: int, size: int, classes: int, seed: int = 0) -> Dataset:
+    pixels, labels = fixtures.class_images(count, size=size, classes=classes, seed=seed)
+    return Dataset(pixels, labels, [str(i) for i in range(classes)], "synthetic")
+
+
+def _output_error(model, result, inputs: torch.Tensor) -> float:
+    """Relative squared difference of the pruned model's outputs from the dense model's."""
+    with torch.no_grad():
+        dense = to_torch(model).module.eval()(inputs)
+        pruned = result.torch_model.module.eval()(inputs)
+    return float(((pruned - dense) ** 2).sum() / (dense**2).sum())
+
+
+@pytest.mark.parametrize("name, size", [("vgg_bn_torchscript", 16), ("depthwise_net", 8), ("concat_net", 8)])
+def test_reconstruction_keeps_the_masks_and_brings_outputs_back(fixture_model, name, size):
+    model = onnxprune.load(fixture_model(name))
+    data = _images(256, size, model.num_classes, seed=1)
+    preprocess = preprocess_for(model)
+    plain = onnxprune.prune(model, 0.8, data=data, preprocess=preprocess)
+    rebuilt = onnxprune.prune(model, 0.8, data=data, preprocess=preprocess, reconstruct=True)
+    for weight, values in plain.weights.items():  # the same zeros, no more, no fewer
+        np.testing.assert_array_equal(values == 0, rebuilt.weights[weight] == 0, err_msg=weight)
+    report = rebuilt.reconstruction
+    assert set(report.errors) == set(plain.torch_model.params) and not report.skipped
+    assert all(after <= before for before, after in report.errors.values())
+    assert sum(after for _, after in report.errors.values()) < 0.7 * sum(before for before, _ in report.errors.values())
+    assert report.samples == 256 and rebuilt.notes[-1].startswith(f"reconstructed {len(report.errors)} layer(s)")
+    held_out = torch.from_numpy(preprocess(_images(64, size, model.num_classes, seed=2)))
+    assert _output_error(model, rebuilt, held_out) < 0.8 * _output_error(model, plain, held_out)
+
+
+def test_reconstructed_file_has_the_sparsity_and_matches_torch(fixture_model, tmp_path):
+    model = onnxprune.load(fixture_model("vgg_bn_torchscript"))
+    data = _images(128, 16, 10)
+    result = onnxprune.prune(model, 0.7, scope="global", data=data, preprocess=preprocess_for(model), reconstruct=True)
+    verification = onnxprune.save(result, tmp_path / "out.onnx")
+    assert verification.max_abs_diff < 1e-4  # onnxruntime runs the written file as torch computed it
+    written = onnxprune.load(tmp_path / "out.onnx")
+    assert 1 - written.layer_nonzero() / written.layer_total("numel") == pytest.approx(0.7, abs=0.002)
+
+
+def test_matmul_layers_are_left_as_they_were_and_said(fixture_model):
+    model = onnxprune.load(fixture_model("matmul_mlp"))
+    pixels = np.random.default_rng(0).normal(size=(64, 20)).astype(np.float32)
+    data = Dataset(pixels, np.arange(64) % 4, ["a", "b", "c", "d"], "vectors", value_range="any")
+    result = onnxprune.prune(model, 0.5, data=data, preprocess=preprocess_for(model), reconstruct=True)
+    assert set(result.reconstruction.skipped) == {layer.name for layer in model.layers}
+    assert "left as they were" in result.notes[-1] and "BoundWeight" in result.notes[-1]
+
+
+def _mlp_and_mnist():
+    model = onnxprune.load(shared_path("models/matlab/nln_logsig_200_100_50.onnx"))
+    mnist = load_data(shared_path("data/mnist"))  # MNIST's test file is not grouped by class
+    return model, preprocess_for(model), mnist.subset(np.arange(2000)), mnist.subset(np.arange(8000, 10000))
+
+
+def test_matlab_mlp_keeps_its_accuracy_at_90_percent_without_fine_tuning():
+    """MATLAB's sigmoid MLP at 90% (LAMP): 61% as pruned, 94% reconstructed on 512 other images (measured)."""
+    model, preprocess, train, test = _mlp_and_mnist()
+    plain = onnxprune.prune(model, 0.9, scope="lamp")
+    rebuilt = onnxprune.prune(model, 0.9, scope="lamp", data=train, preprocess=preprocess, reconstruct=True)
+    top1 = {
+        name: evaluate(model, test, preprocess, engine="torch", torch_module=result.torch_model.module).top1
+        for name, result in (("plain", plain), ("rebuilt", rebuilt))
+    }
+    assert top1["rebuilt"] > 0.9 and top1["rebuilt"] > top1["plain"] + 0.15, top1
+
+
+def test_sweep_reconstructs_every_level_on_samples_kept_apart():
+    model, preprocess, train, test = _mlp_and_mnist()
+    calibration, rest = calibration_split(test)
+    assert len(calibration) == 512 and len(rest) == 1488
+    assert not set(map(bytes, calibration.images)) & set(map(bytes, rest.images[:200]))
+    levels = [0.0, 0.8, 0.9]
+    plain = sweep(model, rest, preprocess, levels, ["magnitude"], ["lamp"], engine="torch")
+    rebuilt = sweep(model, rest, preprocess, levels, ["magnitude"], ["lamp"], engine="torch", calibration=calibration)
+    assert rebuilt.extra["reconstructed_on"] == 512
+    assert rebuilt.rows[0].accuracy == plain.rows[0].accuracy  # level 0 is the dense model either way
+    assert rebuilt.rows[2].accuracy > plain.rows[2].accuracy + 0.15
+    assert [r.num_nonzero for r in rebuilt.rows] == [r.num_nonzero for r in plain.rows]
+
+
+def test_calibration_split_refuses_too_little_data():
+    with pytest.raises(Exception, match="cannot give both calibration and evaluation"):
+        calibration_split(_images(1, 8, 2))
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: PruneOptions(0.5, method="l1-filter", reconstruct=True), "l1-filter removes channels"),
+        (
+            lambda: ScheduleOptions(
+                PruneOptions(0.5, reconstruct=True), train=TrainOptions(epochs=1), iterations=2, rewind=True
+            ),
+            "--rewind resets the surviving weights that --reconstruct solves",
+        ),
+        (
+            lambda: ScheduleOptions(
+                PruneOptions(0.5, reconstruct=True), train=TrainOptions(epochs=1), schedule="gradual"
+            ),
+            "--schedule gradual prunes while training",
+        ),  # fmt: skip
+    ],
+)
+def test_options_refuse_what_reconstruction_cannot_do(build, message):
+    with pytest.raises(ConfigError, match=message):
+        build()
+
+
+def test_prune_library_call_without_data_is_refused(fixture_model):
+    model = onnxprune.load(fixture_model("depthwise_net"))
+    with pytest.raises(ConfigError, match="give --data"):
+        onnxprune.prune(model, 0.5, reconstruct=True)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ([], "--reconstruct trains or scores on data: give --data"),
+        (["--method", "l1-filter", "--data", "DATA"], "l1-filter removes channels"),
+    ],
+)
+def test_prune_cli_refusals(fixture_model, tmp_path, extra, message):
+    folder = fixtures.image_folder(tmp_path / "images", size=(16, 16))
+    args = [str(fixture_model("vgg_bn_torchscript")), "--sparsity", "0.5", "--reconstruct"]
+    args += [str(folder) if a == "DATA" else a for a in extra] + ["-o", str(tmp_path / "out.onnx")]
+    outcome = runner.invoke(app, ["prune", *args])
+    assert outcome.exit_code != 0 and message in outcome.output
+    assert "Traceback" not in outcome.output and not (tmp_path / "out.onnx").exists()
+
+
+def test_prune_cli_reconstructs_and_says_so(tmp_path):
+    mlp = shared_path("models/matlab/nln_logsig_200_100_50.onnx")
+    args = ["prune", str(mlp), "--sparsity", "0.9", "--data", str(shared_path("data/mnist")), "--limit", "1500",
+            "--reconstruct", "-o", str(tmp_path / "mlp.onnx"), "--out-dir", str(tmp_path / "run")]  # fmt: skip
+    outcome = runner.invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    assert "note: round 1: reconstructed 4 layer(s) on 512 samples" in outcome.output
+    written = onnxprune.load(tmp_path / "mlp.onnx")
+    assert 1 - written.layer_nonzero() / written.layer_total("numel") == pytest.approx(0.9, abs=0.002)
+
+
+def test_sweep_cli_holds_calibration_images_out(tmp_path):
+    mlp = shared_path("models/matlab/nln_logsig_200_100_50.onnx")
+    args = ["sweep", str(mlp), "--data", str(shared_path("data/mnist")), "--limit", "1200", "--sparsities",
+            "0,0.9", "--scope", "lamp", "--reconstruct", "-o", str(tmp_path / "sweep")]  # fmt: skip
+    outcome = runner.invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    assert "--reconstruct: 512 of the images (stratified) solve the layers; top-1 is measured on the other 688" in (
+        outcome.output.replace("\n", " ")
+    )
+    refused = runner.invoke(app, [*args[:-2], "--method", "l1-filter", "-o", str(tmp_path / "s2")])
+    assert refused.exit_code != 0 and "removes channels" in refused.output
+
+
+def test_max_drop_sweeps_with_reconstruction(tmp_path):
+    mlp = shared_path("models/matlab/nln_logsig_200_100_50.onnx")
+    args = ["prune", str(mlp), "--max-drop", "0.02", "--sparsities", "0.5,0.8,0.9", "--data",
+            str(shared_path("data/mnist")), "--limit", "1500", "--reconstruct", "-o", str(tmp_path / "m.onnx"),
+            "--out-dir", str(tmp_path / "run")]  # fmt: skip
+    outcome = runner.invoke(app, args)
+    assert outcome.exit_code == 0, outcome.output
+    assert "reconstructed 4 layer(s)" in outcome.output and (tmp_path / "m.onnx").exists()
