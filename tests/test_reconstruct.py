@@ -3,6 +3,8 @@ dense model's, accuracy measured on samples it was not solved on, and its refusa
 
 from __future__ import annotations
 
+import json
+
 import fixtures
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from onnxprune.measure.evaluate import evaluate
 from onnxprune.measure.sweep import sweep
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
 from onnxprune.pruning.reconstruct import calibration_split
+from onnxprune.report import plots
 from onnxprune.workbench.convert import to_torch
 from onnxprune.workbench.data import Dataset, load_data, preprocess_for
 
@@ -105,6 +108,21 @@ def test_sweep_reconstructs_every_level_on_samples_kept_apart():
     assert [r.num_nonzero for r in rebuilt.rows] == [r.num_nonzero for r in plain.rows]
 
 
+def test_reconstructed_curves_are_named_and_the_dense_line_drawn_once(tmp_path, monkeypatch):
+    model, preprocess, _, test = _mlp_and_mnist()
+    calibration, rest = calibration_split(test.subset(np.arange(1200)))
+    tables = [sweep(model, rest, preprocess, [0.0, 0.9], ["magnitude"], ["lamp"], engine="torch", calibration=c)
+              for c in (None, calibration)]  # fmt: skip
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: figures.append(figure) or path)
+    plots.accuracy_vs_sparsity(tables, tmp_path / "curves.png")
+    labels = figures[0].legends[0].get_texts() if figures[0].legends else figures[0].axes[0].get_legend().get_texts()
+    labels = [text.get_text() for text in labels]
+    assert labels.count("magnitude (lamp)") + labels.count("magnitude (lamp), reconstructed") == 2, labels
+    assert sum(label.startswith("dense") for label in labels) == 1, labels
+    assert plots.layout_problems(figures[0]) == []
+
+
 def test_calibration_split_refuses_too_little_data():
     with pytest.raises(Exception, match="cannot give both calibration and evaluation"):
         calibration_split(_images(1, 8, 2))
@@ -175,6 +193,8 @@ def test_sweep_cli_holds_calibration_images_out(tmp_path):
     assert "--reconstruct: 512 of the images (stratified) solve the layers; top-1 is measured on the other 688" in (
         outcome.output.replace("\n", " ")
     )
+    table = json.loads((tmp_path / "sweep" / "results.json").read_text())
+    assert table["extra"]["reconstructed_on"] == 512
     refused = runner.invoke(app, [*args[:-2], "--method", "l1-filter", "-o", str(tmp_path / "s2")])
     assert refused.exit_code != 0 and "removes channels" in refused.output
 

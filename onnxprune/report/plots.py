@@ -238,18 +238,21 @@ def accuracy_vs_sparsity(tables: Sequence[ResultTable], path, title: str | None 
             curves.append((table, label, sparsity_units(rows[0].method), rows))
     units = list(dict.fromkeys(unit for _, _, unit, _ in curves)) or ["weights"]
     figure, axes = _figure(1, len(units), squeeze=False, sharey=True)
-    several = len(tables) > 1
+    several = len({table.model for table in tables}) > 1  # curves are named after their model
     for axis, unit in zip(axes[0], units, strict=True):
         for index, (table, label, curve_unit, rows) in enumerate(curves):  # a colour per curve across the panels
             if curve_unit != unit:
                 continue
             prefix = f"{Path(table.model).stem}: " if several else ""
+            suffix = ", reconstructed" if table.extra.get("reconstructed_on") else ""  # --reconstruct
             x, y = [100 * r.sparsity for r in rows], [100 * r.accuracy for r in rows]
-            axis.plot(x, y, marker=".", color=f"C{index % 10}", label=prefix + label)
-        for index, table in enumerate(tables):
-            if table.baseline_accuracy is not None:
+            axis.plot(x, y, marker=".", color=f"C{index % 10}", label=prefix + label + suffix)
+        drawn = set()  # one dense line per model (a sweep with and without --reconstruct shares it)
+        for table in tables:
+            if table.baseline_accuracy is not None and table.model not in drawn:
+                drawn.add(table.model)
                 name = f"dense {Path(table.model).stem}" if several else "dense"
-                style = {**DENSE_STYLE, "linestyle": DENSE_LINES[index % len(DENSE_LINES)]}
+                style = {**DENSE_STYLE, "linestyle": DENSE_LINES[(len(drawn) - 1) % len(DENSE_LINES)]}
                 axis.axhline(100 * table.baseline_accuracy, label=name, **style)
         axis.set_xlabel(f"sparsity{chr(10) if len(units) > 1 else ' '}(% of prunable {unit} removed)")
         if len(units) > 1:
