@@ -142,7 +142,7 @@ class TrainOptions:
     """
 
     epochs: int = 3
-    batch_size: int = 64
+    batch_size: int = 32  # measured: docs/training.md#the-defaults-measured
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -160,7 +160,7 @@ def test_prune_library_call_without_data_is_refused(fixture_model):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ([], "--reconstruct trains or scores on data: give --data"),
+        ([], "--reconstruct solves each layer on data: give --data"),
         (["--method", "l1-filter", "--data", "DATA"], "l1-filter removes channels"),
     ],
 )

@@ -95,7 +95,7 @@ def prune(
     ] = False,
     out_dir: Annotated[Path | None, typer.Option(help="folder for checkpoints and results (with --data)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out-dir")] = False,
-    batch_size: Annotated[int | None, typer.Option(help="fine-tuning batch size [default: 64]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="fine-tuning batch size [default: 32]")] = None,
     lr: Annotated[
         float | None,
         typer.Option(help="fine-tuning learning rate [default: 0.01 with sgd, 1e-3 with adam, 1e-4 sgd on raw 0-255]"),
@@ -244,7 +244,7 @@ def _prune_run_options(given: dict):
         reconstruct="reconstruct" in given,
     )  # fmt: skip
     train = TrainOptions(
-        epochs=given.get("finetune_epochs", 0), batch_size=given.get("batch_size", 64),
+        epochs=given.get("finetune_epochs", 0), batch_size=given.get("batch_size", 32),
         lr=given.get("lr", DEFAULT_LR), weight_decay=given.get("weight_decay", 5e-4),
         label_smoothing=given.get("label_smoothing", 0.0), seed=given.get("seed", 0), device=given.get("device"),
         distill_weight=given.get("distill_weight", 0.0), distill_temperature=given.get("distill_temperature", 4.0),
@@ -410,7 +410,7 @@ def finetune(
     val: ValOption = None,
     val_split: ValSplitOption = None,
     epochs: Annotated[int, typer.Option(help="passes over the training data")] = 3,
-    batch_size: Annotated[int, typer.Option(help="samples per step")] = 64,
+    batch_size: Annotated[int, typer.Option(help="samples per step")] = 32,
     lr: Annotated[
         float | None,
         typer.Option(help="initial learning rate, cosine schedule (default 0.01; 1e-4 for raw 0-255 inputs)"),

@@ -114,14 +114,14 @@ class RunOptions:
         elif self.levels is not None:
             raise ConfigError("--sparsities lists the levels --max-drop tries; give --max-drop, or use sweep")
         if not self.has_data:
-            for option, given in (
-                ("--finetune-epochs", train.epochs > 0),
-                ("--sparsity-epochs", self.schedule.sparsity_epochs > 0),
-                (f"--method {prune.method}", prune.needs_data),
-                ("--reconstruct", prune.reconstruct),
+            for option, given, what in (
+                ("--finetune-epochs", train.epochs > 0, "trains"),
+                ("--sparsity-epochs", self.schedule.sparsity_epochs > 0, "trains"),
+                (f"--method {prune.method}", prune.needs_data, "scores"),
+                ("--reconstruct", prune.reconstruct, "solves each layer"),
             ):
                 if given:
-                    raise ConfigError(f"{option} trains or scores on data: give --data")
+                    raise ConfigError(f"{option} {what} on data: give --data")
         if self.mode == "one-shot" and (self.out_dir is not None or self.resume):
             option = "--resume" if self.resume else "--out-dir"
             raise ConfigError(
