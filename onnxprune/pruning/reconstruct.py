@@ -85,6 +85,10 @@ class _Stop(Exception):
     """Raised by a hook once it has what it needs: the rest of the forward pass is not run."""
 
 
+class _Unmatched(Exception):
+    """A layer whose inputs and outputs cannot be paired here (the reason is the message)."""
+
+
 def reference_copy(torch_model: TorchModel) -> torch.nn.Module:
     """A frozen copy of the model's module as it is now: the outputs reconstruction aims at."""
     reference = copy.deepcopy(torch_model.module).eval()
@@ -129,8 +133,12 @@ def reconstruct(
             report.skipped[layer] = why
             continue
         target = reference.get_submodule(names[module])
-        gram, cross, energy = _statistics(torch_model.module, module, reference, target, inputs, batch_size,
-                                          positions, generator)  # fmt: skip
+        try:
+            gram, cross, energy = _statistics(torch_model.module, module, reference, target, inputs, batch_size,
+                                              positions, generator)  # fmt: skip
+        except _Unmatched as why:
+            report.skipped[layer] = str(why)
+            continue
         report.errors[layer] = _solve_rows(module, gram, cross, energy, ridge)
     torch_model.module.train(was_training)
     report.seconds = time.perf_counter() - started
@@ -173,7 +181,7 @@ def _capture(root: torch.nn.Module, module: torch.nn.Module, x: torch.Tensor, ou
     finally:
         handle.remove()
     if "value" not in box:
-        raise RuntimeError("the layer was not reached by the forward pass")
+        raise _Unmatched("the forward pass does not reach it")
     return box["value"].detach()
 
 
@@ -218,7 +226,7 @@ def _rows(module, layer_input, layer_output, positions, generator) -> tuple[torc
     outputs = layer_output.flatten(2)
     samples, width, count = patches.shape
     if outputs.shape[2] != count:
-        raise RuntimeError(f"unfolded {count} positions where the convolution gives {outputs.shape[2]}")
+        raise _Unmatched(f"unfolded {count} positions where the convolution gives {outputs.shape[2]}")
     pick = torch.randint(0, count, (samples, min(positions, count)), generator=generator)
     patches = torch.gather(patches, 2, pick.unsqueeze(1).expand(-1, width, -1)).transpose(1, 2).reshape(-1, width)
     outputs = torch.gather(outputs, 2, pick.unsqueeze(1).expand(-1, outputs.shape[1], -1))
