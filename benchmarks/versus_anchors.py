@@ -11,6 +11,8 @@ Adam), which onnxprune offers and the anchors do not. Parts:
   weight decay 5e-4, cosine, batch 128, flip + crop, seed 0), top-1 on the 10,000 test images.
 - `vgg-channels`: the same model, 40% of the channels with Torch-Pruning; onnxprune at equal or
   fewer MACs (the sparsity found by bisection), 1 epoch (and `--epochs 5` for the 5-epoch rows).
+- `vgg-taylor` (not in the default parts): Taylor's criterion at three filter fractions around
+  Torch-Pruning's MACs, with the defaults' fine-tuning.
 - `mlp`: MATLAB's `nln_logsig_200_100_50.onnx` (sigmoid MLP fed raw 0-255 pixels), 90% of the
   weights, IMP 3 rounds x 3 epochs on the first 8,000 MNIST test images, top-1 on the other 2,000.
 - `alexnet`: the AlexNet-shaped spectrogram model (models/alexnet_spectro.onnx, MATLAB layout),
@@ -197,6 +199,24 @@ def vgg_channels(cifar: Cifar, epochs: int) -> None:
          "--finetune-epochs", epochs=epochs, top1_after=top1, chosen=chosen, seconds=seconds)  # fmt: skip
 
 
+def vgg_taylor(cifar: Cifar, sparsities=(0.407, 0.45, 0.5)) -> None:
+    """Taylor's criterion (Molchanov et al. 2019) at filter fractions around Torch-Pruning's MACs, then the
+    defaults' one epoch (distillation 0.9, batch 32). It selects in rounds and trains between them (10
+    mini-batches of 32 a round, 8 filters a round): steps the other rows do not get, counted in its row."""
+    tuned = dataclasses.replace(RECIPE, batch_size=32, distill_weight=0.9)
+    for sparsity in sparsities:
+        started = time.perf_counter()
+        result = onnxprune.prune(cifar.dense, sparsity, method="taylor", data=cifar.train, preprocess=cifar.preprocess)
+        small = result.model
+        rounds = len(result.history)
+        converted = to_torch(small)
+        before, after = cifar.finetune(converted, small, tuned)
+        emit(part="vgg-channels", row=f"onnxprune --method taylor --sparsity {sparsity:g} + defaults' fine-tuning",
+             macs_kept=round(small.layer_total("macs") / cifar.macs, 4), selection_rounds=rounds,
+             selection_steps=rounds * 10, top1_before=before, top1_after=after,
+             seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+
+
 def with_defaults(model_path, data, val, **given):
     """`onnxprune prune MODEL --data DATA --val VAL ...given`, as the command line builds and runs it: the
     defaults a user gets. Returns (final top-1 on VAL, the options it chose, seconds)."""
@@ -318,7 +338,7 @@ def main() -> None:
         mlp()
     if "alexnet" in parts:
         alexnet()
-    if {"vgg-unstructured", "vgg-channels"} & set(parts):
+    if {"vgg-unstructured", "vgg-channels", "vgg-taylor"} & set(parts):
         cifar = Cifar()
         if args.train < len(cifar.train):
             _, cifar.train = split(cifar.train, args.train / len(cifar.train), seed=0)
@@ -326,6 +346,8 @@ def main() -> None:
             vgg_unstructured(cifar, args.epochs)
         if "vgg-channels" in parts:
             vgg_channels(cifar, args.epochs)
+        if "vgg-taylor" in parts:
+            vgg_taylor(cifar)
 
 
 if __name__ == "__main__":
