@@ -206,7 +206,8 @@ def flatten(value, prefix: str = "") -> dict:
     """A JSON result as MATLAB struct fields: nested objects joined by '_', tables as column vectors.
 
     A list of objects (rounds, layers, rows) becomes one column per scalar field (`rounds_top1`,
-    `layers_name`); numbers become doubles, text char, lists of text cellstr; null becomes NaN.
+    `layers_name`); numbers become doubles, text char, lists of text cellstr (a list of texts per row,
+    like a round's notes, one text joined by '; '); null becomes NaN.
     """
     if isinstance(value, dict):
         fields = {}
@@ -220,6 +221,8 @@ def flatten(value, prefix: str = "") -> dict:
             cells = [item.get(key) for item in value]
             if all(isinstance(c, str) for c in cells):
                 columns[_field(f"{prefix}_{key}")] = cells
+            elif all(isinstance(c, list) and all(isinstance(t, str) for t in c) for c in cells):
+                columns[_field(f"{prefix}_{key}")] = ["; ".join(c) for c in cells]  # a round's notes: one text each
             elif all(c is None or (isinstance(c, (int, float)) and not isinstance(c, bool)) or isinstance(c, bool)
                      for c in cells):  # fmt: skip
                 columns[_field(f"{prefix}_{key}")] = np.array([np.nan if c is None else float(c) for c in cells])

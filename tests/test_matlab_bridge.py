@@ -164,9 +164,11 @@ def test_every_cli_command_has_its_bridge_function_accepting_every_option(fixtur
 def test_flatten_gives_matlab_fields_and_column_tables():
     from matlab_bridge.commands import flatten
 
-    fields = flatten({"rounds": [{"round": 1, "top1": 0.5, "layer_sparsity": {"a": 0.1}}, {"round": 2, "top1": None}],
+    fields = flatten({"rounds": [{"round": 1, "top1": 0.5, "layer_sparsity": {"a": 0.1}, "notes": ["a", "b"]},
+                                 {"round": 2, "top1": None, "notes": []}],
                       "chosen": None, "trade_off": {"sparsity": 0.8}, "notes": ["x"], "0.5": 1})  # fmt: skip
     assert fields["rounds_round"].tolist() == [1.0, 2.0] and np.isnan(fields["rounds_top1"][1])
+    assert fields["rounds_notes"] == ["a; b", ""]
     assert "rounds_layer_sparsity" not in fields and fields["trade_off_sparsity"] == 0.8
     assert fields["notes"] == ["x"] and np.isnan(fields["chosen"]) and fields["x0_5"] == 1
 
