@@ -67,13 +67,32 @@ def test_reconstructed_file_has_the_sparsity_and_matches_torch(fixture_model, tm
     assert 1 - written.layer_nonzero() / written.layer_total("numel") == pytest.approx(0.7, abs=0.002)
 
 
-def test_matmul_layers_are_left_as_they_were_and_said(fixture_model):
+def test_matmul_layers_are_solved_and_the_file_verifies(fixture_model, tmp_path):
+    """MatMul by a constant weight (MATLAB's cora style, onnx2torch's bound weights) is solved as Linear."""
     model = onnxprune.load(fixture_model("matmul_mlp"))
-    pixels = np.random.default_rng(0).normal(size=(64, 20)).astype(np.float32)
-    data = Dataset(pixels, np.arange(64) % 4, ["a", "b", "c", "d"], "vectors", value_range="any")
-    result = onnxprune.prune(model, 0.5, data=data, preprocess=preprocess_for(model), reconstruct=True)
-    assert set(result.reconstruction.skipped) == {layer.name for layer in model.layers}
-    assert "left as they were" in result.notes[-1] and "BoundWeight" in result.notes[-1]
+    pixels = np.random.default_rng(0).normal(size=(128, 20)).astype(np.float32)
+    data = Dataset(pixels, np.arange(128) % 4, ["a", "b", "c", "d"], "vectors", value_range="any")
+    plain = onnxprune.prune(model, 0.6, data=data, preprocess=preprocess_for(model))
+    result = onnxprune.prune(model, 0.6, data=data, preprocess=preprocess_for(model), reconstruct=True)
+    assert set(result.reconstruction.errors) == {layer.name for layer in model.layers}
+    assert all(after < before for before, after in result.reconstruction.errors.values())
+    for weight, values in plain.weights.items():
+        np.testing.assert_array_equal(values == 0, result.weights[weight] == 0, err_msg=weight)
+    assert onnxprune.save(result, tmp_path / "mlp.onnx").max_abs_diff < 1e-4
+
+
+def test_a_layer_too_wide_to_solve_is_left_and_named():
+    """FLIR's classifier has 15,200 inputs per output: over the limit, left as pruning left it, in the note."""
+    from onnxprune.graph.verify import random_batch
+    from onnxprune.pruning.reconstruct import reconstruct, reference_copy
+
+    model = onnxprune.load(shared_path("models/matlab/flir_defect_r2020.onnx"))
+    result = onnxprune.prune(model, 0.7, scope="lamp")
+    inputs = torch.from_numpy(np.concatenate([random_batch(model.input, 8, seed=s) for s in range(2)]))
+    report = reconstruct(result.torch_model, reference_copy(to_torch(model)), inputs)
+    assert len(report.skipped) == 1 and "15200 inputs per output is too wide" in next(iter(report.skipped.values()))
+    assert len(report.errors) == len(model.layers) - 1
+    assert "1 left as they were" in report.note()
 
 
 def _mlp_and_mnist():

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from onnxprune.errors import DataError
-from onnxprune.workbench.convert import TorchModel, current_value
+from onnxprune.workbench.convert import BoundWeight, TorchModel, current_value
 from onnxprune.workbench.data import Dataset, stratified_sample
 
 CALIBRATION_SAMPLES = 512  # images the layers are solved on
@@ -153,11 +153,28 @@ def _unsupported(module: torch.nn.Module) -> str | None:
         width = module.in_channels // module.groups * int(np.prod(module.kernel_size))
     elif isinstance(module, torch.nn.Linear):
         width = module.in_features
+    elif _is_matmul(module):
+        width = module.weight.shape[0]
     else:
-        return f"{type(module).__name__} layers are not reconstructed (Conv2d and Linear are)"
+        return f"{type(module).__name__} layers are not reconstructed (Conv2d, Linear and MatMul by a weight are)"
     if width > MAX_INPUTS:
         return f"{width} inputs per output is too wide to solve (the limit is {MAX_INPUTS})"
     return None
+
+
+def _is_matmul(module: torch.nn.Module) -> bool:
+    """A `MatMul(x, W)` by a constant 2-D weight, as `BoundWeight` holds it (W in ONNX layout: in x out)."""
+    return (
+        isinstance(module, BoundWeight)
+        and type(module.inner).__name__ == "OnnxMatMul"
+        and module.position == 1
+        and module.weight.ndim == 2
+    )
+
+
+def _bias(module: torch.nn.Module) -> torch.Tensor | None:
+    """The layer's own bias (a MatMul's Add that follows it is another node: not solved here)."""
+    return getattr(module, "bias", None) if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) else None
 
 
 def _capture(root: torch.nn.Module, module: torch.nn.Module, x: torch.Tensor, output: bool) -> torch.Tensor:
@@ -197,7 +214,7 @@ def _statistics(root, module, reference, target, inputs, batch_size, positions, 
         x = inputs[start : start + batch_size]
         rows_in, rows_out = _rows(module, _capture(root, module, x, False), _capture(reference, target, x, True),
                                   positions, generator)  # fmt: skip
-        if module.bias is not None:
+        if _bias(module) is not None:
             rows_in = torch.cat([rows_in, torch.ones(*rows_in.shape[:2], 1, dtype=rows_in.dtype)], dim=2)
         rows_in, rows_out = rows_in.double(), rows_out.double()
         batch_gram = torch.einsum("rgi,rgj->gij", rows_in, rows_in)
@@ -214,9 +231,9 @@ def _statistics(root, module, reference, target, inputs, batch_size, positions, 
 
 def _rows(module, layer_input, layer_output, positions, generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Matching (input patch, output) rows, grouped: (rows, groups, d) and (rows, groups, outputs per group)."""
-    if isinstance(module, torch.nn.Linear):
-        inputs = layer_input.reshape(-1, module.in_features)
-        outputs = layer_output.reshape(-1, module.out_features)
+    if not isinstance(module, torch.nn.Conv2d):  # Linear, or MatMul by a constant (in, out) weight
+        inputs = layer_input.reshape(-1, layer_input.shape[-1])
+        outputs = layer_output.reshape(-1, layer_output.shape[-1])
         limit = layer_input.shape[0] * positions
         if inputs.shape[0] > limit:  # token sequences: a sample of the positions, as for convolutions
             pick = torch.randperm(inputs.shape[0], generator=generator)[:limit]
@@ -238,11 +255,12 @@ def _rows(module, layer_input, layer_output, positions, generator) -> tuple[torc
 def _solve_rows(module, gram, cross, energy, ridge) -> tuple[float, float]:
     """Solve each output row on its kept inputs; write the weights and bias. Returns (error before, after)."""
     weight = current_value(module, "weight").detach()
-    rows = weight.reshape(weight.shape[0], -1).double()
+    rows = (weight.T if _is_matmul(module) else weight.reshape(weight.shape[0], -1)).double()
     groups, width = gram.shape[0], rows.shape[1]
     per_group = rows.shape[0] // groups
-    has_bias = module.bias is not None
-    current = torch.cat([rows, module.bias.detach().double().unsqueeze(1)], 1) if has_bias else rows
+    bias = _bias(module)
+    has_bias = bias is not None
+    current = torch.cat([rows, bias.detach().double().unsqueeze(1)], 1) if has_bias else rows
     solved = current.clone()
     for group in range(groups):
         # ridge towards the current weights, not towards zero: an input the samples never excite
@@ -283,7 +301,8 @@ def _error(weights, gram, cross, energy, per_group) -> float:
 def _write(module, solved, width, has_bias) -> None:
     """Kept weights into the tensor the optimizer and the masks read; zeros stay zeros."""
     stored = module.weight_orig if hasattr(module, "weight_orig") else module.weight
-    values = solved[:, :width].reshape(stored.shape).to(stored.dtype)
+    values = solved[:, :width]
+    values = (values.T if _is_matmul(module) else values.reshape(stored.shape)).to(stored.dtype)
     with torch.no_grad():
         keep = current_value(module, "weight") != 0
         stored.copy_(torch.where(keep, values, stored))
