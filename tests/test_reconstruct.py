@@ -199,6 +199,7 @@ def test_prune_cli_reconstructs_and_says_so(tmp_path):
     outcome = runner.invoke(app, args)
     assert outcome.exit_code == 0, outcome.output
     assert "note: round 1: reconstructed 4 layer(s) on 512 samples" in outcome.output
+    assert "--reconstruct would solve" not in outcome.output
     written = onnxprune.load(tmp_path / "mlp.onnx")
     assert 1 - written.layer_nonzero() / written.layer_total("numel") == pytest.approx(0.9, abs=0.002)
 
@@ -226,3 +227,13 @@ def test_max_drop_sweeps_with_reconstruction(tmp_path):
     outcome = runner.invoke(app, args)
     assert outcome.exit_code == 0, outcome.output
     assert "reconstructed 4 layer(s)" in outcome.output and (tmp_path / "m.onnx").exists()
+
+
+def test_a_prune_with_data_and_no_fine_tuning_suggests_reconstruction(tmp_path):
+    mlp = shared_path("models/matlab/nln_logsig_200_100_50.onnx")
+    base = ["prune", str(mlp), "--sparsity", "0.8", "--data", str(shared_path("data/mnist")), "--limit", "400"]
+    plain = runner.invoke(app, [*base, "-o", str(tmp_path / "a.onnx"), "--out-dir", str(tmp_path / "a")])
+    assert plain.exit_code == 0 and "note: nothing fine-tunes this model: --reconstruct would solve" in plain.output
+    tuned = runner.invoke(app, [*base, "--finetune-epochs", "1", "-o", str(tmp_path / "b.onnx"),
+                                "--out-dir", str(tmp_path / "b")])  # fmt: skip
+    assert tuned.exit_code == 0 and "--reconstruct would solve" not in tuned.output
