@@ -12,12 +12,14 @@ top-1 on the test samples, which the layers were not solved on. Parts:
   first 8,000 MNIST test images, top-1 on the other 2,000.
 - `alexnet`: the AlexNet-shaped spectrogram model (MATLAB layout, a grouped convolution): the demo's
   1,800 training and 300 test spectrograms.
+- `vgg-channels`: the VGG13 with l1-filter (layer scope) at 10-50% of the filters, the same way.
 - `finetune`: the VGG13 at 80% (global), then the defaults' one epoch (distillation 0.9, batch 64, SGD
   0.01) with and without reconstruction first, seeds 0 and 1: does a better start end higher?
 
 Prints one JSON line per row and draws docs/images/reconstruct.png (one panel per model).
 
-Usage:  .venv/bin/python benchmarks/reconstruct.py [--parts vgg,resnet,mlp,alexnet,finetune] [--figure PATH]
+Usage:  .venv/bin/python benchmarks/reconstruct.py [--parts vgg,resnet,mlp,alexnet,vgg-channels,finetune]
+            [--figure PATH]
 """
 
 from __future__ import annotations
@@ -106,6 +108,20 @@ def sweep_part(name: str, build) -> dict:
     return tables
 
 
+def channels_part() -> None:
+    """The VGG13 with l1-filter (layer scope) at 10-50% of the filters, with and without reconstruction."""
+    model, preprocess, calibration, test, _ = models()["vgg"]()
+    for reconstructed in (False, True):
+        started = time.perf_counter()
+        table = sweep(model, test, preprocess, [0.1, 0.2, 0.3, 0.4, 0.5], ["l1-filter"], ["layer"], engine="torch",
+                      calibration=calibration if reconstructed else None)  # fmt: skip
+        for row in table.rows:
+            anchors.emit(part="vgg-channels", row=f"l1-filter layer{' + reconstruct' if reconstructed else ''}",
+                         sparsity=row.sparsity, top1=row.accuracy)  # fmt: skip
+        anchors.emit(part="vgg-channels", row="sweep seconds", reconstruct=reconstructed,
+                     seconds=round(time.perf_counter() - started, 1))  # fmt: skip
+
+
 def finetune_part() -> None:
     """80% global on the VGG13, one epoch of the defaults' fine-tuning, with and without reconstruction."""
     from onnxprune.pruning.reconstruct import reconstruct, reference_copy
@@ -152,13 +168,15 @@ def draw(results: dict, path: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="vgg,resnet,mlp,alexnet,finetune")
+    parser.add_argument("--parts", default="vgg,resnet,mlp,alexnet,vgg-channels,finetune")
     parser.add_argument("--figure", type=Path, default=FIGURE)
     args = parser.parse_args()
     parts = args.parts.split(",")
     results = {name: sweep_part(name, build) for name, build in models().items() if name in parts}
     if results:
         anchors.emit(figure=str(draw(results, args.figure)))
+    if "vgg-channels" in parts:
+        channels_part()
     if "finetune" in parts:
         finetune_part()
 

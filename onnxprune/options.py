@@ -41,9 +41,8 @@ class PruneOptions:
         round_to: structured: layers of 32+ channels keep a multiple of this many (1: exact).
         settings: knobs of the data-driven and iterative methods (`MethodSettings`).
         seed: seeds the methods' sampling.
-        reconstruct: weight methods: after each pruning, solve every layer's kept weights again
-            on samples of the data so that it reproduces the unpruned layer's outputs
-            (`onnxprune.pruning.reconstruct`).
+        reconstruct: after each pruning, solve every layer's kept weights again on samples of the
+            data so that it reproduces the unpruned layer's outputs (`onnxprune.pruning.reconstruct`).
     """
 
     sparsity: float = 0.5
@@ -71,11 +70,6 @@ class PruneOptions:
         object.__setattr__(self, "settings", MethodSettings.of(self.settings))
         for name, _ in self.stages:
             get_method(name)  # an unknown method fails here, listing the known ones
-        if self.reconstruct and self.kind != "unstructured":
-            raise ConfigError(
-                f"--reconstruct solves the weights a weight method keeps; --method {self.method} removes channels: "
-                "fine-tune it instead (--finetune-epochs)"
-            )
 
     @property
     def is_recipe(self) -> bool:

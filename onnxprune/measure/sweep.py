@@ -157,13 +157,12 @@ class Sweeper:
         select.check_scope(scope, method, chosen.granularity)
         self._restore()
         if chosen.granularity == "channel":
-            if self.calibration is not None:
-                raise ConfigError(f"--reconstruct solves the weights a weight method keeps; {method} removes channels")
-            zeros = self._apply_channels(chosen, scope, sparsity, max_layer_sparsity)
+            self._apply_channels(chosen, scope, sparsity, max_layer_sparsity)
         else:
-            zeros = self._apply_weights(method, scope, sparsity, max_layer_sparsity)
-            if self.calibration is not None and sparsity > 0:
-                reconstruct(self.torch_model, self.reference, self.calibration)
+            self._apply_weights(method, scope, sparsity, max_layer_sparsity)
+        if self.calibration is not None and sparsity > 0:
+            reconstruct(self.torch_model, self.reference, self.calibration)
+        zeros = {name: int((e.module.weight == 0).sum()) for name, e in self.torch_model.params.items()}
         top1, loss = self.evaluate()
         total = sum(self.originals[name].numel() for name in zeros)
         layer_sparsity = [zeros[name] / self.originals[name].numel() for name in self.torch_model.params]
@@ -191,29 +190,25 @@ class Sweeper:
             self._ranked[key] = _Ranked(scores, orders)
         return self._ranked[key]
 
-    def _apply_weights(self, method, scope, sparsity, max_layer_sparsity) -> dict[str, int]:
+    def _apply_weights(self, method, scope, sparsity, max_layer_sparsity) -> None:
         ranked = self._ranking(method, lamp=scope == "lamp")
         scores = ranked.scores
         shapes = {name: entry.layer.shape for name, entry in self.torch_model.params.items()}
         plans = select.plan_scope(scores, shapes, scope, sparsity, max_layer_sparsity)
-        zeros = {}
         with torch.no_grad():
             for name, entry in self.torch_model.params.items():
                 count = plans[name].count
                 mask = np.ones(scores[name].size, dtype=bool)
                 mask[ranked.orders[name][:count]] = False  # the `count` lowest, ties by position
                 mask_parameter(entry.module, "weight", entry.layout_to_torch(mask.reshape(entry.layer.shape)), False)
-                zeros[name] = int((entry.module.weight == 0).sum())
-        return zeros
 
-    def _apply_channels(self, chosen, scope, sparsity, max_layer_sparsity) -> dict[str, int]:
+    def _apply_channels(self, chosen, scope, sparsity, max_layer_sparsity) -> None:
         context = ScoreContext(self.torch_model, model=self.model)
         plan = channels.plan(
             self.model, chosen, self.torch_model, sparsity, scope, {}, sparsity, max_layer_sparsity, context,
             round_to=8, saturate=True,
         )  # fmt: skip
         channels.apply(self.torch_model, self.model, plan, keep_masks=False)
-        return {name: int((e.module.weight == 0).sum()) for name, e in self.torch_model.params.items()}
 
 
 def _bias_and_norm_state(torch_model: TorchModel) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -246,7 +241,7 @@ def sweep(
     `engine` is "auto" (the faster of torch and onnxruntime on this model), "torch" or
     "onnxruntime"; the table's `extra["engine"]` records which ran. With `calibration` samples
     (kept apart from `data`), every level's kept weights are reconstructed on them before it is
-    evaluated (weight methods; `extra["reconstructed_on"]` records how many).
+    evaluated (`extra["reconstructed_on"]` records how many).
 
     Returns:
         A `ResultTable` of kind "sweep" (one row per method, scope and level).
@@ -255,12 +250,6 @@ def sweep(
     for scope in scopes:
         if scope not in select.SCOPES:
             raise ConfigError(f"scope must be one of {', '.join(select.SCOPES)}, got '{scope}'")
-    structured = [m for m in methods if get_method(m).granularity == "channel"] if calibration is not None else []
-    if structured:
-        raise ConfigError(
-            f"--reconstruct solves the weights a weight method keeps; {', '.join(structured)} removes channels: "
-            "sweep it without --reconstruct"
-        )
     sweeper = Sweeper(model, data, preprocess, engine=engine, calibration=calibration)
     baseline, _ = sweeper.evaluate()
     units = {get_method(m).granularity for m in methods}

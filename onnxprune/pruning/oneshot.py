@@ -203,9 +203,9 @@ def prune(
         round_to: structured methods: leave each layer a multiple of this many channels
             (8, the default, suits onnxruntime's blocked CPU kernels; 1 keeps the exact
             fraction). Layers under 32 channels are not rounded.
-        reconstruct: weight methods: solve each layer's kept weights again, on up to 512 samples of
-            `data`, so that it reproduces the unpruned layer's outputs
-            (`onnxprune.pruning.reconstruct`); the masks do not change.
+        reconstruct: solve each layer's kept weights again, on up to 512 samples of `data`, so that
+            it reproduces the unpruned layer's outputs (`onnxprune.pruning.reconstruct`); the
+            masks (the channels removed) do not change.
 
     Structured methods (granularity "channel": l1-filter, l2-filter, neuron, taylor) take
     `sparsity` as the fraction of removable filters and neurons, and compact the model: see
@@ -239,23 +239,19 @@ def prune(
         torch_model, model=model, data=data, preprocess=preprocess, val=val, val_preprocess=val_preprocess,
         target=sparsity, seed=seed, settings=MethodSettings.of(method_options),
     )  # fmt: skip
-    if reconstruct and chosen.granularity == "channel":
-        raise ConfigError(
-            f"--reconstruct solves the weights a weight method keeps; {method} removes channels: fine-tune it instead"
-        )
     if reconstruct and data is None:
         raise ConfigError("--reconstruct solves each layer on samples: give --data")
+    unpruned = reference_copy(torch_model) if reconstruct else None  # the outputs reconstruction aims at
     if chosen.granularity == "channel":
         return _prune_channels(
             model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
-            keep_masks, original_counts, mask_only, round_to,
+            keep_masks, original_counts, mask_only, round_to, unpruned,
         )  # fmt: skip
 
     started = time.perf_counter()
     masks, plans = _select(chosen, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context)
     selection_seconds = time.perf_counter() - started
 
-    unpruned = reference_copy(torch_model) if reconstruct else None
     _apply_masks(torch_model, masks, keep_masks)
     del masks
     notes = _notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity)
@@ -285,9 +281,9 @@ def prune(
 
 def _prune_channels(
     model, method, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, keep_masks,
-    original_counts, mask_only, round_to,
+    original_counts, mask_only, round_to, unpruned=None,
 ) -> PruneResult:  # fmt: skip
-    """Structured pruning: plan, mask in torch, write the masked graph, compact it."""
+    """Structured pruning: plan, mask in torch, (reconstruct against `unpruned`,) write the masked graph, compact it."""
     if method.needs_data and context.data is None:
         raise ConfigError(f"the {method.name} method needs training data: give --data")
     started = time.perf_counter()
@@ -302,6 +298,9 @@ def _prune_channels(
         )  # fmt: skip
         channels.apply(torch_model, model, chosen_plan, keep_masks)
     selection_seconds = time.perf_counter() - started
+    reconstruction = None
+    if unpruned is not None:  # the kept filters' weights, on the kept inputs, solved for the dense outputs
+        reconstruction = _reconstruct(torch_model, unpruned, context.data, context.preprocess, context.seed)
     weights = torch_model.initializer_values(model)
     compacted, report = compact(from_proto(write_back(model, weights)), remove=chosen_plan.removed)
     small = from_proto(compacted)
@@ -318,6 +317,8 @@ def _prune_channels(
     notes += [f"compaction is approximate at '{name}': {why}" for name, why in report.inexact.items()]
     if report.skipped:
         notes.append(f"{len(report.skipped)} channel(s) zeroed but not removed: {next(iter(report.skipped.values()))}")
+    if reconstruction is not None:
+        notes.append(reconstruction.note())
     return PruneResult(
         source=model,
         torch_model=torch_model,
@@ -337,6 +338,7 @@ def _prune_channels(
         macs_removed=1 - small.layer_total("macs") / max(1, model.layer_total("macs")),
         units=(len(chosen_plan.removed), sum(len(g.roots) for g in chosen_plan.groups.values())),
         history=history,
+        reconstruction=reconstruction,
     )
 
 

@@ -306,5 +306,6 @@ def _write(module, solved, width, has_bias) -> None:
     with torch.no_grad():
         keep = current_value(module, "weight") != 0
         stored.copy_(torch.where(keep, values, stored))
-        if has_bias:
-            module.bias.copy_(solved[:, width].to(module.bias.dtype))
+        if has_bias:  # under a channel mask the stored bias is bias_orig (removed rows were not solved)
+            stored_bias = module.bias_orig if hasattr(module, "bias_orig") else module.bias
+            stored_bias.copy_(solved[:, width].to(stored_bias.dtype))
