@@ -101,7 +101,7 @@ def sweep(
         bool,
         typer.Option(
             "--reconstruct",
-            help="weight methods: re-solve each level's kept weights on 512 images held out of --data (least "
+            help="re-solve each level's kept weights on 512 images held out of --data (least "
             "squares against the dense outputs); the others are evaluated",
         ),
     ] = False,

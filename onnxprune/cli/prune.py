@@ -89,8 +89,8 @@ def prune(
         bool,
         typer.Option(
             "--reconstruct",
-            help="weight methods: re-solve each layer's kept weights on 512 samples of --data so it reproduces the "
-            "dense layer's outputs (least squares; no labels used)",
+            help="re-solve each layer's kept weights on 512 samples of --data so that it reproduces the dense "
+            "layer's outputs (least squares; no labels used; the masks and channels removed stay)",
         ),
     ] = False,
     out_dir: Annotated[Path | None, typer.Option(help="folder for checkpoints and results (with --data)")] = None,
