@@ -100,6 +100,29 @@ def test_matmul_layers_are_solved_and_the_file_verifies(fixture_model, tmp_path)
     assert onnxprune.save(result, tmp_path / "mlp.onnx").max_abs_diff < 1e-4
 
 
+def test_a_model_already_masked_and_trained_is_reconstructed(fixture_model):
+    """IMP's later rounds and sparsity training hand prune a masked model whose weights autograd computed."""
+    from onnxprune.workbench.train import refresh_pruned
+
+    model = onnxprune.load(fixture_model("vgg_bn_torchscript"))
+    data = _images(64, 16, 10)
+    first = onnxprune.prune(model, 0.5)
+    refresh_pruned(first.torch_model.module)  # as fine-tuning leaves it: weight = weight_orig * mask, with grad
+    second = onnxprune.prune(model, 0.8, torch_model=first.torch_model, data=data, preprocess=preprocess_for(model),
+                             reconstruct=True)  # fmt: skip
+    assert second.reconstruction.errors and second.prunable_sparsity == pytest.approx(0.8, abs=0.01)
+
+
+def test_a_layer_too_costly_to_solve_is_left_and_named(fixture_model, monkeypatch):
+    from onnxprune.pruning import reconstruct as module
+
+    monkeypatch.setattr(module, "MAX_SOLVE_COST", 1e3)
+    model = onnxprune.load(fixture_model("depthwise_net"))
+    result = onnxprune.prune(model, 0.5, data=_images(32, 8, 4), preprocess=preprocess_for(model), reconstruct=True)
+    assert "multiply-adds to solve (the limit is 1e+03)" in next(iter(result.reconstruction.skipped.values()))
+    assert "left as they were" in result.notes[-1]
+
+
 def test_a_layer_too_wide_to_solve_is_left_and_named():
     """FLIR's classifier has 15,200 inputs per output: over the limit, left as pruning left it, in the note."""
     from onnxprune.graph.verify import random_batch

@@ -5,7 +5,7 @@ mask from those orders (the first k weights of a layer's order are its k lowest)
 costs one mask update and one evaluation; the data is preprocessed once and held in memory.
 The masks are the ones `prune` would choose at that level (same counts, same tie-breaking), so
 a sweep point equals `prune` then `evaluate` exactly (with reconstruction: when both reconstruct
-on the same samples).
+on the same samples with the same seed; the sweep's is 0).
 """
 
 from __future__ import annotations

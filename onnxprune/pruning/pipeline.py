@@ -229,11 +229,10 @@ def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level
 
 
 def _could_reconstruct(options: RunOptions) -> bool:
-    """Pruning by weights with data and no training, without --reconstruct: where it would help most."""
+    """Pruning with data and no training, without --reconstruct: where it would help most."""
     schedule = options.schedule
     return (
         options.has_data
-        and schedule.prune.kind == "unstructured"
         and not schedule.prune.reconstruct
         and schedule.train.epochs == 0
         and schedule.sparsity_epochs == 0

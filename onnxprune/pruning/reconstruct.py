@@ -29,11 +29,14 @@ import torch.nn.functional as F
 from onnxprune.errors import DataError
 from onnxprune.workbench.convert import BoundWeight, TorchModel, current_value
 from onnxprune.workbench.data import Dataset, stratified_sample
+from onnxprune.workbench.train import refresh_pruned
 
 CALIBRATION_SAMPLES = 512  # images the layers are solved on
 POSITIONS = 32  # output positions sampled per image from every convolution
 RIDGE = 1e-3  # lambda, relative to the mean input energy: keeps rank-deficient systems solvable
-MAX_INPUTS = 12_000  # inputs per output row beyond which a layer is left as it is (its Gram matrix > 1 GB)
+MAX_INPUTS = 8_192  # inputs per output beyond which a layer is left as it is (Gram matrix and copies: ~2 GB)
+NOTE_START = "reconstructed "  # how a reconstruction's note begins (a recipe prefixes its stage)
+MAX_SOLVE_COST = 2e12  # multiply-adds of one layer's factorisations: a few minutes on 2 cores
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Reconstruction:
         before = np.mean([b for b, _ in self.errors.values()]) if self.errors else 0.0
         after = np.mean([a for _, a in self.errors.values()]) if self.errors else 0.0
         line = (
-            f"reconstructed {len(self.errors)} layer(s) on {self.samples} samples in {self.seconds:.1f} s: "
+            f"{NOTE_START}{len(self.errors)} layer(s) on {self.samples} samples in {self.seconds:.1f} s: "
             f"mean relative output error {before:.3f} -> {after:.3f}"
         )
         if self.skipped:
@@ -91,6 +94,8 @@ class _Unmatched(Exception):
 
 def reference_copy(torch_model: TorchModel) -> torch.nn.Module:
     """A frozen copy of the model's module as it is now: the outputs reconstruction aims at."""
+    with torch.no_grad():  # masked weights computed with autograd (after training) cannot be deep-copied
+        refresh_pruned(torch_model.module)
     reference = copy.deepcopy(torch_model.module).eval()
     for parameter in reference.parameters():
         parameter.requires_grad_(False)
@@ -126,21 +131,23 @@ def reconstruct(
     was_training = torch_model.module.training
     torch_model.module.eval()
     generator = torch.Generator().manual_seed(seed)
-    for layer, entry in torch_model.params.items():
-        module = entry.module
-        why = _unsupported(module)
-        if why:
-            report.skipped[layer] = why
-            continue
-        target = reference.get_submodule(names[module])
-        try:
-            gram, cross, energy = _statistics(torch_model.module, module, reference, target, inputs, batch_size,
-                                              positions, generator)  # fmt: skip
-        except _Unmatched as why:
-            report.skipped[layer] = str(why)
-            continue
-        report.errors[layer] = _solve_rows(module, gram, cross, energy, ridge)
-    torch_model.module.train(was_training)
+    try:
+        for layer, entry in torch_model.params.items():
+            module = entry.module
+            why = _unsupported(module)
+            if why:
+                report.skipped[layer] = why
+                continue
+            target = reference.get_submodule(names[module])
+            try:
+                gram, cross, energy = _statistics(torch_model.module, module, reference, target, inputs,
+                                                  batch_size, positions, generator)  # fmt: skip
+            except _Unmatched as unmatched:
+                report.skipped[layer] = str(unmatched)
+                continue
+            report.errors[layer] = _solve_rows(module, gram, cross, energy, ridge)
+    finally:
+        torch_model.module.train(was_training)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -159,6 +166,9 @@ def _unsupported(module: torch.nn.Module) -> str | None:
         return f"{type(module).__name__} layers are not reconstructed (Conv2d, Linear and MatMul by a weight are)"
     if width > MAX_INPUTS:
         return f"{width} inputs per output is too wide to solve (the limit is {MAX_INPUTS})"
+    cost = _solve_cost(module)
+    if cost > MAX_SOLVE_COST:
+        return f"its kept patterns would cost {cost:.1e} multiply-adds to solve (the limit is {MAX_SOLVE_COST:.0e})"
     return None
 
 
@@ -252,10 +262,32 @@ def _rows(module, layer_input, layer_output, positions, generator) -> tuple[torc
     return patches.reshape(-1, groups, width // groups), outputs.reshape(-1, groups, outputs.shape[1] // groups)
 
 
-def _solve_rows(module, gram, cross, energy, ridge) -> tuple[float, float]:
-    """Solve each output row on its kept inputs; write the weights and bias. Returns (error before, after)."""
+def _row_supports(module) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weights as rows: outputs x inputs per group, float64; which are kept, as booleans)."""
     weight = current_value(module, "weight").detach()
     rows = (weight.T if _is_matmul(module) else weight.reshape(weight.shape[0], -1)).double()
+    return rows, rows != 0
+
+
+def _solve_cost(module) -> float:
+    """Multiply-adds of factorising every distinct kept pattern once (|S|^3 / 3 each)."""
+    rows, kept = _row_supports(module)
+    groups = module.groups if isinstance(module, torch.nn.Conv2d) else 1
+    extra = 1 if _bias(module) is not None else 0
+    cost = 0.0
+    for block in kept.reshape(groups, -1, kept.shape[1]):
+        patterns = torch.unique(block, dim=0)
+        cost += float(((patterns.sum(1).double() + extra) ** 3).sum()) / 3
+    return cost
+
+
+def _solve_rows(module, gram, cross, energy, ridge) -> tuple[float, float]:
+    """Solve each output row on its kept inputs; write the weights and bias. Returns (error before, after).
+
+    Rows that keep the same inputs (every row of a filter-pruned layer) share one Cholesky
+    factorisation and are solved together.
+    """
+    rows, kept_inputs = _row_supports(module)
     groups, width = gram.shape[0], rows.shape[1]
     per_group = rows.shape[0] // groups
     bias = _bias(module)
@@ -267,16 +299,22 @@ def _solve_rows(module, gram, cross, energy, ridge) -> tuple[float, float]:
         # (a border pixel always 0) keeps its weight instead of losing it
         strength = ridge * gram[group].diagonal().mean().clamp_min(1e-12)
         matrix = gram[group] + strength * torch.eye(gram.shape[1], dtype=gram.dtype)
-        for column in range(per_group):
-            row = group * per_group + column
-            kept = torch.nonzero(rows[row] != 0).flatten()
+        block = kept_inputs[group * per_group : (group + 1) * per_group]
+        patterns, which = torch.unique(block, dim=0, return_inverse=True)
+        for index, pattern in enumerate(patterns):
+            kept = torch.nonzero(pattern).flatten()
             if kept.numel() == 0:
-                continue  # a row pruned whole (or all zero): nothing to solve
+                continue  # rows pruned whole (or all zero): nothing to solve
             if has_bias:
                 kept = torch.cat([kept, torch.tensor([width])])
-            wanted = cross[group, kept, column] + strength * current[row, kept]
-            solved[row] = 0.0
-            solved[row, kept] = torch.linalg.solve(matrix[kept][:, kept], wanted)
+            members = torch.nonzero(which == index).flatten()
+            targets = group * per_group + members
+            wanted = cross[group][kept][:, members] + strength * current[targets][:, kept].T
+            system = matrix[kept][:, kept]
+            factor, info = torch.linalg.cholesky_ex(system)
+            answer = torch.cholesky_solve(wanted, factor) if int(info) == 0 else torch.linalg.solve(system, wanted)
+            solved[targets] = 0.0
+            solved[targets.unsqueeze(1), kept.unsqueeze(0)] = answer.T
     before = _error(current, gram, cross, energy, per_group)
     after = _error(solved, gram, cross, energy, per_group)
     if after > before:  # only the ridge could cause it; never make a layer worse on the samples

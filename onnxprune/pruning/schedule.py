@@ -37,6 +37,7 @@ from onnxprune.options import ScheduleOptions, TrainOptions
 from onnxprune.pruning.channels import channel_groups
 from onnxprune.pruning.gradual import GradualPruning
 from onnxprune.pruning.oneshot import prune_with
+from onnxprune.pruning.reconstruct import NOTE_START
 from onnxprune.report.results import ResultRow, ResultTable
 from onnxprune.report.results import read as read_results
 from onnxprune.report.results import write as write_results
@@ -66,7 +67,7 @@ class RoundRecord:
     num_nonzero: int = 0
     top1_pruned: float | None = None  # after pruning, before fine-tuning (runs that fine-tune with validation)
     kept: str = "fine-tuned"  # or "pruned": fine-tuning ended below the pruned start, which was kept
-    notes: list[str] = field(default_factory=list)  # the pruning's own (caps, reconstruction, ...)
+    notes: list[str] = field(default_factory=list)  # what reconstruction did (each stage's, for a recipe)
 
 
 @dataclass
@@ -357,7 +358,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         num_nonzero=written.layer_nonzero(),
         top1_pruned=top1_pruned,
         kept=kept,
-        notes=[result.reconstruction.note()] if result.reconstruction else [],
+        notes=[note for note in result.notes if note.startswith(NOTE_START) or f": {NOTE_START}" in note],
     )
 
 

@@ -247,11 +247,15 @@ def accuracy_vs_sparsity(tables: Sequence[ResultTable], path, title: str | None 
             suffix = ", reconstructed" if table.extra.get("reconstructed_on") else ""  # --reconstruct
             x, y = [100 * r.sparsity for r in rows], [100 * r.accuracy for r in rows]
             axis.plot(x, y, marker=".", color=f"C{index % 10}", label=prefix + label + suffix)
-        drawn = set()  # one dense line per model (a sweep with and without --reconstruct shares it)
+        baselines = {(t.model, t.baseline_accuracy) for t in tables if t.baseline_accuracy is not None}
+        drawn = set()  # one dense line per model and measured value (tables of one model on one set share it)
         for table in tables:
-            if table.baseline_accuracy is not None and table.model not in drawn:
-                drawn.add(table.model)
+            key = (table.model, table.baseline_accuracy)
+            if table.baseline_accuracy is not None and key not in drawn:
+                drawn.add(key)
                 name = f"dense {Path(table.model).stem}" if several else "dense"
+                if sum(model == table.model for model, _ in baselines) > 1:  # measured on different samples
+                    name += f" ({100 * table.baseline_accuracy:.2f}%)"
                 style = {**DENSE_STYLE, "linestyle": DENSE_LINES[(len(drawn) - 1) % len(DENSE_LINES)]}
                 axis.axhline(100 * table.baseline_accuracy, label=name, **style)
         axis.set_xlabel(f"sparsity{chr(10) if len(units) > 1 else ' '}(% of prunable {unit} removed)")
