@@ -99,10 +99,7 @@ def draw(panels: dict[str, list[dict]], path: Path) -> Path:
     axes[0][0].set_ylabel("top-1 after fine-tuning (%)")
     figure.suptitle(plots._wrapped("onnxprune against torch.nn.utils.prune and Torch-Pruning at equal budgets "
                                    "(grey: the anchors; squares: channels removed)"))  # fmt: skip
-    problems = plots.layout_problems(figure)
-    if problems:
-        raise SystemExit(f"figure layout: {problems}")
-    return plots._save(figure, path)
+    return plots.save_checked(figure, path)
 
 
 def main() -> None:

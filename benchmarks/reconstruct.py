@@ -160,10 +160,7 @@ def draw(results: dict, path: Path) -> Path:
     plots._figure_legend(figure, axes[0])
     title = "Magnitude pruning without fine-tuning, with and without --reconstruct (512 samples)"
     figure.suptitle(plots._wrapped(title))
-    problems = plots.layout_problems(figure)
-    if problems:
-        raise SystemExit(f"figure layout: {problems}")
-    return plots._save(figure, path)
+    return plots.save_checked(figure, path)
 
 
 def main() -> None:

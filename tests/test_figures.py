@@ -136,3 +136,16 @@ def test_the_checker_finds_what_it_looks_for(tmp_path):
     axis.plot([1], [0.5])
     axis.set_xlabel("epoch")
     assert any("ticks between whole numbers" in p for p in plots.layout_problems(epochs))
+
+
+def test_save_checked_refuses_a_figure_with_a_layout_problem_and_writes_nothing(tmp_path):
+    """What the benchmark scripts save their own figures with."""
+    figure, axis = plots._figure()
+    axis.plot(range(10), range(10), label="data")
+    axis.legend(loc="center", fontsize=40)  # a legend over the data
+    with pytest.raises(ValueError, match="figure layout"):
+        plots.save_checked(figure, tmp_path / "bad.png")
+    assert not (tmp_path / "bad.png").exists()
+    figure, axis = plots._figure()
+    axis.plot(range(10), range(10))
+    assert plots.save_checked(figure, tmp_path / "good.png").exists()

@@ -89,6 +89,15 @@ def _model_names(tables: Sequence[ResultTable]) -> str:
     return ", ".join(dict.fromkeys(Path(table.model).name for table in tables))
 
 
+def save_checked(figure, path: str | os.PathLike) -> Path:
+    """Save a figure drawn outside this module (benchmarks) once `layout_problems` finds nothing in it."""
+    problems = layout_problems(figure)
+    if problems:
+        plt.close(figure)
+        raise ValueError(f"figure layout: {problems}")
+    return _save(figure, path)
+
+
 def layout_problems(figure) -> list[str]:
     """What would make a drawn figure hard to read, in words (an empty list: nothing).
 
