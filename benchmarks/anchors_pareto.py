@@ -51,18 +51,11 @@ def removed_fraction(dense, selection) -> float:
     """The fraction of the dense model's prunable parameters a channel selection removes once compacted."""
     if selection == "torch-pruning":
         with tempfile.TemporaryDirectory() as folder:
-            small = onnxprune.load(anchors.torch_pruning_vgg(_Dense(dense), Path(folder)))
+            small = onnxprune.load(anchors.torch_pruning_vgg(dense, Path(folder)))
             return 1 - small.layer_total("numel") / dense.layer_total("numel")
     method, scope, sparsity = selection
     small = onnxprune.prune(dense, sparsity, method=method, scope=scope).model
     return 1 - small.layer_total("numel") / dense.layer_total("numel")
-
-
-class _Dense:
-    """What `versus_anchors.torch_pruning_vgg` reads of its `Cifar`: the dense model."""
-
-    def __init__(self, dense):
-        self.dense = dense
 
 
 def points_of(panel: str, rows, dense=None) -> list[dict]:

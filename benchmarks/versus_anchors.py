@@ -120,12 +120,12 @@ def vgg_unstructured(cifar: Cifar, epochs: int) -> None:
          epochs=epochs, top1_after=top1, chosen=chosen, seconds=seconds)  # fmt: skip
 
 
-def torch_pruning_vgg(cifar: Cifar, folder: Path, ratio: float = 0.4) -> Path:
+def torch_pruning_vgg(dense, folder: Path, ratio: float = 0.4) -> Path:
     """Torch-Pruning on the reference's own torch definition, weights copied from the ONNX file; exported."""
     import torch_pruning as tp
     from vgg import vgg13_bn
 
-    converted = to_torch(cifar.dense)
+    converted = to_torch(dense)
     network = vgg13_bn(0.25).eval()
     kinds = (torch.nn.Conv2d, torch.nn.BatchNorm2d, torch.nn.Linear)
     for mine, theirs in zip(
@@ -169,7 +169,7 @@ def vgg_channels(cifar: Cifar, epochs: int) -> None:
     recipe = dataclasses.replace(RECIPE, epochs=epochs)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        anchor = onnxprune.load(torch_pruning_vgg(cifar, Path(folder)))
+        anchor = onnxprune.load(torch_pruning_vgg(cifar.dense, Path(folder)))
         converted = to_torch(anchor)
         macs = anchor.layer_total("macs")
         before, after = cifar.finetune(converted, anchor, recipe)

@@ -256,12 +256,11 @@ def prune(
     del masks
     notes = _notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity)
     reconstruction = None if unpruned is None else _reconstruct(torch_model, unpruned, data, preprocess, seed)
-    if reconstruction is not None:
-        notes.append(reconstruction.note())
     if reconstruction is None:
         weights = {entry.layer.weight: entry.to_onnx() for entry in torch_model.params.values()}
-    else:  # reconstruction also solved biases
-        weights = torch_model.initializer_values(model)
+    else:
+        notes.append(reconstruction.note())
+        weights = torch_model.initializer_values(model)  # reconstruction also solved biases
     layers = [_layer_report(layer, weights[layer.weight], plans[layer.name]) for layer in model.layers]
     return PruneResult(
         source=model,

@@ -231,14 +231,8 @@ def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level
 def _could_reconstruct(options: RunOptions) -> bool:
     """Pruning with data and no training, without --reconstruct: where it would help most."""
     schedule = options.schedule
-    return (
-        options.has_data
-        and not schedule.prune.reconstruct
-        and schedule.train.epochs == 0
-        and schedule.sparsity_epochs == 0
-        and schedule.schedule != "gradual"
-        and not schedule.rewind
-    )
+    trains = schedule.train.epochs > 0 or schedule.sparsity_epochs > 0  # gradual and --rewind need it too
+    return options.has_data and not schedule.prune.reconstruct and not trains
 
 
 def _sparse_storage_note(model_path: Path, report: PruneReport) -> str:
