@@ -1,7 +1,10 @@
 """The support table: every zoo architecture x exporter through load, prune and compaction.
 
-For each torchvision architecture of `tests/zoo.py` (seeded random weights, non-trivial BatchNorm
-statistics), exported with torch's default dynamo exporter and with the TorchScript exporter:
+Two sources (`--source`): the torchvision architectures of `tests/zoo.py`, exported with torch's
+default dynamo exporter and with the TorchScript exporter; or timm's whole registry, enumerated by
+code (every family's smallest variant, `tests/zoo.py: timm_architecture`), exported by dynamo and
+by TorchScript at opsets 13 and 17. Weights are seeded random, with non-trivial BatchNorm
+statistics and norm scales. Every file goes through:
 
 - **load**: `onnxprune inspect` (load + describe) and conversion to torch, whose output equals
   onnxruntime's on the dense file;
@@ -14,8 +17,11 @@ statistics), exported with torch's default dynamo exporter and with the TorchScr
 Each model runs in its own process (a timeout or a crash is one row, not the end of the table).
 Results go to a JSON file and a Markdown table for docs/formats.md.
 
-Usage:  .venv/bin/python benchmarks/zoo_support.py [--only resnet18,...] [--exporters dynamo,torchscript]
-            [--out zoo_support.json] [--timeout 900]
+A timm family none of whose variants builds, or whose smallest runs at no input side tried, is a
+row too, with the reason; so is an export that fails, with the exporter's error.
+
+Usage:  .venv/bin/python benchmarks/zoo_support.py [--source torchvision|timm] [--only NAME,...]
+            [--exporters ...] [--out zoo_support.json] [--timeout 1200] [--retry-failed]
 """
 
 from __future__ import annotations
@@ -36,12 +42,14 @@ import zoo  # noqa: E402
 from zoo import STAGE_FUNCTIONS, STAGES  # noqa: E402
 
 
-def one(name: str, exporter: str, folder: Path, stages=STAGES) -> dict:
+def one(entry: zoo.Architecture, exporter: str, folder: Path, stages=STAGES) -> dict:
     """Export one model and run every stage on it; a failing stage is recorded, the next still runs."""
-    row = {"model": name, "exporter": exporter, "family": zoo.BY_NAME[name].family}
+    row = {"model": entry.name, "exporter": exporter, "family": entry.family, "source": entry.source}
+    if entry.source == "timm":
+        row["side"] = entry.size
     started = time.perf_counter()
     try:
-        path = zoo.export(name, exporter, folder)
+        path = zoo.export(entry, exporter, folder)
     except Exception as exc:  # an architecture the exporter cannot export is a row, not a crash
         row["export"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         return row
@@ -62,9 +70,11 @@ def one(name: str, exporter: str, folder: Path, stages=STAGES) -> dict:
 
 def markdown(rows: list[dict]) -> str:
     """The support table of docs/formats.md: a line per architecture and exporter, then every "no" with its reason."""
+    timm = any(row.get("source") == "timm" for row in rows)
+    head = "| family | architecture (side) | exporter |" if timm else "| architecture | exporter |"
     lines = [
-        "| architecture | exporter | load | prune 0.5 global | compact 30% zeroed | l1-filter 0.3 |",
-        "|---|---|---|---|---|---|",
+        head + " load | prune 0.5 global | compact 30% zeroed | l1-filter 0.3 |",
+        "|---" * (head.count("|") + 3) + "|",
     ]
     reasons = []
     for row in rows:
@@ -79,70 +89,122 @@ def markdown(rows: list[dict]) -> str:
             elif stage == "compact":
                 cells.append(f"yes: params x{result['params_ratio']:.2f}, diff {result['relative_difference']:.0e}")
             elif stage == "l1-filter":
-                cells.append(f"yes: params x{result['params_ratio']:.2f}")
+                cells.append(f"yes: params x{result['params_ratio']:.2f}" + _kept_note(result))
             elif stage == "prune":
                 cells.append(f"yes: {result['sparsity']:.1%} zero")
             else:
                 cells.append("yes")
         if not row["export"]["ok"]:
             reasons.append(f"- {row['model']}, {row['exporter']}, export: {row['export']['error'][:300]}")
-        lines.append(f"| {row['model']} | {row['exporter']} | " + " | ".join(cells) + " |")
-    counts = {stage: sum(bool(row.get(stage, {}).get("ok")) for row in rows) for stage in STAGES}
-    lines += ["", ", ".join(f"{stage}: {count}/{len(rows)}" for stage, count in counts.items())]
+        name = f"{row['model']} ({row['side']})" if row.get("side") else row["model"]
+        prefix = f"| {row['family']} | {name} | {row['exporter']} |" if timm else f"| {name} | {row['exporter']} |"
+        lines.append(prefix + " " + " | ".join(cells) + " |")
+    lines += ["", summary(rows)]
     if reasons:
         lines += ["", "Every no, with the reason:", "", *reasons]
     return "\n".join(lines)
 
 
+def _kept_note(result: dict) -> str:
+    kept = result.get("kept_groups", 0)
+    return f" ({kept} kept)" if kept else ""
+
+
+def summary(rows: list[dict]) -> str:
+    """Each stage's passes over the files exported, and the exports over the files attempted."""
+    exported = [row for row in rows if row["export"]["ok"]]
+    parts = [f"exported: {len(exported)}/{len(rows)}"]
+    for stage in STAGES:
+        count = sum(bool(row.get(stage, {}).get("ok")) for row in exported)
+        parts.append(f"{stage}: {count}/{len(exported)} ({count / max(1, len(exported)):.1%})")
+    return ", ".join(parts)
+
+
+def entries(source: str, only: list[str]) -> tuple[list[zoo.Architecture], list[dict]]:
+    """The architectures to run, and a row for every timm family that yields none (with why)."""
+    if source == "torchvision":
+        return [zoo.BY_NAME[name] for name in only] if only else list(zoo.ZOO), []
+    chosen, rows = [], []
+    for family in only or zoo.timm_families():
+        entry = zoo.timm_architecture(family)
+        if isinstance(entry, str):
+            rows.append({"model": family, "exporter": "-", "family": family, "source": "timm",
+                         "export": {"ok": False, "error": entry}})  # fmt: skip
+            print(f"{family:22s} no model: {entry[:200]}", flush=True)
+        else:
+            chosen.append(entry)
+            print(f"{family:22s} {entry.name} at {entry.size} px", flush=True)
+    return chosen, rows
+
+
+def run_one(entry: zoo.Architecture, exporter: str, args) -> dict:
+    """One model and exporter in its own process: a timeout or a crash is one row."""
+    command = [sys.executable, __file__, "--one", entry.name, exporter, "--stages", args.stages]
+    if entry.source == "timm":
+        command += ["--timm-side", str(entry.size), "--family", entry.family]
+    base = {"model": entry.name, "exporter": exporter, "family": entry.family, "source": entry.source}
+    try:
+        finished = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {**base, "export": {"ok": False, "error": f"timed out after {args.timeout} s"}}
+    line = next((x for x in finished.stdout.splitlines() if x.startswith("ROW ")), None)
+    if line:
+        return json.loads(line[4:])
+    last = (finished.stderr.strip().splitlines() or [""])[-1][:200]
+    return {**base, "export": {"ok": False, "error": f"process ended with {finished.returncode}: {last}"}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="", help="comma-separated architectures (default: the whole zoo)")
-    parser.add_argument("--exporters", default=",".join(zoo.EXPORTERS))
+    parser.add_argument("--source", choices=("torchvision", "timm"), default="torchvision")
+    parser.add_argument("--only", default="", help="comma-separated architectures or timm families (default: all)")
+    parser.add_argument("--exporters", default="", help="default: dynamo,torchscript; timm: dynamo,torchscript13,17")
     parser.add_argument("--out", type=Path, default=Path("zoo_support.json"))
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per model and exporter")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to run")
     parser.add_argument("--table", action="store_true", help="print the Markdown table of --out and stop")
+    parser.add_argument("--retry-failed", action="store_true", help="run again the rows of --out that failed")
     parser.add_argument("--one", nargs=2, metavar=("NAME", "EXPORTER"), help=argparse.SUPPRESS)
+    parser.add_argument("--timm-side", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--family", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
+        name, exporter = args.one
+        entry = zoo.timm_entry(name, args.timm_side, args.family) if args.timm_side else zoo.BY_NAME[name]
         with tempfile.TemporaryDirectory() as folder:
-            print("ROW " + json.dumps(one(*args.one, Path(folder), args.stages.split(","))), flush=True)
+            print("ROW " + json.dumps(one(entry, exporter, Path(folder), args.stages.split(","))), flush=True)
         return
     if args.table:
         print(markdown(json.loads(args.out.read_text())))
         return
-    names = [n for n in args.only.split(",") if n] or [a.name for a in zoo.ZOO]
+    exporters = [e for e in args.exporters.split(",") if e] or list(
+        zoo.TIMM_EXPORTERS if args.source == "timm" else zoo.EXPORTERS
+    )
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
-    done = {(row["model"], row["exporter"]) for row in rows}
-    for name in names:
-        for exporter in args.exporters.split(","):
-            if (name, exporter) in done:
+    if args.retry_failed:
+        rows = [row for row in rows if row["export"]["ok"] and all(row.get(s, {}).get("ok") for s in STAGES)]
+    done = {(row["model"], row["exporter"]) for row in rows} | {(row["family"], "-") for row in rows}
+    only = [n for n in args.only.split(",") if n]
+    if args.source == "timm":
+        only = [f for f in (only or zoo.timm_families()) if (f, "-") not in done]
+    chosen, missing = entries(args.source, only)
+    rows += [row for row in missing if (row["family"], "-") not in done]
+    for entry in chosen:
+        for exporter in exporters:
+            if (entry.name, exporter) in done:
                 continue
             started = time.perf_counter()
-            try:
-                finished = subprocess.run(
-                    [sys.executable, __file__, "--one", name, exporter, "--stages", args.stages],
-                    capture_output=True, text=True,
-                    timeout=args.timeout,
-                )  # fmt: skip
-                line = next((x for x in finished.stdout.splitlines() if x.startswith("ROW ")), None)
-                row = json.loads(line[4:]) if line else {
-                    "model": name, "exporter": exporter, "family": zoo.BY_NAME[name].family,
-                    "export": {"ok": False, "error": f"process ended with {finished.returncode}: "
-                               + (finished.stderr.strip().splitlines() or [""])[-1][:200]},
-                }  # fmt: skip
-            except subprocess.TimeoutExpired:
-                row = {"model": name, "exporter": exporter, "family": zoo.BY_NAME[name].family,
-                       "export": {"ok": False, "error": f"timed out after {args.timeout} s"}}  # fmt: skip
+            row = run_one(entry, exporter, args)
             rows.append(row)
             args.out.write_text(json.dumps(rows, indent=1))
-            summary = " ".join(f"{stage}={'ok' if row.get(stage, {}).get('ok') else 'NO'}" for stage in STAGES)
-            print(f"{name:22s} {exporter:11s} {summary}  ({time.perf_counter() - started:.0f} s)", flush=True)
+            result = " ".join(f"{stage}={'ok' if row.get(stage, {}).get('ok') else 'NO'}" for stage in STAGES)
+            print(f"{entry.name:28s} {exporter:13s} {result}  ({time.perf_counter() - started:.0f} s)", flush=True)
             for stage in STAGES:
                 if stage in row and not row[stage]["ok"]:
                     print(f"    {stage}: {row[stage]['error'][:240]}", flush=True)
             if "load" not in row:
                 print(f"    export: {row['export'].get('error')}", flush=True)
+    args.out.write_text(json.dumps(rows, indent=1))
     print(markdown(rows))
 
 

@@ -1,4 +1,11 @@
-"""A zoo of torchvision classification architectures, exported as PyTorch users export them.
+"""Two zoos of classification architectures, exported as PyTorch users export them.
+
+- **torchvision** (`ZOO`): a hand-kept list of torchvision's classifiers, exported by both of
+  torch's exporters (below);
+- **timm** (`timm_zoo()`): not chosen by hand. timm's registry is enumerated by code: every
+  architecture family (`timm.list_modules()`), its smallest registered variant (parameters counted
+  on the meta device), the smallest input side among 64-224 px its forward pass accepts, exported
+  three ways (`TIMM_EXPORTERS`: dynamo with torch's defaults, TorchScript at opsets 13 and 17).
 
 Weights are seeded random (nothing is downloaded), BatchNorm layers get non-trivial statistics
 (scale, shift, running mean and variance drawn at random) so that folding and compaction are
@@ -38,6 +45,7 @@ class Architecture:
     kwargs: tuple = ()
     size: int = 64
     family: str = ""
+    source: str = "torchvision"
 
 
 # Input sides are the smallest each architecture accepts with all its stages intact, to keep the
@@ -110,56 +118,97 @@ def torchvision_models():
             sys.modules.pop("torchvision._meta_registrations", None)
 
 
-def build(name: str, seed: int = 0, classes: int = 10) -> torch.nn.Module:
-    """The architecture `name` with seeded random weights and BatchNorm statistics, in eval mode."""
-    architecture = BY_NAME[name]
+def architecture(name_or_architecture: str | Architecture) -> Architecture:
+    """The zoo entry for a torchvision zoo name, a timm model name, or an `Architecture` itself."""
+    if isinstance(name_or_architecture, Architecture):
+        return name_or_architecture
+    if name_or_architecture in BY_NAME:
+        return BY_NAME[name_or_architecture]
+    if name_or_architecture in _TIMM_CHOSEN:
+        return _TIMM_CHOSEN[name_or_architecture]
+    raise KeyError(f"{name_or_architecture!r} is in neither zoo; torchvision's: {', '.join(BY_NAME)}")
+
+
+def build(name: str | Architecture, seed: int = 0, classes: int = 10) -> torch.nn.Module:
+    """The architecture with seeded random weights and non-trivial normalisation, in eval mode."""
+    entry = architecture(name)
     torch.manual_seed(seed)
+    if entry.source == "timm":
+        module = _timm_module(entry.constructor, entry.size, classes)
+    else:
+        module = _torchvision_module(entry, classes)
+    _randomise_normalisation(module, seed)
+    return module.eval()
+
+
+def _torchvision_module(entry: Architecture, classes: int) -> torch.nn.Module:
     with torchvision_models() as models:
-        constructor = getattr(models, architecture.constructor)
-        kwargs = dict(architecture.kwargs)
+        constructor = getattr(models, entry.constructor)
+        kwargs = dict(entry.kwargs)
         if kwargs.get("block_setting") == "toy":  # two ConvNeXt stages of one block each
             from torchvision.models.convnext import CNBlockConfig
 
             kwargs["block_setting"] = [CNBlockConfig(16, 32, 1), CNBlockConfig(32, None, 1)]
-        if architecture.constructor[0].isupper():  # a model class: no `weights` argument
-            module = constructor(num_classes=classes, **kwargs)
-        else:
-            module = constructor(weights=None, num_classes=classes, **kwargs)
+        if entry.constructor[0].isupper():  # a model class: no `weights` argument
+            return constructor(num_classes=classes, **kwargs)
+        return constructor(weights=None, num_classes=classes, **kwargs)
+
+
+def _randomise_normalisation(module: torch.nn.Module, seed: int) -> None:
+    """Random BatchNorm statistics, norm scales and shifts, and layer scales.
+
+    Left at their initial values (scale 1, shift 0, mean 0, variance 1, timm's layer scales of
+    1e-5) they would make folding, compaction and conversion look exact where they are not.
+    """
     generator = torch.Generator().manual_seed(seed + 1)
-    for layer in module.modules():
-        if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
-            channels = layer.num_features
-            with torch.no_grad():
-                layer.weight.copy_(torch.rand(channels, generator=generator) + 0.5)
-                layer.bias.copy_(torch.randn(channels, generator=generator) * 0.1)
-                layer.running_mean.copy_(torch.randn(channels, generator=generator) * 0.1)
-                layer.running_var.copy_(torch.rand(channels, generator=generator) + 0.5)
-    return module.eval()
+
+    def uniform(like: torch.Tensor, low: float, high: float) -> torch.Tensor:
+        return (torch.rand(like.shape, generator=generator) * (high - low) + low).to(like.dtype)
+
+    with torch.no_grad():
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm) and layer.running_mean is not None:
+                layer.running_mean.copy_(torch.randn(layer.running_mean.shape, generator=generator) * 0.1)
+                layer.running_var.copy_(uniform(layer.running_var, 0.5, 1.5))
+            if "Norm" in type(layer).__name__:
+                weight, bias = getattr(layer, "weight", None), getattr(layer, "bias", None)
+                if isinstance(weight, torch.nn.Parameter) and weight.ndim == 1:
+                    weight.copy_(uniform(weight, 0.5, 1.5))
+                if isinstance(bias, torch.nn.Parameter) and bias.ndim == 1:
+                    bias.copy_(torch.randn(bias.shape, generator=generator) * 0.1)
+        for name, parameter in module.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if ("gamma" in leaf or leaf in ("scale", "layer_scale")) and parameter.ndim <= 1 and parameter.numel() > 1:
+                parameter.copy_(uniform(parameter, 0.5, 1.5))
 
 
-def example_input(name: str, batch: int = 1) -> torch.Tensor:
+def example_input(name: str | Architecture, batch: int = 1) -> torch.Tensor:
     """A seeded input batch of the architecture's zoo size."""
-    side = BY_NAME[name].size
+    side = architecture(name).size
     return torch.rand((batch, 3, side, side), generator=torch.Generator().manual_seed(7))
 
 
-def export(name: str, exporter: str, folder: Path, seed: int = 0) -> Path:
-    """Export the zoo model `name` with `exporter` ("dynamo" or "torchscript") into `folder`.
+def export(name: str | Architecture, exporter: str, folder: Path, seed: int = 0) -> Path:
+    """Export a zoo model with `exporter` into `folder`.
 
-    Both exports declare a symbolic batch dimension, as users who batch do.
+    `exporter` is "dynamo" (torch's defaults), "torchscript" (`dynamo=False`, torch's default
+    opset) or "torchscript<N>" (`dynamo=False`, opset N). Every export declares a symbolic batch
+    dimension, as users who batch do.
     """
-    if exporter not in EXPORTERS:
-        raise ValueError(f"unknown exporter {exporter!r}; known: {', '.join(EXPORTERS)}")
+    entry = architecture(name)
+    opset = _torchscript_opset(exporter)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}_{exporter}.onnx"
-    module = build(name, seed)
-    args = (example_input(name),)
+    path = folder / f"{entry.name}_{exporter}.onnx"
+    module = build(entry, seed)
+    args = (example_input(entry),)
     names = {"input_names": ["input"], "output_names": ["logits"]}
     # no torch.no_grad() around the export, as in torch's examples: under it, attention takes its
     # fused fast path (aten::_native_multi_head_attention), which the TorchScript exporter refuses
-    if exporter == "torchscript":
-        torch.onnx.export(module, args, str(path), dynamic_axes=DYNAMIC_AXES, dynamo=False, **names)
+    if exporter != "dynamo":
+        torch.onnx.export(
+            module, args, str(path), dynamic_axes=DYNAMIC_AXES, dynamo=False, opset_version=opset, **names
+        )
         return path
     try:  # a dynamic batch as torch.export spells it
         batch = torch.export.Dim("batch", min=1, max=1024)
@@ -167,6 +216,122 @@ def export(name: str, exporter: str, folder: Path, seed: int = 0) -> Path:
     except Exception:  # ConvNeXt: "Invalid ranges [2:1]"; the older spelling lets torch.export choose
         torch.onnx.export(module, args, str(path), dynamic_axes=DYNAMIC_AXES, **names)
     return path
+
+
+def _torchscript_opset(exporter: str) -> int | None:
+    """The opset an exporter name asks for (None: torch's default), or ValueError for an unknown name."""
+    known = (*EXPORTERS, *TIMM_EXPORTERS)
+    if exporter == "dynamo" or exporter == "torchscript":
+        return None
+    if exporter.startswith("torchscript") and exporter[len("torchscript") :].isdigit():
+        return int(exporter[len("torchscript") :])
+    raise ValueError(f"unknown exporter {exporter!r}; known: {', '.join(known)} (or torchscript<opset>)")
+
+
+# --- the timm zoo: timm's registry, enumerated ------------------------------------------------
+
+TIMM_EXPORTERS = ("dynamo", "torchscript13", "torchscript17")
+# input sides tried, smallest first; the first the model's forward pass accepts is its zoo size
+TIMM_SIDES = (64, 96, 128, 160, 192, 224, 256)
+_TIMM_CHOSEN: dict[str, Architecture] = {}
+
+
+@contextlib.contextmanager
+def _timm():
+    """Import timm (a test and benchmark dependency) behind the same torchvision stub."""
+    with torchvision_models():
+        import timm
+
+        yield timm
+
+
+def timm_families() -> list[str]:
+    """Every architecture family of timm's registry (its model modules), sorted."""
+    with _timm() as timm:
+        return sorted(timm.list_modules())
+
+
+def timm_smallest(family: str) -> tuple[str, int] | str:
+    """(model name, parameters) of a family's smallest registered variant, or why none builds.
+
+    Parameters are counted on the meta device: no memory, no initialisation.
+    """
+    with _timm() as timm:
+        best, errors = None, []
+        for name in timm.list_models(module=family):
+            try:
+                with torch.device("meta"):
+                    model = timm.create_model(name, pretrained=False, num_classes=10)
+            except Exception as exc:
+                errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+                continue
+            count = sum(p.numel() for p in model.parameters())
+            if best is None or count < best[1]:
+                best = (name, count)
+        if best is None:
+            return "no variant builds: " + (errors[0] if errors else "the family lists no model")
+        return best
+
+
+def _timm_module(name: str, side: int, classes: int) -> torch.nn.Module:
+    with _timm() as timm:
+        try:
+            return timm.create_model(name, pretrained=False, num_classes=classes, img_size=side)
+        except TypeError:  # no img_size argument: a network of any input size
+            return timm.create_model(name, pretrained=False, num_classes=classes)
+
+
+def timm_architecture(family: str) -> Architecture | str:
+    """The zoo entry of a timm family (its smallest variant at the smallest side it runs at), or why none."""
+    smallest = timm_smallest(family)
+    if isinstance(smallest, str):
+        return smallest
+    name, _ = smallest
+    reasons = []
+    for side in TIMM_SIDES:
+        torch.manual_seed(0)
+        try:
+            module = _timm_module(name, side, 10).eval()
+            with torch.no_grad():
+                module(torch.rand(1, 3, side, side))
+        except Exception as exc:
+            reasons.append(f"{side}: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}")
+            continue
+        entry = Architecture(name, name, size=side, family=family, source="timm")
+        _TIMM_CHOSEN[name] = entry
+        return entry
+    return f"{name} runs at none of the sides {TIMM_SIDES}: {reasons[-1]}"
+
+
+def timm_entry(name: str, side: int, family: str) -> Architecture:
+    """A timm zoo entry known already (from a saved table), registered for `architecture(name)`."""
+    entry = Architecture(name, name, size=side, family=family, source="timm")
+    _TIMM_CHOSEN[name] = entry
+    return entry
+
+
+def timm_sample(count: int, seed: int, max_params: int) -> list[Architecture]:
+    """`count` timm families drawn at random (seeded), each as its zoo entry.
+
+    Families whose smallest variant has more than `max_params` parameters, or that no variant of
+    builds or runs, are passed over and the next drawn: the sample keeps CI within minutes, and
+    the whole registry is the benchmark's (`benchmarks/zoo_support.py --source timm`).
+    """
+    import random
+
+    families = timm_families()
+    random.Random(seed).shuffle(families)
+    chosen = []
+    for family in families:
+        smallest = timm_smallest(family)
+        if isinstance(smallest, str) or smallest[1] > max_params:
+            continue
+        entry = timm_architecture(family)
+        if isinstance(entry, Architecture):
+            chosen.append(entry)
+        if len(chosen) == count:
+            break
+    return chosen
 
 
 # --- the checks every zoo model goes through (tests/test_zoo.py, benchmarks/zoo_support.py) ---
