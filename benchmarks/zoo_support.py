@@ -54,6 +54,8 @@ def one(entry: zoo.Architecture, exporter: str, folder: Path, stages=STAGES) -> 
         row["export"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
         return row
     row["export"] = {"ok": True, "seconds": round(time.perf_counter() - started, 1)}
+    if path in zoo.EXPORT_NOTES:
+        row["export"]["note"] = zoo.EXPORT_NOTES[path]
     for stage in stages:
         started = time.perf_counter()
         work = folder / stage
@@ -76,7 +78,7 @@ def markdown(rows: list[dict]) -> str:
         head + " load | prune 0.5 global | compact 30% zeroed | l1-filter 0.3 |",
         "|---" * (head.count("|") + 3) + "|",
     ]
-    reasons = []
+    reasons, notes = [], []
     for row in rows:
         cells = []
         for stage in STAGES:
@@ -96,12 +98,16 @@ def markdown(rows: list[dict]) -> str:
                 cells.append("yes")
         if not row["export"]["ok"]:
             reasons.append(f"- {row['model']}, {row['exporter']}, export: {row['export']['error'][:300]}")
+        elif row["export"].get("note"):
+            notes.append(f"- {row['model']}, {row['exporter']}: {row['export']['note']}")
         name = f"{row['model']} ({row['side']})" if row.get("side") else row["model"]
         prefix = f"| {row['family']} | {name} | {row['exporter']} |" if timm else f"| {name} | {row['exporter']} |"
         lines.append(prefix + " " + " | ".join(cells) + " |")
     lines += ["", summary(rows)]
     if reasons:
         lines += ["", "Every no, with the reason:", "", *reasons]
+    if notes:
+        lines += ["", "Exports that differ from the defaults:", "", *notes]
     return "\n".join(lines)
 
 

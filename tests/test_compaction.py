@@ -13,9 +13,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxprune
+from onnxprune.graph.channels import analyse, compact
 from onnxprune.graph.model import from_proto
 from onnxprune.graph.storage import write_back
-from onnxprune.graph.structure import analyse, compact
 from onnxprune.graph.verify import random_batch, session
 
 RTOL = 1e-5

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 import onnxprune
 from onnxprune.cli import app
 from onnxprune.errors import ConfigError
+from onnxprune.graph.channels import analyse, compact
 from onnxprune.graph.inspection import describe
 from onnxprune.graph.model import from_proto
 from onnxprune.graph.storage import write_back
-from onnxprune.graph.structure import analyse, compact
 from onnxprune.graph.verify import random_batch, session
 from onnxprune.pruning import channels
 from onnxprune.pruning.methods import ScoreContext, get_method

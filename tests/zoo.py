@@ -2,10 +2,11 @@
 
 - **torchvision** (`ZOO`): a hand-kept list of torchvision's classifiers, exported by both of
   torch's exporters (below);
-- **timm** (`timm_zoo()`): not chosen by hand. timm's registry is enumerated by code: every
-  architecture family (`timm.list_modules()`), its smallest registered variant (parameters counted
-  on the meta device), the smallest input side among 64-224 px its forward pass accepts, exported
-  three ways (`TIMM_EXPORTERS`: dynamo with torch's defaults, TorchScript at opsets 13 and 17).
+- **timm** (`timm_architecture(family)` for each of `timm_families()`): not chosen by hand.
+  timm's registry is enumerated by code: every architecture family (`timm.list_modules()`), its
+  smallest registered variant (parameters counted on the meta device), the smallest input side
+  among 64-256 px (or its own default) its forward pass accepts, exported three ways
+  (`TIMM_EXPORTERS`: dynamo with torch's defaults, TorchScript at opsets 13 and 17).
 
 Weights are seeded random (nothing is downloaded), BatchNorm layers get non-trivial statistics
 (scale, shift, running mean and variance drawn at random) so that folding and compaction are
@@ -206,9 +207,21 @@ def export(name: str | Architecture, exporter: str, folder: Path, seed: int = 0)
     # no torch.no_grad() around the export, as in torch's examples: under it, attention takes its
     # fused fast path (aten::_native_multi_head_attention), which the TorchScript exporter refuses
     if exporter != "dynamo":
-        torch.onnx.export(
-            module, args, str(path), dynamic_axes=DYNAMIC_AXES, dynamo=False, opset_version=opset, **names
-        )
+        try:
+            torch.onnx.export(
+                module, args, str(path), dynamic_axes=DYNAMIC_AXES, dynamo=False, opset_version=opset, **names
+            )
+        except Exception as exc:
+            if entry.source != "timm" or "scaled_dot_product_attention" not in str(exc):
+                raise
+            # before opset 14 TorchScript cannot export fused attention; timm's switch for it is
+            # what its users turn off to export at such opsets, so the zoo does the same, and says so
+            with _timm_unfused_attention():
+                module = build(entry, seed)
+            torch.onnx.export(
+                module, args, str(path), dynamic_axes=DYNAMIC_AXES, dynamo=False, opset_version=opset, **names
+            )
+            EXPORT_NOTES[path] = "exported with timm.layers.set_fused_attn(False): no fused attention before opset 14"
         return path
     try:  # a dynamic batch as torch.export spells it
         batch = torch.export.Dim("batch", min=1, max=1024)
@@ -231,6 +244,8 @@ def _torchscript_opset(exporter: str) -> int | None:
 # --- the timm zoo: timm's registry, enumerated ------------------------------------------------
 
 TIMM_EXPORTERS = ("dynamo", "torchscript13", "torchscript17")
+# how an export had to differ from torch's and timm's defaults, per written file
+EXPORT_NOTES: dict[Path, str] = {}
 # input sides tried, smallest first; the first the model's forward pass accepts is its zoo size
 TIMM_SIDES = (64, 96, 128, 160, 192, 224, 256)
 _TIMM_CHOSEN: dict[str, Architecture] = {}
@@ -243,6 +258,20 @@ def _timm():
         import timm
 
         yield timm
+
+
+@contextlib.contextmanager
+def _timm_unfused_attention():
+    """Build timm models with plain (unfused) attention inside this block."""
+    with _timm():
+        from timm.layers import set_fused_attn, use_fused_attn
+
+        before = use_fused_attn()
+        set_fused_attn(False)
+        try:
+            yield
+        finally:
+            set_fused_attn(before)
 
 
 def timm_families() -> list[str]:
@@ -288,7 +317,7 @@ def timm_architecture(family: str) -> Architecture | str:
         return smallest
     name, _ = smallest
     reasons = []
-    for side in TIMM_SIDES:
+    for side in _sides(name):
         torch.manual_seed(0)
         try:
             module = _timm_module(name, side, 10).eval()
@@ -300,7 +329,15 @@ def timm_architecture(family: str) -> Architecture | str:
         entry = Architecture(name, name, size=side, family=family, source="timm")
         _TIMM_CHOSEN[name] = entry
         return entry
-    return f"{name} runs at none of the sides {TIMM_SIDES}: {reasons[-1]}"
+    return f"{name} runs at none of the sides {_sides(name)}: {reasons[-1]}"
+
+
+def _sides(name: str) -> list[int]:
+    """The sides to try: `TIMM_SIDES`, then the one the model was defined for (crossvit's 240)."""
+    with _timm() as timm:
+        config = timm.get_pretrained_cfg(name)
+    default = int(config.input_size[-1]) if config is not None and config.input_size else None
+    return [*TIMM_SIDES, default] if default and default not in TIMM_SIDES else list(TIMM_SIDES)
 
 
 def timm_entry(name: str, side: int, family: str) -> Architecture:
@@ -404,9 +441,9 @@ def stage_prune(path: Path, work: Path) -> dict:
 
 def stage_compact(path: Path, work: Path) -> dict:
     import onnxprune
+    from onnxprune.graph.channels import compact
     from onnxprune.graph.model import from_proto
     from onnxprune.graph.storage import write_back
-    from onnxprune.graph.structure import compact
     from onnxprune.graph.verify import random_batch
 
     model = onnxprune.load(path)

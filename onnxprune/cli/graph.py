@@ -68,10 +68,10 @@ def compact(
     as_json: JsonOption = False,
 ) -> None:
     """Remove every all-zero filter and neuron of MODEL for real: smaller tensors, same outputs."""
+    from onnxprune.graph.channels import compact as compact_model
     from onnxprune.graph.inspection import describe
     from onnxprune.graph.model import check_output_path, from_proto, load
     from onnxprune.graph.storage import save_model_file
-    from onnxprune.graph.structure import compact as compact_model
     from onnxprune.graph.verify import Reference, random_batch, session, verify
 
     model = load(model_path)

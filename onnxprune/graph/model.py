@@ -622,7 +622,10 @@ def conversion_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
       onnx2torch supports; the two differ only for a 0 in the target shape, which a classifier's
       shapes (computed from real, non-empty tensors) never contain.
     - initializers listed among the graph inputs (IR < 4 habit) are removed from the inputs.
+    - every tensor's shape as onnxruntime measures it, and values computed from weights and shapes
+      alone folded into initializers (`onnxprune.graph.measured`).
     """
+    from onnxprune.graph.measured import fold_static, measure, record_shapes
     from onnxprune.graph.sanitise import sanitise
 
     # Work on a skeleton: large initializers are shape-only stand-ins (`is_stand_in`). The version
@@ -636,6 +639,9 @@ def conversion_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     copy.graph.input.extend(kept_inputs)
     if copy.ir_version < 4:
         copy.ir_version = 4
+    measured = measure(proto)
+    fold_static(copy, measured)
+    record_shapes(copy, measured)
     if default_opset(copy) < CONVERSION_OPSET:
         copy = _upgrade_opset(copy)
     for node in copy.graph.node:

@@ -1,9 +1,13 @@
 """Structured pruning: choose whole filters / neurons, mask them in torch, compact the ONNX graph.
 
 `--sparsity` is the fraction of filters and neurons removed (of those that can be removed: the
-classifier's output neurons and channels the graph does not let go are kept). Coupled channels
-(a residual Add) are one unit, scored by the sum of their layers' normalised scores. Selection
-groups are layers, or sets of layers coupled by residual connections.
+classifier's output neurons and channels the graph keeps by design are not counted). Coupled
+channels (a residual Add) are one unit, scored by the sum of their layers' normalised scores.
+Selection groups are layers, or sets of layers coupled by residual connections.
+
+Channels the analysis cannot follow (an op it does not know, a reshape of the channel axis) are
+kept whole and named in a note, never a refusal of the run; they still count in the fraction, so
+the other groups are pruned further to reach it (`kept_whole`, `target_count`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ import numpy as np
 import torch
 
 from onnxprune.errors import ConfigError
+from onnxprune.graph.channels import Structure, analyse
 from onnxprune.graph.model import Model
-from onnxprune.graph.structure import Structure, analyse
 from onnxprune.pruning import select
 from onnxprune.pruning.methods import Method, ScoreContext
 from onnxprune.workbench.convert import TorchModel, mask_parameter
@@ -40,6 +44,7 @@ class ChannelPlan:
     removed: set[int]
     counts: dict[str, int]
     kept_layers: dict[str, str]  # layer -> why it cannot lose channels
+    kept_whole: dict[str, int] = field(default_factory=dict)  # why units could not be followed -> how many
 
 
 def channel_groups(
@@ -47,17 +52,10 @@ def channel_groups(
 ) -> tuple[dict[str, ChannelGroup], dict[str, str]]:
     """Selection groups of removable units, and the layers that have none (with the reason).
 
-    Raises:
-        ConfigError: a channel dependency the analysis cannot resolve (it names the node),
-            unless `mask_only`: then those channels are selected and zeroed but not removed.
+    Units the analysis could not follow are left out (kept whole: `kept_whole` counts them), unless
+    `mask_only`: then they are selected too, and zeroed but not removed.
     """
     units = structure.units()
-    unresolved = [unit for unit in units.values() if unit.blocked_by and unit.unresolved]
-    if unresolved and not mask_only:
-        raise ConfigError(
-            f"cannot remove channels of '{unresolved[0].members[0][0]}': {unresolved[0].blocked_by}; "
-            "add --mask-only to zero those filters without removing them"
-        )
     by_layers: dict[tuple[str, ...], list[int]] = {}
     kept_layers = {}
     order = {layer.name: i for i, layer in enumerate(model.layers)}
@@ -84,6 +82,42 @@ def channel_groups(
         for layer_name in key:
             kept_layers.pop(layer_name, None)
     return groups, kept_layers
+
+
+def kept_whole(structure: Structure, mask_only: bool = False) -> dict[str, int]:
+    """Units kept whole because the analysis could not follow them: reason (naming the node) -> count.
+
+    Empty with `mask_only`, where such units are selected and zeroed like the others.
+    """
+    if mask_only:
+        return {}
+    counts: dict[str, int] = {}
+    for unit in structure.units().values():
+        if unit.blocked_by and unit.unresolved:
+            counts[unit.blocked_by] = counts.get(unit.blocked_by, 0) + 1
+    return counts
+
+
+def target_count(sparsity: float, selectable: int, kept: dict[str, int]) -> int:
+    """Units to remove: `sparsity` of the selectable and the kept-whole ones, taken from the selectable.
+
+    Channels kept only because the analysis could not follow them count towards the requested
+    fraction, so that a model with an op onnxprune does not know loses as much as one without.
+    """
+    return int(round(sparsity * (selectable + sum(kept.values()))))
+
+
+def kept_note(kept: dict[str, int], sparsity: float) -> str | None:
+    """One line saying how many units were kept whole and why (None when none were)."""
+    if not kept:
+        return None
+    count = sum(kept.values())
+    reasons = sorted(kept, key=kept.get, reverse=True)
+    more = f" (and {len(reasons) - 1} more reason{'s' if len(reasons) > 2 else ''})" if len(reasons) > 1 else ""
+    return (
+        f"{count} channel group(s) kept whole because onnxprune cannot follow them; the others lose more so that "
+        f"{sparsity:.0%} of all is removed: {reasons[0]}{more}; add --mask-only to zero them without removing them"
+    )
 
 
 def unit_scores(layer_scores: dict[str, np.ndarray], structure: Structure) -> dict[int, float]:
@@ -148,6 +182,7 @@ def plan(
             "no filter or neuron can be removed in this model "
             + (f"({next(iter(kept_layers.values()))})" if kept_layers else "(it has no Conv or fully-connected layer)")
         )
+    kept = kept_whole(structure, mask_only)
     scores = unit_scores(method.layer_scores(ctx), structure)
     # a method may leave layers alone (neuron: convolutions) by scoring them +inf
     ineligible = [name for name, group in groups.items() if all(np.isinf(scores[r]) for r in group.roots)]
@@ -159,15 +194,22 @@ def plan(
     group_scores = {name: np.array([scores[r] for r in group.roots]) for name, group in groups.items()}
     originals = {name: max(len(g.roots), (original_counts or {}).get(name, 0)) for name, g in groups.items()}
     already = {name: originals[name] - len(group.roots) for name, group in groups.items()}
+    layer_ratio = free_sparsity
+    if kept:  # the free groups also carry the share of the units kept whole (see target_count)
+        free_units = sum(originals[n] for n, g in groups.items() if not any(layer in pinned for layer in g.layers))
+        wanted = target_count(free_sparsity, free_units, kept) / max(1, free_units)
+        layer_ratio = max(free_sparsity, min(wanted, max_layer_sparsity))
     for name, group in groups.items():
         ratio = next((pinned[layer] for layer in group.layers if layer in pinned), None)
         if ratio is None and scope == "global":
             continue
-        ratio = free_sparsity if ratio is None else ratio
-        counts[name] = _count(name, ratio, originals[name], already.get(name, 0), len(group.roots), saturate)
+        # a ratio raised for the kept-whole units leaves a small group one channel rather than refusing
+        full = saturate or (ratio is None and layer_ratio > free_sparsity)
+        ratio = layer_ratio if ratio is None else ratio
+        counts[name] = _count(name, ratio, originals[name], already.get(name, 0), len(group.roots), full)
     free = {name: s for name, s in group_scores.items() if name not in counts}
     if free:
-        target_total = int(round(free_sparsity * sum(originals[name] for name in free)))
+        target_total = target_count(free_sparsity, sum(originals[name] for name in free), kept)
         budget = max(0, target_total - sum(already.get(name, 0) for name in free))
         shares = select.select_global(
             free, budget / max(1, sum(s.size for s in free.values())), min(max_layer_sparsity, 1 - 1e-9)
@@ -181,7 +223,7 @@ def plan(
     removed = set()
     for name, group in groups.items():
         removed |= _lowest(group, dict(zip(group.roots, group_scores[name], strict=True)), counts.get(name, 0))
-    return ChannelPlan(structure, groups, removed, counts, kept_layers)
+    return ChannelPlan(structure, groups, removed, counts, kept_layers, kept)
 
 
 def _rounded(count: int, original: int, remaining: int, round_to: int) -> int:

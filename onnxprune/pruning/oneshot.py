@@ -13,9 +13,9 @@ import onnx
 import torch
 
 from onnxprune.errors import ConfigError
+from onnxprune.graph.channels import CompactReport, compact
 from onnxprune.graph.model import Model, PrunableLayer, check_output_path, from_proto, is_quantized
 from onnxprune.graph.storage import save_model_file, write_back
-from onnxprune.graph.structure import CompactReport, compact
 from onnxprune.graph.verify import VerifyReport, reference, verify
 from onnxprune.options import PruneOptions
 from onnxprune.pruning import channels, select
@@ -313,6 +313,8 @@ def _prune_channels(
         for layer in small.layers
     ]  # fmt: skip
     notes = [f"'{name}' keeps its channels: {why}" for name, why in chosen_plan.kept_layers.items()]
+    kept = channels.kept_note(chosen_plan.kept_whole, sparsity)
+    notes += [kept] if kept else []
     notes += [f"compaction is approximate at '{name}': {why}" for name, why in report.inexact.items()]
     if report.skipped:
         notes.append(f"{len(report.skipped)} channel(s) zeroed but not removed: {next(iter(report.skipped.values()))}")

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onnxprune.graph.structure import analyse
-from onnxprune.pruning.channels import ChannelPlan, apply, channel_groups, floors
+from onnxprune.graph.channels import analyse
+from onnxprune.pruning.channels import ChannelPlan, apply, channel_groups, floors, kept_whole, target_count
 from onnxprune.pruning.methods import ScoreContext, register
 
 
@@ -48,7 +48,8 @@ def greedy_loop(ctx: ScoreContext, sparsity: float, max_layer_sparsity: float, m
     structure = analyse(model)
     groups, kept_layers = channel_groups(model, structure, mask_only)
     total = sum(len(group.roots) for group in groups.values())
-    goal = int(round(sparsity * total))
+    kept = kept_whole(structure, mask_only)
+    goal = target_count(sparsity, total, kept)
     minimum = floors(groups, max_layer_sparsity)
     rng = np.random.default_rng(ctx.seed)
     loss_now = _Loss(ctx, rng)
@@ -78,7 +79,7 @@ def greedy_loop(ctx: ScoreContext, sparsity: float, max_layer_sparsity: float, m
         if settings.finetune_batches and len(removed) % settings.finetune_every == 0:
             _short_finetune(ctx, rng)
     counts = {name: sum(1 for r in group.roots if r in removed) for name, group in groups.items()}
-    return ChannelPlan(structure, groups, removed, counts, kept_layers), history
+    return ChannelPlan(structure, groups, removed, counts, kept_layers, kept), history
 
 
 @register("greedy", granularity="channel", needs_data=True, whole_model=True, loop=greedy_loop)

@@ -14,9 +14,17 @@ import numpy as np
 import torch
 
 from onnxprune.errors import ConfigError
-from onnxprune.graph.structure import analyse
+from onnxprune.graph.channels import analyse
 from onnxprune.measure.evaluate import evaluate
-from onnxprune.pruning.channels import ChannelPlan, apply, channel_groups, floors, unit_scores
+from onnxprune.pruning.channels import (
+    ChannelPlan,
+    apply,
+    channel_groups,
+    floors,
+    kept_whole,
+    target_count,
+    unit_scores,
+)
 from onnxprune.pruning.methods import ScoreContext, register
 
 
@@ -75,7 +83,8 @@ def taylor_loop(ctx: ScoreContext, sparsity: float, max_layer_sparsity: float, m
     if not groups:
         raise ConfigError("no filter or neuron can be removed in this model")
     total = sum(len(group.roots) for group in groups.values())
-    goal = int(round(sparsity * total))
+    kept = kept_whole(structure, mask_only)
+    goal = target_count(sparsity, total, kept)
     minimum = floors(groups, max_layer_sparsity)
     group_of = {root: name for name, group in groups.items() for root in group.roots}
     removed: set[int] = set()
@@ -100,7 +109,7 @@ def taylor_loop(ctx: ScoreContext, sparsity: float, max_layer_sparsity: float, m
             }
         )
     counts = {name: sum(1 for r in group.roots if r in removed) for name, group in groups.items()}
-    return ChannelPlan(structure, groups, removed, counts, kept_layers), history
+    return ChannelPlan(structure, groups, removed, counts, kept_layers, kept), history
 
 
 @register("taylor", granularity="channel", needs_data=True, whole_model=True, loop=taylor_loop)
