@@ -177,12 +177,13 @@ def plan(
     """
     structure = analyse(model)
     groups, kept_layers = channel_groups(model, structure, mask_only)
+    kept = kept_whole(structure, mask_only)
     if not groups:
         raise ConfigError(
             "no filter or neuron can be removed in this model "
             + (f"({next(iter(kept_layers.values()))})" if kept_layers else "(it has no Conv or fully-connected layer)")
+            + ("; add --mask-only to zero filters without removing them" if kept else "")
         )
-    kept = kept_whole(structure, mask_only)
     scores = unit_scores(method.layer_scores(ctx), structure)
     # a method may leave layers alone (neuron: convolutions) by scoring them +inf
     ineligible = [name for name, group in groups.items() if all(np.isinf(scores[r]) for r in group.roots)]

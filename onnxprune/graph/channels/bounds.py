@@ -19,11 +19,10 @@ from onnxprune.graph.channels.shapes import attribute
 if TYPE_CHECKING:
     from onnxprune.graph.channels.shapes import Shapes
 
-# integer ops a shape computation is made of (what TorchScript writes for chunk, view and SAME padding)
-SHAPE_ARITHMETIC = {
-    "Constant", "Gather", "Add", "Sub", "Mul", "Div", "Unsqueeze", "Squeeze", "Concat", "Cast", "Slice", "Reshape",
-    "Identity", "Floor", "Ceil", "Min", "Max", "Mod", "Neg", "Abs", "ConstantOfShape", "Range", "Expand", "Where",
-    "Equal", "Less", "Greater", "Not", "Sqrt", "Pow",
+# ops a computation from shapes never needs (only a path from `Shape` or constants is followed: a
+# path to the input's values ends at the graph input and is refused anyway)
+NOT_SHAPE_ARITHMETIC = {
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "RandomNormal", "RandomUniform", "Loop", "If", "Scan",
 }  # fmt: skip
 
 
@@ -63,7 +62,9 @@ class RunTimeBounds:
             if producer.op_type == "Shape":
                 leaves[name] = (producer.input[0], attribute(producer, "start"), attribute(producer, "end"))
                 return True
-            if producer.op_type not in SHAPE_ARITHMETIC or not all(visit(i) for i in producer.input):
+            if producer.op_type in NOT_SHAPE_ARITHMETIC or producer.domain not in ("", "ai.onnx"):
+                return False
+            if not all(visit(i) for i in producer.input):
                 return False
             nodes.setdefault(id(producer), producer)  # after its inputs: topological order
             return True
@@ -100,3 +101,9 @@ class RunTimeBounds:
         names = [n for n in self.operands if n]
         values = dict(zip(names, self.evaluator.run(None, feeds), strict=True))
         return tuple([int(v) for v in np.ravel(values[n])] if n else None for n in self.operands)
+
+    def constant_positions(self) -> set[int]:
+        """Positions of the first operand that no shape read changes (constants the patch rewrites)."""
+        grown = {t: (shape[0], *(d + 1 for d in shape[1:])) for t, shape in self.shapes.items()}
+        before, after = self.evaluate()[0] or [], self.evaluate(grown)[0] or []
+        return {i for i, (a, b) in enumerate(zip(before, after, strict=False)) if a == b}

@@ -19,6 +19,7 @@ from onnxprune.graph.channels.shapes import attribute, run_with_outputs
 if TYPE_CHECKING:
     import onnx
 
+    from onnxprune.graph.channels.bounds import RunTimeBounds
     from onnxprune.graph.channels.groups import Structure
     from onnxprune.graph.model import Model, PrunableLayer
 
@@ -103,6 +104,54 @@ def carried_constants(
     return values, refused
 
 
+def _compacted_shapes(structure: Structure, bounds: RunTimeBounds, chosen: set[int]) -> dict[str, tuple[int, ...]]:
+    """The shapes the tensors whose `Shape` feeds `bounds` have once `chosen` is removed."""
+    compacted = {}
+    for tensor in {t for t, _, _ in bounds.leaves.values()}:
+        shape = list(bounds.shapes[tensor])
+        tracked = structure.tracked.get(tensor)
+        if tracked is not None and tracked.grid is None:
+            shape[tracked.axis] = sum(structure.root(i) not in chosen for i in tracked.ids)
+        compacted[tensor] = tuple(shape)
+    return compacted
+
+
+def computed_operands_refused(structure: Structure, chosen: set[int]) -> dict[int, str]:
+    """Units to keep because a Reshape target or Pad computed from shapes at run time would no longer fit.
+
+    The operands are evaluated for the compacted shapes: pads must stay the same, and a target
+    shape may change only where the reshaped tensor's channels are counted (to the count kept).
+    """
+    from onnxprune.graph.channels.handlers.reshape import target_change
+
+    refused: dict[int, str] = {}
+    for output, bounds in structure.computed.items():
+        node = bounds.node
+        involved = [structure.tracked[t] for t in {t for t, _, _ in bounds.leaves.values()} | {node.input[0]}
+                    if t in structure.tracked]  # fmt: skip
+        losing = {structure.root(i) for t in involved for i in t.ids if structure.root(i) in chosen}
+        if not losing:
+            continue
+        before = [value for value in bounds.evaluate() if value is not None]
+        after = [value for value in bounds.evaluate(_compacted_shapes(structure, bounds, chosen)) if value is not None]
+        expected = [list(value) for value in before]
+        target = structure.tracked.get(output)
+        if node.op_type == "Reshape" and target is not None:
+            position, old, new = target_change(target, sum(structure.root(i) not in chosen for i in target.ids))
+            if position < len(expected[0]) and expected[0][position] == old:
+                expected[0][position] = new
+                if position in bounds.constant_positions():  # a constant there: compaction writes it
+                    after[0] = [new if i == position else v for i, v in enumerate(after[0])]
+        if after != expected:
+            what = "target shape" if node.op_type == "Reshape" else "pads"
+            reason = (
+                f"node '{node.name}' ({node.op_type}) computes its {what} from tensor shapes at run time, and "
+                "it would no longer fit the compacted tensors"
+            )
+            refused.update(dict.fromkeys(losing, reason))
+    return refused
+
+
 def run_time_bounds_refused(structure: Structure, chosen: set[int]) -> dict[int, str]:
     """Units to keep because a Slice computing its bounds at run time would then cut elsewhere."""
     refused = {}
@@ -111,14 +160,7 @@ def run_time_bounds_refused(structure: Structure, chosen: set[int]) -> dict[int,
         keep = np.array([structure.root(i) not in chosen for i in source.ids])
         if keep.all():
             continue
-        compacted = {}
-        for tensor in {t for t, _, _ in bounds.leaves.values()}:
-            shape = list(bounds.shapes[tensor])
-            tracked = structure.tracked.get(tensor)
-            if tracked is not None and tracked.grid is None:
-                shape[tracked.axis] = sum(structure.root(i) not in chosen for i in tracked.ids)
-            compacted[tensor] = tuple(shape)
-        starts, ends, _, _ = bounds.evaluate(compacted)
+        starts, ends, _, _ = bounds.evaluate(_compacted_shapes(structure, bounds, chosen))
         start, stop = structure.ranges[output]
         kept = int(keep.sum())
         got = [min(max(v + kept if v < 0 else v, 0), kept) for v in (starts[bounds.index], ends[bounds.index])]

@@ -85,6 +85,8 @@ class Structure:
         picks: output of a `Gather` along the channel axis -> the input positions it takes.
         dynamic: output of a `Slice` whose channel bounds are computed from `Shape` at run time
             -> how to recompute them for the compacted shapes.
+        computed: output of a `Reshape` or `Pad` whose target shape or pads are computed from
+            `Shape` at run time -> how to recompute them (exact.py checks they still fit).
         shapes: the static shape of each tensor where known (0 for an unknown dimension).
         generic: nodes of ops no handler knows that the generic rule let channels pass (name -> op).
     """
@@ -100,6 +102,7 @@ class Structure:
     ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
     merges: dict[str, Tracked] = field(default_factory=dict)
     dynamic: dict[str, RunTimeBounds] = field(default_factory=dict, repr=False)
+    computed: dict[str, RunTimeBounds] = field(default_factory=dict, repr=False)
     picks: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
     generic: dict[str, str] = field(default_factory=dict)

@@ -14,7 +14,12 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.graph.channels.analysis import analyse
-from onnxprune.graph.channels.exact import carried_constants, probe, run_time_bounds_refused
+from onnxprune.graph.channels.exact import (
+    carried_constants,
+    computed_operands_refused,
+    probe,
+    run_time_bounds_refused,
+)
 from onnxprune.graph.channels.groups import balance, label, removable, zero_units
 from onnxprune.graph.channels.handlers import PatchContext, handler_for
 from onnxprune.graph.channels.store import Store
@@ -62,6 +67,7 @@ def compact(model: Model, remove: set[int] | None = None) -> tuple[onnx.ModelPro
     while True:
         carried, refused = carried_constants(model, structure, chosen, measured)
         refused.update(run_time_bounds_refused(structure, chosen))
+        refused.update(computed_operands_refused(structure, chosen))
         if not refused:
             break
         units = structure.units()

@@ -1,7 +1,8 @@
 """Pad: padding other axes keeps the channels; padding the channel axis adds constant channels.
 
 The added channels get ids of their own, never removable (the LRN rewrite of compaction pads one
-in, and a later compaction must follow it).
+in, and a later compaction must follow it). Pads computed from the input's size at run time
+(TensorFlow's SAME padding) are evaluated; exact.py checks they stay the same after compaction.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from onnxprune.graph.channels.bounds import RunTimeBounds
 from onnxprune.graph.channels.groups import Tracked
 from onnxprune.graph.channels.handlers.base import Handler, register
 from onnxprune.graph.channels.shapes import attribute
@@ -34,6 +36,14 @@ class Pad(Handler):
         structure = ctx.structure
         rank = ctx.shapes.rank(node.input[0], source.rank)
         pads = channel_pads(node, ctx.constants, source.axis, rank)
+        if pads is None and len(node.input) > 1:  # TensorFlow's SAME: pads computed from the input's size
+            bounds = RunTimeBounds.of(node, ctx.shapes, tuple(node.input[1:4]))
+            if bounds is not None:
+                values = dict(zip(node.input[1:4], bounds.evaluate(), strict=True))
+                pads = channel_pads(
+                    node, {**ctx.constants, **{k: v for k, v in values.items() if k}}, source.axis, rank
+                )
+                structure.computed[node.output[0]] = bounds  # exact.py: the same pads after compaction
         mode = attribute(node, "mode", b"constant")
         if pads == (0, 0):
             structure.tracked[node.output[0]] = source

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from onnx import helper
 
+from onnxprune.graph.channels.bounds import RunTimeBounds
 from onnxprune.graph.channels.groups import Tracked
 from onnxprune.graph.channels.handlers.base import Handler, register
 from onnxprune.graph.channels.shapes import attribute
@@ -38,11 +39,21 @@ class Reshape(Handler):
 
     ops = ("Reshape", "Flatten", "Squeeze", "Unsqueeze")
     follows_shuffles = frozenset({"Reshape"})
+    # a target shape read from another tensor's Shape ties that tensor's channels, tracked here or not
+    needs_tracked_input = False
 
     def trace(self, ctx: TraceContext, node: onnx.NodeProto, inputs: list[Tracked | None], where: str) -> bool:
         """Where the channel axis goes, from the static shapes before and after."""
         source, structure = inputs[0], ctx.structure
-        if source is None or any(t is not None for t in inputs[1:]):
+        if node.op_type == "Reshape" and len(node.input) > 1 and node.input[1] not in ctx.constants:
+            bounds = RunTimeBounds.of(node, ctx.shapes, (node.input[1],))
+            reads_tracked = bounds is not None and any(t in structure.tracked for t, _, _ in bounds.leaves.values())
+            if reads_tracked or (bounds is not None and source is not None):
+                structure.computed[node.output[0]] = bounds  # exact.py checks the target after compaction
+                _block_counted_channels(ctx, bounds, source, where)
+        if source is None:
+            return True
+        if any(t is not None for t in inputs[1:]):
             return False
         shape = ctx.shapes.get(node.input[0], complete=True)
         out_shape = ctx.shapes.get(node.output[0], complete=True)
@@ -93,6 +104,25 @@ class Reshape(Handler):
             ctx.rewritten[gather.name] = "restores the original order of the kept channels after a channel shuffle"
 
 
+def _block_counted_channels(ctx: TraceContext, bounds: RunTimeBounds, source: Tracked | None, where: str) -> None:
+    """Keep the channels of a tensor whose channel count a target shape reads for another tensor.
+
+    `x.reshape(B, y.size(1), H, W)`: removing channels of `y` would change the target of `x`.
+    Reading the reshaped tensor's own count (a channel shuffle's `C / g`) follows it by itself.
+    """
+    structure = ctx.structure
+    for tensor in {t for t, _, _ in bounds.leaves.values()}:
+        tracked = structure.tracked.get(tensor)
+        if tracked is None or tracked.grid is not None or tracked.ids.size < 2:
+            continue
+        if source is not None and set(source.ids.tolist()) == set(tracked.ids.tolist()):
+            continue  # the reshaped channels themselves, in any order (a shuffle merging back)
+        shape = list(bounds.shapes[tensor])
+        shape[tracked.axis] -= 1
+        if bounds.evaluate({tensor: tuple(shape)}) != bounds.evaluate():
+            structure.block([tracked], f"{where} reads the channel count of '{tensor}' for its target shape")
+
+
 def _merge_shuffle(ctx: TraceContext, node, source: Tracked, shape, out_shape, where: str) -> None:
     """The last Reshape of a channel shuffle: the grid merged back into one axis."""
     axis = source.axis
@@ -138,17 +168,22 @@ class Transpose(Handler):
         return True
 
 
+def target_change(target: Tracked, kept: int) -> tuple[int, int, int]:
+    """(position, old size, new size) in a Reshape's target shape when its output keeps `kept` channels.
+
+    The channel axis, or for the first Reshape of a shuffle the axis counting channels per group.
+    """
+    if target.grid is not None:
+        groups = target.grid[target.group_axis]
+        return target.axis + 1 - target.group_axis, target.grid[1 - target.group_axis], kept // groups
+    return target.axis, target.ids.size, kept
+
+
 def _patch_target(ctx: PatchContext, node: onnx.NodeProto) -> None:
     """The new size of the channel axis (or of a shuffle's group axis) in the Reshape's target shape."""
     if len(node.input) < 2:
         return
-    target = ctx.structure.tracked[node.output[0]]
-    kept = int(ctx.keep_of[node.output[0]].sum())
-    if target.grid is not None:
-        groups = target.grid[target.group_axis]
-        position, old, new = target.axis + 1 - target.group_axis, target.grid[1 - target.group_axis], kept // groups
-    else:
-        position, old, new = target.axis, target.ids.size, kept
+    position, old, new = target_change(ctx.structure.tracked[node.output[0]], int(ctx.keep_of[node.output[0]].sum()))
     patch_shape_at(node, 1, position, old, new, ctx.store, ctx.producers, ctx.structure.shapes)
 
 
