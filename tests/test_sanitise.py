@@ -299,3 +299,72 @@ def test_external_data_keeps_scalars_scalar(tmp_path):
     save_model_file(copy, onnxprune.load(source).proto, {}, external_data=True)
     written = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(copy)).graph.initializer}
     assert written["a_scalar"].shape == () and int(written["a_scalar"]) == 3
+
+
+# --- facts measured in onnxruntime: shapes of every tensor, values computed from weights and shapes ---
+
+
+def shape_computed_graph(rng):
+    """x [batch, 8, 4, 4] -> conv -> reshape to [batch, 8, 16] (batch read at run time) -> conv1d-free chain:
+    a weight computed from an initializer (x 0.5), a target computed from the channel count (batch-free),
+    then a reshape back whose first entry follows the batch."""
+    nodes = [
+        helper.make_node("Mul", ["raw_w", "half"], ["computed_w"], name="scale_weight"),
+        helper.make_node("Conv", ["x", "computed_w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Shape", ["c"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], name="take_batch", axis=0),
+        helper.make_node("Gather", ["shape", "one"], ["channels"], name="take_channels", axis=0),
+        helper.make_node("Unsqueeze", ["batch", "axis0"], ["batch1"], name="batch_1d"),
+        helper.make_node("Unsqueeze", ["channels", "axis0"], ["channels1"], name="channels_1d"),
+        helper.make_node("Concat", ["batch1", "channels1", "minus_one"], ["target"], name="target", axis=0),
+        helper.make_node("Reshape", ["c", "target"], ["tokens"], name="to_tokens"),
+        helper.make_node("BatchNormalization", ["tokens", "s", "b", "m", "v"], ["normed"], name="token_bn"),
+        helper.make_node("ReduceMean", ["normed"], ["y"], name="pool", axes=[2], keepdims=0),
+    ]
+    inits = [
+        weight(rng, "raw_w", (8, 8, 3, 3)),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+        numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+        *(numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), name) for name in "sbmv"),
+    ]
+    return graph_model(nodes, inits, ["batch", 8, 4, 4], ["batch", 8], 13)
+
+
+def test_measured_shapes_and_static_values_reach_the_conversion_copy():
+    from onnxprune.graph.measured import measure, static_frontier
+
+    proto = shape_computed_graph(np.random.default_rng(5))
+    frontier, from_shapes = static_frontier(proto)
+    assert frontier == {"computed_w", "target"}
+    assert "target" in from_shapes and "computed_w" not in from_shapes
+    measured = measure(proto)
+    assert set(measured.static) == {"computed_w"}, "the target follows the batch size: it stays computed"
+    assert measured.shapes["tokens"] == (None, 8, 16), "the batch symbolic, the rest measured"
+    model = assert_torch_equals_onnxruntime(proto)
+    assert model.layers == [], "a computed weight is not an initializer to prune"
+
+
+def test_a_graph_onnxruntime_cannot_run_keeps_inferred_shapes():
+    from onnxprune.graph.measured import measure
+
+    proto = shape_computed_graph(np.random.default_rng(5))
+    proto.graph.node[0].op_type = "NoSuchOp"
+    assert measure(proto).shapes == {}
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_resize_of_opset_19_converts(mode):
+    """torch's dynamo exporter writes upsampling as Resize revision 19 (opset 20), which onnx2torch does not know."""
+    rng = np.random.default_rng(2)
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    resize = helper.make_node(
+        "Resize", ["feat", "", "scales"], ["up"], name="upsample", mode=mode, antialias=0,
+        keep_aspect_ratio_policy="stretch", coordinate_transformation_mode="half_pixel",
+    )  # fmt: skip
+    pool = helper.make_node("ReduceMean", ["up", "axes"], ["pooled"], name="pool", keepdims=0)
+    axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
+    proto = conv_head(rng, 20, [resize, pool], [scales, axes])
+    assert_torch_equals_onnxruntime(proto)

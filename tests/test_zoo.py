@@ -1,8 +1,9 @@
 """The architectures PyTorch users bring, exported as they export them (tests/zoo.py).
 
-CI runs a fast subset of the zoo, one model of each structure compaction must follow, through
-both exporters; `benchmarks/zoo_support.py` runs the whole zoo and writes the support table of
-docs/formats.md.
+CI runs a fast subset of the torchvision zoo, one model of each structure compaction must follow,
+through both exporters, and a seeded sample of timm's registry (families drawn at random, not
+chosen) through its three exporters; `benchmarks/zoo_support.py` runs both zoos whole and writes
+the support tables of docs/formats.md.
 """
 
 from __future__ import annotations
@@ -83,3 +84,25 @@ def test_zoo_stage(stage, name, exporter, exported, tmp_path):
         assert outcome["params_ratio"] < 1.0
     if stage == "prune":
         assert outcome["sparsity"] == pytest.approx(0.5, abs=1e-3)
+
+
+# timm families drawn at random with this seed (families over TIMM_SAMPLE_PARAMS parameters are
+# passed over to keep CI within minutes; the whole registry is the benchmark's)
+TIMM_SAMPLE, TIMM_SAMPLE_SEED, TIMM_SAMPLE_PARAMS = 3, 25, 4_000_000
+
+
+@pytest.fixture(scope="module")
+def timm_sample():
+    return zoo.timm_sample(TIMM_SAMPLE, TIMM_SAMPLE_SEED, TIMM_SAMPLE_PARAMS)
+
+
+@pytest.mark.parametrize("exporter", zoo.TIMM_EXPORTERS)
+@pytest.mark.parametrize("index", range(TIMM_SAMPLE))
+def test_timm_sample(index, exporter, timm_sample, zoo_dir, tmp_path):
+    """Every stage on a timm family drawn at random; a failing stage raises with its reason."""
+    assert len(timm_sample) == TIMM_SAMPLE, "the sample draws its families from the whole registry"
+    entry = timm_sample[index]
+    path = zoo.export(entry, exporter, zoo_dir)
+    outcomes = {stage: zoo.STAGE_FUNCTIONS[stage](path, tmp_path) for stage in zoo.STAGES}
+    assert outcomes["prune"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert outcomes["compact"]["params_ratio"] < 1.0 and outcomes["l1-filter"]["params_ratio"] < 1.0

@@ -10,7 +10,8 @@ the *conversion copy* only (the written file keeps the original graph), in one p
 - newer revisions that moved an attribute to a constant input (Reduce* axes at 18, Split
   num_outputs at 18, Pad axes at 18) are lowered back: the constant becomes the attribute
   the known converter reads;
-- new attributes at their default value (AveragePool dilations = 1 at 19) are dropped;
+- new attributes at their default value (AveragePool dilations = 1 at 19; Resize antialias = 0
+  and keep_aspect_ratio_policy = stretch at 18) are dropped;
 - `Gelu` (opset 20, no converter) is written out as the `Erf` / `Tanh` formula it defines;
 - `Identity` of an initializer or a Constant is resolved: its consumers read the source;
 - `auto_pad` SAME_UPPER / SAME_LOWER becomes explicit pads from inferred shapes;
@@ -62,6 +63,7 @@ LOWERED_REVISIONS = {
     "Pad": ((18, 13), (19, 13), (21, 13)),
     "AveragePool": ((19, 11), (22, 11)),
     "ScatterND": ((18, 16),),
+    "Resize": ((18, 13), (19, 13)),
 }
 
 
@@ -138,6 +140,8 @@ def _sanitise_node(copy, node, index, opset, constants, shapes) -> list[onnx.Nod
         reduction = _attribute(node, "reduction")
         if reduction is not None and reduction.s in (b"max", b"min"):
             raise ConversionError(f"{where}: ScatterND with reduction={reduction.s.decode()} has no converter")
+    elif op == "Resize" and version >= 18:
+        _lower_resize(node, where)
     elif op == "Gelu":
         return _expand_gelu(copy, node)
     if op == "LayerNormalization":
@@ -288,6 +292,19 @@ def _lower_pad(copy, node, constants, shapes, where) -> None:
     copy.graph.initializer.append(numpy_helper.from_array(full, name))
     node.input[1] = name
     del node.input[3:]
+
+
+def _lower_resize(node, where) -> None:
+    """Resize revisions 18-19 -> 13: the attributes they added, at their defaults, dropped."""
+    defaults = {"antialias": 0, "keep_aspect_ratio_policy": b"stretch"}
+    for name, default in defaults.items():
+        value = _attribute(node, name)
+        if value is not None and helper.get_attribute_value(value) != default:
+            raise ConversionError(f"{where}: Resize with {name}={helper.get_attribute_value(value)!r} has no converter")
+        _remove_attribute(node, name)
+    mode = _attribute(node, "coordinate_transformation_mode")
+    if _attribute(node, "axes") is not None or (mode is not None and mode.s == b"half_pixel_symmetric"):
+        raise ConversionError(f"{where}: Resize over listed axes or with half_pixel_symmetric has no converter")
 
 
 def _expand_gelu(copy, node) -> list[onnx.NodeProto]:
