@@ -368,3 +368,46 @@ def test_resize_of_opset_19_converts(mode):
     axes = numpy_helper.from_array(np.array([2, 3], np.int64), "axes")
     proto = conv_head(rng, 20, [resize, pool], [scales, axes])
     assert_torch_equals_onnxruntime(proto)
+
+
+def test_clip_with_bounds_computed_from_data_converts():
+    """Clip(x, min=mean(x)): onnx2torch refuses tensor bounds; the fallback clamps with them."""
+    rng = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("ReduceMean", ["feat"], ["low"], name="floor", keepdims=0),
+        helper.make_node("Clip", ["feat", "low", ""], ["clipped"], name="clip"),
+        helper.make_node("GlobalAveragePool", ["clipped"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["pooled"], name="flat"),
+    ]
+    assert_torch_equals_onnxruntime(conv_head(rng, 13, nodes, []))
+
+
+@pytest.mark.parametrize("op", ["BatchNormalization", "AveragePool", "MaxPool"])
+def test_ops_on_a_tensor_of_unknown_rank_convert(op):
+    """Where no shape says a tensor's rank (an input of symbolic image size reshaped at run time)."""
+    import torch
+    from onnx2torch.node_converters import get_converter
+    from onnx2torch.onnx_graph import OnnxGraph
+
+    from onnxprune.workbench.convert import import_onnx2torch
+
+    import_onnx2torch()
+    rng = np.random.default_rng(4)
+    params = [numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), n) for n in ("s", "b", "m", "v")]
+    if op == "BatchNormalization":
+        node = helper.make_node(op, ["t", "s", "b", "m", "v"], ["y"], name="bn", epsilon=1e-5)
+    else:
+        node = helper.make_node(op, ["t"], ["y"], name="pool", kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1])
+    graph = helper.make_graph(
+        [node], "unknown_rank", [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], params if op == "BatchNormalization" else [],
+    )  # fmt: skip
+    onnx_graph = OnnxGraph(graph)
+    converted = get_converter(op, 13)(next(iter(onnx_graph.nodes.values())), onnx_graph)
+    data = rng.standard_normal((2, 8, 5, 5)).astype(np.float32)
+    with torch.no_grad():
+        got = converted.torch_module.eval()(torch.from_numpy(data)).numpy()
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    np.testing.assert_allclose(got, session(proto.SerializeToString()).run(None, {"t": data})[0], rtol=1e-5, atol=1e-6)
+    if op == "BatchNormalization":
+        assert isinstance(converted.torch_module, torch.nn.modules.batchnorm._BatchNorm)

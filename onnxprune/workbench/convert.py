@@ -45,6 +45,9 @@ def import_onnx2torch() -> types.ModuleType:
     else:
         import onnx2torch
 
+    from onnxprune.workbench.converters import install
+
+    install()  # before the revisions copy onnx2torch's converters, so the copies have the fallbacks
     register_known_revisions()
     return onnx2torch
 
