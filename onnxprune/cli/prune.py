@@ -294,7 +294,9 @@ def _print_prune_report(report) -> None:
     if result.granularity == "channel":
         _print_channel_table(result)
         console().print(
-            f"{result.method}: removed {result.channel_sparsity:.1%} of the removable filters and neurons: "
+            f"{result.method}: removed {result.channel_sparsity:.1%} of the removable filters and neurons"
+            + (f" ({result.kept_whole} kept whole counted)" if result.kept_whole else "")
+            + ": "
             f"parameters -{result.params_removed:.1%}, MACs -{result.macs_removed:.1%}; weights "
             f"{result.prunable_sparsity:.1%} zero; verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); "
             f"wrote {report.output} ({human_size(report.bytes)})"

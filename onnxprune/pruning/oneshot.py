@@ -75,8 +75,9 @@ class PruneResult:
         params_removed, macs_removed: structured methods: the fractions of prunable-layer
             parameters and multiply-accumulates removed by compaction.
         history: Taylor: per round, mini-batch loss, validation top-1, filters left.
-        units: structured methods: (units removed, removable units); a unit is a filter or
-            neuron, or channels coupled by residual connections.
+        units: structured methods: (units removed, removable units and those kept whole); a unit
+            is a filter or neuron, or channels coupled by residual connections.
+        kept_whole: structured methods: units kept only because the analysis cannot follow them.
         reconstruction: with `reconstruct`: what `onnxprune.pruning.reconstruct` did (also a note).
         verification: filled in by `save`.
         sparse_initializers: filled in by `save` with `sparse_storage=True`.
@@ -102,6 +103,7 @@ class PruneResult:
     macs_removed: float = 0.0
     history: list[dict] = field(default_factory=list)
     units: tuple[int, int] = (0, 0)
+    kept_whole: int = 0
     reconstruction: Reconstruction | None = None
     _model: Model | None = field(default=None, repr=False)
 
@@ -115,7 +117,7 @@ class PruneResult:
 
     @property
     def channel_sparsity(self) -> float:
-        """Structured methods: the fraction of removable filters and neurons removed."""
+        """Structured methods: the fraction of removable filters and neurons removed (kept-whole ones counted)."""
         removed, total = self.units
         return removed / total if total else 0.0
 
@@ -337,7 +339,11 @@ def _prune_channels(
         granularity="channel",
         params_removed=1 - small.layer_total("numel") / max(1, model.layer_total("numel")),
         macs_removed=1 - small.layer_total("macs") / max(1, model.layer_total("macs")),
-        units=(len(chosen_plan.removed), sum(len(g.roots) for g in chosen_plan.groups.values())),
+        units=(
+            len(chosen_plan.removed),
+            sum(len(g.roots) for g in chosen_plan.groups.values()) + sum(chosen_plan.kept_whole.values()),
+        ),
+        kept_whole=sum(chosen_plan.kept_whole.values()),
         history=history,
         reconstruction=reconstruction,
     )
