@@ -21,7 +21,7 @@ A timm family none of whose variants builds, or whose smallest runs at no input 
 row too, with the reason; so is an export that fails, with the exporter's error.
 
 Usage:  .venv/bin/python benchmarks/zoo_support.py [--source torchvision|timm] [--only NAME,...]
-            [--exporters ...] [--out zoo_support.json] [--timeout 1200] [--retry-failed]
+            [--exporters ...] [--out zoo_support.json] [--timeout 1200] [--jobs 1] [--retry-failed]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,8 +43,12 @@ import zoo  # noqa: E402
 from zoo import STAGE_FUNCTIONS, STAGES  # noqa: E402
 
 
-def one(entry: zoo.Architecture, exporter: str, folder: Path, stages=STAGES) -> dict:
-    """Export one model and run every stage on it; a failing stage is recorded, the next still runs."""
+def one(entry: zoo.Architecture, exporter: str, folder: Path, stages=STAGES, report=None) -> dict:
+    """Export one model and run every stage on it; a failing stage is recorded, the next still runs.
+
+    `report(row)` is called after the export and after every stage (the row so far).
+    """
+    report = report or (lambda row: None)
     row = {"model": entry.name, "exporter": exporter, "family": entry.family, "source": entry.source}
     if entry.source == "timm":
         row["side"] = entry.size
@@ -56,6 +61,7 @@ def one(entry: zoo.Architecture, exporter: str, folder: Path, stages=STAGES) -> 
     row["export"] = {"ok": True, "seconds": round(time.perf_counter() - started, 1)}
     if path in zoo.EXPORT_NOTES:
         row["export"]["note"] = zoo.EXPORT_NOTES[path]
+    report(row)
     for stage in stages:
         started = time.perf_counter()
         work = folder / stage
@@ -67,6 +73,7 @@ def one(entry: zoo.Architecture, exporter: str, folder: Path, stages=STAGES) -> 
             row[stage] = {"ok": False, "error": f"{type(exc).__name__}: {message}"}
             row[stage]["where"] = traceback.format_exc().strip().splitlines()[-3][:200]
         row[stage]["seconds"] = round(time.perf_counter() - started, 1)
+        report(row)
     return row
 
 
@@ -151,13 +158,39 @@ def run_one(entry: zoo.Architecture, exporter: str, args) -> dict:
     base = {"model": entry.name, "exporter": exporter, "family": entry.family, "source": entry.source}
     try:
         finished = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {**base, "export": {"ok": False, "error": f"timed out after {args.timeout} s"}}
-    line = next((x for x in finished.stdout.splitlines() if x.startswith("ROW ")), None)
-    if line:
-        return json.loads(line[4:])
-    last = (finished.stderr.strip().splitlines() or [""])[-1][:200]
-    return {**base, "export": {"ok": False, "error": f"process ended with {finished.returncode}: {last}"}}
+        output, ending = (
+            finished.stdout,
+            f"process ended with {finished.returncode}: " + ((finished.stderr.strip().splitlines() or [""])[-1][:200]),
+        )
+    except subprocess.TimeoutExpired as exc:  # the stages reported so far stay; the rest timed out
+        output = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        ending = f"timed out after {args.timeout} s"
+    lines = [x for x in output.splitlines() if x.startswith("ROW ")]
+    if not lines:
+        return {**base, "export": {"ok": False, "error": ending}}
+    row = json.loads(lines[-1][4:])
+    for stage in args.stages.split(","):
+        if row["export"]["ok"] and stage not in row:
+            row[stage] = {"ok": False, "error": ending}
+            break
+    return row
+
+
+def timed(function, *args):
+    """(function(*args), seconds it took)."""
+    started = time.perf_counter()
+    return function(*args), time.perf_counter() - started
+
+
+def report(entry: zoo.Architecture, exporter: str, row: dict, seconds: float) -> None:
+    """One line per file, and the reason of every stage that failed."""
+    result = " ".join(f"{stage}={'ok' if row.get(stage, {}).get('ok') else 'NO'}" for stage in STAGES)
+    print(f"{entry.name:28s} {exporter:13s} {result}  ({seconds:.0f} s)", flush=True)
+    for stage in STAGES:
+        if stage in row and not row[stage]["ok"]:
+            print(f"    {stage}: {row[stage]['error'][:240]}", flush=True)
+    if "load" not in row:
+        print(f"    export: {row['export'].get('error')}", flush=True)
 
 
 def main() -> None:
@@ -167,6 +200,7 @@ def main() -> None:
     parser.add_argument("--exporters", default="", help="default: dynamo,torchscript; timm: dynamo,torchscript13,17")
     parser.add_argument("--out", type=Path, default=Path("zoo_support.json"))
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per model and exporter")
+    parser.add_argument("--jobs", type=int, default=1, help="files run at once, each in its own process")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated stages to run")
     parser.add_argument("--table", action="store_true", help="print the Markdown table of --out and stop")
     parser.add_argument("--retry-failed", action="store_true", help="run again the rows of --out that failed")
@@ -178,7 +212,13 @@ def main() -> None:
         name, exporter = args.one
         entry = zoo.timm_entry(name, args.timm_side, args.family) if args.timm_side else zoo.BY_NAME[name]
         with tempfile.TemporaryDirectory() as folder:
-            print("ROW " + json.dumps(one(entry, exporter, Path(folder), args.stages.split(","))), flush=True)
+            one(
+                entry,
+                exporter,
+                Path(folder),
+                args.stages.split(","),
+                lambda row: print("ROW " + json.dumps(row), flush=True),
+            )
         return
     if args.table:
         print(markdown(json.loads(args.out.read_text())))
@@ -195,21 +235,15 @@ def main() -> None:
         only = [f for f in (only or zoo.timm_families()) if (f, "-") not in done]
     chosen, missing = entries(args.source, only)
     rows += [row for row in missing if (row["family"], "-") not in done]
-    for entry in chosen:
-        for exporter in exporters:
-            if (entry.name, exporter) in done:
-                continue
-            started = time.perf_counter()
-            row = run_one(entry, exporter, args)
+    todo = [(entry, exporter) for entry in chosen for exporter in exporters if (entry.name, exporter) not in done]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is a process of its own
+        futures = {pool.submit(timed, run_one, entry, exporter, args): (entry, exporter) for entry, exporter in todo}
+        for future in as_completed(futures):
+            entry, exporter = futures[future]
+            row, seconds = future.result()
             rows.append(row)
             args.out.write_text(json.dumps(rows, indent=1))
-            result = " ".join(f"{stage}={'ok' if row.get(stage, {}).get('ok') else 'NO'}" for stage in STAGES)
-            print(f"{entry.name:28s} {exporter:13s} {result}  ({time.perf_counter() - started:.0f} s)", flush=True)
-            for stage in STAGES:
-                if stage in row and not row[stage]["ok"]:
-                    print(f"    {stage}: {row[stage]['error'][:240]}", flush=True)
-            if "load" not in row:
-                print(f"    export: {row['export'].get('error')}", flush=True)
+            report(entry, exporter, row, seconds)
     args.out.write_text(json.dumps(rows, indent=1))
     print(markdown(rows))
 
