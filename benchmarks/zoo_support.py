@@ -133,13 +133,24 @@ def summary(rows: list[dict]) -> str:
     return ", ".join(parts)
 
 
-def entries(source: str, only: list[str]) -> tuple[list[zoo.Architecture], list[dict]]:
-    """The architectures to run, and a row for every timm family that yields none (with why)."""
+def entries(source: str, only: list[str], cache: Path) -> tuple[list[zoo.Architecture], list[dict]]:
+    """The architectures to run, and a row for every timm family that yields none (with why).
+
+    timm's choices (a family's smallest variant and its side) are kept in `cache`: finding them
+    builds every registered model, minutes that a resumed run need not spend again.
+    """
     if source == "torchvision":
         return [zoo.BY_NAME[name] for name in only] if only else list(zoo.ZOO), []
+    known = json.loads(cache.read_text()) if cache.exists() else {}
     chosen, rows = [], []
     for family in only or zoo.timm_families():
-        entry = zoo.timm_architecture(family)
+        if family not in known:
+            found = zoo.timm_architecture(family)
+            known[family] = found if isinstance(found, str) else {"name": found.name, "side": found.size}
+            cache.write_text(json.dumps(known, indent=1))
+        entry = known[family] if isinstance(known[family], str) else zoo.timm_entry(
+            known[family]["name"], known[family]["side"], family
+        )  # fmt: skip
         if isinstance(entry, str):
             rows.append({"model": family, "exporter": "-", "family": family, "source": "timm",
                          "export": {"ok": False, "error": entry}})  # fmt: skip
@@ -233,7 +244,7 @@ def main() -> None:
     only = [n for n in args.only.split(",") if n]
     if args.source == "timm":
         only = [f for f in (only or zoo.timm_families()) if (f, "-") not in done]
-    chosen, missing = entries(args.source, only)
+    chosen, missing = entries(args.source, only, args.out.with_suffix(".entries.json"))
     rows += [row for row in missing if (row["family"], "-") not in done]
     todo = [(entry, exporter) for entry in chosen for exporter in exporters if (entry.name, exporter) not in done]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each job is a process of its own
