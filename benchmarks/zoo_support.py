@@ -57,6 +57,7 @@ def one(entry: zoo.Architecture, exporter: str, folder: Path, stages=STAGES, rep
         path = zoo.export(entry, exporter, folder)
     except Exception as exc:  # an architecture the exporter cannot export is a row, not a crash
         row["export"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        report(row)
         return row
     row["export"] = {"ok": True, "seconds": round(time.perf_counter() - started, 1)}
     if path in zoo.EXPORT_NOTES:
