@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,6 +44,12 @@ import zoo  # noqa: E402
 from zoo import STAGE_FUNCTIONS, STAGES  # noqa: E402
 
 
+def first_line(exc: Exception) -> str:
+    """An exception's first line, without terminal colours, at most 300 characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    return text.splitlines()[0][:300] if text else ""
+
+
 def one(entry: zoo.Architecture, exporter: str, folder: Path, stages=STAGES, report=None) -> dict:
     """Export one model and run every stage on it; a failing stage is recorded, the next still runs.
 
@@ -56,7 +63,7 @@ def one(entry: zoo.Architecture, exporter: str, folder: Path, stages=STAGES, rep
     try:
         path = zoo.export(entry, exporter, folder)
     except Exception as exc:  # an architecture the exporter cannot export is a row, not a crash
-        row["export"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+        row["export"] = {"ok": False, "error": f"{type(exc).__name__}: {first_line(exc)}"}
         report(row)
         return row
     row["export"] = {"ok": True, "seconds": round(time.perf_counter() - started, 1)}
@@ -70,8 +77,7 @@ def one(entry: zoo.Architecture, exporter: str, folder: Path, stages=STAGES, rep
         try:
             row[stage] = {"ok": True, **STAGE_FUNCTIONS[stage](path, work)}
         except Exception as exc:
-            message = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            row[stage] = {"ok": False, "error": f"{type(exc).__name__}: {message}"}
+            row[stage] = {"ok": False, "error": f"{type(exc).__name__}: {first_line(exc)}"}
             row[stage]["where"] = traceback.format_exc().strip().splitlines()[-3][:200]
         row[stage]["seconds"] = round(time.perf_counter() - started, 1)
         report(row)
