@@ -92,3 +92,14 @@ def test_mixed_depthwise_keeps_unequal_groups_apart(exported, tmp_path):
     depthwise = [layer for layer in written.layers if layer.groups > 1]
     assert sizes == [layer.shape[0] for layer in depthwise] == [layer.groups for layer in depthwise]
     assert sizes != [8, 5, 3], "every group lost channels"
+
+
+def test_json_counts_the_groups_kept_whole(exported, tmp_path):
+    import json
+
+    source = exported("group_norm", "torchscript13")
+    result = run("prune", source, "--method", "l1-filter", "--sparsity", "0.3", "-o", tmp_path / "g.onnx", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["channels_kept_whole"] == 16, "the GroupNorm'd convolution's channels"
+    assert summary["channel_sparsity"] == pytest.approx(0.3, abs=0.02), "30% of all, the kept ones counted"

@@ -370,6 +370,7 @@ def _prune_summary(report) -> dict:
         ],
         granularity=result.granularity,
         channel_sparsity=result.channel_sparsity,
+        channels_kept_whole=result.kept_whole,
         params_removed=result.params_removed,
         macs_removed=result.macs_removed,
     )
