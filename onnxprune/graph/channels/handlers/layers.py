@@ -130,7 +130,7 @@ def _add_to_bias(ctx: PatchContext, node: onnx.NodeProto, layer: PrunableLayer, 
     if layer.op_type == "MatMul":
         add = next((n for n in ctx.readers.get(node.output[0], []) if n.op_type == "Add"), None)
         index = None if add is None else next(
-            (i for i, name in enumerate(add.input) if store.source(name) == layer.bias), None
+            (i for i, name in enumerate(add.input) if store.source(name) == store.source(layer.bias)), None
         )  # fmt: skip
         if index is None:
             raise ConversionError(
