@@ -197,8 +197,10 @@ def test_mask_only_zeroes_the_kept_groups_too():
     assert result.compaction.removed["conv_a"] == 0, "but not removed"
 
 
-def test_constant_folds_into_a_matmul_bias_read_through_identity():
-    """TorchScript shares equal biases through Identity: a removed neuron's sigmoid(0) = 0.5 still finds its bias."""
+@pytest.mark.parametrize("bias", ["shared", "none"])
+def test_constant_folds_into_a_matmul_bias(bias):
+    """A removed neuron's sigmoid(0) = 0.5 reaches a MatMul: folded into its bias, read through Identity
+    (TorchScript shares equal tensors so) or added after it where it has none (timm's Linear(bias=False))."""
     rng = np.random.default_rng(3)
     inits = [
         weight("w1", (6, 8), rng), weight("b1", (8,), rng), weight("w2", (8, 8), rng), weight("b2", (8,), rng),
@@ -208,12 +210,18 @@ def test_constant_folds_into_a_matmul_bias_read_through_identity():
         helper.make_node("MatMul", ["x", "w1"], ["h1"], name="fc1"),
         helper.make_node("Add", ["h1", "b1"], ["a1"], name="fc1_bias"),
         helper.make_node("Sigmoid", ["a1"], ["s1"], name="gate"),
-        helper.make_node("Identity", ["b2"], ["b2_shared"], name="share"),
         helper.make_node("MatMul", ["s1", "w2"], ["h2"], name="fc2"),
-        helper.make_node("Add", ["h2", "b2_shared"], ["a2"], name="fc2_bias"),
         helper.make_node("Relu", ["a2"], ["r2"], name="relu"),
         helper.make_node("MatMul", ["r2", "w3"], ["y"], name="head"),
     ]
+    if bias == "shared":
+        nodes[4:4] = [
+            helper.make_node("Identity", ["b2"], ["b2_shared"], name="share"),
+            helper.make_node("Add", ["h2", "b2_shared"], ["a2"], name="fc2_bias"),
+        ]
+    else:
+        nodes[4:4] = [helper.make_node("Identity", ["h2"], ["a2"], name="no_bias")]
+        inits = [tensor for tensor in inits if tensor.name != "b2"]
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 6])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], inits,
@@ -224,6 +232,7 @@ def test_constant_folds_into_a_matmul_bias_read_through_identity():
     masked = from_proto(write_back(model, values))
     compacted, report = compact(masked)
     assert report.removed["fc1"] == 3 and report.folded == ["fc2"]
+    assert bool(report.rewritten) == (bias == "none"), report.rewritten
     batch = random_batch(model.input, 2, seed=1)
     outputs = [session(p.SerializeToString()).run(None, {"x": batch})[0] for p in (masked.proto, compacted)]
     np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-5, atol=1e-6)

@@ -185,8 +185,6 @@ def _cannot_fold(node: onnx.NodeProto, layer: PrunableLayer, model: Model) -> st
     """Why a nonzero constant at this consumer's input cannot become part of its bias (None: it can)."""
     if node.op_type == "Conv" and has_padding(node):
         return "whose zero padding would make its contribution differ at the border"
-    if node.op_type == "MatMul" and layer.bias is None:
-        return "a MatMul with no bias to take it"
     if node.op_type == "Gemm" and attribute(node, "beta", 1.0) == 0:
         return "a Gemm whose bias is multiplied by beta = 0"
     initializers = {t.name for t in model.proto.graph.initializer}

@@ -3,7 +3,8 @@
 Tracing gives every output channel a new id; a depthwise convolution ties output c to input c
 (one unit), a grouped one makes its groups lose equally. Patching cuts the weight's output rows
 and input columns, the bias, the group count of a depthwise convolution, and folds the constant a
-removed input channel still carries (a bias, `sigmoid(0) = 0.5`) into this layer's bias.
+removed input channel still carries (a bias, `sigmoid(0) = 0.5`) into this layer's bias (an `Add`
+after a MatMul that has none).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+from onnx import helper
 
 from onnxprune.errors import ConversionError
 from onnxprune.graph.channels.groups import Tracked
@@ -83,7 +85,7 @@ class LayerHandler(Handler):
             carried = ctx.carried.get(node.input[0])
             if carried is not None and np.any(carried[~keep_in] != 0):
                 bias_part = contribution(layer, weight, np.where(keep_in, 0.0, carried))
-                _add_to_bias(ctx, node, layer, bias_part)
+                _add_to_bias(ctx, node, layer, bias_part, index)
                 ctx.folded.append(node.name or layer.name)
             weight = _cut_inputs(weight, layer, keep_in)
             if node.op_type == "Conv" and layer.groups > 1 and layer.shape[1] == 1 and layer.groups == keep_in.size:
@@ -124,19 +126,20 @@ def contribution(layer: PrunableLayer, weight: np.ndarray, constant: np.ndarray)
     return np.moveaxis(weight, layer.in_axis, -1) @ constant
 
 
-def _add_to_bias(ctx: PatchContext, node: onnx.NodeProto, layer: PrunableLayer, bias_part: np.ndarray) -> None:
+def _add_to_bias(
+    ctx: PatchContext, node: onnx.NodeProto, layer: PrunableLayer, bias_part: np.ndarray, index: int
+) -> None:
     store = ctx.store
     dtype = store.get(node.input[1]).dtype
     if layer.op_type == "MatMul":
         add = next((n for n in ctx.readers.get(node.output[0], []) if n.op_type == "Add"), None)
-        index = None if add is None else next(
+        position = None if add is None or layer.bias is None else next(
             (i for i, name in enumerate(add.input) if store.source(name) == store.source(layer.bias)), None
         )  # fmt: skip
-        if index is None:
-            raise ConversionError(
-                f"layer '{layer.name}': a removed input carries a constant and this MatMul has no bias to take it"
-            )
-        store.put(add, index, (store.get(add.input[index]).astype(np.float64) + bias_part).astype(dtype))
+        if position is None:
+            _new_matmul_bias(ctx, node, layer, bias_part.astype(dtype), index)
+            return
+        store.put(add, position, (store.get(add.input[position]).astype(np.float64) + bias_part).astype(dtype))
         return
     scale = 1.0
     if layer.op_type == "Gemm":
@@ -150,6 +153,20 @@ def _add_to_bias(ctx: PatchContext, node: onnx.NodeProto, layer: PrunableLayer, 
     while len(node.input) < 3:
         node.input.append("")
     node.input[2] = store.add(f"{layer.name}_folded_bias", (scale * bias_part).astype(dtype))
+
+
+def _new_matmul_bias(
+    ctx: PatchContext, node: onnx.NodeProto, layer: PrunableLayer, bias: np.ndarray, index: int
+) -> None:
+    """An Add after a MatMul that has no bias, holding what its removed inputs carried (kept outputs only)."""
+    keep_out = ctx.keep_of[node.output[0]]
+    output = node.output[0]
+    node.output[0] = ctx.store.unique(f"{output}_before_bias")
+    name = ctx.store.unique(f"{node.name or layer.name}_folded_bias")
+    value = ctx.store.add(f"{layer.name}_folded_bias", np.compress(keep_out, bias, axis=-1))
+    ctx.after.setdefault(index, []).append(helper.make_node("Add", [node.output[0], value], [output], name=name))
+    ctx.renamed.add(node.output[0])
+    ctx.rewritten[name] = "a bias for the constant the removed inputs of a MatMul without one carried"
 
 
 def _set_group(node: onnx.NodeProto, groups: int) -> None:
