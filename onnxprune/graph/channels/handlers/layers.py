@@ -46,6 +46,10 @@ class LayerHandler(Handler):
         if source is not None and source.grid:
             structure.block([source], f"{where} reads a channel shuffle's split channel axis")
             source = None
+        if source is not None and source.axis != _contracted_axis(ctx, node, source):
+            # a MatMul over another axis than the one carrying channels (a DCT along rows, after a Transpose)
+            structure.block([source], f"{where} multiplies along another axis than its input's channels")
+            source = None
         out_shape = ctx.shapes.get(node.output[0]) or ()
         out_axis = max(1 if node.op_type == "Conv" else len(out_shape or (0, 0)) - 1, 1)
         ids = structure.new_ids(layer.name, layer.shape[layer.out_axis])
@@ -100,6 +104,16 @@ class LayerHandler(Handler):
                     store.put(node, 2, np.compress(keep_out, bias, axis=-1))
         if weight is not original:
             store.put(node, 1, weight)
+
+
+def _contracted_axis(ctx: TraceContext, node: onnx.NodeProto, source: Tracked) -> int:
+    """The input axis a layer sums over: Conv's channels (1), a MatMul's or Gemm's last (or first, transA)."""
+    if node.op_type == "Conv":
+        return 1
+    rank = ctx.shapes.rank(node.input[0], source.rank)
+    if node.op_type == "Gemm" and attribute(node, "transA", 0):
+        return 0
+    return rank - 1
 
 
 def _cut_inputs(weight: np.ndarray, layer: PrunableLayer, keep_in: np.ndarray) -> np.ndarray:
