@@ -411,3 +411,16 @@ def test_ops_on_a_tensor_of_unknown_rank_convert(op):
     np.testing.assert_allclose(got, session(proto.SerializeToString()).run(None, {"t": data})[0], rtol=1e-5, atol=1e-6)
     if op == "BatchNormalization":
         assert isinstance(converted.torch_module, torch.nn.modules.batchnorm._BatchNorm)
+
+
+@pytest.mark.parametrize("attributes", [{}, {"reverse": 1}, {"exclusive": 1}, {"reverse": 1, "exclusive": 1}])
+def test_cumsum_runs_the_way_onnx_says(attributes):
+    """onnx2torch read a missing `reverse` as 1: EdgeNeXt's positional encoding summed backwards."""
+    rng = np.random.default_rng(5)
+    axis = numpy_helper.from_array(np.array(2, np.int64), "axis")
+    nodes = [
+        helper.make_node("CumSum", ["feat", "axis"], ["summed"], name="running", **attributes),
+        helper.make_node("GlobalAveragePool", ["summed"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["pooled"], name="flat"),
+    ]
+    assert_torch_equals_onnxruntime(conv_head(rng, 14, nodes, [axis]), atol=1e-4)

@@ -1,4 +1,9 @@
-"""onnx2torch converters for what its own refuse, installed behind them in its registry.
+"""onnx2torch converters for what its own refuse or get wrong, installed in its registry.
+
+One correction, applied to what onnx2torch's converter returns:
+
+- `CumSum` without a `reverse` attribute: onnx2torch 1.5.15 reads its default as 1 (ONNX's is 0),
+  so a plain cumulative sum ran backwards (EdgeNeXt's positional encoding, 2e-2 off).
 
 Where onnx2torch raises `NotImplementedError` for a node, the fallback here converts it:
 
@@ -109,23 +114,37 @@ FALLBACKS: dict[str, Callable] = {
 }
 
 
+def _cumsum_direction(node, result):
+    """The direction ONNX's defaults mean (`reverse` and `exclusive` default to 0)."""
+    result.torch_module.reverse = bool(node.attributes.get("reverse", 0))
+    result.torch_module.exclusive = bool(node.attributes.get("exclusive", 0))
+    return result
+
+
+CORRECTIONS: dict[str, Callable] = {"CumSum": _cumsum_direction}
+
+
 def install() -> None:
-    """Put each fallback behind onnx2torch's converters of its op (every registered revision)."""
+    """Put each fallback behind, and each correction after, onnx2torch's converters of its op (every revision)."""
     from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
 
     for description, original in list(_CONVERTER_REGISTRY.items()):
-        fallback = FALLBACKS.get(description.operation_type)
-        if description.domain not in ("", "ai.onnx") or fallback is None or getattr(original, WRAPPED, False):
+        op = description.operation_type
+        if description.domain not in ("", "ai.onnx") or getattr(original, WRAPPED, False):
             continue
-        _CONVERTER_REGISTRY[description] = _behind(original, fallback)
+        if op in FALLBACKS or op in CORRECTIONS:
+            _CONVERTER_REGISTRY[description] = _wrapped(original, FALLBACKS.get(op), CORRECTIONS.get(op))
 
 
-def _behind(original, fallback):
+def _wrapped(original, fallback, correction):
     def converter(node, graph):
         try:
-            return original(node, graph)
+            result = original(node, graph)
         except NotImplementedError:
+            if fallback is None:
+                raise
             return fallback(node, graph, original)
+        return correction(node, result) if correction is not None else result
 
     setattr(converter, WRAPPED, True)
     return converter
