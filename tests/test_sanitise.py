@@ -424,3 +424,35 @@ def test_cumsum_runs_the_way_onnx_says(attributes):
         helper.make_node("Flatten", ["gap"], ["pooled"], name="flat"),
     ]
     assert_torch_equals_onnxruntime(conv_head(rng, 14, nodes, [axis]), atol=1e-4)
+
+
+def test_if_decided_by_the_image_size_is_inlined_and_its_reads_kept():
+    """TorchScript keeps `if H > 2:` as an If (Hiera, SAM2): the branch the model's size takes is converted;
+    the channels its branches read are kept by compaction (no handler sees a read inside a subgraph)."""
+    from onnxprune.graph.channels import analyse
+
+    rng = np.random.default_rng(6)
+    two = numpy_helper.from_array(np.array(2.0, np.float32), "two")
+    then_branch = helper.make_graph(
+        [helper.make_node("Mul", ["feat", "two"], ["doubled"], name="double")], "then", [],
+        [helper.make_tensor_value_info("doubled", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    else_branch = helper.make_graph(
+        [helper.make_node("Identity", ["feat"], ["same"], name="same")], "else", [],
+        [helper.make_tensor_value_info("same", TensorProto.FLOAT, None)],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Shape", ["feat"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "two_index"], ["height"], name="height", axis=0),
+        helper.make_node("Greater", ["height", "limit"], ["tall"], name="tall"),
+        helper.make_node("If", ["tall"], ["branched"], name="decide", then_branch=then_branch, else_branch=else_branch),
+        helper.make_node("GlobalAveragePool", ["branched"], ["gap"], name="gap"),
+        helper.make_node("Flatten", ["gap"], ["pooled"], name="flat"),
+    ]
+    extra = [
+        two, numpy_helper.from_array(np.array(2, np.int64), "two_index"),
+        numpy_helper.from_array(np.array(2, np.int64), "limit"),
+    ]  # fmt: skip
+    model = assert_torch_equals_onnxruntime(conv_head(rng, 13, nodes, extra))
+    reasons = {unit.blocked_by for unit in analyse(model).units().values() if unit.blocked_by}
+    assert "node 'decide' (If) reads them inside its subgraph" in reasons, reasons

@@ -24,6 +24,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.graph.model import subgraph_reads
+
 # ops whose output depends on more than their inputs' values, or whose shape on their values
 NOT_STATIC = {
     "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli", "NonZero",
@@ -137,7 +139,8 @@ def static_frontier(proto: onnx.ModelProto) -> tuple[set[str], set[str]]:
     frontier = set()
     for node in proto.graph.node:
         if not all(o in computed_static for o in node.output if o):
-            frontier.update(name for name in node.input if name in computed_static)
+            read = set(node.input) | subgraph_reads(node)
+            frontier.update(name for name in read if name in computed_static)
     return frontier, from_shapes
 
 
@@ -167,6 +170,7 @@ def _drop_dead_nodes(copy: onnx.ModelProto, replaced: set[str]) -> None:
         if any(o in needed and o not in replaced for o in outputs):
             kept.append(node)
             needed.update(name for name in node.input if name)
+            needed.update(subgraph_reads(node))  # an If branch reads outer tensors by name
     kept.reverse()
     del copy.graph.node[:]
     copy.graph.node.extend(kept)

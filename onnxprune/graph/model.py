@@ -347,6 +347,21 @@ def model_file_size(path: str | os.PathLike) -> int:
     return size + sum(file.stat().st_size for file in files if file.is_file())
 
 
+def subgraph_reads(node) -> set[str]:
+    """Names a node's subgraphs (If branches, Loop bodies) read from the scope around them."""
+    names: set[str] = set()
+    for attribute in node.attribute:
+        graphs = [attribute.g] if attribute.type == attribute.GRAPH else list(attribute.graphs)
+        for graph in graphs:
+            defined = {t.name for t in graph.initializer} | {v.name for v in graph.input}
+            for inner in graph.node:
+                names.update(name for name in inner.input if name and name not in defined)
+                names.update(subgraph_reads(inner) - defined)
+                defined.update(inner.output)
+            names.update(v.name for v in graph.output if v.name not in defined)
+    return names
+
+
 def identity_aliases(proto: onnx.ModelProto) -> dict[str, str]:
     """`Identity` outputs that are initializers under another name -> the initializer's name.
 

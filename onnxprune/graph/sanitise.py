@@ -16,7 +16,8 @@ the *conversion copy* only (the written file keeps the original graph), in one p
 - `Identity` of an initializer or a Constant is resolved: its consumers read the source;
 - `auto_pad` SAME_UPPER / SAME_LOWER becomes explicit pads from inferred shapes;
 - asymmetric MaxPool / AveragePool pads become an explicit `Pad` before the pool;
-- a LayerNormalization's recorded input shape gets the normalised dims of its scale.
+- a LayerNormalization's recorded input shape gets the normalised dims of its scale;
+- an `If` whose condition is constant (folded from shapes) becomes the nodes of its branch.
 
 Where none of this applies, `check_convertible` names the op, its revision and the node.
 """
@@ -91,6 +92,7 @@ def sanitise(copy: onnx.ModelProto) -> None:
     """Rewrite the conversion copy in place so that onnx2torch converts it (see the module docstring)."""
     opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), 0)
     _resolve_identities(copy)
+    _inline_decided_branches(copy)
     constants = _constants(copy)
     shapes = _shapes(copy)
     nodes = []
@@ -104,17 +106,46 @@ def sanitise(copy: onnx.ModelProto) -> None:
     _unique_module_names(copy)
 
 
+def _inline_decided_branches(copy: onnx.ModelProto) -> None:
+    """An `If` whose condition is a constant (a shape test folded by `graph.measured`) -> its branch's nodes.
+
+    TorchScript keeps Python's `if H % window:` (Hiera, SAM2) as an If node, which onnx2torch does
+    not convert; on the image size the model was exported for, the condition is known.
+    """
+    while True:
+        values = {t.name: t for t in copy.graph.initializer}
+        position = next(
+            (i for i, n in enumerate(copy.graph.node) if n.op_type == "If" and n.input[0] in values), None
+        )  # fmt: skip
+        if position is None:
+            return
+        node = copy.graph.node[position]
+        taken = bool(numpy_helper.to_array(values[node.input[0]]).reshape(-1)[0])
+        branch = next(a.g for a in node.attribute if a.name == ("then_branch" if taken else "else_branch"))
+        copy.graph.initializer.extend(branch.initializer)
+        nodes = list(branch.node) + [
+            helper.make_node("Identity", [inner.name], [outer], name=f"{node.name or outer}_branch_{k}")
+            for k, (inner, outer) in enumerate(zip(branch.output, node.output, strict=True))
+        ]
+        del copy.graph.node[position]
+        for offset, inner in enumerate(nodes):
+            copy.graph.node.insert(position + offset, inner)
+
+
 def _unique_module_names(copy: onnx.ModelProto) -> None:
     """Make node names unique as onnx2torch spells them, renaming only where two would collide.
 
     onnx2torch names a module after its node ('.' -> '/', the leading '/' dropped, the op type
     for an unnamed node, '_1', '_2' for repeats): TorchScript's top-level '/Add_1' and a second
-    unnamed Add both become 'Add_1', and one module silently replaces the other.
+    unnamed Add both become 'Add_1', and one module silently replaces the other. A name that is
+    an attribute of torch's Module ('double', 'train', 'float') cannot be a module's name at all.
     """
-    used: set[str] = set()
+    import torch
+
+    used: set[str] = set(dir(torch.nn.Module))
     for index, node in enumerate(copy.graph.node):
         spelled = (f"{node.domain}/" + (node.name.replace(".", "/") or node.op_type)).lstrip("/")
-        if spelled in used or not node.name:
+        if spelled in used or spelled.split("/")[0] in used or not node.name:
             node.name = f"{node.name or node.op_type}__{index}"
             spelled = (f"{node.domain}/" + node.name.replace(".", "/")).lstrip("/")
         used.add(spelled)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from onnxprune.graph.channels.groups import Structure
 from onnxprune.graph.channels.handlers import GENERIC, TraceContext, handler_for, where
 from onnxprune.graph.channels.shapes import Shapes, constant_values
-from onnxprune.graph.model import identity_aliases
+from onnxprune.graph.model import identity_aliases, subgraph_reads
 
 if TYPE_CHECKING:
     from onnxprune.graph.model import Model
@@ -32,6 +32,9 @@ def analyse(model: Model) -> Structure:
 
 def trace_node(ctx: TraceContext, node, index: int) -> None:
     """Dispatch one node to its handler (the generic rule where the handler declines)."""
+    read_inside = [ctx.structure.tracked[name] for name in subgraph_reads(node) if name in ctx.structure.tracked]
+    if read_inside:  # an If / Loop branch reads them by name: no handler sees that use
+        ctx.structure.block(read_inside, f"{where(node, index)} reads them inside its subgraph")
     inputs = [ctx.structure.tracked.get(name) for name in node.input]
     present = [t for t in inputs if t is not None]
     handler = handler_for(node.op_type)
