@@ -121,8 +121,9 @@ class Structure:
             unit = units[self.root(channel_id)]
             unit.blocked_by = unit.blocked_by or reason
             unit.unresolved = unit.unresolved or channel_id not in self.protected
+        protected_roots = {self.root(i) for i in self.protected}
         for unit in units.values():
-            if unit.blocked_by and any(self.root(i) == unit.root for i in self.protected):
+            if unit.blocked_by and unit.root in protected_roots:
                 unit.unresolved = False  # protected by design wins: nothing to report
         return units
 
