@@ -103,3 +103,16 @@ def test_json_counts_the_groups_kept_whole(exported, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["channels_kept_whole"] == 16, "the GroupNorm'd convolution's channels"
     assert summary["channel_sparsity"] == pytest.approx(0.3, abs=0.02), "30% of all, the kept ones counted"
+
+
+@pytest.mark.parametrize("exporter", blocks.EXPORTERS)
+def test_token_batchnorm_channels_are_followed_through_the_flattened_tokens(exporter, exported, tmp_path):
+    """LeViT's LinearNorm: [B, N, C] -> [B*N, C] -> BatchNorm -> [B, N, C], here with N == C == 16. The
+    channels were read as flattened features (then as attention heads) and every one kept."""
+    source = exported("token_batchnorm", exporter)
+    result = onnxprune.prune(onnxprune.load(source), 0.3, method="l1-filter")
+    token_linear = next(layer for layer in result.source.layers if layer.op_type == "MatMul")
+    if exporter == "dynamo":
+        assert result.compaction.removed[token_linear.name] > 0
+    else:  # TorchScript reshapes the tokens back to the stem's channel count, read at run time: kept, and said
+        assert any("reads the channel count" in note for note in result.notes), result.notes

@@ -64,7 +64,8 @@ class Reshape(Handler):
             _merge_shuffle(ctx, node, source, shape, out_shape, where)
             return True
         axis, size = source.axis, source.ids.size
-        if len(out_shape) == 2 and axis >= 1 and len(shape) > 2:  # into a fully-connected layer: blocks of columns
+        flattened = len(out_shape) == 2 and out_shape[1] == int(np.prod(shape[1:]))
+        if flattened and axis >= 1 and len(shape) > 2:  # into a fully-connected layer: blocks of columns
             grid = np.broadcast_to(
                 source.ids.reshape([-1 if i == axis else 1 for i in range(len(shape))]), (1, *shape[1:])
             )
@@ -80,8 +81,12 @@ class Reshape(Handler):
             structure.tracked[node.output[0]] = Tracked(axis, source.ids, len(out_shape), (groups, size // groups), 0)
             structure.blocks.append(np.array_split(source.ids, groups))
             return True
-        if size in out_shape[1:]:
-            structure.tracked[node.output[0]] = Tracked(list(out_shape[1:]).index(size) + 1, source.ids, len(out_shape))
+        # a reshape keeps memory order: the channel axis is where its size stands with as many elements
+        # after it as before ([B, C, 4, 4] -> [B, C, 16]; [B*N, C] -> [B, N, C] even when N == C)
+        after = int(np.prod(shape[axis + 1 :]))
+        places = [i for i in range(1, len(out_shape)) if out_shape[i] == size and np.prod(out_shape[i + 1 :]) == after]
+        if places:
+            structure.tracked[node.output[0]] = Tracked(places[0], source.ids, len(out_shape))
             return True
         if axis == len(shape) - 1 and len(out_shape) > len(shape) and int(np.prod(out_shape[axis:])) == size:
             # [.., C] -> [.., 3, heads, head_dim]: attention splits its channels into heads; whole channels
