@@ -222,12 +222,23 @@ def export(name: str | Architecture, exporter: str, folder: Path, seed: int = 0)
                 module, args, str(path), dynamic_axes=DYNAMIC_AXES, dynamo=False, opset_version=opset, **names
             )
             EXPORT_NOTES[path] = "exported with timm.layers.set_fused_attn(False): no fused attention before opset 14"
-        return path
+        return _checked(path)
     try:  # a dynamic batch as torch.export spells it
         batch = torch.export.Dim("batch", min=1, max=1024)
         torch.onnx.export(module, args, str(path), dynamic_shapes=({0: batch},), **names)
     except Exception:  # ConvNeXt: "Invalid ranges [2:1]"; the older spelling lets torch.export choose
         torch.onnx.export(module, args, str(path), dynamic_axes=DYNAMIC_AXES, **names)
+    return _checked(path)
+
+
+def _checked(path: Path) -> Path:
+    """The exported file, if onnx.checker accepts it (an exporter can write a graph no runtime loads)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:
+        raise RuntimeError(f"the exporter wrote an invalid model: {str(exc).splitlines()[0][:200]}") from None
     return path
 
 
