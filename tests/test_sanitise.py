@@ -456,3 +456,47 @@ def test_if_decided_by_the_image_size_is_inlined_and_its_reads_kept():
     model = assert_torch_equals_onnxruntime(conv_head(rng, 13, nodes, extra))
     reasons = {unit.blocked_by for unit in analyse(model).units().values() if unit.blocked_by}
     assert "node 'decide' (If) reads them inside its subgraph" in reasons, reasons
+
+
+def constant_fed_graph(rng):
+    """A blur Conv whose kernel is a Constant node (TResNet's anti-aliasing), and a position bias
+    computed by an MLP of layers from a constant coordinate table (Swin V2's and relpos ViTs')."""
+    blur = np.full((4, 1, 3, 3), 1 / 9, np.float32)
+    coordinates = rng.uniform(-1, 1, (5, 2)).astype(np.float32)
+    nodes = [
+        helper.make_node("Constant", [], ["blur_kernel"], name="blur_kernel", value=numpy_helper.from_array(blur)),
+        helper.make_node("Conv", ["x", "blur_kernel"], ["blurred"], name="blur", group=4, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["blurred", "cw"], ["feat"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["feat"], ["pooled"], name="pool"),
+        helper.make_node("Flatten", ["pooled"], ["flat"], name="flat"),
+        helper.make_node("MatMul", ["flat", "head_w"], ["logits"], name="head"),
+        helper.make_node("Constant", [], ["coords"], name="coords", value=numpy_helper.from_array(coordinates)),
+        helper.make_node("MatMul", ["coords", "mlp_w1"], ["hidden"], name="mlp_fc1"),
+        helper.make_node("Relu", ["hidden"], ["hidden_act"], name="mlp_act"),
+        helper.make_node("MatMul", ["hidden_act", "mlp_w2"], ["bias_table"], name="mlp_fc2"),
+        helper.make_node("ReduceMean", ["bias_table"], ["position_bias"], name="bias_mean", axes=[0], keepdims=0),
+        helper.make_node("Add", ["logits", "position_bias"], ["y"], name="add_bias"),
+    ]
+    inits = [weight(rng, "cw", (8, 4, 3, 3)), weight(rng, "head_w", (8, 3))]
+    inits += [weight(rng, "mlp_w1", (2, 16)), weight(rng, "mlp_w2", (16, 3))]
+    return graph_model(nodes, inits, ["batch", 4, 6, 6], ["batch", 3], 13)
+
+
+def test_constants_feeding_a_weight_fold_and_layers_on_constants_stay_layers(tmp_path):
+    proto = constant_fed_graph(np.random.default_rng(8))
+    model = assert_torch_equals_onnxruntime(proto)
+    assert [layer.name for layer in model.layers] == ["conv", "head", "mlp_fc1", "mlp_fc2"]
+    converted = to_torch(model)
+    blur = converted.node_modules["blurred"]
+    assert not blur.weight.requires_grad, "a folded weight is not written back: fine-tuning must not change it"
+    assert all(entry.module.weight.requires_grad for entry in converted.params.values())
+
+    source = tmp_path / "constant_fed.onnx"
+    onnx.save(proto, source)
+    pruned = tmp_path / "pruned.onnx"
+    result = run("prune", source, "--sparsity", "0.5", "--scope", "global", "-o", pruned)
+    assert result.exit_code == 0, result.output
+    written = onnxprune.load(pruned)
+    zeros = {layer.name: float(np.mean(written.weight_array(layer) == 0)) for layer in written.layers}
+    assert sum(zeros.values()) > 0 and set(zeros) == {"conv", "head", "mlp_fc1", "mlp_fc2"}
+    assert [n.op_type for n in onnx.load(str(pruned)).graph.node] == [n.op_type for n in proto.graph.node]

@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.graph.model import subgraph_reads
+from onnxprune.graph.model import PRUNABLE_OPS, subgraph_reads
 
 # ops whose output depends on more than their inputs' values, or whose shape on their values
 NOT_STATIC = {
@@ -32,6 +32,9 @@ NOT_STATIC = {
     "Unique", "Loop", "If", "Scan", "SequenceConstruct", "Dropout",
 }  # fmt: skip
 SHAPE_READERS = {"Shape", "Size"}
+# ops whose weight and bias onnx2torch converts only from initializers (not from a Constant node:
+# TResNet's anti-aliasing blur is a Conv whose kernel is a Constant)
+WEIGHT_READERS = {"Conv", "ConvTranspose", "Gemm", "BatchNormalization", "InstanceNormalization", "LayerNormalization"}
 
 
 @dataclass
@@ -120,10 +123,11 @@ def static_frontier(proto: onnx.ModelProto) -> tuple[set[str], set[str]]:
     follow the batch size; the others are functions of the weights alone).
     """
     static = {t.name for t in proto.graph.initializer}
+    initializers = set(static)
     computed_static, from_shapes = set(), set()
     for node in proto.graph.node:
         outputs = [o for o in node.output if o]
-        if node.op_type in NOT_STATIC or node.domain not in ("", "ai.onnx"):
+        if node.op_type in NOT_STATIC or node.domain not in ("", "ai.onnx") or _is_layer(node, initializers):
             continue
         if node.op_type == "Constant":
             static.update(outputs)
@@ -141,7 +145,18 @@ def static_frontier(proto: onnx.ModelProto) -> tuple[set[str], set[str]]:
         if not all(o in computed_static for o in node.output if o):
             read = set(node.input) | subgraph_reads(node)
             frontier.update(name for name in read if name in computed_static)
+        if node.op_type in WEIGHT_READERS:  # onnx2torch reads their weights from initializers only
+            frontier.update(name for name in node.input[1:] if name in static and name not in initializers)
     return frontier, from_shapes
+
+
+def _is_layer(node: onnx.NodeProto, initializers: set[str]) -> bool:
+    """Whether `node` is one onnxprune prunes (a weight initializer as its second input).
+
+    Such a node is never folded, even when its input is static (a relative-position MLP fed
+    with a constant coordinate table): its weight must stay a torch parameter.
+    """
+    return node.op_type in PRUNABLE_OPS and len(node.input) > 1 and node.input[1] in initializers
 
 
 def fold_static(copy: onnx.ModelProto, measured: Measured) -> list[str]:

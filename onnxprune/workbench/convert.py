@@ -250,7 +250,35 @@ def to_torch(model: Model) -> TorchModel:
     params = _map_parameters(model, module)
     params.check(model)
     node_modules = {output: module.get_submodule(node.target) for output, node in _modules_by_output(module).items()}
-    return TorchModel(module=module, params=params, node_modules=node_modules)
+    torch_model = TorchModel(module=module, params=params, node_modules=node_modules)
+    _freeze_unwritten(torch_model, model)
+    return torch_model
+
+
+# the parameters of a converted module that `_trainable_inputs` writes back, by module type
+_WRITTEN_ATTRIBUTES = ((nn.modules.batchnorm._BatchNorm, ("weight", "bias")), (nn.Module, ("bias",)))
+
+
+def _freeze_unwritten(torch_model: TorchModel, model: Model) -> None:
+    """Stop gradients to torch parameters that no initializer of the written model receives.
+
+    A weight the conversion copy folded (a standardised Conv weight, a blur kernel held in a
+    Constant) becomes a torch parameter, but the written model still computes it from the
+    original graph: trained, it would make torch and the written file disagree.
+    """
+    written = {id(entry.module.weight) for entry in torch_model.params.values()}
+    for node in model.proto.graph.node:
+        module = torch_model.node_modules.get(node.output[0]) if node.output else None
+        if module is None or not _trainable_inputs(node, module):
+            continue
+        if isinstance(module, nn.Sequential):
+            module = next((child for child in module if isinstance(child, nn.modules.conv._ConvNd)), module)
+        names = next(names for kind, names in _WRITTEN_ATTRIBUTES if isinstance(module, kind))
+        parameters = [getattr(module, name, None) for name in names]
+        written.update(id(p) for p in parameters if isinstance(p, nn.Parameter))
+    for parameter in torch_model.module.parameters():
+        if id(parameter) not in written:
+            parameter.requires_grad_(False)
 
 
 @contextlib.contextmanager
