@@ -14,7 +14,9 @@ defaults, or TorchScript at a pinned opset. The constructs, from issue 25:
 - ``group_norm``: GroupNorm, which TorchScript writes as Reshape + InstanceNormalization;
 - ``radix_reshape``: a block that reshapes its channel axis (split attention's radix softmax);
 - ``mixed_depthwise``: channels Split into unequal groups, depthwise convolutions of 3, 5 and 7
-  pixels, Concat (MixNet's MixedConv2d).
+  pixels, Concat (MixNet's MixedConv2d);
+- ``recurrent_rows``: a bidirectional LSTM along the rows and a GRU along the columns of the
+  feature map (Sequencer), ops onnx2torch has no converter for.
 """
 
 from __future__ import annotations
@@ -181,6 +183,25 @@ class MixedDepthwise(nn.Module):
         return x + self.project(F.relu(self.norm(mixed)))
 
 
+class RecurrentRows(nn.Module):
+    """Sequencer's BiLSTM2D, with a GRU for the columns: recurrent layers over the feature map."""
+
+    def __init__(self, width=16):
+        super().__init__()
+        self.rows = nn.LSTM(width, width // 2, batch_first=True, bidirectional=True)
+        self.columns = nn.GRU(width, width, batch_first=True)
+        self.project = nn.Conv2d(2 * width, width, 1)
+
+    def forward(self, x):
+        batch, channels, height, width = x.shape
+        tokens = x.permute(0, 2, 3, 1)
+        rows, _ = self.rows(tokens.reshape(batch * height, width, channels))
+        columns, _ = self.columns(tokens.transpose(1, 2).reshape(batch * width, height, channels))
+        rows = rows.reshape(batch, height, width, channels)
+        columns = columns.reshape(batch, width, height, channels).transpose(1, 2)
+        return x + self.project(torch.cat([rows, columns], -1).permute(0, 3, 1, 2))
+
+
 BLOCKS = {
     "same_padding": SamePadding,
     "token_batchnorm": TokenBatchNorm,
@@ -189,6 +210,7 @@ BLOCKS = {
     "group_norm": GroupNormBlock,
     "radix_reshape": RadixReshape,
     "mixed_depthwise": MixedDepthwise,
+    "recurrent_rows": RecurrentRows,
 }
 EXPORTERS = ("dynamo", "torchscript13")
 

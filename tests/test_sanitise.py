@@ -500,3 +500,49 @@ def test_constants_feeding_a_weight_fold_and_layers_on_constants_stay_layers(tmp
     zeros = {layer.name: float(np.mean(written.weight_array(layer) == 0)) for layer in written.layers}
     assert sum(zeros.values()) > 0 and set(zeros) == {"conv", "head", "mlp_fc1", "mlp_fc2"}
     assert [n.op_type for n in onnx.load(str(pruned)).graph.node] == [n.op_type for n in proto.graph.node]
+
+
+def recurrent_graph(rng, op, direction, initial_state, **attributes):
+    """x [batch, 6, 4] -> time-major -> one LSTM / GRU (hidden 3) -> Y_h flattened -> MatMul head."""
+    gates, directions = (4 if op == "LSTM" else 3), (2 if direction == "bidirectional" else 1)
+    inputs = ["x_time_major", "w", "r", "b", "", "h0" if initial_state else ""]
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["x_time_major"], perm=[1, 0, 2]),
+        helper.make_node(op, inputs, ["sequence", "last"], name="recurrent", hidden_size=3, direction=direction,
+                         **attributes),
+        helper.make_node("Transpose", ["last"], ["last_batch_first"], perm=[1, 0, 2]),
+        helper.make_node("Flatten", ["last_batch_first"], ["flat"], axis=1),
+        helper.make_node("MatMul", ["flat", "head_w"], ["logits"], name="head"),
+        helper.make_node("ReduceMean", ["sequence"], ["mean"], axes=[0, 1, 2, 3], keepdims=0),
+        helper.make_node("Add", ["logits", "mean"], ["y"], name="add_sequence"),
+    ]  # fmt: skip
+    inits = [
+        weight(rng, "w", (directions, gates * 3, 4)),
+        weight(rng, "r", (directions, gates * 3, 3)),
+        weight(rng, "b", (directions, 2 * gates * 3)),
+        weight(rng, "head_w", (directions * 3, 5)),
+    ]
+    if initial_state:
+        inits.append(weight(rng, "h0", (directions, 2, 3)))
+    return graph_model(nodes, inits, [2, 6, 4], [2, 5], 14)
+
+
+@pytest.mark.parametrize(
+    "op, direction, initial_state",
+    [("LSTM", "bidirectional", False), ("LSTM", "reverse", True), ("GRU", "forward", True),
+     ("GRU", "bidirectional", False)],
+)  # fmt: skip
+def test_recurrent_layers_convert_in_every_direction(op, direction, initial_state):
+    attributes = {"linear_before_reset": 1} if op == "GRU" else {}
+    proto = recurrent_graph(np.random.default_rng(9), op, direction, initial_state, **attributes)
+    model = assert_torch_equals_onnxruntime(proto)
+    assert [layer.name for layer in model.layers] == ["head"]
+
+
+def test_a_gru_resetting_before_its_linear_transform_is_refused_in_one_line(tmp_path):
+    proto = recurrent_graph(np.random.default_rng(9), "GRU", "forward", False)
+    path = tmp_path / "gru.onnx"
+    onnx.save(proto, path)
+    result = run("prune", path, "--sparsity", "0.5", "-o", tmp_path / "out.onnx")
+    assert_one_line_error(result, "GRU with linear_before_reset=0 is not implemented")
+    assert not (tmp_path / "out.onnx").exists()

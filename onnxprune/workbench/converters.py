@@ -14,6 +14,15 @@ Where onnx2torch raises `NotImplementedError` for a node, the fallback here conv
   and write-back treat it as any other);
 - `AveragePool` / `MaxPool` on such a tensor: the rank read from the kernel shape instead.
 
+Ops onnx2torch has no converter for at all, registered through its `add_converter`:
+
+- `LSTM` and `GRU` (Sequencer's bidirectional LSTMs over image rows and columns): torch's
+  `nn.LSTM` / `nn.GRU` with ONNX's gate order (i, o, f, c and z, r, h) rearranged into torch's
+  (i, f, c, o and r, z, h), and ONNX's output layouts. What torch cannot express is refused in
+  onnx2torch's words ("... is not implemented"): peepholes, clipping, other activations,
+  per-sample sequence lengths, a GRU that resets before its linear transform, the batch-first
+  layout (onnxruntime refuses it too).
+
 Most graphs never reach them: the conversion copy records every tensor's shape measured in
 onnxruntime and folds computed bounds (`onnxprune.graph.measured`); these cover what that cannot
 measure (an input with symbolic image sizes, bounds computed from data).
@@ -114,6 +123,103 @@ FALLBACKS: dict[str, Callable] = {
 }
 
 
+class OnnxRecurrent(nn.Module):
+    """ONNX's LSTM / GRU (one layer, forward, reverse or bidirectional) as torch's module.
+
+    Inputs: X [seq, batch, features], then the optional initial hidden (and cell) state
+    [directions, batch, hidden]; outputs: Y [seq, directions, batch, hidden], Y_h (and Y_c), as
+    many as the node names. (ONNX's batch-first layout=1 is not run by onnxruntime either.)
+    """
+
+    def __init__(self, recurrent: nn.RNNBase, reverse: bool, inputs: tuple[bool, ...], outputs: int):
+        super().__init__()
+        self.recurrent, self.reverse = recurrent, reverse
+        self.has_initial, self.outputs = inputs, outputs
+
+    def forward(self, data: torch.Tensor, *initial: torch.Tensor):  # noqa: D102
+        if self.reverse:
+            data = data.flip(0)
+        states = list(initial)
+        lstm = isinstance(self.recurrent, nn.LSTM)
+        directions = 2 if self.recurrent.bidirectional else 1
+        batch, hidden = data.shape[1], self.recurrent.hidden_size
+        zeros = data.new_zeros(directions, batch, hidden)
+        h0 = states.pop(0) if self.has_initial[0] else zeros
+        if lstm:
+            c0 = states.pop(0) if self.has_initial[1] else zeros
+            sequence, (last, cell) = self.recurrent(data, (h0, c0))
+        else:
+            sequence, last = self.recurrent(data, h0)
+        if self.reverse:
+            sequence = sequence.flip(0)
+        sequence = sequence.reshape(sequence.shape[0], batch, directions, hidden).permute(0, 2, 1, 3)
+        results = ([sequence, last] + ([cell] if lstm else []))[: self.outputs]
+        return results[0] if self.outputs == 1 else tuple(results)
+
+
+# ONNX's gate blocks in torch's order: LSTM i o f c -> i f c o; GRU z r h -> r z h
+GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2)}
+
+
+def _recurrent(node, graph):
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+    op, attributes = node.operation_type, node.attributes
+    names = list(node.input_values) + [""] * (8 - len(node.input_values))
+    state_slots = (5, 6) if op == "LSTM" else (5,)
+    refused = [
+        (attributes.get("clip") is not None, "clip"),
+        (attributes.get("input_forget", 0) != 0, "input_forget"),
+        (attributes.get("layout", 0) != 0, "layout=1"),
+        (bool(names[4]), "sequence_lens"),
+        (op == "LSTM" and bool(names[7]), "peepholes"),
+        (op == "GRU" and attributes.get("linear_before_reset", 0) != 1, "linear_before_reset=0"),
+        (attributes.get("activations") is not None and _non_default(op, attributes["activations"]), "activations"),
+        (not all(name in graph.initializers for name in names[1:4] if name), "computed weights"),
+    ]
+    for condition, what in refused:
+        if condition:
+            raise NotImplementedError(f"{op} with {what} is not implemented")
+    weights = [graph.initializers[name].to_torch() for name in names[1:3]]
+    hidden = int(attributes["hidden_size"]) if "hidden_size" in attributes else weights[1].shape[-1]
+    direction = attributes.get("direction", "forward")
+    directions = weights[0].shape[0]
+    module_type = nn.LSTM if op == "LSTM" else nn.GRU
+    recurrent = module_type(weights[0].shape[-1], hidden, bidirectional=direction == "bidirectional", bias=True)
+    bias = graph.initializers[names[3]].to_torch() if names[3] else torch.zeros(directions, 2 * weights[0].shape[1])
+    order = GATE_ORDER[op]
+
+    def reorder(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tensor.reshape(len(order), hidden, *tensor.shape[1:])[i] for i in order])
+
+    with torch.no_grad():
+        for index in range(directions):
+            suffix = "_reverse" if index == 1 else ""
+            input_bias, hidden_bias = bias[index].chunk(2)
+            for name, value in (("weight_ih", weights[0][index]), ("weight_hh", weights[1][index])):
+                getattr(recurrent, f"{name}_l0{suffix}").copy_(reorder(value))
+            getattr(recurrent, f"bias_ih_l0{suffix}").copy_(reorder(input_bias))
+            getattr(recurrent, f"bias_hh_l0{suffix}").copy_(reorder(hidden_bias))
+    present = tuple(bool(names[slot]) for slot in state_slots)
+    outputs = node.output_values
+    module = OnnxRecurrent(recurrent, direction == "reverse", present, len(outputs))
+    inputs = (names[0], *(names[slot] for slot in state_slots if names[slot]))
+    return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=inputs, outputs=outputs))
+
+
+def _non_default(op: str, activations) -> bool:
+    names = [a.decode() if isinstance(a, bytes) else a for a in activations]
+    default = ["Sigmoid", "Tanh", "Tanh"] if op == "LSTM" else ["Sigmoid", "Tanh"]
+    return [n.lower() for n in names] != [n.lower() for n in default * (len(names) // len(default))]
+
+
+# op -> (converter, the ONNX revisions it converts)
+NEW_CONVERTERS: dict[str, tuple[Callable, tuple[int, ...]]] = {
+    "LSTM": (_recurrent, (7, 14, 22)),
+    "GRU": (_recurrent, (7, 14, 22)),
+}
+
+
 def _cumsum_direction(node, result):
     """The direction ONNX's defaults mean (`reverse` and `exclusive` default to 0)."""
     result.torch_module.reverse = bool(node.attributes.get("reverse", 0))
@@ -125,8 +231,17 @@ CORRECTIONS: dict[str, Callable] = {"CumSum": _cumsum_direction}
 
 
 def install() -> None:
-    """Put each fallback behind, and each correction after, onnx2torch's converters of its op (every revision)."""
-    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
+    """Install the converters of this module in onnx2torch's registry.
+
+    Each fallback goes behind, and each correction after, onnx2torch's converters of its op (every
+    revision); the converters of ops onnx2torch does not know are registered.
+    """
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, add_converter
+
+    for op, (converter, revisions) in NEW_CONVERTERS.items():
+        for version in revisions:
+            if OperationDescription("", op, version) not in _CONVERTER_REGISTRY:
+                add_converter(operation_type=op, version=version)(converter)
 
     for description, original in list(_CONVERTER_REGISTRY.items()):
         op = description.operation_type
