@@ -236,19 +236,18 @@ def test_unconvertible_op_names_op_revision_and_node():
     rng = np.random.default_rng(8)
     nodes = [
         helper.make_node("Conv", ["x", "cw", "cb"], ["feat"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        helper.make_node("Col2Im", ["feat", "im", "blk"], ["y"], name="fold_it"),
+        helper.make_node("Compress", ["feat", "keep"], ["y"], name="fold_it", axis=1),
     ]
     inits = [
         weight(rng, "cw", (8, 3, 3, 3)), weight(rng, "cb", (8,)),
-        numpy_helper.from_array(np.array([4, 4], np.int64), "im"),
-        numpy_helper.from_array(np.array([1, 1], np.int64), "blk"),
+        numpy_helper.from_array(np.array([True, False] * 4), "keep"),
     ]  # fmt: skip
     graph = helper.make_graph(
         nodes, "bad", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits,
     )  # fmt: skip
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    with pytest.raises(ConversionError, match=r"node 'fold_it' uses op Col2Im revision 18 \(opset 18\)"):
+    with pytest.raises(ConversionError, match=r"node 'fold_it' uses op Compress revision 11 \(opset 18\)"):
         to_torch(from_proto(proto))
 
 
@@ -546,3 +545,24 @@ def test_a_gru_resetting_before_its_linear_transform_is_refused_in_one_line(tmp_
     result = run("prune", path, "--sparsity", "0.5", "-o", tmp_path / "out.onnx")
     assert_one_line_error(result, "GRU with linear_before_reset=0 is not implemented")
     assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize("strides, pads", [([1, 1], [1, 1, 1, 1]), ([2, 2], [0, 0, 0, 0])])
+def test_col2im_converts(strides, pads):
+    """The dynamo exporter writes `F.fold` (VOLO's outlook attention) as Col2Im, which onnx2torch does not know."""
+    rng = np.random.default_rng(10)
+    blocks = 16 if strides == [1, 1] else 1
+    side = 4 if strides == [1, 1] else 3
+    nodes = [
+        helper.make_node("Col2Im", ["x", "image", "block"], ["folded"], name="fold", strides=strides, pads=pads),
+        helper.make_node("Conv", ["folded", "cw"], ["feat"], name="conv"),
+        helper.make_node("GlobalAveragePool", ["feat"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([side, side], np.int64), "image"),
+        numpy_helper.from_array(np.array([3, 3], np.int64), "block"),
+        weight(rng, "cw", (5, 4, 1, 1)),
+    ]
+    model = assert_torch_equals_onnxruntime(graph_model(nodes, inits, ["batch", 36, blocks], ["batch", 5], 18))
+    assert [layer.name for layer in model.layers] == ["conv"]

@@ -21,7 +21,9 @@ Ops onnx2torch has no converter for at all, registered through its `add_converte
   (i, f, c, o and r, z, h), and ONNX's output layouts. What torch cannot express is refused in
   onnx2torch's words ("... is not implemented"): peepholes, clipping, other activations,
   per-sample sequence lengths, a GRU that resets before its linear transform, the batch-first
-  layout (onnxruntime refuses it too).
+  layout (onnxruntime refuses it too);
+- `Col2Im` (the dynamo exporter's `F.fold`, VOLO's outlook attention): `torch.nn.Fold`, for
+  2-D images with constant sizes and symmetric pads.
 
 Most graphs never reach them: the conversion copy records every tensor's shape measured in
 onnxruntime and folds computed bounds (`onnxprune.graph.measured`); these cover what that cannot
@@ -213,10 +215,30 @@ def _non_default(op: str, activations) -> bool:
     return [n.lower() for n in names] != [n.lower() for n in default * (len(names) // len(default))]
 
 
+def _col2im(node, graph):
+    from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
+
+    try:
+        image, block = (tuple(int(v) for v in get_const_value(name, graph)) for name in node.input_values[1:3])
+    except KeyError:
+        raise NotImplementedError("Col2Im with computed image or block shapes is not implemented") from None
+    pads = list(node.attributes.get("pads", [0] * 2 * len(image)))
+    if len(image) != 2 or pads[:2] != pads[2:]:
+        raise NotImplementedError("Col2Im other than 2-D with symmetric pads is not implemented")
+    module = nn.Fold(
+        image, block, dilation=tuple(node.attributes.get("dilations", (1, 1))), padding=tuple(pads[:2]),
+        stride=tuple(node.attributes.get("strides", (1, 1))),
+    )  # fmt: skip
+    return OperationConverterResult(
+        torch_module=module, onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values)
+    )
+
+
 # op -> (converter, the ONNX revisions it converts)
 NEW_CONVERTERS: dict[str, tuple[Callable, tuple[int, ...]]] = {
     "LSTM": (_recurrent, (7, 14, 22)),
     "GRU": (_recurrent, (7, 14, 22)),
+    "Col2Im": (_col2im, (18,)),
 }
 
 
