@@ -566,3 +566,21 @@ def test_col2im_converts(strides, pads):
     ]
     model = assert_torch_equals_onnxruntime(graph_model(nodes, inits, ["batch", 36, blocks], ["batch", 5], 18))
     assert [layer.name for layer in model.layers] == ["conv"]
+
+
+def test_verification_tolerance_follows_the_output_scale(tmp_path):
+    """Rounding of logits in the hundreds is accepted on a logit near zero; an error of the output's size is not."""
+    from onnxprune.errors import VerificationError
+    from onnxprune.graph.verify import Reference, verify
+
+    inputs = np.zeros((1, 3), np.float32)
+    nodes = [helper.make_node("Add", ["x", "offsets"], ["y"])]
+    offsets = numpy_helper.from_array(np.array([[800.0, 1.0, -300.0]], np.float32), "offsets")
+    path = tmp_path / "scale.onnx"
+    onnx.save(graph_model(nodes, [offsets], [1, 3], [1, 3], 13), path)
+    rounded = np.array([[800.0, 1.003, -300.0]], np.float32)
+    assert verify(path, Reference(inputs, [rounded])).atol == pytest.approx(0.08)
+    with pytest.raises(
+        VerificationError, match=r"differs from torch by up to 0\.5 \(tolerance rtol=0\.001, atol=0\.08\)"
+    ):
+        verify(path, Reference(inputs, [np.array([[800.0, 1.5, -300.0]], np.float32)]))
