@@ -93,7 +93,7 @@ def markdown(rows: list[dict]) -> str:
         "|---" * (head.count("|") + 3) + "|",
     ]
     reasons, notes = [], []
-    for row in rows:
+    for row in sorted(rows, key=lambda row: (row["family"], row["model"], row["exporter"])):
         cells = []
         for stage in STAGES:
             result = row.get(stage)
