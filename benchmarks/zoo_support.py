@@ -247,7 +247,10 @@ def main() -> None:
     rows = json.loads(args.out.read_text()) if args.out.exists() else []
     if args.retry_failed:
         rows = [row for row in rows if row["export"]["ok"] and all(row.get(s, {}).get("ok") for s in STAGES)]
-    done = {(row["model"], row["exporter"]) for row in rows} | {(row["family"], "-") for row in rows}
+    # a family is done as a whole only where it yielded no model (its one row has exporter "-")
+    done = {(row["model"], row["exporter"]) for row in rows} | {
+        (row["family"], "-") for row in rows if row["exporter"] == "-"
+    }
     only = [n for n in args.only.split(",") if n]
     if args.source == "timm":
         only = [f for f in (only or zoo.timm_families()) if (f, "-") not in done]
