@@ -126,8 +126,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def _kept_note(result: dict) -> str:
-    kept = result.get("kept_groups", 0)
-    return f" ({kept} kept)" if kept else ""
+    kept = result.get("kept_units", 0)
+    return f" ({kept} channels kept whole)" if kept else ""
 
 
 def summary(rows: list[dict]) -> str:

@@ -493,7 +493,7 @@ def stage_l1_filter(path: Path, work: Path) -> dict:
     after = onnxprune.load(output).layer_total("numel")
     if after >= before:
         raise AssertionError("l1-filter wrote a model no smaller than the input")
-    return {"params_ratio": after / before, "max_abs_diff": report.max_abs_diff}
+    return {"params_ratio": after / before, "max_abs_diff": report.max_abs_diff, "kept_units": result.kept_whole}
 
 
 STAGE_FUNCTIONS = {"load": stage_load, "prune": stage_prune, "compact": stage_compact, "l1-filter": stage_l1_filter}
