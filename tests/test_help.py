@@ -69,3 +69,27 @@ def test_old_spellings_are_accepted_with_a_note(fixture_model, tmp_path):
     demo = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "a"), "-o", str(tmp_path / "b")])
     assert demo.exit_code == 2 and "--out and --out-dir are one option" in demo.output
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_prune_help_groups_its_options_into_panels():
+    from test_cli_errors import run
+
+    result = run("prune", "--help")
+    assert result.exit_code == 0
+    panels = ["Selection", "Data", "Fine-tuning", "Schedule", "Structured methods", "Output"]
+    positions = [result.output.find(f"─ {panel} ─") for panel in panels]
+    assert all(position > 0 for position in positions), result.output
+    data = result.output[positions[1] :]
+    assert "--val-split" in data.split("─ Fine-tuning ─")[0], "each option under its panel"
+
+
+def test_help_panels_refuse_an_option_the_command_does_not_have():
+    import pytest
+
+    from onnxprune.cli.common import help_panels
+
+    def command(sparsity: float = 0.5) -> None:
+        """A command."""
+
+    with pytest.raises(TypeError, match=r"does not have: \['sparsty'\]"):
+        help_panels(sparsty="Selection")(command)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
+import inspect
 import logging
 import os
 import sys
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -71,6 +74,32 @@ class _DebugLogHandler(logging.Handler):
                 log.write(f"{stamp} {record.getMessage().strip()}\n")
         except OSError:
             pass  # a read-only home must not stop a pruning run over a warning
+
+
+def help_panels(**panels: str) -> Callable:
+    """Group a command's options into the panels of its --help: `name="Panel title"` per option.
+
+    Options not named stay in typer's default "Options" panel. The annotations are resolved once
+    here, so the `typer.Option` objects typer reads are the ones given a panel.
+    """
+
+    def decorate(command: Callable) -> Callable:
+        original = inspect.unwrap(command)
+        hints = typing.get_type_hints(original, include_extras=True)
+        unknown = set(panels) - set(hints)
+        if unknown:
+            raise TypeError(f"help_panels names options {command.__name__} does not have: {sorted(unknown)}")
+        for name, panel in panels.items():
+            hint = hints[name]
+            metadata = [copy.copy(item) for item in typing.get_args(hint)[1:]]
+            for item in metadata:
+                if isinstance(item, (typer.models.OptionInfo, typer.models.ArgumentInfo)):
+                    item.rich_help_panel = panel
+            hints[name] = Annotated[(typing.get_args(hint)[0], *metadata)]
+        original.__annotations__ = command.__annotations__ = hints
+        return command
+
+    return decorate
 
 
 def console(stderr: bool = False) -> Console:

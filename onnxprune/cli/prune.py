@@ -28,6 +28,7 @@ from onnxprune.cli.common import (
     console,
     data_options,
     emit_json,
+    help_panels,
     human_size,
     level_progress,
     prepare_data,
@@ -38,6 +39,32 @@ from onnxprune.cli.common import (
 from onnxprune.errors import ConfigError
 
 
+@help_panels(
+    **dict.fromkeys(("config", "skip_first", "skip_last", "max_layer_sparsity"), "Selection"),
+    **dict.fromkeys(("data", "val", "val_split", "limit", "first", "pixel_range", "mean", "std", "flatten"), "Data"),
+    **dict.fromkeys(
+        (
+            "finetune_epochs",
+            "batch_size",
+            "lr",
+            "optimizer",
+            "weight_decay",
+            "label_smoothing",
+            "distill_weight",
+            "distill_temperature",
+            "device",
+            "seed",
+            "reconstruct",
+        ),
+        "Fine-tuning",
+    ),  # fmt: skip
+    **dict.fromkeys(("iterations", "schedule", "rewind", "lr_schedule", "sparsities", "out_dir", "resume"), "Schedule"),
+    **dict.fromkeys(
+        ("mask_only", "batches_per_round", "max_per_round", "round_to", "max_drop", "bn_l1", "sparsity_epochs"),
+        "Structured methods",
+    ),
+    **dict.fromkeys(("sparse_storage", "as_json"), "Output"),
+)
 @reports_errors
 def prune(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
