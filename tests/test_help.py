@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 
 def test_flags_are_shown_without_a_type_in_help():
     shown = subprocess.run([sys.executable, "-m", "onnxprune", "prune", "--help"], capture_output=True, text=True,
@@ -84,7 +86,6 @@ def test_prune_help_groups_its_options_into_panels():
 
 
 def test_help_panels_refuse_an_option_the_command_does_not_have():
-    import pytest
 
     from onnxprune.cli.common import help_panels
 
@@ -93,3 +94,17 @@ def test_help_panels_refuse_an_option_the_command_does_not_have():
 
     with pytest.raises(TypeError, match=r"does not have: \['sparsty'\]"):
         help_panels(sparsty="Selection")(command)
+
+
+@pytest.mark.parametrize(
+    "command, panels",
+    [("finetune", ["Data", "Fine-tuning"]), ("sweep", ["Data", "Levels"]), ("sensitivity", ["Data"]),
+     ("bench", ["Data", "Timing"])],
+)  # fmt: skip
+def test_commands_of_many_options_group_them(command, panels):
+    from test_cli_errors import run
+
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    assert all(f"─ {panel} ─" in result.output for panel in panels), result.output
+    assert "--pixel-range" in result.output.split("─ Data ─")[1]

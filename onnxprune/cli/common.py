@@ -76,6 +76,10 @@ class _DebugLogHandler(logging.Handler):
             pass  # a read-only home must not stop a pruning run over a warning
 
 
+# the options of `data_options`: every command that reads data shows them in a "Data" panel
+DATA_PANEL = dict.fromkeys(("limit", "first", "pixel_range", "mean", "std", "flatten"), "Data")
+
+
 def help_panels(**panels: str) -> Callable:
     """Group a command's options into the panels of its --help: `name="Panel title"` per option.
 

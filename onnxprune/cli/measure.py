@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from onnxprune.cli.common import (
+    DATA_PANEL,
     DataOption,
     FirstOption,
     FlattenOption,
@@ -28,6 +29,7 @@ from onnxprune.cli.common import (
     data_options,
     emit_json,
     evaluation_data,
+    help_panels,
     human_size,
     level_options,
     level_progress,
@@ -77,6 +79,7 @@ def evaluate(
         )
 
 
+@help_panels(**DATA_PANEL, data="Data", **dict.fromkeys(("sparsities", "start", "stop", "step"), "Levels"))
 @reports_errors
 def sweep(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
@@ -188,6 +191,7 @@ def _trade_off_line(choice: dict, budget: str) -> str:
     )
 
 
+@help_panels(**DATA_PANEL, data="Data")
 @reports_errors
 def sensitivity(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
@@ -249,6 +253,9 @@ def sensitivity(
     console().print(f"overall {reached:.2%}; wrote {output}, {figure}, results and {page.name} in {out_dir}")
 
 
+@help_panels(
+    **DATA_PANEL, data="Data", **dict.fromkeys(("batch_size", "batch", "provider", "threads", "runs"), "Timing")
+)
 @reports_errors
 def bench_command(
     models: Annotated[

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from onnxprune.cli.common import (
+    DATA_PANEL,
     DataOption,
     FirstOption,
     FlattenOption,
@@ -41,7 +42,8 @@ from onnxprune.errors import ConfigError
 
 @help_panels(
     **dict.fromkeys(("config", "skip_first", "skip_last", "max_layer_sparsity"), "Selection"),
-    **dict.fromkeys(("data", "val", "val_split", "limit", "first", "pixel_range", "mean", "std", "flatten"), "Data"),
+    **DATA_PANEL,
+    **dict.fromkeys(("data", "val", "val_split"), "Data"),
     **dict.fromkeys(
         (
             "finetune_epochs",
@@ -432,6 +434,25 @@ def _print_prune_table(result) -> None:
     console().print(table)
 
 
+@help_panels(
+    **DATA_PANEL,
+    **dict.fromkeys(("data", "val", "val_split"), "Data"),
+    **dict.fromkeys(
+        (
+            "epochs",
+            "batch_size",
+            "lr",
+            "momentum",
+            "optimizer",
+            "weight_decay",
+            "label_smoothing",
+            "augment",
+            "device",
+            "seed",
+        ),
+        "Fine-tuning",
+    ),  # fmt: skip
+)
 @reports_errors
 def finetune(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file (its zeros are kept)")],
