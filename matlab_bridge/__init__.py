@@ -319,11 +319,10 @@ def plot(sources, **options) -> dict:
     return commands.flatten(commands.run("plot", [_text(kind, "Kind"), *names], options))
 
 
+# MATLAB function -> the CLI command of the same name it runs (every command but `demo`, the
+# CLI's own tour: a test holds the two sets equal)
 FUNCTIONS = {
     "inspect": inspect, "prune": prune, "evaluate": evaluate, "sweep": sweep, "bench": bench,
     "finetune": finetune, "compact": compact, "quantize": quantize, "sensitivity": sensitivity, "plot": plot,
     "pack": pack, "unpack": unpack, "report": report,
 }  # fmt: skip
-# the CLI commands a MATLAB function runs (demo is the CLI's own tour, not a step of the lab)
-COMMANDS = {"inspect", "evaluate", "finetune", "prune", "sweep", "sensitivity", "plot", "report", "bench", "quantize",
-            "pack", "unpack", "compact"}  # fmt: skip
