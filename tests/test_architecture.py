@@ -1,4 +1,4 @@
-"""The shape of the house (../shared/guide/ARCHITECTURE.md), checked on the code itself.
+"""The shape of the house (docs/architecture.md), checked on the code itself.
 
 - no import cycle among the package's modules (imports at module level; an import inside a
   function is the package's way to stay fast to start, and is checked by the room rules);
