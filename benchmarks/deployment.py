@@ -31,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 
 import onnxprune  # noqa: E402
 from onnxprune.demo import spectrograms  # noqa: E402
-from onnxprune.graph.storage import write_model  # noqa: E402
+from onnxprune.graph.storage import pack, write_model  # noqa: E402
 from onnxprune.measure import bench  # noqa: E402
-from onnxprune.measure.quantize import pack, quantize  # noqa: E402
+from onnxprune.measure.quantize import quantize  # noqa: E402
 from onnxprune.options import (  # noqa: E402
     PruneOptions,
     ScheduleOptions,

@@ -19,8 +19,9 @@ import onnxprune
 from onnxprune.cli import app
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import is_quantized
+from onnxprune.graph.storage import pack, unpack
 from onnxprune.measure import bench
-from onnxprune.measure.quantize import pack, quantize, unpack
+from onnxprune.measure.quantize import quantize
 from onnxprune.workbench.data import Dataset, preprocess_for
 
 

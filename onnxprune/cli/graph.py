@@ -129,8 +129,8 @@ def pack(
 ) -> None:
     """Store a pruned model in the smallest form: sparse weights as values + a bit mask, deflated."""
     from onnxprune.graph.model import load
+    from onnxprune.graph.storage import pack as pack_model
     from onnxprune.measure.bench import values_mask_bytes
-    from onnxprune.measure.quantize import pack as pack_model
 
     model = load(model_path)
     report = pack_model(model, output)
@@ -154,7 +154,7 @@ def unpack(
 ) -> None:
     """Restore the ONNX model a package holds: the same graph, bit-identical weights (not the same bytes)."""
     from onnxprune.graph.model import save_atomic
-    from onnxprune.measure.quantize import unpack as unpack_model
+    from onnxprune.graph.storage import unpack as unpack_model
 
     if output.exists() and output.resolve() == package.resolve():
         raise ConfigError("output is the package itself; choose another -o")

@@ -1,25 +1,17 @@
-"""int8 quantization through onnxruntime.quantization, and the compact package format.
+"""int8 quantization through onnxruntime.quantization.
 
 Quantization (`quantize`): static QDQ int8 with calibration batches from the user's data (the
 default), or dynamic int8 (weights only; fully-connected models). Weights are quantized
 symmetrically, so a pruned zero stays exactly zero. The float model is upgraded to opset 13 on
 a copy first (per-channel QDQ needs it; MATLAB exports are opset 8).
-
-Package (`pack` / `unpack`): a zip holding the graph with every sparse float initializer
-emptied, and those initializers as their non-zero values plus a one-bit-per-weight mask. It is
-the smallest form onnxprune writes (close to the values+mask size: the values plus the
-entropy of the mask) and unpacks to the same graph with bit-identical weights (the file's bytes may
-differ: protobuf can store a tensor's values in either of two fields).
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +19,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.errors import ConfigError, ModelLoadError
-from onnxprune.graph.model import FLOAT_TYPES, Model, is_quantized, load, model_file_size, save_atomic
+from onnxprune.errors import ConfigError
+from onnxprune.graph.model import Model, is_quantized, load, model_file_size
 
 METHODS = ("static", "dynamic")
 
@@ -178,73 +170,6 @@ def _broadcast(point, weight: np.ndarray, axis: int):
     shape = [1] * weight.ndim
     shape[axis % weight.ndim] = -1
     return point.reshape(shape).astype(weight.dtype)
-
-
-# --- the compact package ---------------------------------------------------------------------
-
-PACKAGE_GRAPH = "graph.onnx"
-PACKAGE_WEIGHTS = "weights.npz"
-
-
-def pack(model: Model, output: str | os.PathLike) -> dict:
-    """Write the package: a deflated zip of the graph and each sparse weight as values + bit mask.
-
-    Returns:
-        {"bytes": size of the package, "packed": names stored as values + mask}.
-    """
-    from onnxprune.graph.model import check_output_path
-
-    output = check_output_path(model, output)
-    skeleton = onnx.ModelProto()
-    skeleton.CopyFrom(model.proto)
-    arrays: dict[str, np.ndarray] = {}
-    packed = []
-    for tensor in skeleton.graph.initializer:
-        if tensor.data_type not in FLOAT_TYPES:
-            continue
-        array = numpy_helper.to_array(tensor)
-        nonzero = array != 0
-        if array.size < 64 or nonzero.sum() * array.itemsize + array.size / 8 >= array.nbytes * 0.97:
-            continue  # dense enough that the mask costs more than it saves
-        arrays[f"{tensor.name}::values"] = array[nonzero]
-        arrays[f"{tensor.name}::mask"] = np.packbits(nonzero.reshape(-1))
-        arrays[f"{tensor.name}::shape"] = np.array(array.shape, dtype=np.int64)
-        tensor.ClearField("raw_data")
-        tensor.ClearField("float_data")
-        tensor.ClearField("double_data")
-        packed.append(tensor.name)
-    weights = io.BytesIO()
-    np.savez(weights, **arrays)
-
-    def write(path):
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-            archive.writestr(PACKAGE_GRAPH, skeleton.SerializeToString())
-            archive.writestr(PACKAGE_WEIGHTS, weights.getvalue())
-
-    save_atomic(write, output)
-    return {"bytes": model_file_size(output), "packed": packed}
-
-
-def unpack(package: str | os.PathLike) -> onnx.ModelProto:
-    """The model a package holds: the graph as packed, every weight bit-identical to the packed one."""
-    package = Path(package)
-    try:
-        with zipfile.ZipFile(package) as archive:
-            proto = onnx.load_from_string(archive.read(PACKAGE_GRAPH))
-            arrays = np.load(io.BytesIO(archive.read(PACKAGE_WEIGHTS)))
-            for tensor in proto.graph.initializer:
-                if f"{tensor.name}::values" not in arrays:
-                    continue
-                shape = tuple(arrays[f"{tensor.name}::shape"])
-                count = int(np.prod(shape))
-                mask = np.unpackbits(arrays[f"{tensor.name}::mask"], count=count).astype(bool)
-                values = arrays[f"{tensor.name}::values"]
-                dense = np.zeros(count, dtype=values.dtype)
-                dense[mask] = values
-                tensor.raw_data = dense.reshape(shape).tobytes()
-    except (zipfile.BadZipFile, KeyError, OSError) as exc:
-        raise ModelLoadError(f"{package}: not an onnxprune package ({type(exc).__name__})") from None
-    return proto
 
 
 @contextlib.contextmanager
