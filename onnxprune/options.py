@@ -15,7 +15,7 @@ from pathlib import Path
 
 from onnxprune.errors import ConfigError
 from onnxprune.pruning.methods import MethodSettings, get_method
-from onnxprune.pruning.select import DEFAULT_MAX_LAYER_SPARSITY, SCOPES, check_sparsity, parse_recipe
+from onnxprune.pruning.select import DEFAULT_MAX_LAYER_SPARSITY, DEFAULT_ROUND_TO, SCOPES, check_sparsity, parse_recipe
 
 SCHEDULES = ("geometric", "cubic", "gradual")
 LR_SCHEDULES = ("rewind", "continue")
@@ -53,7 +53,7 @@ class PruneOptions:
     skip_last: bool = False
     max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY
     mask_only: bool = False
-    round_to: int = 8
+    round_to: int = DEFAULT_ROUND_TO
     settings: MethodSettings = field(default_factory=MethodSettings)
     seed: int = 0
     reconstruct: bool = False

@@ -151,7 +151,13 @@ class Sweeper:
         top1, _, loss = metrics_over(run, batches, self.probabilities)
         return top1, loss
 
-    def level(self, method: str, scope: str, sparsity: float, max_layer_sparsity: float = 0.99) -> ResultRow:
+    def level(
+        self,
+        method: str,
+        scope: str,
+        sparsity: float,
+        max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY,
+    ) -> ResultRow:
         """Set the weights to `method`/`scope` at `sparsity` (from the stored ranking) and evaluate."""
         chosen = get_method(method)
         select.check_scope(scope, method, chosen.granularity)
@@ -206,7 +212,7 @@ class Sweeper:
         context = ScoreContext(self.torch_model, model=self.model)
         plan = channels.plan(
             self.model, chosen, self.torch_model, sparsity, scope, {}, sparsity, max_layer_sparsity, context,
-            round_to=8, saturate=True,
+            round_to=select.DEFAULT_ROUND_TO, saturate=True,
         )  # fmt: skip
         channels.apply(self.torch_model, self.model, plan, keep_masks=False)
 
@@ -231,7 +237,7 @@ def sweep(
     levels: list[float],
     methods: list[str] = ("magnitude",),
     scopes: list[str] = ("layer",),
-    max_layer_sparsity: float = 0.99,
+    max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY,
     progress: Progress | None = None,
     engine: str = "auto",
     calibration: Dataset | None = None,

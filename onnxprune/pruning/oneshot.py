@@ -169,7 +169,7 @@ def prune(
     seed: int = 0,
     original_counts: dict[str, int] | None = None,
     mask_only: bool = False,
-    round_to: int = 8,
+    round_to: int = select.DEFAULT_ROUND_TO,
     reconstruct: bool = False,
 ) -> PruneResult:
     """Prune a loaded model.

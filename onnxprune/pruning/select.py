@@ -23,6 +23,8 @@ GLOBAL_SCOPES = ("global", "lamp")
 # scopes that share the sparsity out between layers (the cap of --max-layer-sparsity applies)
 ALLOCATING_SCOPES = (*GLOBAL_SCOPES, "erk")
 DEFAULT_MAX_LAYER_SPARSITY = 0.99
+# structured pruning leaves layers of 32+ channels a multiple of this (fast kernels on 8-wide SIMD)
+DEFAULT_ROUND_TO = 8
 
 
 @dataclass(frozen=True)
