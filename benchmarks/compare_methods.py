@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 import onnxprune  # noqa: E402
 from onnxprune.measure import bench  # noqa: E402
-from onnxprune.measure.evaluate import evaluate  # noqa: E402
+from onnxprune.workbench.evaluate import evaluate  # noqa: E402
 from onnxprune.options import (  # noqa: E402
     PruneOptions,
     ScheduleOptions,

@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 import onnxprune
-from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.workbench.convert import to_torch
 from onnxprune.workbench.data import load_data, preprocess_for
 

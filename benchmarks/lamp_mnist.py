@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mnist_omp_imp import MLP, mlp_and_mnist  # the same model and split (benchmarks/ is on the path)
 
-from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
 from onnxprune.pruning.schedule import run
 

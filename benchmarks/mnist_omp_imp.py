@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import onnxprune
-from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
 from onnxprune.pruning.schedule import run
 from onnxprune.workbench.data import load_data, preprocess_for

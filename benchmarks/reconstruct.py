@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import versus_anchors as anchors  # noqa: E402
 
 import onnxprune  # noqa: E402
-from onnxprune.measure.evaluate import evaluate  # noqa: E402
+from onnxprune.workbench.evaluate import evaluate  # noqa: E402
 from onnxprune.measure.sweep import sweep  # noqa: E402
 from onnxprune.pruning.reconstruct import CALIBRATION_SAMPLES  # noqa: E402
 from onnxprune.report import plots  # noqa: E402

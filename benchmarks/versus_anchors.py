@@ -40,7 +40,7 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 import onnxprune
-from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
 from onnxprune.pruning.schedule import run
 from onnxprune.workbench.convert import to_torch

@@ -24,7 +24,7 @@ import numpy as np
 from torch.nn.utils import prune as torch_prune
 
 import onnxprune
-from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import TrainOptions
 from onnxprune.workbench.convert import to_torch
 from onnxprune.workbench.data import load_data, preprocess_for, split

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import onnxprune
 from onnxprune.cli import app
 from onnxprune.demo import spectrograms
-from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.workbench.data import load_data, preprocess_for
 
 MODELS = REPO / "models"

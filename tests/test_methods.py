@@ -90,7 +90,7 @@ def test_synflow_is_data_free_and_beats_magnitude_on_the_matlab_model():
     from conftest import REPO
 
     from onnxprune.demo import spectrograms
-    from onnxprune.measure.evaluate import evaluate
+    from onnxprune.workbench.evaluate import evaluate
     from onnxprune.workbench.data import load_data
 
     model = onnxprune.load(REPO / "models" / "alexnet_spectro.onnx")

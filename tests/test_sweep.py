@@ -15,9 +15,10 @@ import onnxprune
 from onnxprune.cli import app
 from onnxprune.cli.common import percent
 from onnxprune.errors import ConfigError, DataError
-from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.measure.sweep import parse_levels, ratios_for_target, sensitivity, sweep, trade_off, write_ratios
-from onnxprune.report import plots, results
+from onnxprune import results
+from onnxprune.report import plots
 from onnxprune.workbench.data import Dataset, preprocess_for
 
 
@@ -231,7 +232,7 @@ def test_prune_max_drop_chooses_the_sparsity(fixture_model, tmp_path):
 
 def test_trade_off_judges_each_curve_on_its_own():
     """Issue 19: one knee over four curves meant nothing; each curve has its own, and its units."""
-    from onnxprune.report.results import ResultRow, ResultTable
+    from onnxprune.results import ResultRow, ResultTable
 
     curves = {
         ("magnitude", "global"): [0.90, 0.90, 0.89, 0.85, 0.30],

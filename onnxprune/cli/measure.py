@@ -59,8 +59,8 @@ def evaluate(
 ) -> None:
     """Top-1 and top-5 accuracy and loss of MODEL on labelled data, in onnxruntime and/or torch."""
     from onnxprune.graph.model import load
-    from onnxprune.measure.evaluate import chance_note
-    from onnxprune.measure.evaluate import evaluate as evaluate_model
+    from onnxprune.workbench.evaluate import chance_note
+    from onnxprune.workbench.evaluate import evaluate as evaluate_model
 
     if data is None:
         raise ConfigError("evaluate needs --data (a folder, .zip, .mat, .npz or MNIST idx file)")
@@ -112,11 +112,12 @@ def sweep(
 ) -> None:
     """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop."""
     from onnxprune.graph.model import load
-    from onnxprune.measure.evaluate import chance_note
+    from onnxprune.workbench.evaluate import chance_note
     from onnxprune.measure.sweep import sweep as sweep_model
     from onnxprune.measure.sweep import trade_off
     from onnxprune.pruning.reconstruct import calibration_split
-    from onnxprune.report import plots, results
+    from onnxprune import results
+    from onnxprune.report import plots
     from onnxprune.report.html import write_report
 
     if data is None:
@@ -214,7 +215,8 @@ def sensitivity(
     from onnxprune.measure.sweep import ratios_for_target, write_ratios
     from onnxprune.measure.sweep import sensitivity as layer_sensitivity
     from onnxprune.pruning.select import check_sparsity
-    from onnxprune.report import plots, results
+    from onnxprune import results
+    from onnxprune.report import plots
 
     if data is None:
         raise ConfigError("sensitivity needs --data")

@@ -29,7 +29,8 @@ def plot(
     import json as json_module
 
     from onnxprune.graph.model import load
-    from onnxprune.report import plots, results
+    from onnxprune import results
+    from onnxprune.report import plots
 
     if kind == "accuracy":
         figure = plots.accuracy_vs_sparsity([results.read(path) for path in sources], output)

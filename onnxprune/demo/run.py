@@ -20,11 +20,12 @@ from pathlib import Path
 from onnxprune.demo import spectrograms
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import load
-from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.measure.sweep import parse_levels, sweep, trade_off
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
 from onnxprune.pruning.schedule import run
-from onnxprune.report import plots, results
+from onnxprune import results
+from onnxprune.report import plots
 from onnxprune.report.html import write_report
 from onnxprune.workbench.data import load_data, preprocess_for
 

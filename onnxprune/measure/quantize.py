@@ -108,7 +108,7 @@ def quantize(
         zeros_after=_weight_zeros(quantized, float_only=False),
     )
     if evaluate_data is not None:
-        from onnxprune.measure.evaluate import evaluate
+        from onnxprune.workbench.evaluate import evaluate
 
         report.top1_before = evaluate(model, evaluate_data, preprocess).top1
         report.top1_after = evaluate(load(output), evaluate_data, preprocess).top1

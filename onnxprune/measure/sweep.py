@@ -21,11 +21,11 @@ import yaml
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import Model
-from onnxprune.measure.evaluate import metrics_over, onnxruntime_runner, torch_runner
+from onnxprune.workbench.evaluate import metrics_over, onnxruntime_runner, torch_runner
 from onnxprune.pruning import channels, select
 from onnxprune.pruning.methods import ScoreContext, get_method
 from onnxprune.pruning.reconstruct import reconstruct, reference_copy
-from onnxprune.report.results import ResultRow, ResultTable
+from onnxprune.results import ResultRow, ResultTable
 from onnxprune.workbench.convert import TorchModel, mask_parameter, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
 

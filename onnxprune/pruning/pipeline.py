@@ -340,7 +340,7 @@ def _scheduled(model_path: Path, output: Path, options: RunOptions, progress, no
         model_path, out_dir, schedule, train, held_out, preprocess, options.resume, progress, options.command
     )
     final = load(result.final_path)
-    from onnxprune.measure.evaluate import chance_note
+    from onnxprune.workbench.evaluate import chance_note
 
     chance = chance_note(result.baseline_top1, model.num_classes or (len(held_out.classes) if held_out else 0))
     notes.extend([chance] if chance else [])

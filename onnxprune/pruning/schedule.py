@@ -32,15 +32,15 @@ from onnxprune.graph.channels import analyse
 from onnxprune.graph.model import Model, from_proto, load, save_atomic
 from onnxprune.graph.storage import save_model_file
 from onnxprune.graph.verify import reference, verify
-from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import ScheduleOptions, TrainOptions
 from onnxprune.pruning.channels import channel_groups
 from onnxprune.pruning.gradual import GradualPruning
 from onnxprune.pruning.oneshot import prune_with
 from onnxprune.pruning.reconstruct import NOTE_START
-from onnxprune.report.results import ResultRow, ResultTable
-from onnxprune.report.results import read as read_results
-from onnxprune.report.results import write as write_results
+from onnxprune.results import ResultRow, ResultTable
+from onnxprune.results import read as read_results
+from onnxprune.results import write as write_results
 from onnxprune.workbench.convert import TorchModel, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
 from onnxprune.workbench.train import ensure_masks, finetune, logits_module

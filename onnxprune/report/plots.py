@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from onnxprune.errors import ConfigError  # noqa: E402
 from onnxprune.graph.model import Model  # noqa: E402
-from onnxprune.report.results import ResultTable  # noqa: E402
+from onnxprune.results import ResultTable  # noqa: E402
 
 SIZE = (8, 5)
 DPI = 100  # 800 x 500 pixels

@@ -15,7 +15,7 @@ import torch
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.channels import analyse
-from onnxprune.measure.evaluate import evaluate
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.pruning.channels import (
     ChannelPlan,
     apply,
