@@ -43,8 +43,8 @@ from onnxprune.options import (  # noqa: E402
     TrainOptions,  # noqa: E402
 )
 from onnxprune.pruning.oneshot import prune_chain  # noqa: E402
-from onnxprune.pruning.schedule import run, write_checkpoint  # noqa: E402
-from onnxprune.pruning.select import parse_recipe  # noqa: E402
+from onnxprune.workflow.schedule import run, write_checkpoint  # noqa: E402
+from onnxprune.options import parse_recipe  # noqa: E402
 from onnxprune.report import plots  # noqa: E402
 from onnxprune.workbench.data import load_data, preprocess_for, split  # noqa: E402
 from onnxprune.workbench.train import finetune, pick_device  # noqa: E402

@@ -25,7 +25,7 @@ from mnist_omp_imp import MLP, mlp_and_mnist  # the same model and split (benchm
 
 from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-from onnxprune.pruning.schedule import run
+from onnxprune.workflow.schedule import run
 
 
 def main() -> None:

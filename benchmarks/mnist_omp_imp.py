@@ -20,7 +20,7 @@ import numpy as np
 import onnxprune
 from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-from onnxprune.pruning.schedule import run
+from onnxprune.workflow.schedule import run
 from onnxprune.workbench.data import load_data, preprocess_for
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

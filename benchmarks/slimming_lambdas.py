@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import onnxprune  # noqa: E402
 from onnxprune.options import TrainOptions  # noqa: E402
-from onnxprune.pruning.schedule import write_checkpoint  # noqa: E402
+from onnxprune.workflow.schedule import write_checkpoint  # noqa: E402
 from onnxprune.report import plots  # noqa: E402
 from onnxprune.workbench.convert import to_torch  # noqa: E402
 from onnxprune.workbench.data import load_data, preprocess_for  # noqa: E402

@@ -42,7 +42,7 @@ from torch.nn.utils import prune as torch_prune
 import onnxprune
 from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-from onnxprune.pruning.schedule import run
+from onnxprune.workflow.schedule import run
 from onnxprune.workbench.convert import to_torch
 from onnxprune.workbench.data import load_data, preprocess_for, split
 from onnxprune.workbench.train import finetune, logits_module
@@ -221,7 +221,7 @@ def with_defaults(model_path, data, val, **given):
     """`onnxprune prune MODEL --data DATA --val VAL ...given`, as the command line builds and runs it: the
     defaults a user gets. Returns (final top-1 on VAL, the options it chose, seconds)."""
     from onnxprune.cli.prune import _prune_run_options
-    from onnxprune.pruning.pipeline import run as run_pipeline
+    from onnxprune.workflow.pipeline import run as run_pipeline
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:

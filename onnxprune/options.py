@@ -10,16 +10,133 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from onnxprune.errors import ConfigError
-from onnxprune.pruning.methods import MethodSettings, get_method
-from onnxprune.pruning.select import DEFAULT_MAX_LAYER_SPARSITY, DEFAULT_ROUND_TO, SCOPES, check_sparsity, parse_recipe
 
+SCOPES = ("layer", "global", "lamp", "erk")
 SCHEDULES = ("geometric", "cubic", "gradual")
 LR_SCHEDULES = ("rewind", "continue")
 OPTIMIZERS = ("sgd", "adam")
+# the guard against layer collapse: global selection leaves every layer at least 1% of its weights
+DEFAULT_MAX_LAYER_SPARSITY = 0.99
+# structured pruning leaves layers of 32+ channels a multiple of this (fast kernels on 8-wide SIMD)
+DEFAULT_ROUND_TO = 8
+# fine-tuning's learning rates, measured (docs/training.md#the-defaults-measured): SGD on normalised
+# inputs; raw 0-255 inputs (MATLAB exports with a mean-image Sub) make first-layer gradients ~255x
+# larger, so SGD there takes 1e-4 and Adam (AdamW) 1e-3
+SGD_LR = 0.01
+RAW_PIXEL_LR = 1e-4
+ADAM_LR = 1e-3
+# distillation from the dense model when a prune fine-tunes (VGG13 +0.36 points, MATLAB MLP +2)
+DISTILL_WEIGHT = 0.9
+# slimming's sparsity training: the L1 penalty on BatchNorm scales when none is given
+SLIMMING_BN_L1 = 1e-4
+
+
+def check_sparsity(value: float, what: str = "sparsity") -> float:
+    """Validate a sparsity in [0, 1); return it as float."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a number in [0, 1), got {value!r}") from None
+    if not 0.0 <= value < 1.0 or math.isnan(value):
+        raise ConfigError(f"{what} must be in [0, 1) (0.9 removes 90% of the weights), got {value}")
+    return value
+
+
+def check_scope(scope: str) -> str:
+    """Refuse a scope that is not one of `SCOPES`."""
+    if scope not in SCOPES:
+        raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
+    return scope
+
+
+def parse_recipe(text: str) -> list[tuple[str, float]]:
+    """'l1-filter:0.3,magnitude:0.8' -> [('l1-filter', 0.3), ('magnitude', 0.8)] (a hybrid chain).
+
+    Also reads a YAML file holding a list of {method, sparsity} stages. The syntax and the
+    sparsities are checked here; the method names by the pruning registry when the prune starts
+    (`onnxprune.pruning.methods.traits`).
+    """
+    import yaml  # a recipe file is rare: `onnxprune --help` does not wait for it
+
+    if text.endswith((".yaml", ".yml")):
+        path = Path(text)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such recipe file")
+        stages = yaml.safe_load(path.read_text())
+        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+            raise ConfigError(f"{path}: a recipe is a list of stages like '- {{method: l1-filter, sparsity: 0.3}}'")
+        pairs = [(str(s.get("method")), s.get("sparsity")) for s in stages]
+    else:
+        pairs = []
+        for part in text.split(","):
+            name, _, value = part.strip().partition(":")
+            if not value:
+                raise ConfigError(f"recipe stage '{part.strip()}' needs a sparsity, like magnitude:0.8")
+            pairs.append((name.strip(), value))
+    if not pairs:
+        raise ConfigError("an empty recipe: give stages like l1-filter:0.3,magnitude:0.8")
+    return [(name, check_sparsity(value, f"sparsity of stage '{name}'")) for name, value in pairs]
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """The knobs of the data-driven and iterative methods; each method reads its own.
+
+    Attributes:
+        batches_per_round: taylor: mini-batches scored (and trained) per round.
+        max_per_round: taylor: most filters removed per round.
+        batch_size: taylor, sss, greedy: mini-batch size of their training steps.
+        lr: taylor, sss, greedy: learning rate of their training steps.
+        momentum: taylor, sss: SGD momentum.
+        candidates: greedy: units tried per removal.
+        val_samples: greedy: samples the loss is measured on.
+        finetune_every: greedy: removals between short fine-tunings.
+        finetune_batches: greedy: mini-batches per short fine-tuning.
+        sss_epochs: sss: epochs of factor training.
+        sss_gamma: sss: the L1 penalty on the factors.
+        max_steps: sss: at most this many steps (None: whole epochs).
+        synflow_iterations: synflow: scoring rounds.
+    """
+
+    batches_per_round: int = 10
+    max_per_round: int = 8
+    batch_size: int = 32
+    lr: float = SGD_LR
+    momentum: float = 0.9
+    candidates: int = 16
+    val_samples: int = 256
+    finetune_every: int = 8
+    finetune_batches: int = 5
+    sss_epochs: int = 1
+    sss_gamma: float = 1e-3
+    max_steps: int | None = None
+    synflow_iterations: int = 10
+
+    def __post_init__(self):
+        for name in ("batches_per_round", "max_per_round", "batch_size", "candidates", "val_samples",
+                     "finetune_every", "synflow_iterations"):  # fmt: skip
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"method setting {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"method setting lr must be > 0, got {self.lr}")
+
+    @classmethod
+    def of(cls, value: MethodSettings | dict | None) -> MethodSettings:
+        """Settings from a dict of some of the fields (unknown names refused, listing the known ones)."""
+        if value is None:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ConfigError(f"unknown method setting '{unknown[0]}'; the settings are: {', '.join(sorted(known))}")
+        return cls(**value)
 
 
 @dataclass(frozen=True)
@@ -31,7 +148,9 @@ class PruneOptions:
             filters and neurons). Ignored by a recipe, whose stages carry their own.
         method: a registered method, or a hybrid recipe: stages like
             "l1-filter:0.3,magnitude:0.8", or a .yaml file listing {method, sparsity}.
-        scope: "layer" (every layer to the sparsity) or "global" (one threshold).
+        scope: "layer" (every layer to the sparsity), "global" (one threshold), "lamp" (one
+            threshold over layer-adaptive scores) or "erk"; None (the default) is the measured
+            choice, made where the prune starts (`onnxprune.pruning.methods.default_scope`).
         config: a YAML file of per-layer ratios ("conv1: 0.5", "default: 0.8").
         skip_first: leave the first prunable layer dense.
         skip_last: leave the last prunable layer dense.
@@ -47,7 +166,7 @@ class PruneOptions:
 
     sparsity: float = 0.5
     method: str = "magnitude"
-    scope: str = "layer"
+    scope: str | None = None
     config: str | None = None
     skip_first: bool = False
     skip_last: bool = False
@@ -61,15 +180,14 @@ class PruneOptions:
     def __post_init__(self):
         check_sparsity(self.sparsity)
         check_sparsity(self.max_layer_sparsity, "max layer sparsity")
-        if self.scope not in SCOPES:
-            raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got '{self.scope}'")
+        if self.scope is not None:
+            check_scope(self.scope)
         if self.round_to < 1:
             raise ConfigError(f"--round-to must be >= 1, got {self.round_to}")
         if self.config is not None and not Path(self.config).is_file():
             raise ConfigError(f"{self.config}: no such ratio file; check the --config path")
         object.__setattr__(self, "settings", MethodSettings.of(self.settings))
-        for name, _ in self.stages:
-            get_method(name)  # an unknown method fails here, listing the known ones
+        _ = self.stages  # a recipe's syntax and sparsities fail here; its method names where the prune starts
 
     @property
     def is_recipe(self) -> bool:
@@ -88,24 +206,6 @@ class PruneOptions:
     def target(self) -> float:
         """The last stage's sparsity: what the run is named after."""
         return self.stages[-1][1]
-
-    @property
-    def kind(self) -> str:
-        """The kind of pruning, "unstructured", "filter" or (a recipe of both) "hybrid": it names output files."""
-        kinds = {get_method(name).granularity for name, _ in self.stages}
-        if kinds == {"weight"}:
-            return "unstructured"
-        return "filter" if kinds == {"channel"} else "hybrid"
-
-    @property
-    def selects_in_rounds(self) -> bool:
-        """True when the (single) method selects in rounds of its own (Taylor, greedy)."""
-        return not self.is_recipe and get_method(self.method).loop is not None
-
-    @property
-    def needs_data(self) -> bool:
-        """True when a stage's method scores on data."""
-        return any(get_method(name).needs_data for name, _ in self.stages)
 
 
 @dataclass(frozen=True)
@@ -137,7 +237,7 @@ class TrainOptions:
 
     epochs: int = 3
     batch_size: int = 32  # measured: docs/training.md#the-defaults-measured
-    lr: float = 0.01
+    lr: float = SGD_LR
     momentum: float = 0.9
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
@@ -190,7 +290,8 @@ class ScheduleOptions:
             all rounds, each round fine-tuning where the previous one left the learning rate.
         sparsity_epochs: slimming: epochs of sparsity training (L1 on BatchNorm scales,
             `bn_l1`) before the first pruning.
-        bn_l1: slimming: the L1 penalty lambda on BatchNorm scales during sparsity training.
+        bn_l1: slimming: the L1 penalty lambda on BatchNorm scales during sparsity training
+            (None: `SLIMMING_BN_L1` with sparsity training, else 0).
     """
 
     prune: PruneOptions = field(default_factory=PruneOptions)
@@ -200,9 +301,12 @@ class ScheduleOptions:
     rewind: bool = False
     lr_schedule: str = "rewind"
     sparsity_epochs: int = 0
-    bn_l1: float = 0.0
+    bn_l1: float | None = None
 
     def __post_init__(self):
+        """Checks that need no method's traits; `onnxprune.pruning.methods.check_schedule` does the others."""
+        if self.bn_l1 is None:
+            object.__setattr__(self, "bn_l1", SLIMMING_BN_L1 if self.sparsity_epochs > 0 else 0.0)
         if self.iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
         if self.schedule not in SCHEDULES:
@@ -217,17 +321,10 @@ class ScheduleOptions:
             )
         if self.schedule == "gradual":
             self._check_gradual()
-        if self.rewind and self.prune.kind != "unstructured":
-            raise ConfigError("--rewind resets surviving weights of a masked model: it needs an unstructured method")
         if self.rewind and self.prune.reconstruct:
             raise ConfigError("--rewind resets the surviving weights that --reconstruct solves: choose one")
 
     def _check_gradual(self) -> None:
-        if self.prune.kind != "unstructured":
-            raise ConfigError(
-                f"--schedule gradual grows weight masks while training; {self.prune.method} removes channels: "
-                "use one-shot or --iterations"
-            )
         if self.iterations > 1:
             raise ConfigError("--schedule gradual prunes during one fine-tuning: leave --iterations at 1")
         if self.train.epochs == 0:
@@ -244,11 +341,6 @@ class ScheduleOptions:
     def target(self) -> float:
         """The final sparsity."""
         return self.prune.target
-
-    @property
-    def kind(self) -> str:
-        """Unstructured, filter or hybrid (they name the final file)."""
-        return self.prune.kind
 
     @property
     def name(self) -> str:

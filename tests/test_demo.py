@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 import onnxprune
 from onnxprune.cli import app
 from onnxprune.demo import spectrograms
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.workbench.data import load_data, preprocess_for
+from onnxprune.workbench.evaluate import evaluate
 
 MODELS = REPO / "models"
 

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 import onnxprune
 from onnxprune.cli import app
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.workbench.data import load_data, preprocess_for
+from onnxprune.workbench.evaluate import evaluate
 
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
 # ../shared/models/README.md: file, data, preprocessing, listed top-1

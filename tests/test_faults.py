@@ -204,7 +204,7 @@ def test_a_second_run_in_the_same_out_dir_is_refused_and_the_first_finishes(lab,
 
 
 def test_a_lock_left_by_a_killed_run_is_taken_over(tmp_path):
-    from onnxprune.pruning.schedule import run_lock
+    from onnxprune.workflow.schedule import run_lock
 
     folder = tmp_path / "run"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])

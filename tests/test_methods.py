@@ -90,8 +90,8 @@ def test_synflow_is_data_free_and_beats_magnitude_on_the_matlab_model():
     from conftest import REPO
 
     from onnxprune.demo import spectrograms
-    from onnxprune.workbench.evaluate import evaluate
     from onnxprune.workbench.data import load_data
+    from onnxprune.workbench.evaluate import evaluate
 
     model = onnxprune.load(REPO / "models" / "alexnet_spectro.onnx")
     test = load_data(spectrograms.generate() / "test")
@@ -132,8 +132,9 @@ def test_slimming_bad_input(fixture_model):
 
 def test_hybrid_chain_removes_filters_then_polishes_magnitude(fixture_model, tmp_path):
     from onnxprune.errors import ConfigError
+    from onnxprune.options import PruneOptions, parse_recipe
+    from onnxprune.pruning.methods import traits
     from onnxprune.pruning.oneshot import prune_chain
-    from onnxprune.pruning.select import parse_recipe
 
     model = onnxprune.load(fixture_model("vgg_bn_torchscript"))
     result = prune_chain(model, parse_recipe("l1-filter:0.4,magnitude:0.8"))
@@ -145,8 +146,9 @@ def test_hybrid_chain_removes_filters_then_polishes_magnitude(fixture_model, tmp
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("- {method: l2-filter, sparsity: 0.3}\n- {method: magnitude, sparsity: 0.5}\n")
     assert parse_recipe(str(recipe)) == [("l2-filter", 0.3), ("magnitude", 0.5)]
+    assert parse_recipe("l1-filter:0.3,dice:0.8") == [("l1-filter", 0.3), ("dice", 0.8)]  # syntax only
     with pytest.raises(ConfigError, match="unknown pruning method 'dice'; known methods"):
-        parse_recipe("l1-filter:0.3,dice:0.8")
+        traits(PruneOptions(method="l1-filter:0.3,dice:0.8"))  # the registry, where a prune starts
     with pytest.raises(ConfigError, match="needs a sparsity"):
         parse_recipe("l1-filter")
 
@@ -195,7 +197,8 @@ def test_sss_factors_fold_exactly_into_the_weights(fixture_model):
 
 
 def test_sss_proximal_l1_sets_factors_exactly_to_zero(fixture_model, images):
-    from onnxprune.pruning.methods import MethodSettings, ScoreContext
+    from onnxprune.options import MethodSettings
+    from onnxprune.pruning.methods import ScoreContext
     from onnxprune.pruning.methods.sss import learn_factors
     from onnxprune.workbench.convert import to_torch
 
@@ -231,7 +234,8 @@ def without_final_softmax(proto):
 def test_data_driven_methods_score_softmax_models_from_logits(name, fixture_model, images):
     """A MATLAB export ends with Softmax: its scores must equal those of the same model without it."""
     from onnxprune.graph.model import from_proto
-    from onnxprune.pruning.methods import MethodSettings, ScoreContext, get_method
+    from onnxprune.options import MethodSettings
+    from onnxprune.pruning.methods import ScoreContext, get_method
     from onnxprune.workbench.convert import to_torch
 
     with_softmax = onnxprune.load(fixture_model("matlab_alexnet_opset13"))
@@ -252,7 +256,7 @@ def test_data_driven_methods_score_softmax_models_from_logits(name, fixture_mode
 
 def test_method_settings_refuse_unknown_names():
     from onnxprune.errors import ConfigError
-    from onnxprune.pruning.methods import MethodSettings
+    from onnxprune.options import MethodSettings
 
     with pytest.raises(ConfigError, match="unknown method setting 'batches'; the settings are: batch_size"):
         MethodSettings.of({"batches": 3})

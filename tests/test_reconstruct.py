@@ -15,13 +15,13 @@ from typer.testing import CliRunner
 import onnxprune
 from onnxprune.cli import app
 from onnxprune.errors import ConfigError
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.measure.sweep import sweep
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
 from onnxprune.pruning.reconstruct import calibration_split
 from onnxprune.report import plots
 from onnxprune.workbench.convert import to_torch
 from onnxprune.workbench.data import Dataset, load_data, preprocess_for
+from onnxprune.workbench.evaluate import evaluate
 
 runner = CliRunner()
 

@@ -7,6 +7,7 @@ import pytest
 
 import onnxprune
 from onnxprune.errors import ConfigError
+from onnxprune.options import check_sparsity
 from onnxprune.pruning import select
 
 
@@ -61,7 +62,7 @@ def test_read_ratios_missing_file(tmp_path):
 @pytest.mark.parametrize("value", [1.0, 1.5, -0.01, "x", float("nan")])
 def test_check_sparsity_rejects(value):
     with pytest.raises(ConfigError):
-        select.check_sparsity(value)
+        check_sparsity(value)
 
 
 @pytest.mark.parametrize("k", [1, 12345, 2_500_000, 4_999_999, 5_000_000])

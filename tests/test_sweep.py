@@ -12,14 +12,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import onnxprune
+from onnxprune import results
 from onnxprune.cli import app
 from onnxprune.cli.common import percent
 from onnxprune.errors import ConfigError, DataError
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.measure.sweep import parse_levels, ratios_for_target, sensitivity, sweep, trade_off, write_ratios
-from onnxprune import results
 from onnxprune.report import plots
 from onnxprune.workbench.data import Dataset, preprocess_for
+from onnxprune.workbench.evaluate import evaluate
 
 
 @pytest.fixture(scope="module")

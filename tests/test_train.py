@@ -15,10 +15,10 @@ import onnxprune
 from onnxprune.cli import app
 from onnxprune.errors import ConfigError
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-from onnxprune.pruning.schedule import run
 from onnxprune.workbench.convert import to_torch
 from onnxprune.workbench.data import Dataset, preprocess_for
 from onnxprune.workbench.train import finetune, refresh_pruned
+from onnxprune.workflow.schedule import run
 
 FAST = TrainOptions(epochs=2, batch_size=16, lr=0.01, seed=0)
 
@@ -44,7 +44,7 @@ def test_finetuning_keeps_every_pruned_weight_at_zero(fixture_model, synthetic, 
     preprocess = preprocess_for(model)
     history = finetune(result.torch_model, train, preprocess, FAST, val, softmax_output="prob")
     assert [record.epoch for record in history.history] == [1, 2]
-    from onnxprune.pruning.schedule import write_checkpoint
+    from onnxprune.workflow.schedule import write_checkpoint
 
     write_checkpoint(model, result.torch_model, tmp_path / "tuned.onnx")
     after = zeros_per_weight(tmp_path / "tuned.onnx", model)
@@ -269,9 +269,13 @@ def test_gradual_pruning_grows_the_masks_along_the_cubic_ramp_and_writes_the_tar
 
 
 def test_gradual_pruning_refuses_what_it_cannot_do():
+    from onnxprune.pruning.methods import check_schedule
+
     training = TrainOptions(epochs=1)
     with pytest.raises(ConfigError, match="--schedule gradual grows weight masks while training; l1-filter"):
-        ScheduleOptions(PruneOptions(0.5, method="l1-filter"), train=training, schedule="gradual")
+        check_schedule(ScheduleOptions(PruneOptions(0.5, method="l1-filter"), train=training, schedule="gradual"))
+    with pytest.raises(ConfigError, match="--rewind resets surviving weights of a masked model"):
+        check_schedule(ScheduleOptions(PruneOptions(0.5, method="l1-filter"), train=training, rewind=True))
     with pytest.raises(ConfigError, match="--schedule gradual prunes during one fine-tuning"):
         ScheduleOptions(PruneOptions(0.5), train=training, schedule="gradual", iterations=3)
     with pytest.raises(ConfigError, match="--schedule gradual prunes while fine-tuning: add --finetune-epochs"):

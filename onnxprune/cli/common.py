@@ -249,6 +249,17 @@ def numbers(text: str | None, what: str) -> tuple[float, ...] | None:
         raise ConfigError(f"{what} must be comma-separated numbers, got '{text}'") from None
 
 
+def pick(given: dict, *names: str, **renamed: str) -> dict:
+    """The options among `names` that were given (not None), as keyword arguments of an options dataclass.
+
+    `renamed` maps a field to the command's name for it (epochs="finetune_epochs"). What was not
+    given is left out, so the dataclass's own default applies: defaults are written once, there.
+    """
+    chosen = {name: given[name] for name in names if given.get(name) is not None}
+    chosen.update({field: given[name] for field, name in renamed.items() if given.get(name) is not None})
+    return chosen
+
+
 def data_options(data, val=None, val_split=None, limit=None, pixel_range=None, mean=None, std=None, flatten=None,
                   seed=0, first=None):  # fmt: skip
     """The data options of a command, or None without --data."""

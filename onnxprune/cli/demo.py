@@ -24,7 +24,7 @@ DEMO_FOLDER = Path("onnxprune-demo")
 def demo(
     out_dir: Annotated[
         Path | None,
-        typer.Option("--out-dir", "-o", help="folder for the demo's results, new or empty [default: onnxprune-demo]"),
+        typer.Option("--out-dir", "-o", help="folder for the demo's results, new or empty (default: onnxprune-demo)"),
     ] = None,
     quick: Annotated[bool, typer.Option("--quick", help="a reduced run (small data, few levels): seconds")] = False,
     out: Annotated[Path | None, typer.Option("--out", hidden=True, help="old spelling of --out-dir")] = None,

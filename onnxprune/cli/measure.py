@@ -92,7 +92,7 @@ def sweep(
     step: StepOption = None,
     max_drop: Annotated[float, typer.Option(help="accuracy budget for the trade-off (0.01 = one point)")] = 0.01,
     out_dir: Annotated[
-        Path | None, typer.Option("--out-dir", "-o", help="folder for results and the figure [default: MODEL_sweep]")
+        Path | None, typer.Option("--out-dir", "-o", help="folder for results and the figure (default: MODEL_sweep)")
     ] = None,
     limit: LimitOption = None,
     first: FirstOption = None,
@@ -111,14 +111,14 @@ def sweep(
     as_json: JsonOption = False,
 ) -> None:
     """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop."""
+    from onnxprune import results
     from onnxprune.graph.model import load
-    from onnxprune.workbench.evaluate import chance_note
     from onnxprune.measure.sweep import sweep as sweep_model
     from onnxprune.measure.sweep import trade_off
     from onnxprune.pruning.reconstruct import calibration_split
-    from onnxprune import results
     from onnxprune.report import plots
     from onnxprune.report.html import write_report
+    from onnxprune.workbench.evaluate import chance_note
 
     if data is None:
         raise ConfigError("sweep needs --data")
@@ -211,11 +211,11 @@ def sensitivity(
     as_json: JsonOption = False,
 ) -> None:
     """Prune one layer at a time to find the sensitive ones; write per-layer ratios reaching --target."""
+    from onnxprune import results
     from onnxprune.graph.model import load
     from onnxprune.measure.sweep import ratios_for_target, write_ratios
     from onnxprune.measure.sweep import sensitivity as layer_sensitivity
-    from onnxprune.pruning.select import check_sparsity
-    from onnxprune import results
+    from onnxprune.options import check_sparsity
     from onnxprune.report import plots
 
     if data is None:
@@ -264,7 +264,7 @@ def bench_command(
         list[Path], typer.Argument(metavar="MODEL...", help="models to compare (the first is the reference)")
     ],
     batch_size: Annotated[
-        str | None, typer.Option(help=f"batch sizes to time, comma-separated [default: {BENCH_BATCHES}]")
+        str | None, typer.Option(help=f"batch sizes to time, comma-separated (default: {BENCH_BATCHES})")
     ] = None,
     provider: Annotated[str, typer.Option(help="cpu or cuda (needs the gpu extra and a GPU)")] = "cpu",
     threads: Annotated[int | None, typer.Option(help="onnxruntime intra-op threads")] = None,

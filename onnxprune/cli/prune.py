@@ -32,12 +32,26 @@ from onnxprune.cli.common import (
     help_panels,
     human_size,
     level_progress,
+    pick,
     prepare_data,
     print_error,
     reports_errors,
     training_progress,
 )
 from onnxprune.errors import ConfigError
+from onnxprune.options import (
+    ADAM_LR,
+    DISTILL_WEIGHT,
+    RAW_PIXEL_LR,
+    SLIMMING_BN_L1,
+    MethodSettings,
+    PruneOptions,
+    ScheduleOptions,
+    TrainOptions,
+)
+
+# the defaults shown in --help are the options' own (the dataclasses are the one place they are written)
+PRUNE, TRAIN, SCHEDULE, SETTINGS = PruneOptions(), TrainOptions(), ScheduleOptions(), MethodSettings()
 
 
 @help_panels(
@@ -71,7 +85,8 @@ from onnxprune.errors import ConfigError
 def prune(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
     sparsity: Annotated[
-        float | None, typer.Option(help="fraction of prunable weights to remove, in [0, 1) [default: 0.5]")
+        float | None,
+        typer.Option(help=f"fraction of prunable weights to remove, in [0, 1) (default: {PRUNE.sparsity})"),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="output .onnx (default: beside the input)")
@@ -81,8 +96,8 @@ def prune(
         str | None,
         typer.Option(
             help="layer: each layer to SPARSITY; global: one threshold; lamp: one threshold on LAMP scores; "
-            "erk: Erdos-Renyi-Kernel shares [default: lamp; global when fine-tuning normalised inputs; "
-            "layer for filter methods]"
+            "erk: Erdos-Renyi-Kernel shares (default: lamp; global when fine-tuning normalised inputs; "
+            "layer for filter methods)"
         ),
     ] = None,
     config: Annotated[
@@ -92,7 +107,10 @@ def prune(
     skip_last: Annotated[bool, typer.Option("--skip-last", help="leave the last prunable layer dense")] = False,
     max_layer_sparsity: Annotated[
         float | None,
-        typer.Option(help="global scope: no layer pruned beyond this (guards against layer collapse) [default: 0.99]"),
+        typer.Option(
+            help="global scope: no layer pruned beyond this (guards against layer collapse) "
+            f"(default: {PRUNE.max_layer_sparsity})"
+        ),
     ] = None,
     sparse_storage: Annotated[
         bool,
@@ -110,7 +128,8 @@ def prune(
     schedule: Annotated[
         str | None,
         typer.Option(
-            help="IMP schedule: geometric or cubic (Zhu-Gupta); gradual: prune while fine-tuning [default: geometric]"
+            help="IMP schedule: geometric or cubic (Zhu-Gupta); gradual: prune while fine-tuning "
+            f"(default: {SCHEDULE.schedule})"
         ),
     ] = None,
     rewind: Annotated[bool, typer.Option("--rewind", help="reset surviving weights to their original values")] = False,
@@ -124,13 +143,22 @@ def prune(
     ] = False,
     out_dir: Annotated[Path | None, typer.Option(help="folder for checkpoints and results (with --data)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out-dir")] = False,
-    batch_size: Annotated[int | None, typer.Option(help="fine-tuning batch size [default: 32]")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=f"fine-tuning batch size (default: {TRAIN.batch_size})")
+    ] = None,
     lr: Annotated[
         float | None,
-        typer.Option(help="fine-tuning learning rate [default: 0.01 with sgd, 1e-3 with adam, 1e-4 sgd on raw 0-255]"),
+        typer.Option(
+            help=f"fine-tuning learning rate (default: {TRAIN.lr:g} with sgd, {ADAM_LR:g} with adam, "
+            f"{RAW_PIXEL_LR:g} sgd on raw 0-255)"
+        ),
     ] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="fine-tuning weight decay [default: 5e-4]")] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help="label smoothing [default: 0]")] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(help=f"fine-tuning weight decay (default: {TRAIN.weight_decay:g})")
+    ] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(help=f"label smoothing (default: {TRAIN.label_smoothing:g})")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
     limit: LimitOption = None,
     first: FirstOption = None,
@@ -143,14 +171,19 @@ def prune(
         bool, typer.Option("--mask-only", help="structured: zero channels whose dependencies cannot be resolved")
     ] = False,
     batches_per_round: Annotated[
-        int | None, typer.Option(help="taylor: mini-batches scored (and trained) per round [default: 10]")
+        int | None,
+        typer.Option(
+            help=f"taylor: mini-batches scored (and trained) per round (default: {SETTINGS.batches_per_round})"
+        ),
     ] = None,
     max_per_round: Annotated[
-        int | None, typer.Option(help="taylor: most filters removed per round [default: 8]")
+        int | None, typer.Option(help=f"taylor: most filters removed per round (default: {SETTINGS.max_per_round})")
     ] = None,
     round_to: Annotated[
         int | None,
-        typer.Option(help="structured: leave layers of 32+ channels a multiple of this (1: exact) [default: 8]"),
+        typer.Option(
+            help=f"structured: leave layers of 32+ channels a multiple of this (1: exact) (default: {PRUNE.round_to})"
+        ),
     ] = None,
     max_drop: Annotated[
         float | None,
@@ -160,28 +193,34 @@ def prune(
         ),
     ] = None,
     bn_l1: Annotated[
-        float | None, typer.Option(help="slimming: L1 penalty lambda on BatchNorm scales [default: 1e-4]")
+        float | None,
+        typer.Option(help=f"slimming: L1 penalty lambda on BatchNorm scales (default: {SLIMMING_BN_L1:g})"),
     ] = None,
     sparsity_epochs: Annotated[int, typer.Option(help="slimming: sparsity-training epochs before pruning")] = 0,
     sparsities: SparsitiesOption = None,
     optimizer: Annotated[
         str | None,
         typer.Option(
-            help="fine-tuning: sgd (with momentum) or adam (AdamW) [default: adam for raw 0-255 inputs, else sgd]"
+            help="fine-tuning: sgd (with momentum) or adam (AdamW) (default: adam for raw 0-255 inputs, else sgd)"
         ),
     ] = None,
     lr_schedule: Annotated[
         str | None,
-        typer.Option(help="IMP: rewind (restart the learning-rate decay each round) or continue [default: rewind]"),
+        typer.Option(
+            help="IMP: rewind (restart the learning-rate decay each round) or continue "
+            f"(default: {SCHEDULE.lr_schedule})"
+        ),
     ] = None,
     distill_weight: Annotated[
         float | None,
         typer.Option(
-            help="fine-tuning: distil from the dense model, weight of the soft loss in [0, 1] (0: off) [default: 0.9]"
+            help="fine-tuning: distil from the dense model, weight of the soft loss in [0, 1] (0: off) "
+            f"(default: {DISTILL_WEIGHT:g})"
         ),
     ] = None,
     distill_temperature: Annotated[
-        float | None, typer.Option(help="fine-tuning: temperature of the distillation [default: 4]")
+        float | None,
+        typer.Option(help=f"fine-tuning: temperature of the distillation (default: {TRAIN.distill_temperature:g})"),
     ] = None,
 ) -> None:
     """Prune MODEL and write the same graph with zeros in it, verified in onnxruntime.
@@ -197,7 +236,7 @@ def prune(
     """
     given = {name: value for name, value in locals().items() if value is not None and value is not False}
     options = _prune_run_options(given)
-    from onnxprune.pruning.pipeline import run
+    from onnxprune.workflow.pipeline import run
 
     try:
         with training_progress() as progress, level_progress() as levels:
@@ -217,8 +256,10 @@ def prune(
 def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
     prune, schedule = options.schedule.prune, options.schedule
     has_data = "data" in given
-    loop = prune.selects_in_rounds
-    structured = prune.kind != "unstructured"
+    from onnxprune.pruning.methods import traits
+
+    found = traits(prune)
+    loop, structured = found.selects_in_rounds, found.kind != "unstructured"
     trains = schedule.train.epochs > 0 or schedule.sparsity_epochs > 0
     return [
         ("--sparsity", prune.is_recipe, "a hybrid recipe carries each stage's sparsity"),
@@ -228,7 +269,7 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
         ("--config", loop, f"{prune.method} ranks every layer together, round after round"),
         ("--skip-first", loop, f"{prune.method} ranks every layer together, round after round"),
         ("--skip-last", loop, f"{prune.method} ranks every layer together, round after round"),
-        ("--max-layer-sparsity", prune.scope == "layer" and not loop and ("scope" in given or structured),
+        ("--max-layer-sparsity", (prune.scope or ("layer" if structured else "lamp")) == "layer" and not loop,
          "it caps global selection: add --scope global"),
         ("--mask-only", not structured, "it concerns structured methods (filters and neurons)"),
         ("--round-to", not structured or loop, "it rounds the channel counts of l1-filter, l2-filter, neuron, ..."),
@@ -259,31 +300,21 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
 def _prune_run_options(given: dict):
     """RunOptions from the prune command's given options; an option that would have no effect is refused."""
     from onnxprune.measure.sweep import parse_levels
-    from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-    from onnxprune.pruning.methods import MethodSettings
-    from onnxprune.pruning.pipeline import CHOSEN, DEFAULT_LR, RunOptions
+    from onnxprune.workflow.pipeline import CHOSEN, RunOptions
 
-    settings = {key: given[key] for key in ("batches_per_round", "max_per_round") if key in given}
     prune = PruneOptions(
-        sparsity=given.get("sparsity", 0.5), method=given.get("method", "magnitude"),
-        scope=given.get("scope", "layer"), config=str(given["config"]) if "config" in given else None,
-        skip_first="skip_first" in given, skip_last="skip_last" in given,
-        max_layer_sparsity=given.get("max_layer_sparsity", 0.99), mask_only="mask_only" in given,
-        round_to=given.get("round_to", 8), settings=MethodSettings(**settings), seed=given.get("seed", 0),
-        reconstruct="reconstruct" in given,
+        **pick(given, "sparsity", "method", "scope", "skip_first", "skip_last", "max_layer_sparsity", "mask_only",
+               "round_to", "seed", "reconstruct"),
+        config=str(given["config"]) if "config" in given else None,
+        settings=MethodSettings(**pick(given, "batches_per_round", "max_per_round")),
     )  # fmt: skip
     train = TrainOptions(
-        epochs=given.get("finetune_epochs", 0), batch_size=given.get("batch_size", 32),
-        lr=given.get("lr", DEFAULT_LR), weight_decay=given.get("weight_decay", 5e-4),
-        label_smoothing=given.get("label_smoothing", 0.0), seed=given.get("seed", 0), device=given.get("device"),
-        distill_weight=given.get("distill_weight", 0.0), distill_temperature=given.get("distill_temperature", 4.0),
-        optimizer=given.get("optimizer", "sgd"),
+        **pick(given, "batch_size", "lr", "weight_decay", "label_smoothing", "seed", "device", "distill_weight",
+               "distill_temperature", "optimizer", epochs="finetune_epochs"),
     )  # fmt: skip
     schedule = ScheduleOptions(
-        prune, train=train, iterations=given.get("iterations", 1), schedule=given.get("schedule", "geometric"),
-        rewind="rewind" in given, lr_schedule=given.get("lr_schedule", "rewind"),
-        sparsity_epochs=given.get("sparsity_epochs", 0),
-        bn_l1=given.get("bn_l1", 1e-4 if given.get("sparsity_epochs") else 0.0),
+        prune, train=train,
+        **pick(given, "iterations", "schedule", "rewind", "lr_schedule", "sparsity_epochs", "bn_l1"),
     )  # fmt: skip
     data = data_options(
         given.get("data"), given.get("val"), given.get("val_split"), given.get("limit"), given.get("pixel_range"),
@@ -460,19 +491,22 @@ def finetune(
     data: DataOption = None,
     val: ValOption = None,
     val_split: ValSplitOption = None,
-    epochs: Annotated[int, typer.Option(help="passes over the training data")] = 3,
-    batch_size: Annotated[int, typer.Option(help="samples per step")] = 32,
+    epochs: Annotated[int, typer.Option(help="passes over the training data")] = TRAIN.epochs,
+    batch_size: Annotated[int, typer.Option(help="samples per step")] = TRAIN.batch_size,
     lr: Annotated[
         float | None,
-        typer.Option(help="initial learning rate, cosine schedule (default 0.01; 1e-4 for raw 0-255 inputs)"),
+        typer.Option(
+            help=f"initial learning rate, cosine schedule (default: {TRAIN.lr:g} with sgd, {ADAM_LR:g} with adam, "
+            f"{RAW_PIXEL_LR:g} sgd on raw 0-255 inputs)"
+        ),
     ] = None,
-    momentum: Annotated[float | None, typer.Option(help="SGD momentum [default: 0.9]")] = None,
+    momentum: Annotated[float | None, typer.Option(help=f"SGD momentum (default: {TRAIN.momentum:g})")] = None,
     optimizer: Annotated[
-        str | None, typer.Option(help="sgd (with momentum) or adam (AdamW) [default: adam on raw 0-255, else sgd]")
+        str | None, typer.Option(help="sgd (with momentum) or adam (AdamW) (default: adam on raw 0-255, else sgd)")
     ] = None,
-    weight_decay: Annotated[float, typer.Option(help="weight decay")] = 5e-4,
-    label_smoothing: Annotated[float, typer.Option(help="label smoothing")] = 0.0,
-    augment: Annotated[bool, typer.Option(help="random flip and crop for image inputs")] = True,
+    weight_decay: Annotated[float, typer.Option(help="weight decay")] = TRAIN.weight_decay,
+    label_smoothing: Annotated[float, typer.Option(help="label smoothing")] = TRAIN.label_smoothing,
+    augment: Annotated[bool, typer.Option(help="random flip and crop for image inputs")] = TRAIN.augment,
     device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present)")] = None,
     limit: LimitOption = None,
     first: FirstOption = None,
@@ -485,11 +519,10 @@ def finetune(
 ) -> None:
     """Fine-tune MODEL with its zero weights held at zero; write the best epoch on validation."""
     from onnxprune.graph.model import check_output_path, load
-    from onnxprune.options import ScheduleOptions, TrainOptions
-    from onnxprune.pruning import pipeline
-    from onnxprune.pruning.schedule import write_checkpoint
     from onnxprune.workbench.convert import to_torch
     from onnxprune.workbench.train import finetune as finetune_model
+    from onnxprune.workflow import pipeline
+    from onnxprune.workflow.schedule import write_checkpoint
 
     if momentum is not None and optimizer not in (None, "sgd"):
         raise ConfigError(f"--momentum has no effect here: it is SGD's; --optimizer {optimizer} keeps its own moments")
@@ -503,10 +536,9 @@ def finetune(
     if momentum is not None and optimizer is None:
         optimizer = "sgd"  # momentum is SGD's: asking for it chooses SGD
     options = TrainOptions(
-        epochs=epochs, batch_size=batch_size, lr=lr or pipeline.DEFAULT_LR,
-        momentum=0.9 if momentum is None else momentum, optimizer=optimizer or "sgd",
-        weight_decay=weight_decay,
-        label_smoothing=label_smoothing, augment=augment, seed=seed, device=device,
+        epochs=epochs, batch_size=batch_size, weight_decay=weight_decay, label_smoothing=label_smoothing,
+        augment=augment, seed=seed, device=device,
+        **pick({"lr": lr, "momentum": momentum, "optimizer": optimizer}, "lr", "momentum", "optimizer"),
     )  # fmt: skip
     unset = frozenset(name for name, value in (("optimizer", optimizer), ("lr", lr)) if value is None)
     schedule, chosen = pipeline.measured_defaults(

@@ -28,14 +28,14 @@ def plot(
     """Draw a figure from saved results or models (PNG)."""
     import json as json_module
 
-    from onnxprune.graph.model import load
     from onnxprune import results
+    from onnxprune.graph.model import load
     from onnxprune.report import plots
 
     if kind == "accuracy":
         figure = plots.accuracy_vs_sparsity([results.read(path) for path in sources], output)
     elif kind == "pareto":
-        from onnxprune.measure.sweep import sparsity_units
+        from onnxprune.pruning.methods import sparsity_units
 
         points = []
         for index, path in enumerate(sources):
@@ -87,7 +87,7 @@ def plot(
 def report(
     folder: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a folder onnxprune wrote (--out-dir, demo)")],
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="HTML file [default: RUN_DIR/report.html]")
+        Path | None, typer.Option("--output", "-o", help="HTML file (default: RUN_DIR/report.html)")
     ] = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -17,17 +17,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from onnxprune import results
 from onnxprune.demo import spectrograms
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import load
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.measure.sweep import parse_levels, sweep, trade_off
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-from onnxprune.pruning.schedule import run
-from onnxprune import results
 from onnxprune.report import plots
 from onnxprune.report.html import write_report
 from onnxprune.workbench.data import load_data, preprocess_for
+from onnxprune.workbench.evaluate import evaluate
+from onnxprune.workflow.schedule import run
 
 # package data: installed with onnxprune (models/alexnet_spectro.onnx in the source tree links to it)
 DEMO_MODEL = Path(__file__).resolve().parent / "alexnet_spectro.onnx"

@@ -138,8 +138,8 @@ def bench(
     _time_round_robin(prepared, batches, runs)
     results = [item[0] for item in prepared]
     if data is not None:
-        from onnxprune.workbench.evaluate import evaluate
         from onnxprune.workbench.data import preprocess_for
+        from onnxprune.workbench.evaluate import evaluate
 
         # every model takes the first one's input: a quantized or pruned copy keeps its meaning
         # even when its producer name changed (onnxruntime.quantization rewrites it)

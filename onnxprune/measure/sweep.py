@@ -1,11 +1,10 @@
 """Accuracy against sparsity without fine-tuning: sweeps, the trade-off, and per-layer sensitivity.
 
-A sweep scores the weights once, sorts each layer's scores once, and derives every level's
-mask from those orders (the first k weights of a layer's order are its k lowest), so a level
-costs one mask update and one evaluation; the data is preprocessed once and held in memory.
-The masks are the ones `prune` would choose at that level (same counts, same tie-breaking), so
-a sweep point equals `prune` then `evaluate` exactly (with reconstruction: when both reconstruct
-on the same samples with the same seed; the sweep's is 0).
+A sweep ranks the weights once per method (`onnxprune.pruning.levels.RankedModel`) and sets
+every level from that ranking, so a level costs one mask update and one evaluation; the data is
+preprocessed once and held in memory. The masks are the ones `prune` would choose at that level
+(same counts, same tie-breaking), so a sweep point equals `prune` then `evaluate` exactly (with
+reconstruction: when both reconstruct on the same samples with the same seed; the sweep's is 0).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,13 +19,12 @@ import yaml
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import Model
-from onnxprune.workbench.evaluate import metrics_over, onnxruntime_runner, torch_runner
-from onnxprune.pruning import channels, select
-from onnxprune.pruning.methods import ScoreContext, get_method
-from onnxprune.pruning.reconstruct import reconstruct, reference_copy
+from onnxprune.options import DEFAULT_MAX_LAYER_SPARSITY, check_scope
+from onnxprune.pruning.levels import RankedModel
+from onnxprune.pruning.methods import sparsity_units
 from onnxprune.results import ResultRow, ResultTable
-from onnxprune.workbench.convert import TorchModel, mask_parameter, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
+from onnxprune.workbench.evaluate import metrics_over, onnxruntime_runner, torch_runner
 
 Progress = Callable[[dict], None]
 
@@ -76,16 +73,8 @@ def check_levels(levels: list[float], what: str = "sparsity grid") -> list[float
     return unique
 
 
-@dataclass
-class _Ranked:
-    """Everything a level needs: per-layer scores and their stable orders."""
-
-    scores: dict[str, np.ndarray]
-    orders: dict[str, np.ndarray]
-
-
 class Sweeper:
-    """Evaluates a model at many sparsity levels of one method and scope, ranking once.
+    """Evaluates a model at many sparsity levels, ranking each method once (`onnxprune.pruning.levels`).
 
     Args:
         model: the model to sweep.
@@ -109,17 +98,15 @@ class Sweeper:
     ):
         self.model = model
         self.data = data
-        self.torch_model = to_torch(model)
+        self.levels = RankedModel(
+            model, calibration=None if calibration is None else torch.from_numpy(preprocess(calibration))
+        )
+        self.torch_model = self.levels.torch_model
         self.inputs = torch.from_numpy(preprocess(data))
         self.labels = data.labels
         self.batch_size = batch_size
         self.probabilities = model.final_softmax is not None
-        self.originals = {n: e.parameter.detach().clone() for n, e in self.torch_model.params.items()}
-        self.extra_originals = _bias_and_norm_state(self.torch_model)
-        self._ranked: dict[str, _Ranked] = {}
         self.engine = engine if engine != "auto" else self._faster_engine()
-        self.calibration = None if calibration is None else torch.from_numpy(preprocess(calibration))
-        self.reference = None if calibration is None else reference_copy(self.torch_model)
 
     def _faster_engine(self) -> str:
         timings = {}
@@ -152,82 +139,17 @@ class Sweeper:
         return top1, loss
 
     def level(
-        self,
-        method: str,
-        scope: str,
-        sparsity: float,
-        max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY,
+        self, method: str, scope: str, sparsity: float, max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY
     ) -> ResultRow:
         """Set the weights to `method`/`scope` at `sparsity` (from the stored ranking) and evaluate."""
-        chosen = get_method(method)
-        select.check_scope(scope, method, chosen.granularity)
-        self._restore()
-        if chosen.granularity == "channel":
-            self._apply_channels(chosen, scope, sparsity, max_layer_sparsity)
-        else:
-            self._apply_weights(method, scope, sparsity, max_layer_sparsity)
-        if self.calibration is not None and sparsity > 0:
-            reconstruct(self.torch_model, self.reference, self.calibration)
-        zeros = {name: int((e.module.weight == 0).sum()) for name, e in self.torch_model.params.items()}
+        self.levels.apply(method, scope, sparsity, max_layer_sparsity)
+        zeros = self.levels.zeros()
         top1, loss = self.evaluate()
-        total = sum(self.originals[name].numel() for name in zeros)
-        layer_sparsity = [zeros[name] / self.originals[name].numel() for name in self.torch_model.params]
+        originals = self.levels.originals
+        total = sum(originals[name].numel() for name in zeros)
+        layer_sparsity = [zeros[name] / originals[name].numel() for name in self.torch_model.params]
         nonzero = total - sum(zeros.values())
         return ResultRow(sparsity, top1, loss, int(nonzero), method, scope, layer_sparsity)
-
-    def _restore(self) -> None:
-        with torch.no_grad():
-            for name, entry in self.torch_model.params.items():
-                entry.module.weight.copy_(self.originals[name])
-            for tensor, original in self.extra_originals:
-                tensor.copy_(original)
-
-    def _ranking(self, method: str, lamp: bool = False) -> _Ranked:
-        """The method's scores (LAMP scores with `lamp`) and their order, computed once per sweep."""
-        key = (method, lamp)
-        if key not in self._ranked:
-            chosen = get_method(method)
-            context = ScoreContext(self.torch_model, model=self.model)
-            layer_scores = chosen.layer_scores(context)
-            if lamp:
-                layer_scores = {name: select.lamp_scores(values) for name, values in layer_scores.items()}
-            scores = {name: values.astype(np.float32).reshape(-1) for name, values in layer_scores.items()}
-            orders = {name: np.argsort(s, kind="stable") for name, s in scores.items()}
-            self._ranked[key] = _Ranked(scores, orders)
-        return self._ranked[key]
-
-    def _apply_weights(self, method, scope, sparsity, max_layer_sparsity) -> None:
-        ranked = self._ranking(method, lamp=scope == "lamp")
-        scores = ranked.scores
-        shapes = {name: entry.layer.shape for name, entry in self.torch_model.params.items()}
-        plans = select.plan_scope(scores, shapes, scope, sparsity, max_layer_sparsity)
-        with torch.no_grad():
-            for name, entry in self.torch_model.params.items():
-                count = plans[name].count
-                mask = np.ones(scores[name].size, dtype=bool)
-                mask[ranked.orders[name][:count]] = False  # the `count` lowest, ties by position
-                mask_parameter(entry.module, "weight", entry.layout_to_torch(mask.reshape(entry.layer.shape)), False)
-
-    def _apply_channels(self, chosen, scope, sparsity, max_layer_sparsity) -> None:
-        context = ScoreContext(self.torch_model, model=self.model)
-        plan = channels.plan(
-            self.model, chosen, self.torch_model, sparsity, scope, {}, sparsity, max_layer_sparsity, context,
-            round_to=select.DEFAULT_ROUND_TO, saturate=True,
-        )  # fmt: skip
-        channels.apply(self.torch_model, self.model, plan, keep_masks=False)
-
-
-def _bias_and_norm_state(torch_model: TorchModel) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Biases and BatchNorm affine parameters, which structured levels zero: saved to restore."""
-    saved = []
-    for module in torch_model.module.modules():
-        for name in ("bias",):
-            tensor = getattr(module, name, None)
-            if isinstance(tensor, torch.nn.Parameter):
-                saved.append((tensor.data, tensor.detach().clone()))
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            saved.append((module.weight.data, module.weight.detach().clone()))
-    return saved
 
 
 def sweep(
@@ -237,7 +159,7 @@ def sweep(
     levels: list[float],
     methods: list[str] = ("magnitude",),
     scopes: list[str] = ("layer",),
-    max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY,
+    max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY,
     progress: Progress | None = None,
     engine: str = "auto",
     calibration: Dataset | None = None,
@@ -254,17 +176,16 @@ def sweep(
     """
     levels = check_levels(list(levels))
     for scope in scopes:
-        if scope not in select.SCOPES:
-            raise ConfigError(f"scope must be one of {', '.join(select.SCOPES)}, got '{scope}'")
+        check_scope(scope)
     sweeper = Sweeper(model, data, preprocess, engine=engine, calibration=calibration)
     baseline, _ = sweeper.evaluate()
-    units = {get_method(m).granularity for m in methods}
+    units = {sparsity_units(m) for m in methods}
     table = ResultTable(
         kind="sweep",
         model=str(model.path or "model"),
         layer_names=list(sweeper.torch_model.params),
         baseline_accuracy=baseline,
-        units={frozenset({"channel"}): "channels", frozenset({"weight"}): "weights"}.get(
+        units={frozenset({"channels"}): "channels", frozenset({"weights"}): "weights"}.get(
             frozenset(units), "weights (unstructured) or channels (structured)"
         ),
         extra={"engine": sweeper.engine, **({"reconstructed_on": len(calibration)} if calibration is not None else {})},
@@ -323,17 +244,6 @@ def _curve_trade_off(method: str, scope: str, rows: list[ResultRow], floor: floa
     }
 
 
-def sparsity_units(method: str) -> str:
-    """What a method's sparsity counts: "channels" for filter and neuron methods, else "weights".
-
-    A recipe or a schedule's rows count weights too: their sparsity is measured in weights.
-    """
-    try:
-        return "channels" if get_method(method).granularity == "channel" else "weights"
-    except ConfigError:
-        return "weights"
-
-
 def _knee(rows: list[ResultRow]) -> ResultRow | None:
     """The point farthest above the chord from the first to the last point (Kneedle, simplified).
 
@@ -372,22 +282,17 @@ def sensitivity(
     sweeper = Sweeper(model, data, preprocess)
     baseline, _ = sweeper.evaluate()
     table = ResultTable("sensitivity", str(model.path or "model"), list(sweeper.torch_model.params), baseline)
-    ranked = sweeper._ranking(method)
     total = len(table.layer_names) * len(levels)
-    for name, entry in sweeper.torch_model.params.items():
+    for name in sweeper.torch_model.params:
         for level in levels:
-            sweeper._restore()
-            count = int(round(level * ranked.scores[name].size))
-            mask = np.ones(ranked.scores[name].size, dtype=bool)
-            mask[ranked.orders[name][:count]] = False
-            mask_parameter(entry.module, "weight", entry.layout_to_torch(mask.reshape(entry.layer.shape)), False)
+            count = sweeper.levels.apply_to_layer(method, name, level)
             top1, loss = sweeper.evaluate()
             layer_sparsity = [level if other == name else 0.0 for other in table.layer_names]
             nonzero = sum(e.layer.numel for e in sweeper.torch_model.params.values()) - count
             table.rows.append(ResultRow(level, top1, loss, int(nonzero), method, name, layer_sparsity))
             if progress:
                 progress({"done": len(table.rows), "total": total, "row": table.rows[-1]})
-    sweeper._restore()
+    sweeper.levels.restore()
     return table
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -17,9 +19,9 @@ from onnxprune.graph.channels import CompactReport, compact
 from onnxprune.graph.model import Model, PrunableLayer, check_output_path, from_proto, is_quantized
 from onnxprune.graph.storage import save_model_file, write_back
 from onnxprune.graph.verify import VerifyReport, reference, verify
-from onnxprune.options import PruneOptions
+from onnxprune.options import MethodSettings, PruneOptions, check_sparsity
 from onnxprune.pruning import channels, select
-from onnxprune.pruning.methods import MethodSettings, ScoreContext, get_method
+from onnxprune.pruning.methods import Method, ScoreContext, default_scope, get_method, traits
 from onnxprune.pruning.reconstruct import CALIBRATION_SAMPLES, Reconstruction, reference_copy
 from onnxprune.pruning.reconstruct import reconstruct as reconstruct_layers
 from onnxprune.workbench.convert import TorchModel, mask_parameter, to_torch
@@ -149,115 +151,150 @@ def _total_sparsity(model: Model, weights: dict[str, np.ndarray]) -> float:
     return zeros / total if total else 0.0
 
 
+@dataclass
+class PruneInputs:
+    """What a prune works on besides its options: the torch model to continue from, and the data.
+
+    Attributes:
+        torch_model: an already converted model to continue from (iterative pruning); None converts.
+        keep_masks: attach the masks with torch.nn.utils.prune so fine-tuning keeps pruned weights
+            at zero. False zeroes the weights in place (the zeros are the mask: reloading the file
+            recovers it), which saves two copies of every weight when nothing trains afterwards.
+        data: training samples, for methods that score on data (Taylor) and for `reconstruct`.
+        preprocess: how `data` becomes the model's input.
+        val: validation samples (Taylor records accuracy per round on them).
+        val_preprocess: how `val` becomes the model's input.
+        original_counts: structured methods on a model compacted earlier: each channel group's
+            original size, so the sparsity stays a fraction of the original channels.
+    """
+
+    torch_model: TorchModel | None = None
+    keep_masks: bool = True
+    data: Dataset | None = None
+    preprocess: Preprocess | None = None
+    val: Dataset | None = None
+    val_preprocess: Preprocess | None = None
+    original_counts: dict[str, int] | None = None
+
+
 def prune(
     model: Model,
-    sparsity: float,
+    sparsity: float = PruneOptions.sparsity,
     *,
-    method: str = "magnitude",
-    scope: str = "layer",
-    config: str | os.PathLike | None = None,
-    skip_first: bool = False,
-    skip_last: bool = False,
-    max_layer_sparsity: float = select.DEFAULT_MAX_LAYER_SPARSITY,
     torch_model: TorchModel | None = None,
     keep_masks: bool = True,
     data: Dataset | None = None,
     preprocess: Preprocess | None = None,
-    method_options: MethodSettings | dict | None = None,
     val: Dataset | None = None,
     val_preprocess: Preprocess | None = None,
-    seed: int = 0,
     original_counts: dict[str, int] | None = None,
-    mask_only: bool = False,
-    round_to: int = select.DEFAULT_ROUND_TO,
-    reconstruct: bool = False,
+    method_options: MethodSettings | dict | None = None,
+    **options: Any,
 ) -> PruneResult:
-    """Prune a loaded model.
+    """Prune a loaded model: the keyword form of `prune_with`, which every caller ends in.
 
     Args:
         model: from `onnxprune.load`.
-        sparsity: fraction of prunable weights to remove, in [0, 1).
-        method: a registered method name (`onnxprune.pruning.methods.list_methods()`).
-        scope: "layer" (every layer to `sparsity`), "global" (one threshold over all layers,
-            no layer above `max_layer_sparsity`) or "lamp" (one threshold over layer-adaptive
-            LAMP scores, `onnxprune.pruning.select.lamp_scores`; weight methods only).
-        config: a YAML of per-layer ratios (`conv1: 0.5`, optional `default:`); named layers get
-            exactly their ratio, the others follow `scope` with the default or `sparsity`.
-        skip_first: leave the first prunable layer dense.
-        skip_last: leave the last prunable layer dense.
-        max_layer_sparsity: the cap of global selection.
-        torch_model: an already converted model to continue from (iterative pruning).
-        keep_masks: attach the masks with torch.nn.utils.prune so fine-tuning keeps pruned
-            weights at zero. False zeroes the weights in place instead (the zeros are the mask:
-            reloading the file recovers it), which saves two copies of every weight when
-            nothing is trained afterwards.
-        data: training samples, for methods that need data (Taylor).
-        preprocess: how `data` becomes the model's input.
-        method_options: `onnxprune.pruning.methods.MethodSettings` (or a dict of some of its fields):
-            Taylor's batches_per_round and max_per_round, greedy's candidates, SSS's gamma, ...
-        val: validation samples (Taylor records accuracy per round on them).
-        val_preprocess: how `val` becomes the model's input.
-        seed: seeds the data-driven methods' sampling.
-        original_counts: structured methods on a model compacted earlier: each channel
-            group's original size, so `sparsity` stays a fraction of the original channels.
-        mask_only: structured methods, where a channel dependency cannot be resolved: zero
-            those filters without removing them (otherwise that is an error naming the node).
-        round_to: structured methods: leave each layer a multiple of this many channels
-            (8, the default, suits onnxruntime's blocked CPU kernels; 1 keeps the exact
-            fraction). Layers under 32 channels are not rounded.
-        reconstruct: solve each layer's kept weights again, on up to 512 samples of `data`, so that
-            it reproduces the unpruned layer's outputs (`onnxprune.pruning.reconstruct`); the
-            masks (the channels removed) do not change.
-
-    Structured methods (granularity "channel": l1-filter, l2-filter, neuron, taylor) take
-    `sparsity` as the fraction of removable filters and neurons, and compact the model: see
-    `PruneResult.compacted`.
+        sparsity: fraction of prunable weights to remove, in [0, 1) (structured methods: of the
+            removable filters and neurons, and the model is compacted: `PruneResult.compacted`).
+        torch_model: see `PruneInputs` (as are the six below).
+        keep_masks: see `PruneInputs`.
+        data: see `PruneInputs`.
+        preprocess: see `PruneInputs`.
+        val: see `PruneInputs`.
+        val_preprocess: see `PruneInputs`.
+        original_counts: see `PruneInputs`.
+        method_options: `onnxprune.options.MethodSettings` (or a dict of some of its fields), the
+            `settings` of `PruneOptions`: Taylor's batches_per_round, greedy's candidates, ...
+        **options: any other field of `onnxprune.options.PruneOptions`, with its default there:
+            method ("magnitude"), scope (None: the measured default, LAMP for weight methods),
+            config (a YAML of per-layer ratios), skip_first, skip_last, max_layer_sparsity,
+            mask_only, round_to, seed, reconstruct. An unknown name is refused, listing them.
 
     Returns:
-        A `PruneResult`; nothing is written until `save`.
+        A `PruneResult`; nothing is written until `save`. `onnxprune prune m.onnx --sparsity 0.9`
+        and `prune(load("m.onnx"), 0.9)` give the same weights (tests/test_api.py).
 
     Example:
         >>> model = onnxprune.load("alexnet.onnx")  # doctest: +SKIP
         >>> result = onnxprune.prune(model, 0.9, scope="global")  # doctest: +SKIP
         >>> onnxprune.save(result, "alexnet_pruned.onnx")  # doctest: +SKIP
     """
+    known = {item.name for item in dataclasses.fields(PruneOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"prune() got an unknown option '{unknown[0]}'; the options are: {', '.join(sorted(known))}")
+    if method_options is not None:
+        options["settings"] = method_options
+    if options.get("config") is not None:
+        options["config"] = str(options["config"])
+    inputs = PruneInputs(torch_model, keep_masks, data, preprocess, val, val_preprocess, original_counts)
+    return prune_with(model, PruneOptions(sparsity=sparsity, **options), inputs)
+
+
+def prune_with(
+    model: Model, options: PruneOptions, inputs: PruneInputs | None = None, *, sparsity: float | None = None
+) -> PruneResult:
+    """Prune as `options` say, one method or a hybrid recipe's stages in turn: the one prune core.
+
+    Every field of `options` takes effect; a scope left None becomes the measured default
+    (`onnxprune.pruning.methods.default_scope`, with a note).
+
+    Args:
+        model: from `onnxprune.load`.
+        options: `onnxprune.options.PruneOptions`.
+        inputs: `PruneInputs` (None: convert the model, no data, masks kept).
+        sparsity: overrides `options.sparsity` (a schedule's round target); not for recipes.
+    """
+    inputs = inputs or PruneInputs()
     if is_quantized(model.proto):
         raise ConfigError(
             "this model is quantized (QuantizeLinear / DequantizeLinear): it cannot be pruned or trained; "
             "prune the float model, then quantize the result"
         )
-    sparsity = select.check_sparsity(sparsity)
-    max_layer_sparsity = select.check_sparsity(max_layer_sparsity, "max layer sparsity")
-    chosen = get_method(method)
-    select.check_scope(scope, method, chosen.granularity)
     if not model.layers:
         raise ConfigError(
             "the model has no prunable layer (Conv, Gemm or MatMul with an initializer weight); nothing to prune"
         )
-    pinned, default = _pinned_ratios(model, config, skip_first, skip_last)
-    free_sparsity = sparsity if default is None else default
-    torch_model = torch_model or to_torch(model)
-    context = ScoreContext(
-        torch_model, model=model, data=data, preprocess=preprocess, val=val, val_preprocess=val_preprocess,
-        target=sparsity, seed=seed, settings=MethodSettings.of(method_options),
-    )  # fmt: skip
-    if reconstruct and data is None:
+    notes = []
+    if options.scope is None:
+        options = dataclasses.replace(options, scope=default_scope(options))
+        if traits(options).kind == "unstructured" and not options.is_recipe:
+            notes.append(f"scope {options.scope}: the measured default for this case (set scope to choose)")
+    if options.reconstruct and inputs.data is None:
         raise ConfigError("--reconstruct solves each layer on samples: give --data")
-    unpruned = reference_copy(torch_model) if reconstruct else None  # the outputs reconstruction aims at
-    if chosen.granularity == "channel":
-        return _prune_channels(
-            model, chosen, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity,
-            keep_masks, original_counts, mask_only, round_to, unpruned,
-        )  # fmt: skip
+    if options.is_recipe:
+        result = _prune_recipe(model, options, inputs)
+    else:
+        target = options.sparsity if sparsity is None else check_sparsity(sparsity)
+        result = _prune_one(model, options, inputs, target)
+    result.notes = notes + result.notes
+    return result
 
+
+def _prune_one(model: Model, options: PruneOptions, inputs: PruneInputs, sparsity: float) -> PruneResult:
+    """One method at `sparsity`: score, select, mask (and reconstruct), for weights or channels."""
+    chosen = get_method(options.method)
+    select.check_scope(options.scope, options.method, chosen.granularity)
+    torch_model = inputs.torch_model or to_torch(model)
+    context = ScoreContext(
+        torch_model, model=model, data=inputs.data, preprocess=inputs.preprocess, val=inputs.val,
+        val_preprocess=inputs.val_preprocess, target=sparsity, seed=options.seed, settings=options.settings,
+    )  # fmt: skip
+    unpruned = reference_copy(torch_model) if options.reconstruct else None  # the outputs reconstruction aims at
+    if chosen.granularity == "channel":
+        return _prune_channels(model, chosen, options, inputs, context, sparsity, unpruned)
+
+    pinned, default = _pinned_ratios(model, options.config, options.skip_first, options.skip_last)
     started = time.perf_counter()
-    masks, plans = _select(chosen, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context)
+    masks, plans = _select(chosen, torch_model, pinned, options.scope, sparsity if default is None else default,
+                           options.max_layer_sparsity, context)  # fmt: skip
     selection_seconds = time.perf_counter() - started
 
-    _apply_masks(torch_model, masks, keep_masks)
+    _apply_masks(torch_model, masks, inputs.keep_masks)
     del masks
-    notes = _notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity)
-    reconstruction = None if unpruned is None else _reconstruct(torch_model, unpruned, data, preprocess, seed)
+    notes = _notes(plans, pinned, options.skip_first, options.skip_last, model, options.max_layer_sparsity)
+    reconstruction = None if unpruned is None else _reconstruct(torch_model, unpruned, context)
     if reconstruction is None:
         weights = {entry.layer.weight: entry.to_onnx() for entry in torch_model.params.values()}
     else:
@@ -269,39 +306,46 @@ def prune(
         torch_model=torch_model,
         weights=weights,
         layers=layers,
-        method=method,
-        scope=scope,
+        method=options.method,
+        scope=options.scope,
         requested=sparsity,
         notes=notes,
         selection_seconds=selection_seconds,
-        masks_kept=keep_masks,
+        masks_kept=inputs.keep_masks,
         total_sparsity=_total_sparsity(model, weights),
         reconstruction=reconstruction,
     )
 
 
 def _prune_channels(
-    model, method, torch_model, context, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, keep_masks,
-    original_counts, mask_only, round_to, unpruned=None,
-) -> PruneResult:  # fmt: skip
+    model: Model,
+    method: Method,
+    options: PruneOptions,
+    inputs: PruneInputs,
+    context: ScoreContext,
+    sparsity: float,
+    unpruned: torch.nn.Module | None,
+) -> PruneResult:
     """Structured pruning: plan, mask in torch, (reconstruct against `unpruned`,) write the masked graph, compact it."""
     if method.needs_data and context.data is None:
         raise ConfigError(f"the {method.name} method needs training data: give --data")
+    torch_model, keep_masks = context.torch_model, inputs.keep_masks
     started = time.perf_counter()
     history = []
     if method.loop is not None:  # a method that selects in rounds, scoring again between them
-        chosen_plan, history = method.loop(context, sparsity, max_layer_sparsity, mask_only)
+        chosen_plan, history = method.loop(context, sparsity, options.max_layer_sparsity, options.mask_only)
         keep_masks = True  # the masks were attached while training between rounds
     else:
+        pinned, default = _pinned_ratios(model, options.config, options.skip_first, options.skip_last)
         chosen_plan = channels.plan(
-            model, method, torch_model, sparsity, scope, pinned, free_sparsity, max_layer_sparsity, context,
-            original_counts, mask_only, round_to,
+            model, method, torch_model, sparsity, options.scope, pinned, sparsity if default is None else default,
+            options.max_layer_sparsity, context, inputs.original_counts, options.mask_only, options.round_to,
         )  # fmt: skip
         channels.apply(torch_model, model, chosen_plan, keep_masks)
     selection_seconds = time.perf_counter() - started
     reconstruction = None
     if unpruned is not None:  # the kept filters' weights, on the kept inputs, solved for the dense outputs
-        reconstruction = _reconstruct(torch_model, unpruned, context.data, context.preprocess, context.seed)
+        reconstruction = _reconstruct(torch_model, unpruned, context)
     weights = torch_model.initializer_values(model)
     compacted, report = compact(from_proto(write_back(model, weights)), remove=chosen_plan.removed)
     small = from_proto(compacted)
@@ -328,7 +372,7 @@ def _prune_channels(
         weights=weights,
         layers=layers,
         method=method.name,
-        scope=scope,
+        scope=options.scope,
         requested=sparsity,
         notes=notes,
         selection_seconds=selection_seconds,
@@ -384,9 +428,8 @@ def reselect(
         torch_model, model=model, data=data, preprocess=preprocess, target=sparsity, seed=options.seed,
         settings=options.settings,
     )  # fmt: skip
-    masks, plans = _select(
-        method, torch_model, pinned, options.scope, free_sparsity, options.max_layer_sparsity, context
-    )
+    scope = default_scope(options, fine_tunes=True)  # gradual pruning fine-tunes; a given scope stays
+    masks, plans = _select(method, torch_model, pinned, scope, free_sparsity, options.max_layer_sparsity, context)
     for name, keep in masks.items():
         entry = torch_model.params[name]
         narrowed = entry.layout_to_torch(keep)
@@ -414,11 +457,12 @@ def _score(method, context: ScoreContext) -> dict[str, np.ndarray]:
     return {name: scores.astype(np.float32) for name, scores in method.layer_scores(context).items()}
 
 
-def _reconstruct(torch_model: TorchModel, unpruned, data: Dataset, preprocess: Preprocess, seed: int):
-    """Reconstruction on a stratified sample of `data` (at most `CALIBRATION_SAMPLES`)."""
-    chosen = stratified_sample(data.labels, min(CALIBRATION_SAMPLES, len(data)), seed)
-    inputs = torch.from_numpy(preprocess(data, chosen))
-    return reconstruct_layers(torch_model, unpruned, inputs, seed=seed)
+def _reconstruct(torch_model: TorchModel, unpruned: torch.nn.Module, context: ScoreContext) -> Reconstruction:
+    """Reconstruction on a stratified sample of the context's data (at most `CALIBRATION_SAMPLES`)."""
+    data = context.data
+    chosen = stratified_sample(data.labels, min(CALIBRATION_SAMPLES, len(data)), context.seed)
+    inputs = torch.from_numpy(context.preprocess(data, chosen))
+    return reconstruct_layers(torch_model, unpruned, inputs, seed=context.seed)
 
 
 def _apply_masks(torch_model: TorchModel, masks: dict[str, np.ndarray], keep_masks: bool) -> None:
@@ -522,63 +566,33 @@ def default_output(model_path: Path, sparsity: float, method: str) -> Path:
     return model_path.with_name(f"{model_path.stem}_{method}_{sparsity:.2f}.onnx")
 
 
-def prune_with(
-    model: Model,
-    options: PruneOptions,
-    *,
-    sparsity: float | None = None,
-    torch_model: TorchModel | None = None,
-    keep_masks: bool = True,
-    data: Dataset | None = None,
-    preprocess: Preprocess | None = None,
-    val: Dataset | None = None,
-    val_preprocess: Preprocess | None = None,
-    original_counts: dict[str, int] | None = None,
-) -> PruneResult:
-    """Prune as `options` say: one method, or a hybrid recipe's stages in turn.
+def _prune_recipe(model: Model, options: PruneOptions, inputs: PruneInputs) -> PruneResult:
+    """A hybrid: the recipe's methods in turn, e.g. remove 30% of filters, then 80% of the weights left.
 
-    Args:
-        model: from `onnxprune.load`.
-        options: `onnxprune.options.PruneOptions`; every field takes effect.
-        sparsity: overrides `options.sparsity` (a schedule's round target); not for recipes.
-        torch_model: as `prune` (a recipe's first stage starts from it).
-        keep_masks: as `prune`.
-        data: as `prune`.
-        preprocess: as `prune`.
-        val: as `prune`.
-        val_preprocess: as `prune`.
-        original_counts: as `prune` (single structured methods).
+    Each stage prunes the previous stage's result (compacted after a structured stage) with the
+    recipe's other options. Returns the last stage's result, its `source` the original model and
+    its notes those of every stage.
     """
-    settings = {
-        "scope": options.scope, "config": options.config, "skip_first": options.skip_first,
-        "skip_last": options.skip_last, "max_layer_sparsity": options.max_layer_sparsity, "keep_masks": keep_masks,
-        "data": data, "preprocess": preprocess, "method_options": options.settings, "val": val,
-        "val_preprocess": val_preprocess, "seed": options.seed, "mask_only": options.mask_only,
-        "round_to": options.round_to, "reconstruct": options.reconstruct,
-    }  # fmt: skip
-    if options.is_recipe:
-        return prune_chain(model, options.stages, torch_model=torch_model, **settings)
-    target = options.sparsity if sparsity is None else sparsity
-    return prune(
-        model, target, method=options.method, torch_model=torch_model, original_counts=original_counts, **settings
-    )
-
-
-def prune_chain(model: Model, stages: list[tuple[str, float]], **options) -> PruneResult:
-    """Apply several methods in turn (a hybrid): e.g. remove 30% of filters, then 80% of the weights left.
-
-    Each stage prunes the previous stage's result (compacted after a structured stage). Returns
-    the last stage's result, its `source` the original model and its notes those of every stage.
-    """
-    if not stages:
-        raise ConfigError("an empty recipe: give stages like l1-filter:0.3,magnitude:0.8")
     current, notes, result = model, [], None
-    torch_model = options.pop("torch_model", None)
-    for name, sparsity in stages:
-        result = prune(current, sparsity, method=name, torch_model=torch_model, **options)
-        torch_model = None  # the next stage converts the model this one left
+    for index, (name, sparsity) in enumerate(options.stages):
+        stage = dataclasses.replace(options, method=name, sparsity=sparsity)
+        # the first stage continues from the given torch model; the next converts the model this one left
+        stage_inputs = inputs if index == 0 else dataclasses.replace(inputs, torch_model=None, original_counts=None)
+        result = _prune_one(current, stage, stage_inputs, sparsity)
         notes += [f"{name} {sparsity:g}: {note}" for note in result.notes]
         current = result.model if result.granularity == "channel" else from_proto(write_back(current, result.weights))
     result.notes = notes
-    result.method = "+".join(f"{name}:{sparsity:g}" for name, sparsity in stages)
+    result.method = "+".join(f"{name}:{sparsity:g}" for name, sparsity in options.stages)
     return result
+
+
+def prune_chain(model: Model, stages: list[tuple[str, float]], **options: Any) -> PruneResult:
+    """Apply several methods in turn (a hybrid recipe given as (method, sparsity) pairs).
+
+    `options` as for `prune` (every stage shares them). Same as `prune` with
+    `method="l1-filter:0.3,magnitude:0.8"`.
+    """
+    if not stages:
+        raise ConfigError("an empty recipe: give stages like l1-filter:0.3,magnitude:0.8")
+    recipe = ",".join(f"{name}:{sparsity!r}" for name, sparsity in stages)
+    return prune(model, method=recipe, **options)

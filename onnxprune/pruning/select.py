@@ -15,16 +15,13 @@ import numpy as np
 import yaml
 
 from onnxprune.errors import ConfigError
-from onnxprune.pruning.methods import get_method
+from onnxprune.options import DEFAULT_MAX_LAYER_SPARSITY, check_sparsity
+from onnxprune.options import check_scope as check_scope_name
 
-SCOPES = ("layer", "global", "lamp", "erk")
 # scopes that rank weights of every layer together (the collapse guard applies)
 GLOBAL_SCOPES = ("global", "lamp")
 # scopes that share the sparsity out between layers (the cap of --max-layer-sparsity applies)
 ALLOCATING_SCOPES = (*GLOBAL_SCOPES, "erk")
-DEFAULT_MAX_LAYER_SPARSITY = 0.99
-# structured pruning leaves layers of 32+ channels a multiple of this (fast kernels on 8-wide SIMD)
-DEFAULT_ROUND_TO = 8
 
 
 @dataclass(frozen=True)
@@ -53,21 +50,9 @@ class Selection:
     notes: tuple[str, ...] = field(default=())
 
 
-def check_sparsity(value: float, what: str = "sparsity") -> float:
-    """Validate a sparsity in [0, 1); return it as float."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be a number in [0, 1), got {value!r}") from None
-    if not 0.0 <= value < 1.0 or np.isnan(value):
-        raise ConfigError(f"{what} must be in [0, 1) (0.9 removes 90% of the weights), got {value}")
-    return value
-
-
 def check_scope(scope: str, method: str, granularity: str) -> None:
     """Refuse an unknown scope, and a weight-sharing scope (lamp, erk) for a method that removes channels."""
-    if scope not in SCOPES:
-        raise ConfigError(f"scope must be one of {', '.join(SCOPES)}, got '{scope}'")
+    check_scope_name(scope)
     if granularity == "channel" and scope in ("lamp", "erk"):
         raise ConfigError(f"scope {scope} shares out single weights; {method} removes channels: use layer or global")
 
@@ -293,30 +278,3 @@ def global_kth_smallest(arrays: list[np.ndarray], k: int, seed: int = 0) -> floa
 def masks_from_plans(scores: dict[str, np.ndarray], plans: dict[str, LayerPlan]) -> dict[str, np.ndarray]:
     """Keep-masks that drop each plan's count of lowest scores."""
     return {name: smallest(scores[name], plan.count) for name, plan in plans.items()}
-
-
-def parse_recipe(text: str) -> list[tuple[str, float]]:
-    """'l1-filter:0.3,magnitude:0.8' -> [('l1-filter', 0.3), ('magnitude', 0.8)] (a hybrid chain).
-
-    Also reads a YAML file holding a list of {method, sparsity} stages.
-    """
-    if text.endswith((".yaml", ".yml")):
-        path = Path(text)
-        if not path.is_file():
-            raise ConfigError(f"{path}: no such recipe file")
-        stages = yaml.safe_load(path.read_text())
-        if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
-            raise ConfigError(f"{path}: a recipe is a list of stages like '- {{method: l1-filter, sparsity: 0.3}}'")
-        pairs = [(str(s.get("method")), s.get("sparsity")) for s in stages]
-    else:
-        pairs = []
-        for part in text.split(","):
-            name, _, value = part.strip().partition(":")
-            if not value:
-                raise ConfigError(f"recipe stage '{part.strip()}' needs a sparsity, like magnitude:0.8")
-            pairs.append((name.strip(), value))
-    stages = []
-    for name, value in pairs:
-        get_method(name)  # unknown methods fail here, listing the known ones
-        stages.append((name, check_sparsity(value, f"sparsity of stage '{name}'")))
-    return stages

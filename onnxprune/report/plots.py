@@ -238,7 +238,7 @@ def accuracy_vs_sparsity(tables: Sequence[ResultTable], path, title: str | None 
 
     Sparsities of weights and of channels do not share an axis: a sweep of both gets two panels.
     """
-    from onnxprune.measure.sweep import sparsity_units
+    from onnxprune.pruning.methods import sparsity_units
 
     curves = []  # (table, label, what its sparsity counts, its rows)
     for table in tables:

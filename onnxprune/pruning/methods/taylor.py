@@ -15,7 +15,6 @@ import torch
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.channels import analyse
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.pruning.channels import (
     ChannelPlan,
     apply,
@@ -26,6 +25,7 @@ from onnxprune.pruning.channels import (
     unit_scores,
 )
 from onnxprune.pruning.methods import ScoreContext, register
+from onnxprune.workbench.evaluate import evaluate
 
 
 def accumulate(ctx: ScoreContext, round_number: int = 0) -> tuple[dict[str, np.ndarray], list[float]]:

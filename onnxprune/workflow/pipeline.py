@@ -6,7 +6,7 @@ call. The mode follows from the options:
 - **choose**: `max_drop` sweeps the method on the data and takes the highest sparsity within
   that accuracy drop, then goes on in one of the two modes below with it;
 - **schedule**: data, fine-tuning, several rounds, slimming's sparsity training or `resume`:
-  `onnxprune.pruning.schedule.run` (checkpoints and results in `out_dir`), then the final model is
+  `onnxprune.workflow.schedule.run` (checkpoints and results in `out_dir`), then the final model is
   written to `output` too;
 - **one-shot**: the model pruned once (a method or a hybrid recipe) and written to `output`.
 
@@ -22,24 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnxprune.errors import ConfigError
-from onnxprune.options import DataOptions, PruneOptions, ScheduleOptions
+from onnxprune.options import ADAM_LR, DISTILL_WEIGHT, RAW_PIXEL_LR, SGD_LR, DataOptions, PruneOptions, ScheduleOptions
+from onnxprune.pruning.methods import check_schedule, default_scope, traits
 
-# Raw 0-255 inputs (MATLAB exports with a mean-image Sub) make first-layer gradients ~255x larger.
-DEFAULT_LR = 0.01
-RAW_PIXEL_LR = 1e-4  # SGD on raw 0-255 inputs
-ADAM_LR = 1e-3
-DEFAULT_DISTILL_WEIGHT = 0.9
-# The options a user may leave to onnxprune; `measured_defaults` chooses them (benchmarks/versus_anchors.py).
-CHOSEN = frozenset({"scope", "optimizer", "lr", "distill_weight"})
+# The training options a user may leave to onnxprune; `measured_defaults` chooses them
+# (benchmarks/versus_anchors.py). The scope left unset is None in `PruneOptions`: `default_scope`.
+CHOSEN = frozenset({"optimizer", "lr", "distill_weight"})
 
 
 def measured_defaults(schedule: ScheduleOptions, unset: frozenset, raw_pixels: bool) -> tuple[ScheduleOptions, list]:
     """The defaults measured best, for the options in `unset` (docs/benchmarks.md, issue 15).
 
-    - scope (single-weight methods): "lamp", except "global" when fine-tuning a model whose inputs
-      are normalised (VGG13 80%, 1 epoch: global 84.89% vs LAMP 84.21%); without fine-tuning LAMP
-      keeps 10-27 points more, and on raw 0-255 inputs (layers of very different scale) it keeps
-      1-10 points more after fine-tuning too. Structured methods keep "layer".
+    - scope, when `PruneOptions.scope` is None: `onnxprune.pruning.methods.default_scope` (lamp,
+      or global when fine-tuning normalised inputs; layer for structured methods and recipes).
     - optimizer and learning rate when fine-tuning: Adam (AdamW) at 1e-3 for raw 0-255 inputs
       (MATLAB MLP +7.6 / +1.1 points, AlexNet-shaped +14 / +8 over SGD 1e-4), else SGD at 0.01.
     - distillation from the dense model when fine-tuning: weight 0.9, T = 4 (VGG13 +0.36 points,
@@ -50,19 +45,19 @@ def measured_defaults(schedule: ScheduleOptions, unset: frozenset, raw_pixels: b
     prune, train = schedule.prune, schedule.train
     fine_tunes = train.epochs > 0
     notes = []
-    if "scope" in unset and prune.kind == "unstructured" and not prune.is_recipe:
-        scope = "global" if fine_tunes and not raw_pixels else "lamp"
-        prune = dataclasses.replace(prune, scope=scope)
-        notes.append(f"scope {scope}: the measured default for this case (set --scope to choose)")
+    if prune.scope is None:
+        prune = dataclasses.replace(prune, scope=default_scope(prune, fine_tunes, raw_pixels))
+        if traits(prune).kind == "unstructured" and not prune.is_recipe:
+            notes.append(f"scope {prune.scope}: the measured default for this case (set --scope to choose)")
     if fine_tunes:
         changes = {}
         if "optimizer" in unset and raw_pixels:
             changes["optimizer"] = "adam"
         optimizer = changes.get("optimizer", train.optimizer)
         if "lr" in unset:
-            changes["lr"] = ADAM_LR if optimizer == "adam" else RAW_PIXEL_LR if raw_pixels else DEFAULT_LR
+            changes["lr"] = ADAM_LR if optimizer == "adam" else RAW_PIXEL_LR if raw_pixels else SGD_LR
         if "distill_weight" in unset:
-            changes["distill_weight"] = DEFAULT_DISTILL_WEIGHT
+            changes["distill_weight"] = DISTILL_WEIGHT
         train = dataclasses.replace(train, **changes)
         inputs = "raw 0-255 inputs" if raw_pixels else "normalised inputs"
         notes.append(
@@ -103,6 +98,7 @@ class RunOptions:
     command: str | None = None
 
     def __post_init__(self):
+        check_schedule(self.schedule)  # unknown methods, and what rewinding or gradual pruning cannot do
         prune, train = self.schedule.prune, self.schedule.train
         if self.max_drop is not None:
             if not self.has_data:
@@ -117,7 +113,7 @@ class RunOptions:
             for option, given, what in (
                 ("--finetune-epochs", train.epochs > 0, "trains"),
                 ("--sparsity-epochs", self.schedule.sparsity_epochs > 0, "trains"),
-                (f"--method {prune.method}", prune.needs_data, "scores"),
+                (f"--method {prune.method}", traits(prune).needs_data, "scores"),
                 ("--reconstruct", prune.reconstruct, "solves each layer"),
             ):
                 if given:
@@ -159,7 +155,7 @@ class PruneReport:
         mode: "schedule" or "one-shot".
         options: the `RunOptions`, with the sparsity `max_drop` chose and the learning rate used.
         result: one-shot: the `onnxprune.pruning.oneshot.PruneResult` (reports only; its tensors released).
-        schedule: schedule mode: the `onnxprune.pruning.schedule.ScheduleResult`.
+        schedule: schedule mode: the `onnxprune.workflow.schedule.ScheduleResult`.
         choice: with `max_drop`: the sweep's choice ({"sparsity", "accuracy", ...}) and baseline.
         notes: what the user should know (preprocessing, learning rate, choices made).
         sparse_initializers: weights stored as sparse initializers in `output`.
@@ -197,7 +193,7 @@ def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level
     model_path = Path(model_path)
     model = load(model_path)  # a missing or corrupt file fails here, before anything else
     notes: list[str] = []
-    if options.unset:
+    if options.unset or options.schedule.prune.scope is None:
         schedule, chosen = measured_defaults(options.schedule, options.unset, _raw_pixels(model, options.data))
         options = dataclasses.replace(options, schedule=schedule, unset=frozenset())
         notes.extend(chosen)
@@ -306,10 +302,11 @@ def _trade_off_note(prune: PruneOptions, choice: dict, max_drop: float) -> str:
 
 def _one_shot(model, output: Path, options: RunOptions) -> PruneReport:
     from onnxprune.graph.model import check_output_path, model_file_size
-    from onnxprune.pruning.oneshot import prune_with, save
+    from onnxprune.pruning.oneshot import PruneInputs, prune_with, save
 
     check_output_path(model, output)
-    result = prune_with(model, options.schedule.prune, keep_masks=False)  # nothing trains: zeros are the mask
+    # nothing trains: the zeros are the mask
+    result = prune_with(model, options.schedule.prune, PruneInputs(keep_masks=False))
     del model  # with release=True, save frees the last references once the file is written
     verification = save(result, output, sparse_storage=options.sparse_storage, release=True)
     return PruneReport(
@@ -321,14 +318,14 @@ def _one_shot(model, output: Path, options: RunOptions) -> PruneReport:
 
 def _scheduled(model_path: Path, output: Path, options: RunOptions, progress, notes: list[str]) -> PruneReport:
     from onnxprune.graph.model import check_output_path, load, model_file_size
-    from onnxprune.pruning.schedule import run as run_schedule
     from onnxprune.workbench.data import prepare
+    from onnxprune.workflow.schedule import run as run_schedule
 
     schedule = options.schedule
     model = load(model_path)
     if options.output is not None or options.sparse_storage:
         check_output_path(model, output)
-    trains = schedule.train.epochs > 0 or schedule.prune.needs_data or schedule.sparsity_epochs > 0
+    trains = schedule.train.epochs > 0 or traits(schedule.prune).needs_data or schedule.sparsity_epochs > 0
     # what the run fits (weights, scores, reconstructed layers) is measured on samples held out from it
     fits = trains or schedule.prune.reconstruct
     preprocess, train, held_out = prepare(model, options.data or DataOptions(), 0.2 if fits else 0.0)

@@ -16,6 +16,7 @@ as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -32,17 +33,18 @@ from onnxprune.graph.channels import analyse
 from onnxprune.graph.model import Model, from_proto, load, save_atomic
 from onnxprune.graph.storage import save_model_file
 from onnxprune.graph.verify import reference, verify
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import ScheduleOptions, TrainOptions
 from onnxprune.pruning.channels import channel_groups
 from onnxprune.pruning.gradual import GradualPruning
-from onnxprune.pruning.oneshot import prune_with
+from onnxprune.pruning.methods import check_schedule, default_scope, traits
+from onnxprune.pruning.oneshot import PruneInputs, prune_with
 from onnxprune.pruning.reconstruct import NOTE_START
 from onnxprune.results import ResultRow, ResultTable
 from onnxprune.results import read as read_results
 from onnxprune.results import write as write_results
 from onnxprune.workbench.convert import TorchModel, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.workbench.train import ensure_masks, finetune, logits_module
 
 
@@ -110,6 +112,10 @@ def run(
         command: the command line that started the run, recorded in run.json for the report.
     """
     model_path = Path(model_path)
+    check_schedule(options)
+    if options.prune.scope is None:  # the measured default, as `onnxprune prune` would choose it
+        scope = default_scope(options.prune, options.train.epochs > 0, preprocess.pixel_range == "0-255")
+        options = dataclasses.replace(options, prune=dataclasses.replace(options.prune, scope=scope))
     source = load(model_path)
     folder = Path(out_dir)
     if options.train.epochs > 0 and train is None:
@@ -205,7 +211,7 @@ def _alive(pid: int) -> bool:
 def _identity(model_path: Path, options: ScheduleOptions) -> dict:
     digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
     described = json.loads(json.dumps(asdict(options)))  # as run.json holds it: tuples become lists
-    return {"model": model_path.name, "model_sha256": digest, "kind": options.kind, "options": described}
+    return {"model": model_path.name, "model_sha256": digest, "kind": traits(options.prune).kind, "options": described}
 
 
 def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
@@ -269,7 +275,8 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
     start = load(start_path)
     torch_model = to_torch(start)
     target = options.sparsity_at(number)
-    structured = options.kind == "filter"
+    kind = traits(options.prune).kind
+    structured = kind == "filter"
     sparsity_history = []
     if number == 1 and options.sparsity_epochs > 0:  # Network Slimming: push BatchNorm scales to zero first
         if progress:
@@ -280,17 +287,12 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         trained = finetune(torch_model, train, preprocess, sparse_options, val, source.final_softmax, progress, teacher)
         sparsity_history = [asdict(record) for record in trained.history]
     gradual = options.schedule == "gradual"
-    result = prune_with(
-        start,
-        options.prune,
-        sparsity=0.0 if gradual else target,  # gradual: the masks grow while fine-tuning
-        torch_model=torch_model,
-        data=train,
-        preprocess=preprocess,
-        val=val,
-        val_preprocess=preprocess,
+    inputs = PruneInputs(
+        torch_model=torch_model, data=train, preprocess=preprocess, val=val, val_preprocess=preprocess,
         original_counts=original_channel_counts(source) if structured else None,
-    )
+    )  # fmt: skip
+    # gradual: the masks grow while fine-tuning, from none
+    result = prune_with(start, options.prune, inputs, sparsity=0.0 if gradual else target)
     if result.compacted is not None:  # fine-tune the compacted model: a smaller graph, nothing to mask
         start = from_proto(result.compacted)
         torch_model = to_torch(start)
@@ -332,7 +334,7 @@ def _round(number, start_path, source, options, train, val, preprocess, folder, 
         evaluation = evaluate(written, val, preprocess, engine="torch", torch_module=torch_model.module)
     if structured:
         sparsity, layer_sparsity = _channel_sparsity(written, source)
-    elif options.kind == "hybrid":  # weights gone, removed or zeroed, of the source's
+    elif kind == "hybrid":  # weights gone, removed or zeroed, of the source's
         layer_sparsity = _layer_sparsity(written)
         sparsity = 1 - written.layer_nonzero() / max(1, source.layer_total("numel"))
     else:
@@ -423,12 +425,13 @@ def _finish(folder, options, records, val, preprocess) -> tuple[Path, float | No
     if val is not None:
         final_top1 = evaluate(load(folder / last.checkpoint), val, preprocess, engine="onnxruntime").top1
     accuracy = f"{final_top1:.3f}" if final_top1 is not None else "na"
-    name = f"{options.name}_{options.kind}_{options.target:.2f}_acc_{accuracy}.onnx"  # the folder's number
+    kind = traits(options.prune).kind
+    name = f"{options.name}_{kind}_{options.target:.2f}_acc_{accuracy}.onnx"  # the folder's number
     final = folder / name
     from onnxprune.workbench.train import barrier, is_main_process
 
     if is_main_process():
-        for stale in folder.glob(f"{options.name}_{options.kind}_*.onnx"):
+        for stale in folder.glob(f"{options.name}_{kind}_*.onnx"):
             stale.unlink()
         shutil.copyfile(folder / last.checkpoint, final)
     barrier()
