@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune.errors import DataError
-from onnxprune.graph.model import save_atomic
+from onnxprune.files import save_atomic
 
 SCHEMA = "onnxprune.results/1"
 

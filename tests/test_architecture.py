@@ -1,9 +1,13 @@
-"""The shape of the house (docs/architecture.md), checked on the code itself.
+"""The shape of the house (docs/architecture.md, "Rooms"), checked on the code itself.
 
-- no import cycle among the package's modules (imports at module level; an import inside a
-  function is the package's way to stay fast to start, and is checked by the room rules);
-- arrows run downwards: the graph room imports no torch workbench, pruning, measuring,
-  reporting or CLI code, the workbench none of pruning, measuring, reporting or the CLI;
+Every import counts, at module level or inside a function (the package imports inside functions
+to start fast; such an import is an arrow all the same):
+
+- no import cycle among the package's modules;
+- arrows run downwards: leaves (errors, options, results, files) < graph < workbench < pruning <
+  measure < report < workflow < cli and demo, and the floors hold transitively (nothing a
+  module reaches, through any chain of imports, lies in a room above it);
+- measuring and reporting use pruning through its public modules only (`PRUNING_API`);
 - no module imports a private name of another.
 """
 
@@ -50,11 +54,45 @@ def resolve(module: str, names: list[str]) -> list[str]:
     return targets
 
 
-def test_no_import_cycle():
-    graph = {
-        name: {target for module, names in imports(path, True) for target in resolve(module, names)} - {name}
+ROOMS = {
+    "onnxprune": 0,  # the package's __init__: errors at load, its API names resolved on first use
+    "onnxprune.errors": 0,
+    "onnxprune.options": 0,
+    "onnxprune.results": 0,
+    "onnxprune.files": 0,
+    "onnxprune.graph": 1,
+    "onnxprune.workbench": 2,
+    "onnxprune.pruning": 3,
+    "onnxprune.measure": 4,
+    "onnxprune.report": 5,
+    "onnxprune.workflow": 6,
+    "onnxprune.cli": 7,
+    "onnxprune.demo": 7,
+    "onnxprune.__main__": 8,
+}
+# what the rooms above pruning's floor but below the workflow may use of it
+PRUNING_API = ("onnxprune.pruning.levels", "onnxprune.pruning.methods", "onnxprune.pruning.oneshot")
+
+
+def room(module: str) -> str:
+    """The room (the longest `ROOMS` prefix) a module lies in."""
+    return max((name for name in ROOMS if module == name or module.startswith(name + ".")), key=len)
+
+
+def arrows() -> dict[str, set[str]]:
+    """Every module to the package modules it imports, at module level or in a function."""
+    return {
+        name: {target for module, names in imports(path, False) for target in resolve(module, names)} - {name}
         for name, path in MODULES.items()
     }
+
+
+def test_every_module_lies_in_a_room():
+    assert [name for name in MODULES if not any(name == r or name.startswith(r + ".") for r in ROOMS)] == []
+
+
+def test_no_import_cycle():
+    graph = arrows()
     visiting, done, cycles = [], set(), []
 
     def walk(node):
@@ -74,25 +112,50 @@ def test_no_import_cycle():
     assert cycles == [], " ; ".join(" -> ".join(cycle) for cycle in cycles)
 
 
-ROOM_RULES = {
-    "onnxprune.graph": ("onnxprune.workbench", "onnxprune.pruning", "onnxprune.measure", "onnxprune.report",
-                        "onnxprune.cli", "onnxprune.demo"),
-    "onnxprune.workbench": ("onnxprune.pruning", "onnxprune.measure", "onnxprune.report", "onnxprune.cli",
-                            "onnxprune.demo"),
-    "onnxprune.report": ("onnxprune.pruning", "onnxprune.cli", "onnxprune.demo"),
-}  # fmt: skip
-
-
-@pytest.mark.parametrize("room", sorted(ROOM_RULES))
-def test_arrows_run_downwards(room):
-    wrong = []
-    for name, path in MODULES.items():
-        if name == room or name.startswith(room + "."):
-            for module, names in imports(path, False):
-                for target in resolve(module, names) or [module]:
-                    if target.startswith(ROOM_RULES[room]):
-                        wrong.append(f"{name} imports {target}")
+def test_arrows_run_downwards():
+    wrong = [
+        f"{name} ({room(name)}) imports {target} ({room(target)})"
+        for name, targets in arrows().items()
+        for target in sorted(targets)
+        if ROOMS[room(target)] > ROOMS[room(name)]
+    ]
     assert wrong == []
+
+
+def test_floors_hold_transitively():
+    graph = arrows()
+    wrong = []
+    for name in graph:
+        reached, frontier = set(), [name]
+        while frontier:
+            for target in graph.get(frontier.pop(), ()):
+                if target not in reached:
+                    reached.add(target)
+                    frontier.append(target)
+        above = sorted(t for t in reached if ROOMS[room(t)] > ROOMS[room(name)])
+        wrong += [f"{name} reaches {above[0]}"] if above else []
+    assert wrong == []
+
+
+def test_measure_and_report_use_pruning_through_its_api():
+    wrong = [
+        f"{name} imports {target}"
+        for name, targets in arrows().items()
+        if room(name) in ("onnxprune.measure", "onnxprune.report")
+        for target in targets
+        if room(target) == "onnxprune.pruning" and target not in PRUNING_API
+    ]
+    assert wrong == []
+
+
+def test_the_rules_catch_an_import_inside_a_function(tmp_path, monkeypatch):
+    """A function-level import from the workbench into pruning is an arrow upwards (issue 26)."""
+    fake = tmp_path / "onnxprune" / "workbench" / "fake.py"
+    fake.parent.mkdir(parents=True)
+    fake.write_text("def late():\n    from onnxprune.pruning.select import smallest\n")
+    monkeypatch.setitem(MODULES, "onnxprune.workbench.fake", fake)
+    with pytest.raises(AssertionError, match="onnxprune.workbench.fake .* imports onnxprune.pruning.select"):
+        test_arrows_run_downwards()
 
 
 def test_no_private_name_crosses_a_module():

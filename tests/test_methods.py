@@ -267,11 +267,11 @@ def test_the_documented_example_method_registers_and_prunes(fixture_model, image
     import re
     from pathlib import Path
 
-    from onnxprune.pruning.methods import _REGISTRY
+    from onnxprune.pruning.methods.registry import METHODS
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
     code = re.search(r"## Adding a method.*?```python\n(.*?)```", text, re.S).group(1)
-    _REGISTRY.pop("saliency", None)
+    METHODS.pop("saliency", None)
     try:
         exec(compile(code, "docs/methods.md", "exec"), {})
         model = onnxprune.load(fixture_model("vgg_bn_dynamo"))
@@ -280,4 +280,4 @@ def test_the_documented_example_method_registers_and_prunes(fixture_model, image
         assert result.prunable_sparsity == pytest.approx(0.5, abs=0.01)
         assert onnxprune.save(result, tmp_path / "saliency.onnx").max_abs_diff <= 1e-3
     finally:
-        _REGISTRY.pop("saliency", None)
+        METHODS.pop("saliency", None)

@@ -143,3 +143,36 @@ def test_prune_cli_json(fixture_model, tmp_path):
     summary = json.loads(result.stdout)
     assert summary["prunable_sparsity"] == pytest.approx(0.7, abs=1e-3)
     assert summary["bytes"] == output.stat().st_size
+
+
+def _initializers(path) -> dict[str, np.ndarray]:
+    return {init.name: numpy_helper.to_array(init) for init in onnx.load(str(path)).graph.initializer}
+
+
+@pytest.mark.parametrize(
+    ("fixture", "cli_options", "api_options"),
+    [
+        ("matlab_alexnet_opset8", [], {}),  # the measured default scope (LAMP) on both paths
+        ("vgg_bn_torchscript", ["--method", "l1-filter"], {"method": "l1-filter"}),  # rounding, compaction
+    ],
+)
+def test_the_api_and_the_cli_write_identical_weights(fixture_model, tmp_path, fixture, cli_options, api_options):
+    """Issue 26: `onnxprune prune m.onnx --sparsity 0.9` and `onnxprune.prune(model, 0.9)` give one model."""
+    source = fixture_model(fixture)
+    result = CliRunner().invoke(
+        app, ["prune", str(source), "--sparsity", "0.6", "-o", str(tmp_path / "cli.onnx"), *cli_options]
+    )
+    assert result.exit_code == 0, result.output
+    pruned = onnxprune.prune(onnxprune.load(source), 0.6, **api_options)
+    onnxprune.save(pruned, tmp_path / "api.onnx")
+    from_cli, from_api = _initializers(tmp_path / "cli.onnx"), _initializers(tmp_path / "api.onnx")
+    assert sorted(from_cli) == sorted(from_api)
+    for name, value in from_cli.items():
+        np.testing.assert_array_equal(value, from_api[name], err_msg=name)
+    if not api_options:
+        assert pruned.scope == "lamp" and "scope lamp: the measured default" in pruned.notes[0]
+
+
+def test_prune_refuses_an_unknown_option_naming_the_known_ones(fixture_model):
+    with pytest.raises(onnxprune.OnnxpruneError, match="unknown option 'sparsty'; the options are: config, "):
+        onnxprune.prune(onnxprune.load(fixture_model("matmul_mlp")), 0.5, sparsty=0.4)

@@ -153,7 +153,7 @@ def unpack(
     as_json: JsonOption = False,
 ) -> None:
     """Restore the ONNX model a package holds: the same graph, bit-identical weights (not the same bytes)."""
-    from onnxprune.graph.model import save_atomic
+    from onnxprune.files import save_atomic
     from onnxprune.graph.storage import unpack as unpack_model
 
     if output.exists() and output.resolve() == package.resolve():

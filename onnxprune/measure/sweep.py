@@ -341,7 +341,7 @@ def write_ratios(ratios: dict[str, float], path, comment: str = "") -> None:
     """A ratio YAML that `onnxprune prune --config` reads."""
     from pathlib import Path
 
-    from onnxprune.graph.model import save_atomic
+    from onnxprune.files import save_atomic
 
     text = (f"# {comment}\n" if comment else "") + yaml.safe_dump(
         {name: float(value) for name, value in ratios.items()}, sort_keys=False

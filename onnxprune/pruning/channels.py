@@ -21,7 +21,7 @@ from onnxprune.errors import ConfigError
 from onnxprune.graph.channels import Structure, analyse
 from onnxprune.graph.model import Model
 from onnxprune.pruning import select
-from onnxprune.pruning.methods import Method, ScoreContext
+from onnxprune.pruning.methods.registry import Method, ScoreContext
 from onnxprune.workbench.convert import TorchModel, mask_parameter
 
 

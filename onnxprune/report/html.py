@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from onnxprune.errors import ConfigError
-from onnxprune.graph.model import save_atomic
+from onnxprune.files import save_atomic
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }

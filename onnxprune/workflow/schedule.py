@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from onnxprune.errors import ConfigError
+from onnxprune.files import save_atomic
 from onnxprune.graph.channels import analyse
-from onnxprune.graph.model import Model, from_proto, load, save_atomic
+from onnxprune.graph.model import Model, from_proto, load
 from onnxprune.graph.storage import save_model_file
 from onnxprune.graph.verify import reference, verify
 from onnxprune.options import ScheduleOptions, TrainOptions

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from onnxprune.graph.channels import analyse
 from onnxprune.pruning.channels import ChannelPlan, apply, channel_groups, floors, kept_whole, target_count
-from onnxprune.pruning.methods import ScoreContext, register
+from onnxprune.pruning.methods.registry import ScoreContext, register
 
 
 class _Loss:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from onnxprune.pruning.methods import ScoreContext, register
+from onnxprune.pruning.methods.registry import ScoreContext, register
 
 
 @register("magnitude", granularity="weight")

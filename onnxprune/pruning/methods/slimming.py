@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxprune.errors import ConfigError
-from onnxprune.pruning.methods import ScoreContext, register
+from onnxprune.pruning.methods.registry import ScoreContext, register
 
 
 @register("slimming", granularity="channel")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from onnxprune.pruning.methods import ScoreContext, register
+from onnxprune.pruning.methods.registry import ScoreContext, register
 
 
 @register("sss", granularity="channel", needs_data=True, whole_model=True)

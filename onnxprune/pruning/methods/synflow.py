@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from onnxprune.pruning import select
-from onnxprune.pruning.methods import ScoreContext, register
+from onnxprune.pruning.methods.registry import ScoreContext, register
 
 
 @register("synflow", granularity="weight", whole_model=True)

@@ -24,7 +24,7 @@ from onnxprune.pruning.channels import (
     target_count,
     unit_scores,
 )
-from onnxprune.pruning.methods import ScoreContext, register
+from onnxprune.pruning.methods.registry import ScoreContext, register
 from onnxprune.workbench.evaluate import evaluate
 
 
