@@ -37,7 +37,7 @@ def test_gemm_transb_mapping(fixture_model):
 def test_masks_hold_through_training(fixture_model):
     """Masks are torch.nn.utils.prune masks: gradients are zero where pruned, weights stay zero."""
     model = onnxprune.load(fixture_model("matmul_mlp"))
-    result = onnxprune.prune(model, 0.8)
+    result = onnxprune.prune(model, 0.8, scope="layer")
     module = result.torch_model.module.train()
     optimizer = torch.optim.SGD(module.parameters(), lr=0.5)
     for _ in range(3):
@@ -52,7 +52,7 @@ def test_masks_hold_through_training(fixture_model):
 
 def test_skip_first_and_last_leave_layers_dense(fixture_model):
     model = onnxprune.load(fixture_model("matlab_alexnet_opset13"))
-    result = onnxprune.prune(model, 0.9, skip_first=True, skip_last=True)
+    result = onnxprune.prune(model, 0.9, scope="layer", skip_first=True, skip_last=True)
     by_name = {layer.name: layer for layer in result.layers}
     assert by_name["conv1"].zeros == 0 and by_name["fc8"].zeros == 0
     assert by_name["conv3"].sparsity == pytest.approx(0.9, abs=1e-3)
@@ -63,7 +63,7 @@ def test_config_pins_named_layers_and_defaults_the_rest(fixture_model, tmp_path)
     config = tmp_path / "ratios.yaml"
     config.write_text("default: 0.6\nconv1: 0.25\nfc8_W: 0.0\n")
     model = onnxprune.load(fixture_model("matlab_alexnet_opset13"))
-    result = onnxprune.prune(model, 0.9, config=config)
+    result = onnxprune.prune(model, 0.9, scope="layer", config=config)
     sparsity = {layer.name: layer.sparsity for layer in result.layers}
     assert sparsity["conv1"] == pytest.approx(0.25, abs=1 / 1200)
     assert sparsity["fc8"] == 0.0
