@@ -11,14 +11,21 @@ import os
 import sys
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from rich.console import Console
 
 from onnxprune.errors import ConfigError, OnnxpruneError
+
+if TYPE_CHECKING:
+    from onnxprune.graph.model import Model
+    from onnxprune.options import DataOptions
+    from onnxprune.workbench.data import Dataset, Preprocess
+
+T = TypeVar("T")
 
 
 def debug_log_path() -> Path:
@@ -30,7 +37,7 @@ def debug_log_path() -> Path:
 
 
 @contextlib.contextmanager
-def captured_warnings():
+def captured_warnings() -> Iterator[None]:
     """While inside, Python warnings (onnx2torch's, torch's, onnx's) go to the debug log.
 
     Not between the tool's lines; the previous handling comes back on leaving (the MATLAB bridge's
@@ -145,7 +152,7 @@ def reports_errors(command: Callable) -> Callable:
     """
 
     @functools.wraps(command)
-    def run(*args, **kwargs):
+    def run(*args: object, **kwargs: object) -> object:
         if callers.raise_errors:
             return command(*args, **kwargs)
         try:
@@ -208,7 +215,7 @@ SeedOption = Annotated[int, typer.Option(help="seed for splits, shuffling, augme
 JsonOption = Annotated[bool, typer.Option("--json", help="print the result as JSON (for scripts and MATLAB)")]
 
 
-def old_spelling(old_value, value, old: str, new: str, default):
+def old_spelling(old_value: T | None, value: T | None, old: str, new: str, default: T) -> T:
     """The value of an option that also has an old, hidden spelling, with a note when the old one is used.
 
     Both options default to None in the command's signature, so that a value given explicitly is
@@ -232,7 +239,7 @@ def old_spelling(old_value, value, old: str, new: str, default):
     return old_value
 
 
-def emit_json(summary) -> None:
+def emit_json(summary: dict) -> None:
     """Print a command's result as JSON on stdout (paths as text)."""
     import json
 
@@ -260,8 +267,11 @@ def pick(given: dict, *names: str, **renamed: str) -> dict:
     return chosen
 
 
-def data_options(data, val=None, val_split=None, limit=None, pixel_range=None, mean=None, std=None, flatten=None,
-                  seed=0, first=None):  # fmt: skip
+def data_options(
+    data: Path | None, val: Path | None = None, val_split: float | None = None, limit: int | None = None,
+    pixel_range: str | None = None, mean: str | None = None, std: str | None = None, flatten: str | None = None,
+    seed: int = 0, first: int | None = None,
+) -> DataOptions:  # fmt: skip
     """The data options of a command, or None without --data."""
     from onnxprune.options import DataOptions
 
@@ -272,7 +282,11 @@ def data_options(data, val=None, val_split=None, limit=None, pixel_range=None, m
     )  # fmt: skip
 
 
-def prepare_data(model, data, val, val_split, limit, pixel_range, mean, std, flatten, seed, default_split, first=None):
+def prepare_data(
+    model: Model, data: Path | None, val: Path | None, val_split: float | None, limit: int | None,
+    pixel_range: str | None, mean: str | None, std: str | None, flatten: str | None, seed: int, default_split: float,
+    first: int | None = None,
+) -> tuple[Preprocess, Dataset | None, Dataset | None]:  # fmt: skip
     """(preprocess, train set or None, validation set or None) for a model and the data options."""
     from onnxprune.workbench.data import prepare
 
@@ -280,7 +294,10 @@ def prepare_data(model, data, val, val_split, limit, pixel_range, mean, std, fla
     return prepare(model, options, default_split)
 
 
-def evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=None):
+def evaluation_data(
+    model: Model, data: Path | None, limit: int | None, pixel_range: str | None, mean: str | None, std: str | None,
+    flatten: str | None, first: int | None = None,
+) -> tuple[Preprocess, Dataset]:  # fmt: skip
     """(preprocess, dataset) for commands that only measure: all of --data, no split."""
     preprocess, dataset, _ = prepare_data(
         model, data, None, None, limit, pixel_range, mean, std, flatten, 0, 0.0, first=first
@@ -291,7 +308,7 @@ def evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=N
 class training_progress:
     """A rich progress bar fed by the library's progress callbacks."""
 
-    def __enter__(self):
+    def __enter__(self) -> Callable[[dict], None]:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(
@@ -333,7 +350,7 @@ class training_progress:
                 f"({record.images_per_second:,.0f} images/s)"
             )
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> bool:
         if self.started and self.live:
             self.bar.stop()
         return False
@@ -342,7 +359,7 @@ class training_progress:
 class level_progress:
     """A progress bar over sweep levels, showing the level and its accuracy."""
 
-    def __enter__(self):
+    def __enter__(self) -> Callable[[dict], None]:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(
@@ -363,13 +380,15 @@ class level_progress:
         label = f"{row.method} {row.scope} {row.sparsity:.1%}: top-1 {row.accuracy:.2%}"
         self.bar.update(self.task, completed=event["done"], description=label)
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> bool:
         if self.task is not None and self.live:
             self.bar.stop()
         return False
 
 
-def level_options(sparsities: str | None, start: float | None, stop: float | None, step: float | None, default: str):
+def level_options(
+    sparsities: str | None, start: float | None, stop: float | None, step: float | None, default: str
+) -> list[float]:
     """The sparsity levels of --sparsities or --from/--to/--step (which go together), else `default`."""
     from onnxprune.measure.sweep import grid, parse_levels
 
@@ -394,7 +413,7 @@ ToOption = Annotated[float | None, typer.Option("--to", help="last level")]
 StepOption = Annotated[float | None, typer.Option("--step", help="level step")]
 
 
-def percent(value) -> str:
+def percent(value: float | None) -> str:
     """0.25 -> '25.0%', None -> '-'."""
     return "-" if value is None else f"{value:.1%}"
 

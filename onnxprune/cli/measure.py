@@ -6,7 +6,7 @@ import dataclasses
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -39,6 +39,10 @@ from onnxprune.cli.common import (
     reports_errors,
 )
 from onnxprune.errors import ConfigError
+
+if TYPE_CHECKING:
+    from onnxprune.measure.bench import ModelBench
+    from onnxprune.results import ResultTable
 
 BENCH_BATCHES = "1,32"
 
@@ -153,13 +157,13 @@ def sweep(
     console().print(f"wrote {', '.join(str(p) for p in written.values())}, {figure} and {page}")
 
 
-def _print_notes(notes) -> None:
+def _print_notes(notes: list[str]) -> None:
     for note in notes:
         if note:
             console().print(f"note: {note}", highlight=False)
 
 
-def _print_sweep(table, choice) -> None:
+def _print_sweep(table: ResultTable, choice: dict | None) -> None:
     labels = table.methods()
     units = {f"{curve['method']} ({curve['scope']})": curve["units"] for curve in choice["curves"]}
     mixed = len(set(units.values())) > 1  # then each column says what its sparsity counts
@@ -327,7 +331,7 @@ def bench_command(
     _print_bench(results, batches, wide)
 
 
-def _print_bench(results, batches: list[int], wide: bool) -> None:
+def _print_bench(results: list[ModelBench], batches: list[int], wide: bool) -> None:
     """The bench table: within 120 columns by default; --wide adds p90, zipped and values+mask sizes."""
     latency_columns = [f"b{b} ms" + (" (p90)" if wide else "") for b in batches]
     columns = ["model", *latency_columns, *[f"b{b} speedup" for b in batches], "size",

@@ -7,7 +7,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -49,6 +49,11 @@ from onnxprune.options import (
     ScheduleOptions,
     TrainOptions,
 )
+
+if TYPE_CHECKING:
+    from onnxprune.pruning.oneshot import PruneResult
+    from onnxprune.workflow.pipeline import PruneReport, RunOptions
+    from onnxprune.workflow.schedule import ScheduleResult
 
 # the defaults shown in --help are the options' own (the dataclasses are the one place they are written)
 PRUNE, TRAIN, SCHEDULE, SETTINGS = PruneOptions(), TrainOptions(), ScheduleOptions(), MethodSettings()
@@ -253,7 +258,7 @@ def prune(
 
 
 # prune options that act only in some modes: (option, refused when, why)
-def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
+def _prune_refusals(given: dict, options: RunOptions) -> list[tuple[str, bool, str]]:
     prune, schedule = options.schedule.prune, options.schedule
     has_data = "data" in given
     from onnxprune.pruning.methods import traits
@@ -297,7 +302,7 @@ def _prune_refusals(given: dict, options) -> list[tuple[str, bool, str]]:
     ]  # fmt: skip
 
 
-def _prune_run_options(given: dict):
+def _prune_run_options(given: dict) -> RunOptions:
     """RunOptions from the prune command's given options; an option that would have no effect is refused."""
     from onnxprune.measure.sweep import parse_levels
     from onnxprune.workflow.pipeline import CHOSEN, RunOptions
@@ -334,7 +339,7 @@ def _prune_run_options(given: dict):
     return options
 
 
-def _print_prune_report(report) -> None:
+def _print_prune_report(report: PruneReport) -> None:
     for note in report.notes:
         if not note.startswith("checkpoints"):
             console().print(f"note: {note}", highlight=False)
@@ -376,7 +381,7 @@ def _print_prune_report(report) -> None:
     )
 
 
-def _print_rounds(result) -> None:
+def _print_rounds(result: ScheduleResult) -> None:
     table = Table("round", "target", "sparsity", "top-1 pruned", "top-1 fine-tuned", "loss", "seconds")
     if result.baseline_top1 is not None:
         table.add_row("dense", "0%", "-", "", f"{result.baseline_top1:.2%}", "", "")
@@ -399,7 +404,7 @@ def _print_rounds(result) -> None:
         )
 
 
-def _prune_summary(report) -> dict:
+def _prune_summary(report: PruneReport) -> dict:
     """The prune's outcome for machines (--json), in either mode."""
     summary = {
         "output": str(report.output),
@@ -437,7 +442,7 @@ def _prune_summary(report) -> dict:
     return summary
 
 
-def _print_channel_table(result) -> None:
+def _print_channel_table(result: PruneResult) -> None:
     table = Table("layer", "op", "channels", "removed", "params before", "params after")
     for layer in result.layers:
         table.add_row(
@@ -451,7 +456,7 @@ def _print_channel_table(result) -> None:
     console().print(table)
 
 
-def _print_prune_table(result) -> None:
+def _print_prune_table(result: PruneResult) -> None:
     table = Table("layer", "op", "weight shape", "params", "zeros", "sparsity")
     for layer in result.layers:
         table.add_row(

@@ -393,7 +393,10 @@ def _prune_channels(
     )
 
 
-def _select(method, torch_model, pinned, scope, free_sparsity, max_layer_sparsity, context):
+def _select(
+    method: Method, torch_model: TorchModel, pinned: dict[str, float], scope: str, free_sparsity: float,
+    max_layer_sparsity: float, context: ScoreContext,
+) -> tuple[dict[str, np.ndarray], dict[str, select.LayerPlan]]:  # fmt: skip
     """Score every layer and choose what to remove: (keep-masks in ONNX layout, plans)."""
     scores = _score(method, context)
     if scope == "lamp":
@@ -440,7 +443,9 @@ def reselect(
     return plans
 
 
-def _pinned_ratios(model: Model, config, skip_first: bool, skip_last: bool) -> tuple[dict[str, float], float | None]:
+def _pinned_ratios(
+    model: Model, config: str | os.PathLike | None, skip_first: bool, skip_last: bool
+) -> tuple[dict[str, float], float | None]:
     names = [layer.name for layer in model.layers]
     pinned, default = {}, None
     if config is not None:
@@ -453,7 +458,7 @@ def _pinned_ratios(model: Model, config, skip_first: bool, skip_last: bool) -> t
     return pinned, default
 
 
-def _score(method, context: ScoreContext) -> dict[str, np.ndarray]:
+def _score(method: Method, context: ScoreContext) -> dict[str, np.ndarray]:
     return {name: scores.astype(np.float32) for name, scores in method.layer_scores(context).items()}
 
 
@@ -485,7 +490,10 @@ def _layer_report(layer: PrunableLayer, weight: np.ndarray, plan: select.LayerPl
     )
 
 
-def _notes(plans, pinned, skip_first, skip_last, model, max_layer_sparsity) -> list[str]:
+def _notes(
+    plans: dict[str, select.LayerPlan], pinned: dict[str, float], skip_first: bool, skip_last: bool, model: Model,
+    max_layer_sparsity: float,
+) -> list[str]:  # fmt: skip
     notes = []
     capped = [name for name, plan in plans.items() if plan.capped]
     if capped:

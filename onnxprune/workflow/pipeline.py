@@ -18,12 +18,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from onnxprune.errors import ConfigError
 from onnxprune.options import ADAM_LR, DISTILL_WEIGHT, RAW_PIXEL_LR, SGD_LR, DataOptions, PruneOptions, ScheduleOptions
 from onnxprune.pruning.methods import check_schedule, default_scope, traits
+
+if TYPE_CHECKING:
+    from onnxprune.graph.model import Model
+    from onnxprune.pruning.oneshot import PruneResult
+    from onnxprune.workflow.schedule import ScheduleResult
+
+Progress = Callable[[dict], None]
 
 # The training options a user may leave to onnxprune; `measured_defaults` chooses them
 # (benchmarks/versus_anchors.py). The scope left unset is None in `PruneOptions`: `default_scope`.
@@ -97,7 +106,7 @@ class RunOptions:
     unset: frozenset = frozenset()
     command: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         check_schedule(self.schedule)  # unknown methods, and what rewinding or gradual pruning cannot do
         prune, train = self.schedule.prune, self.schedule.train
         if self.max_drop is not None:
@@ -166,8 +175,8 @@ class PruneReport:
     output: Path
     mode: str
     options: RunOptions
-    result: object = None
-    schedule: object = None
+    result: PruneResult | None = None
+    schedule: ScheduleResult | None = None
     choice: dict | None = None
     notes: list[str] = field(default_factory=list)
     sparse_initializers: list[str] = field(default_factory=list)
@@ -175,7 +184,10 @@ class PruneReport:
     bytes: int = 0
 
 
-def run(model_path: str | os.PathLike, options: RunOptions, progress=None, level_progress=None) -> PruneReport:
+def run(
+    model_path: str | os.PathLike, options: RunOptions, progress: Progress | None = None,
+    level_progress: Progress | None = None,
+) -> PruneReport:  # fmt: skip
     """Prune the model at `model_path` as `options` say; see the module docstring for the modes.
 
     Args:
@@ -247,7 +259,7 @@ def _sparse_storage_note(model_path: Path, report: PruneReport) -> str:
     )
 
 
-def _raw_pixels(model, data: DataOptions | None) -> bool:
+def _raw_pixels(model: Model, data: DataOptions | None) -> bool:
     """Whether the model is fed raw 0-255 values (MATLAB's mean-image exports, or --pixel-range 0-255)."""
     from onnxprune.workbench.data import preprocess_for
 
@@ -255,7 +267,7 @@ def _raw_pixels(model, data: DataOptions | None) -> bool:
     return preprocess_for(model, pixel_range).pixel_range == "0-255"
 
 
-def _choose_sparsity(model, options: RunOptions, level_progress) -> dict:
+def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress | None) -> dict:
     """Sweep the method in the run's scope and in the other of layer/global; the run's scope decides.
 
     Returns:
@@ -300,7 +312,7 @@ def _trade_off_note(prune: PruneOptions, choice: dict, max_drop: float) -> str:
     )
 
 
-def _one_shot(model, output: Path, options: RunOptions) -> PruneReport:
+def _one_shot(model: Model, output: Path, options: RunOptions) -> PruneReport:
     from onnxprune.graph.model import check_output_path, model_file_size
     from onnxprune.pruning.oneshot import PruneInputs, prune_with, save
 
@@ -316,7 +328,9 @@ def _one_shot(model, output: Path, options: RunOptions) -> PruneReport:
     )  # fmt: skip
 
 
-def _scheduled(model_path: Path, output: Path, options: RunOptions, progress, notes: list[str]) -> PruneReport:
+def _scheduled(
+    model_path: Path, output: Path, options: RunOptions, progress: Progress | None, notes: list[str]
+) -> PruneReport:
     from onnxprune.graph.model import check_output_path, load, model_file_size
     from onnxprune.workbench.data import prepare
     from onnxprune.workflow.schedule import run as run_schedule
@@ -354,7 +368,7 @@ def _scheduled(model_path: Path, output: Path, options: RunOptions, progress, no
     )  # fmt: skip
 
 
-def _write_final(final, output: Path, sparse_storage: bool) -> tuple[list[str], float]:
+def _write_final(final: Model, output: Path, sparse_storage: bool) -> tuple[list[str], float]:
     """The run's final model written to `output` (sparse storage if asked), checked against it."""
     from onnxprune.graph.storage import save_model_file
     from onnxprune.graph.verify import Reference, random_batch, session, verify

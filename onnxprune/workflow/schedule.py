@@ -22,9 +22,10 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -47,6 +48,9 @@ from onnxprune.workbench.convert import TorchModel, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
 from onnxprune.workbench.evaluate import evaluate
 from onnxprune.workbench.train import ensure_masks, finetune, logits_module
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -129,7 +133,10 @@ def run(
         return _run_rounds(model_path, source, folder, identity, options, train, val, preprocess, resume, progress)
 
 
-def _run_rounds(model_path, source, folder, identity, options, train, val, preprocess, resume, progress):
+def _run_rounds(
+    model_path: Path, source: Model, folder: Path, identity: dict, options: ScheduleOptions, train: Dataset | None,
+    val: Dataset | None, preprocess: Preprocess, resume: bool, progress: Progress | None,
+) -> ScheduleResult:  # fmt: skip
     from onnxprune.workbench.train import barrier, is_main_process
 
     records = _open_run(folder, identity, resume) if is_main_process() else []
@@ -156,7 +163,7 @@ def _run_rounds(model_path, source, folder, identity, options, train, val, prepr
 
 
 @contextlib.contextmanager
-def run_lock(folder: Path):
+def run_lock(folder: Path) -> Iterator[None]:
     """One run per folder at a time: `.<folder>.lock` beside it holds the running process's id.
 
     A second run (a `--resume` started while the first still runs) is refused in one line. A lock
@@ -246,7 +253,7 @@ def _open_run(folder: Path, identity: dict, resume: bool) -> list[RoundRecord]:
     return []
 
 
-def _teacher(source: Model):
+def _teacher(source: Model) -> torch.nn.Module:
     """The unpruned source model's logits (a final Softmax cut off), the distillation teacher of every round."""
     return logits_module(to_torch(source), source.final_softmax).eval()
 
@@ -264,14 +271,19 @@ def _first_difference(earlier: dict, now: dict, prefix: str = "") -> str | None:
     return None
 
 
-def _baseline(source: Model, val: Dataset | None, preprocess: Preprocess, records, folder: Path) -> float | None:
+def _baseline(
+    source: Model, val: Dataset | None, preprocess: Preprocess, records: list[RoundRecord], folder: Path
+) -> float | None:
     results = folder / "results.json"
     if records and results.exists():
         return read_results(results).baseline_accuracy
     return evaluate(source, val, preprocess).top1 if val is not None else None
 
 
-def _round(number, start_path, source, options, train, val, preprocess, folder, progress, teacher) -> RoundRecord:
+def _round(
+    number: int, start_path: Path, source: Model, options: ScheduleOptions, train: Dataset | None, val: Dataset | None,
+    preprocess: Preprocess, folder: Path, progress: Progress | None, teacher: torch.nn.Module | None,
+) -> RoundRecord:  # fmt: skip
     started = time.perf_counter()
     start = load(start_path)
     torch_model = to_torch(start)
@@ -420,7 +432,9 @@ def _layer_sparsity(model: Model) -> dict[str, float]:
     return {layer.name: float(np.count_nonzero(model.weight_array(layer) == 0)) / layer.numel for layer in model.layers}
 
 
-def _finish(folder, options, records, val, preprocess) -> tuple[Path, float | None]:
+def _finish(
+    folder: Path, options: ScheduleOptions, records: list[RoundRecord], val: Dataset | None, preprocess: Preprocess
+) -> tuple[Path, float | None]:
     last = records[-1]
     final_top1 = None
     if val is not None:
@@ -439,7 +453,9 @@ def _finish(folder, options, records, val, preprocess) -> tuple[Path, float | No
     return final, final_top1
 
 
-def _write_results(folder: Path, identity: dict, baseline, records: list[RoundRecord], final) -> None:
+def _write_results(
+    folder: Path, identity: dict, baseline: float | None, records: list[RoundRecord], final: dict | None
+) -> None:
     """results.json / .csv / .mat in the common schema: a row per round, the rounds in full under `extra`."""
     options = identity["options"]
     layer_names = list(records[0].layer_sparsity) if records else []

@@ -17,6 +17,8 @@ from onnxprune.errors import ConfigError
 from onnxprune.options import MethodSettings
 
 if TYPE_CHECKING:
+    import torch
+
     from onnxprune.graph.model import Model
     from onnxprune.workbench.convert import TorchModel
     from onnxprune.workbench.data import Dataset, Preprocess
@@ -55,7 +57,7 @@ class ScoreContext:
         """The output of the final Softmax, which scoring on a loss must cut off (see `logits`)."""
         return self.model.final_softmax if self.model is not None else None
 
-    def logits(self):
+    def logits(self) -> torch.nn.Module:
         """The torch model without a final Softmax: its output is logits, whatever the export ended with.
 
         Cross-entropy of probabilities as if they were logits gives wrong gradients (MATLAB
@@ -66,7 +68,7 @@ class ScoreContext:
 
         return logits_module(self.torch_model, self.softmax_output)
 
-    def minibatch_loss(self, network, rng: np.random.Generator):
+    def minibatch_loss(self, network: torch.nn.Module, rng: np.random.Generator) -> torch.Tensor:
         """Cross-entropy of `network`'s logits on a random mini-batch (`settings.batch_size`) of `data`.
 
         The one mini-batch step the data-driven methods share; `rng` keeps their draws seeded.
