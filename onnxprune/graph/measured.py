@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.graph.model import PRUNABLE_OPS, subgraph_reads
+from onnxprune.graph.proto import PRUNABLE_OPS, session, subgraph_reads
 
 # ops whose output depends on more than their inputs' values, or whose shape on their values
 NOT_STATIC = {
@@ -101,8 +101,6 @@ def _input_shape(proto: onnx.ModelProto) -> tuple[int | None, ...] | None:
 
 
 def _run(proto: onnx.ModelProto, outputs: list[str], shape: tuple, batch: int) -> dict[str, np.ndarray]:
-    from onnxprune.graph.verify import session
-
     probe = onnx.ModelProto()
     probe.CopyFrom(proto)
     existing = {o.name for o in probe.graph.output}

@@ -8,23 +8,22 @@ are written back into a copy of the original graph, so names, ops, opset and pro
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper, shape_inference, version_converter
+from onnx import helper, numpy_helper, version_converter
 from onnx.external_data_helper import load_external_data_for_model
 
-from onnxprune.errors import ConfigError, ModelLoadError, write_error
+from onnxprune.errors import ConfigError, ModelLoadError
+from onnxprune.graph.proto import PRUNABLE_OPS, attribute, inferred_shapes, set_attribute, weightless_copy
+from onnxprune.graph.proto import is_stand_in as is_stand_in  # re-exported: workbench/convert.py reads it here
 
 MATLAB_PRODUCER = "MATLAB Deep Learning Toolbox Converter for ONNX Model Format"
 # onnx2torch picks converters by the schema version in force at the model's opset, and has none
 # for the opset 6-12 versions of Flatten, BatchNormalization, Dropout and Gemm that MATLAB writes.
 CONVERSION_OPSET = 13
-PRUNABLE_OPS = ("Conv", "Gemm", "MatMul")
-STAND_IN_LOCATION = "onnxprune-weights-not-loaded"
 
 
 @dataclass(frozen=True)
@@ -251,7 +250,7 @@ def _read_proto(path: Path) -> tuple[onnx.ModelProto, bool]:
     if not proto.graph.node:
         raise ModelLoadError(f"{path}: contains no ONNX graph (no nodes); is it truncated or another format?")
     try:
-        onnx.checker.check_model(_checkable_skeleton(proto))
+        onnx.checker.check_model(weightless_copy(proto, stand_ins_as_inputs=True))
         _check_initializer_sizes(proto)
     except onnx.checker.ValidationError as exc:
         first_line = str(exc).strip().splitlines()[0]
@@ -268,7 +267,7 @@ def _names_are_text(graph: onnx.GraphProto) -> bool:
     names = [graph.name]
     for node in graph.node:
         names += [node.name, node.op_type, node.domain, *node.input, *node.output]
-        names += [attribute.name for attribute in node.attribute]
+        names += [item.name for item in node.attribute]
     for group in (graph.initializer, graph.input, graph.output, graph.value_info):
         names += [item.name for item in group]
     return all(isinstance(name, str) for name in names)
@@ -347,21 +346,6 @@ def model_file_size(path: str | os.PathLike) -> int:
     return size + sum(file.stat().st_size for file in files if file.is_file())
 
 
-def subgraph_reads(node) -> set[str]:
-    """Names a node's subgraphs (If branches, Loop bodies) read from the scope around them."""
-    names: set[str] = set()
-    for attribute in node.attribute:
-        graphs = [attribute.g] if attribute.type == attribute.GRAPH else list(attribute.graphs)
-        for graph in graphs:
-            defined = {t.name for t in graph.initializer} | {v.name for v in graph.input}
-            for inner in graph.node:
-                names.update(name for name in inner.input if name and name not in defined)
-                names.update(subgraph_reads(inner) - defined)
-                defined.update(inner.output)
-            names.update(v.name for v in graph.output if v.name not in defined)
-    return names
-
-
 def identity_aliases(proto: onnx.ModelProto) -> dict[str, str]:
     """`Identity` outputs that are initializers under another name -> the initializer's name.
 
@@ -375,28 +359,6 @@ def identity_aliases(proto: onnx.ModelProto) -> dict[str, str]:
         for node in proto.graph.node
         if node.op_type == "Identity" and node.input and node.input[0] in initializers and node.output[0] not in outputs
     }
-
-
-def _checkable_skeleton(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """The model with each large initializer turned into a typed graph input.
-
-    onnx.checker serialises what it checks; this spares it the weights while keeping every
-    structural rule it enforces (the checker rejects the external-data stand-ins of
-    `_copy_without_weights`, whose location is not a file).
-    """
-    skeleton = onnx.ModelProto()
-    _copy_without_weights(proto, skeleton)
-    listed = {value.name for value in skeleton.graph.input}
-    kept = []
-    for tensor in skeleton.graph.initializer:
-        if is_stand_in(tensor):
-            if tensor.name not in listed:
-                skeleton.graph.input.append(helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-        else:
-            kept.append(tensor)
-    del skeleton.graph.initializer[:]
-    skeleton.graph.initializer.extend(kept)
-    return skeleton
 
 
 def _check_initializer_sizes(proto: onnx.ModelProto) -> None:
@@ -469,9 +431,9 @@ def _guess_layout(shape: tuple) -> str:
     return "unknown"
 
 
-def _find_prunable_layers(proto: onnx.ModelProto, initializers: dict) -> list[PrunableLayer]:
+def _find_prunable_layers(proto: onnx.ModelProto, initializers: dict[str, onnx.TensorProto]) -> list[PrunableLayer]:
     macs = _macs_per_node(proto)
-    consumers: dict[str, list] = {}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in proto.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
@@ -493,9 +455,15 @@ def node_display_name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}_{index}"
 
 
-def _describe_layer(node, index, weight, initializers, macs, consumers) -> PrunableLayer | None:
+def _describe_layer(
+    node: onnx.NodeProto,
+    index: int,
+    weight: onnx.TensorProto,
+    initializers: dict[str, onnx.TensorProto],
+    macs: dict[str, int],
+    consumers: dict[str, list[onnx.NodeProto]],
+) -> PrunableLayer | None:
     shape = tuple(int(d) for d in weight.dims)
-    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     bias = node.input[2] if len(node.input) > 2 and node.input[2] in initializers else None
     if node.op_type == "MatMul" and len(shape) == 2:
         bias = _matmul_bias(node, shape[1], initializers, consumers)
@@ -504,7 +472,7 @@ def _describe_layer(node, index, weight, initializers, macs, consumers) -> Pruna
     elif node.op_type == "Gemm":
         if len(shape) != 2:
             return None
-        out_axis, in_axis = (0, 1) if attributes.get("transB", 0) else (1, 0)
+        out_axis, in_axis = (0, 1) if attribute(node, "transB", 0) else (1, 0)
     else:  # MatMul: x @ W with W stored [in, out]
         if len(shape) != 2:
             return None
@@ -518,12 +486,17 @@ def _describe_layer(node, index, weight, initializers, macs, consumers) -> Pruna
         in_axis=in_axis,
         bias=bias,
         output=node.output[0],
-        groups=int(attributes.get("group", 1)),
+        groups=int(attribute(node, "group", 1)),
         macs=macs.get(node.output[0], 0),
     )
 
 
-def _matmul_bias(node, width: int, initializers: dict, consumers: dict) -> str | None:
+def _matmul_bias(
+    node: onnx.NodeProto,
+    width: int,
+    initializers: dict[str, onnx.TensorProto],
+    consumers: dict[str, list[onnx.NodeProto]],
+) -> str | None:
     """The bias of a MatMul layer: a 1-D initializer of its width in the single Add that follows it."""
     following = consumers.get(node.output[0], [])
     if len(following) != 1 or following[0].op_type != "Add":
@@ -537,7 +510,7 @@ def _matmul_bias(node, width: int, initializers: dict, consumers: dict) -> str |
 
 def _macs_per_node(proto: onnx.ModelProto) -> dict[str, int]:
     """Multiply-accumulates per sample of each Conv/Gemm/MatMul, keyed by the node's output name."""
-    shapes = _inferred_shapes(proto)
+    shapes = inferred_shapes(proto)  # best effort: MACs become 0 where inference fails
     initializers = {tensor.name: tuple(tensor.dims) for tensor in proto.graph.initializer}
     macs = {}
     for node in proto.graph.node:
@@ -545,7 +518,7 @@ def _macs_per_node(proto: onnx.ModelProto) -> dict[str, int]:
             continue
         weight_shape = initializers[node.input[1]]
         output_shape = shapes.get(node.output[0])
-        if output_shape is None or not weight_shape:
+        if not output_shape or not weight_shape:
             continue
         per_sample_outputs = int(np.prod([d if d > 0 else 1 for d in output_shape[1:]]))
         if node.op_type == "Conv":
@@ -557,74 +530,8 @@ def _macs_per_node(proto: onnx.ModelProto) -> dict[str, int]:
     return macs
 
 
-def _gemm_reduction(node: onnx.NodeProto, weight_shape: tuple) -> int:
-    trans_b = any(a.name == "transB" and a.i for a in node.attribute)
-    return weight_shape[1] if trans_b else weight_shape[0]
-
-
-def _inferred_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    # Shape inference only needs shapes: run it on a skeleton without weight data, so a
-    # 250 MB model is not copied again.
-    skeleton = onnx.ModelProto()
-    _copy_without_weights(proto, skeleton)
-    try:
-        inferred = shape_inference.infer_shapes(skeleton, strict_mode=False)
-    except Exception:  # inference is best effort: MACs become 0, nothing else depends on it
-        return {}
-    shapes = {}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if dims:
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in dims)
-    return shapes
-
-
-def _copy_without_weights(proto: onnx.ModelProto, target: onnx.ModelProto) -> None:
-    """Copy `proto` into `target`, keeping initializer shapes but dropping large tensor data.
-
-    Small initializers (shape constants for Reshape and the like) keep their data because shape
-    inference reads them.
-    """
-    copy_without_initializers(proto, target)
-    for tensor in proto.graph.initializer:
-        if tensor.ByteSize() <= 65536:
-            target.graph.initializer.append(tensor)
-        else:
-            stand_in = target.graph.initializer.add()
-            stand_in.name = tensor.name
-            stand_in.data_type = tensor.data_type
-            stand_in.dims.extend(tensor.dims)
-            # an external-data stand-in keeps the shape without the bytes; inference never reads it
-            stand_in.data_location = onnx.TensorProto.EXTERNAL
-            entry = stand_in.external_data.add()
-            entry.key, entry.value = "location", STAND_IN_LOCATION
-
-
-def is_stand_in(tensor: onnx.TensorProto) -> bool:
-    """True for the shape-only placeholder of a large initializer in a skeleton copy."""
-    return tensor.data_location == onnx.TensorProto.EXTERNAL and any(
-        entry.value == STAND_IN_LOCATION for entry in tensor.external_data
-    )
-
-
-def copy_field(target, descriptor, value) -> None:
-    """Copy one field (as listed by `ListFields`) of a protobuf message into `target`."""
-    if descriptor.message_type is None and not hasattr(value, "extend"):
-        setattr(target, descriptor.name, value)
-    elif hasattr(value, "extend"):  # a repeated field
-        getattr(target, descriptor.name).extend(value)
-    else:
-        getattr(target, descriptor.name).CopyFrom(value)
-
-
-def copy_without_initializers(proto: onnx.ModelProto, target: onnx.ModelProto) -> None:
-    """Copy every field of `proto` into `target` except the graph's dense initializers."""
-    for descriptor, value in proto.ListFields():
-        if descriptor.name != "graph":
-            copy_field(target, descriptor, value)
-    for descriptor, value in proto.graph.ListFields():
-        if descriptor.name != "initializer":
-            copy_field(target.graph, descriptor, value)
+def _gemm_reduction(node: onnx.NodeProto, weight_shape: tuple[int, ...]) -> int:
+    return weight_shape[1] if attribute(node, "transB", 0) else weight_shape[0]
 
 
 def conversion_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -646,8 +553,7 @@ def conversion_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     # Work on a skeleton: large initializers are shape-only stand-ins (`is_stand_in`). The version
     # converter and shape inference serialise the whole model, which would copy every weight
     # twice; `onnxprune.workbench.convert` feeds the real values to onnx2torch from the original instead.
-    copy = onnx.ModelProto()
-    _copy_without_weights(proto, copy)
+    copy = weightless_copy(proto)
     initializer_names = {tensor.name for tensor in copy.graph.initializer}
     kept_inputs = [value for value in copy.graph.input if value.name not in initializer_names]
     del copy.graph.input[:]
@@ -660,10 +566,8 @@ def conversion_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     if default_opset(copy) < CONVERSION_OPSET:
         copy = _upgrade_opset(copy)
     for node in copy.graph.node:
-        if node.op_type == "Reshape":
-            for attribute in node.attribute:
-                if attribute.name == "allowzero":
-                    attribute.i = 0
+        if node.op_type == "Reshape" and attribute(node, "allowzero") is not None:
+            set_attribute(node, "allowzero", 0)
     sanitise(copy)
     return copy
 
@@ -690,42 +594,3 @@ def check_output_path(model: Model, output: str | os.PathLike) -> Path:
     if output.is_dir():
         raise ConfigError(f"output {output} is a folder; give a file name ending in .onnx")
     return output
-
-
-def temporary_path(output: Path) -> Path:
-    """A new empty file beside `output` (hidden, `.tmp`), with the usual permissions."""
-    try:
-        handle, temp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
-    except OSError as exc:  # a read-only or full folder
-        raise write_error(output, exc) from None
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-    return Path(temp_name)
-
-
-def save_atomic(write, output: Path, check=None) -> None:
-    """Write a file through a temporary file in the same folder, then rename it into place.
-
-    Args:
-        write: `write(temp_path)` writes the content (an `onnx.ModelProto` is accepted too).
-        output: the final path.
-        check: `check(temp_path)` runs on the written file before the rename; if it raises,
-            the temporary file is removed and `output` is left as it was.
-    """
-    if isinstance(write, onnx.ModelProto):
-        proto = write
-        write = lambda path: onnx.save_model(proto, str(path))  # noqa: E731
-    temp_path = temporary_path(output)
-    try:
-        write(temp_path)
-        if check is not None:
-            check(temp_path)
-        os.replace(temp_path, output)
-    except OSError as exc:  # disk full, a file size limit: the temporary file goes, the output stays as it was
-        temp_path.unlink(missing_ok=True)
-        raise write_error(output, exc) from None
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise

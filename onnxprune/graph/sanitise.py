@@ -25,12 +25,28 @@ Where none of this applies, `check_convertible` names the op, its revision and t
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
-from onnx import defs, helper, numpy_helper, shape_inference
+from onnx import defs, helper, numpy_helper
 
 from onnxprune.errors import ConversionError
+from onnxprune.graph.proto import (
+    attribute,
+    constant_value,
+    inferred_shapes,
+    is_stand_in,
+    remove_attribute,
+    set_attribute,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+# tensor name -> static shape (0 for an unknown dimension); tensor name -> constant value
+ShapeMap = dict[str, tuple[int, ...]]
+ValueMap = dict[str, np.ndarray]
 
 # revision -> the older revision whose converter is exact for it (only element types changed)
 TYPE_ONLY_REVISIONS = {
@@ -121,7 +137,7 @@ def _inline_decided_branches(copy: onnx.ModelProto) -> None:
             return
         node = copy.graph.node[position]
         taken = bool(numpy_helper.to_array(values[node.input[0]]).reshape(-1)[0])
-        branch = next(a.g for a in node.attribute if a.name == ("then_branch" if taken else "else_branch"))
+        branch = attribute(node, "then_branch" if taken else "else_branch")
         copy.graph.initializer.extend(branch.initializer)
         nodes = list(branch.node) + [
             helper.make_node("Identity", [inner.name], [outer], name=f"{node.name or outer}_branch_{k}")
@@ -151,7 +167,9 @@ def _unique_module_names(copy: onnx.ModelProto) -> None:
         used.add(spelled)
 
 
-def _sanitise_node(copy, node, index, opset, constants, shapes) -> list[onnx.NodeProto]:
+def _sanitise_node(
+    copy: onnx.ModelProto, node: onnx.NodeProto, index: int, opset: int, constants: ValueMap, shapes: ShapeMap
+) -> list[onnx.NodeProto]:
     """The node rewritten for onnx2torch, with any nodes it needs in front of it."""
     where = f"node '{node.name or f'#{index}'}' ({node.op_type})"
     version = revision(node.op_type, opset)
@@ -163,14 +181,13 @@ def _sanitise_node(copy, node, index, opset, constants, shapes) -> list[onnx.Nod
     elif op == "Pad" and version >= 18:
         _lower_pad(copy, node, constants, shapes, where)
     elif op == "AveragePool" and version >= 19:
-        dilations = _attribute(node, "dilations")
-        if dilations is not None and any(d != 1 for d in dilations.ints):
+        if any(d != 1 for d in attribute(node, "dilations", [])):
             raise ConversionError(f"{where}: dilated average pooling has no torch equivalent onnxprune can convert")
-        _remove_attribute(node, "dilations")
+        remove_attribute(node, "dilations")
     elif op == "ScatterND" and version >= 18:
-        reduction = _attribute(node, "reduction")
-        if reduction is not None and reduction.s in (b"max", b"min"):
-            raise ConversionError(f"{where}: ScatterND with reduction={reduction.s.decode()} has no converter")
+        reduction = attribute(node, "reduction")
+        if reduction in (b"max", b"min"):
+            raise ConversionError(f"{where}: ScatterND with reduction={reduction.decode()} has no converter")
     elif op == "Resize" and version >= 18:
         _lower_resize(node, where)
     elif op == "Gelu":
@@ -184,19 +201,8 @@ def _sanitise_node(copy, node, index, opset, constants, shapes) -> list[onnx.Nod
     return [node]
 
 
-def _attribute(node, name):
-    return next((a for a in node.attribute if a.name == name), None)
-
-
-def _remove_attribute(node, name) -> None:
-    kept = [a for a in node.attribute if a.name != name]
-    del node.attribute[:]
-    node.attribute.extend(kept)
-
-
-def _set_ints(node, name, values) -> None:
-    _remove_attribute(node, name)
-    node.attribute.append(helper.make_attribute(name, [int(v) for v in values]))
+def _set_ints(node: onnx.NodeProto, name: str, values: Iterable[int]) -> None:
+    set_attribute(node, name, [int(v) for v in values])
 
 
 def _resolve_identities(copy: onnx.ModelProto) -> None:
@@ -223,40 +229,26 @@ def _resolve_identities(copy: onnx.ModelProto) -> None:
     copy.graph.node.extend(kept)
 
 
-def _constants(copy: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Values of the small initializers and Constant nodes (axes, pads, split sizes)."""
-    from onnxprune.graph.model import is_stand_in
-
+def _constants(copy: onnx.ModelProto) -> ValueMap:
+    """Values of the initializers with data and of the Constant nodes (axes, pads, split sizes)."""
     values = {t.name: numpy_helper.to_array(t) for t in copy.graph.initializer if not is_stand_in(t)}
     for node in copy.graph.node:
-        if node.op_type == "Constant":
-            attribute = node.attribute[0]
-            if attribute.name == "value":
-                values[node.output[0]] = numpy_helper.to_array(attribute.t)
-            elif attribute.name == "value_ints":
-                values[node.output[0]] = np.array(attribute.ints, np.int64)
-            elif attribute.name == "value_int":
-                values[node.output[0]] = np.array(attribute.i, np.int64)
+        value = constant_value(node)
+        if value is not None:
+            values[node.output[0]] = value
     return values
 
 
-def _shapes(copy: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """Inferred shapes (0 for unknown dimensions); empty where inference fails."""
-    try:
-        inferred = shape_inference.infer_shapes(copy, strict_mode=False)
-    except Exception:
-        return {}
-    shapes = {}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if value.type.tensor_type.HasField("shape"):
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in dims)
-    for tensor in copy.graph.initializer:
-        shapes[tensor.name] = tuple(tensor.dims)
+def _shapes(copy: onnx.ModelProto) -> ShapeMap:
+    """Inferred shapes (0 for unknown dimensions), and every initializer's; only those where inference fails."""
+    shapes = inferred_shapes(copy)
+    shapes.update({tensor.name: tuple(tensor.dims) for tensor in copy.graph.initializer})
     return shapes
 
 
-def _constant_input(node, position, constants, where, what) -> np.ndarray | None:
+def _constant_input(
+    node: onnx.NodeProto, position: int, constants: ValueMap, where: str, what: str
+) -> np.ndarray | None:
     if len(node.input) <= position or not node.input[position]:
         return None
     value = constants.get(node.input[position])
@@ -267,14 +259,14 @@ def _constant_input(node, position, constants, where, what) -> np.ndarray | None
     return value
 
 
-def _lower_reduce(node, constants, where) -> list[onnx.NodeProto]:
+def _lower_reduce(node: onnx.NodeProto, constants: ValueMap, where: str) -> list[onnx.NodeProto]:
     """Reduce* revision 18: axes input -> attribute (revision 13)."""
     axes = _constant_input(node, 1, constants, where, "axes")
-    noop = _attribute(node, "noop_with_empty_axes")
-    _remove_attribute(node, "noop_with_empty_axes")
+    noop = attribute(node, "noop_with_empty_axes", 0)
+    remove_attribute(node, "noop_with_empty_axes")
     del node.input[1:]
     if axes is None or axes.size == 0:
-        if noop is not None and noop.i:
+        if noop:
             identity = helper.make_node("Identity", [node.input[0]], list(node.output), name=node.name)
             return [identity]
         return [node]  # no axes: every axis, as revision 13 reads it
@@ -282,20 +274,19 @@ def _lower_reduce(node, constants, where) -> list[onnx.NodeProto]:
     return [node]
 
 
-def _lower_split(copy, node, shapes) -> None:
+def _lower_split(copy: onnx.ModelProto, node: onnx.NodeProto, shapes: ShapeMap) -> None:
     """Split revision 18: `num_outputs` -> explicit sizes (ceil-sized chunks, the last one smaller)."""
-    count = _attribute(node, "num_outputs")
+    count = attribute(node, "num_outputs")
     if count is None:
         return
-    _remove_attribute(node, "num_outputs")
-    axis_attribute = _attribute(node, "axis")
-    axis = axis_attribute.i if axis_attribute is not None else 0
+    remove_attribute(node, "num_outputs")
+    axis = attribute(node, "axis", 0)
     shape = shapes.get(node.input[0])
     if not shape or not shape[axis]:
         return  # equal chunks, as onnx2torch splits without sizes
     size = shape[axis]
-    chunk = math.ceil(size / count.i)
-    sizes = [min(chunk, size - chunk * i) for i in range(count.i)]
+    chunk = math.ceil(size / count)
+    sizes = [min(chunk, size - chunk * i) for i in range(count)]
     name = f"{node.output[0]}_split_sizes"
     copy.graph.initializer.append(numpy_helper.from_array(np.array(sizes, np.int64), name))
     while len(node.input) < 2:
@@ -303,9 +294,9 @@ def _lower_split(copy, node, shapes) -> None:
     node.input[1] = name
 
 
-def _lower_pad(copy, node, constants, shapes, where) -> None:
+def _lower_pad(copy: onnx.ModelProto, node: onnx.NodeProto, constants: ValueMap, shapes: ShapeMap, where: str) -> None:
     """Pad revision 18+: an `axes` input -> pads over every axis (revision 13)."""
-    if _attribute(node, "mode") is not None and _attribute(node, "mode").s == b"wrap":
+    if attribute(node, "mode") == b"wrap":
         raise ConversionError(f"{where}: wrap padding has no torch equivalent onnxprune can convert")
     axes = _constant_input(node, 3, constants, where, "axes")
     if axes is None:
@@ -325,31 +316,31 @@ def _lower_pad(copy, node, constants, shapes, where) -> None:
     del node.input[3:]
 
 
-def _lower_resize(node, where) -> None:
+def _lower_resize(node: onnx.NodeProto, where: str) -> None:
     """Resize revisions 18-19 -> 13: the attributes they added, at their defaults, dropped."""
     defaults = {"antialias": 0, "keep_aspect_ratio_policy": b"stretch"}
     for name, default in defaults.items():
-        value = _attribute(node, name)
-        if value is not None and helper.get_attribute_value(value) != default:
-            raise ConversionError(f"{where}: Resize with {name}={helper.get_attribute_value(value)!r} has no converter")
-        _remove_attribute(node, name)
-    mode = _attribute(node, "coordinate_transformation_mode")
-    if _attribute(node, "axes") is not None or (mode is not None and mode.s == b"half_pixel_symmetric"):
+        value = attribute(node, name)
+        if value is not None and value != default:
+            raise ConversionError(f"{where}: Resize with {name}={value!r} has no converter")
+        remove_attribute(node, name)
+    mode = attribute(node, "coordinate_transformation_mode")
+    if attribute(node, "axes") is not None or mode == b"half_pixel_symmetric":
         raise ConversionError(f"{where}: Resize over listed axes or with half_pixel_symmetric has no converter")
 
 
-def _expand_gelu(copy, node) -> list[onnx.NodeProto]:
+def _expand_gelu(copy: onnx.ModelProto, node: onnx.NodeProto) -> list[onnx.NodeProto]:
     """Gelu (opset 20) as the formula its schema defines, in ops onnx2torch converts."""
     source, output = node.input[0], node.output[0]
-    approximate = _attribute(node, "approximate")
+    approximate = attribute(node, "approximate")
     prefix = f"{output}_gelu"
 
-    def constant(name, value):
+    def constant(name: str, value: float) -> str:
         copy.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float32), f"{prefix}_{name}"))
         return f"{prefix}_{name}"
 
     half, one = constant("half", 0.5), constant("one", 1.0)
-    if approximate is not None and approximate.s == b"tanh":
+    if approximate == b"tanh":
         # 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
         nodes = [
             helper.make_node("Mul", [source, source], [f"{prefix}_x2"]),
@@ -372,7 +363,7 @@ def _expand_gelu(copy, node) -> list[onnx.NodeProto]:
     return nodes
 
 
-def _known_normalised_shape(copy, node, shapes) -> None:
+def _known_normalised_shape(copy: onnx.ModelProto, node: onnx.NodeProto, shapes: ShapeMap) -> None:
     """Record a LayerNormalization input's shape with the normalised dims its scale has.
 
     onnx2torch builds nn.LayerNorm from the input's inferred shape; a dimension inference leaves
@@ -391,55 +382,51 @@ def _known_normalised_shape(copy, node, shapes) -> None:
     copy.graph.value_info.append(helper.make_tensor_value_info(node.input[0], scale.data_type, dims))
 
 
-def _explicit_pads(node, shapes, where) -> None:
+def _explicit_pads(node: onnx.NodeProto, shapes: ShapeMap, where: str) -> None:
     """auto_pad SAME_UPPER / SAME_LOWER -> the explicit pads it means for the inferred input size."""
-    auto_pad = _attribute(node, "auto_pad")
-    if auto_pad is None or auto_pad.s in (b"NOTSET", b""):
+    auto_pad = attribute(node, "auto_pad")
+    if auto_pad is None or auto_pad in (b"NOTSET", b""):
         return
-    if auto_pad.s == b"VALID":
-        _remove_attribute(node, "auto_pad")
+    if auto_pad == b"VALID":
+        remove_attribute(node, "auto_pad")
         return
     shape = shapes.get(node.input[0])
-    kernel = _attribute(node, "kernel_shape")
-    if kernel is not None:
-        kernel = list(kernel.ints)
-    elif node.op_type == "Conv" and len(node.input) > 1 and shapes.get(node.input[1]):
+    kernel = attribute(node, "kernel_shape")
+    if kernel is None and node.op_type == "Conv" and len(node.input) > 1 and shapes.get(node.input[1]):
         kernel = list(shapes[node.input[1]][2:])
     if not shape or kernel is None or any(d == 0 for d in shape[2:]):
         raise ConversionError(
-            f"{where}: auto_pad={auto_pad.s.decode()} needs the input's spatial size, which shape inference "
+            f"{where}: auto_pad={auto_pad.decode()} needs the input's spatial size, which shape inference "
             "could not find; export with explicit pads or a fixed input size"
         )
     spatial = shape[2:]
-    strides = list(_attribute(node, "strides").ints) if _attribute(node, "strides") else [1] * len(spatial)
-    dilations = list(_attribute(node, "dilations").ints) if _attribute(node, "dilations") else [1] * len(spatial)
+    strides = attribute(node, "strides", [1] * len(spatial))
+    dilations = attribute(node, "dilations", [1] * len(spatial))
     begins, ends = [], []
     for size, k, stride, dilation in zip(spatial, kernel, strides, dilations, strict=True):
         total = max((math.ceil(size / stride) - 1) * stride + (k - 1) * dilation + 1 - size, 0)
         small, large = total // 2, total - total // 2
-        begin, end = (small, large) if auto_pad.s == b"SAME_UPPER" else (large, small)
+        begin, end = (small, large) if auto_pad == b"SAME_UPPER" else (large, small)
         begins.append(begin)
         ends.append(end)
-    _remove_attribute(node, "auto_pad")
+    remove_attribute(node, "auto_pad")
     _set_ints(node, "pads", begins + ends)
 
 
-def _pool_pads_in_front(copy, node) -> list[onnx.NodeProto]:
+def _pool_pads_in_front(copy: onnx.ModelProto, node: onnx.NodeProto) -> list[onnx.NodeProto]:
     """Asymmetric pooling pads (torch pools pad symmetrically) -> a Pad node in front of the pool.
 
     MaxPool pads with -inf (a padded position never wins); AveragePool with zeros only where
     padded zeros are counted (count_include_pad=1): the other case has no exact rewrite.
     """
-    pads_attribute = _attribute(node, "pads")
-    if pads_attribute is None:
+    pads = attribute(node, "pads")
+    if pads is None:
         return [node]
-    pads = list(pads_attribute.ints)
     rank = len(pads) // 2
     if pads[:rank] == pads[rank:]:
         return [node]
     if node.op_type == "AveragePool":
-        counted = _attribute(node, "count_include_pad")
-        if counted is None or not counted.i:
+        if not attribute(node, "count_include_pad", 0):
             raise ConversionError(
                 f"node '{node.name}' (AveragePool): asymmetric pads that are not counted in the average have "
                 "no torch equivalent; export with symmetric pads or count_include_pad=1"

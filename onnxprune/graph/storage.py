@@ -19,21 +19,24 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.errors import ModelLoadError, write_error
+from onnxprune.files import save_atomic, temporary_path
 from onnxprune.graph.model import (
     FLOAT_TYPES,
     Model,
-    copy_without_initializers,
     identity_aliases,
     model_file_size,
-    save_atomic,
-    temporary_path,
 )
+from onnxprune.graph.proto import copy_without_initializers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
 
 # Each stored non-zero costs its value (4 bytes for float32) plus an int64 linear index.
 INDEX_BYTES = 8
@@ -133,10 +136,10 @@ EXTERNAL_THRESHOLD = 1024
 
 
 def write_model(
-    path,
+    path: str | os.PathLike,
     source: onnx.ModelProto,
     replacements: dict[str, np.ndarray],
-    sparse_candidates: list[str] = (),
+    sparse_candidates: Iterable[str] = (),
     external: ExternalData | None = None,
 ) -> list[str]:
     """Write `source` with some initializers replaced, one tensor at a time.
@@ -189,7 +192,9 @@ def write_model(
     return sorted(moved)
 
 
-def _to_external(tensor: onnx.TensorProto, value, external: ExternalData):
+def _to_external(
+    tensor: onnx.TensorProto, value: np.ndarray | None, external: ExternalData
+) -> tuple[onnx.TensorProto, np.ndarray | None]:
     """The record of one tensor whose bytes go to the external data file (written now, if a stream)."""
     if value is None:
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
@@ -215,10 +220,10 @@ def save_model_file(
     source: onnx.ModelProto,
     replacements: dict[str, np.ndarray] | None = None,
     *,
-    sparse_candidates: list[str] = (),
+    sparse_candidates: Iterable[str] = (),
     external_data: bool = False,
-    check=None,
-    after_write=None,
+    check: Callable[[Path], object] | None = None,
+    after_write: Callable[[], object] | None = None,
 ) -> list[str]:
     """Write `source` (with `replacements`) to `output` atomically, checked before it lands.
 
@@ -242,7 +247,7 @@ def save_model_file(
     moved: list[str] = []
     if not external_data:
 
-        def write(path) -> None:
+        def write(path: Path) -> None:
             moved[:] = write_model(path, source, replacements, sparse_candidates)
             if after_write is not None:
                 after_write()
@@ -276,7 +281,7 @@ def save_model_file(
     return moved
 
 
-def _write_replacement(stream, tensor: onnx.TensorProto, value: np.ndarray) -> None:
+def _write_replacement(stream: BinaryIO, tensor: onnx.TensorProto, value: np.ndarray) -> None:
     """Write a TensorProto record for `value` without copying its data into a proto first."""
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)).newbyteorder("<")
     data = np.ascontiguousarray(value, dtype=dtype).reshape(np.shape(value))  # keeps 0-d scalars 0-d
@@ -310,7 +315,12 @@ def _record_size(tensor: onnx.TensorProto, value: np.ndarray | None) -> int:
     return header.ByteSize() + len(_tag(RAW_DATA_FIELD)) + len(_varint(raw_bytes)) + raw_bytes
 
 
-def _add_sparse_initializers(skeleton, source, replacements, candidates) -> set[str]:
+def _add_sparse_initializers(
+    skeleton: onnx.ModelProto,
+    source: onnx.ModelProto,
+    replacements: dict[str, np.ndarray],
+    candidates: Iterable[str],
+) -> set[str]:
     originals = {tensor.name: tensor for tensor in source.graph.initializer}
     moved = set()
     for name in candidates:
@@ -387,7 +397,7 @@ def pack(model: Model, output: str | os.PathLike) -> dict:
     weights = io.BytesIO()
     np.savez(weights, **arrays)
 
-    def write(path):
+    def write(path: Path) -> None:
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
             archive.writestr(PACKAGE_GRAPH, skeleton.SerializeToString())
             archive.writestr(PACKAGE_WEIGHTS, weights.getvalue())

@@ -11,6 +11,7 @@ import torch
 
 from onnxprune.errors import VerificationError
 from onnxprune.graph.model import InputSpec
+from onnxprune.graph.proto import session as session  # its home is graph/proto.py; read here by many callers
 
 # Written weights are bit-identical to torch's; what differs is kernel arithmetic (onnxruntime vs
 # torch convolutions sum in different orders), which for float32 stays far inside these bounds.
@@ -39,20 +40,6 @@ def random_batch(spec: InputSpec, batch: int = 2, seed: int = 0) -> np.ndarray:
     batch = 1 if spec.fixed_batch and spec.shape[0] == 1 else batch
     dtype = np.float64 if spec.elem_type == "DOUBLE" else np.float32
     return rng.random(spec.concrete_shape(batch)).astype(dtype)
-
-
-def session(path_or_bytes, providers: list[str] | None = None):
-    """An onnxruntime InferenceSession with its log silenced (it goes to stderr, not the user).
-
-    Errors too: a failed run raises with the same message, and the probes that try a variant of a
-    model (`onnxprune.graph.channels`) expect some runs to fail.
-    """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
-    source = str(path_or_bytes) if isinstance(path_or_bytes, Path) else path_or_bytes
-    return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
 
 
 def torch_outputs(module: torch.nn.Module, inputs: np.ndarray) -> list[np.ndarray]:

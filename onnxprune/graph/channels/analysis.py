@@ -7,9 +7,12 @@ from typing import TYPE_CHECKING
 from onnxprune.graph.channels.groups import Structure
 from onnxprune.graph.channels.handlers import GENERIC, TraceContext, handler_for, where
 from onnxprune.graph.channels.shapes import Shapes, constant_values
-from onnxprune.graph.model import identity_aliases, subgraph_reads
+from onnxprune.graph.model import identity_aliases
+from onnxprune.graph.proto import subgraph_reads
 
 if TYPE_CHECKING:
+    import onnx
+
     from onnxprune.graph.model import Model
 
 
@@ -30,7 +33,7 @@ def analyse(model: Model) -> Structure:
     return structure
 
 
-def trace_node(ctx: TraceContext, node, index: int) -> None:
+def trace_node(ctx: TraceContext, node: onnx.NodeProto, index: int) -> None:
     """Dispatch one node to its handler (the generic rule where the handler declines)."""
     read_inside = [ctx.structure.tracked[name] for name in subgraph_reads(node) if name in ctx.structure.tracked]
     if read_inside:  # an If / Loop branch reads them by name: no handler sees that use

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxprune.graph.channels.shapes import attribute
+from onnxprune.graph.proto import attribute
 
 if TYPE_CHECKING:
     from onnxprune.graph.channels.shapes import Shapes

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnxprune.graph.channels.handlers import handler_for
-from onnxprune.graph.channels.shapes import attribute, run_with_outputs
+from onnxprune.graph.channels.shapes import run_with_outputs
+from onnxprune.graph.proto import attribute
 
 if TYPE_CHECKING:
     import onnx

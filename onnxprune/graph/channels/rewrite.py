@@ -23,7 +23,7 @@ from onnxprune.graph.channels.exact import (
 from onnxprune.graph.channels.groups import balance, label, removable, zero_units
 from onnxprune.graph.channels.handlers import PatchContext, handler_for
 from onnxprune.graph.channels.store import Store
-from onnxprune.graph.model import copy_without_initializers
+from onnxprune.graph.proto import copy_without_initializers
 
 if TYPE_CHECKING:
     from onnxprune.graph.channels.groups import Structure

@@ -7,38 +7,19 @@ model is run once in onnxruntime and the shapes are measured.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.graph.model import Model, copy_without_initializers
+from onnxprune.graph.proto import constant_value, inferred_shapes, session
 
-# initializers above this size are replaced by shape-only stand-ins for inference
-INFERENCE_DATA_LIMIT = 65536
+if TYPE_CHECKING:
+    from onnxprune.graph.model import Model
+
 # a constant above this many elements is not read as an operand (axes, pads, sizes are small)
 SMALL_CONSTANT = 16
-
-
-def attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
-    """The value of a node's attribute, or `default`."""
-    for item in node.attribute:
-        if item.name == name:
-            return helper.get_attribute_value(item)
-    return default
-
-
-def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
-    """The value of a Constant node, whichever attribute holds it (None for sparse or string values)."""
-    for item in node.attribute:
-        if item.name == "value":
-            return numpy_helper.to_array(item.t)
-        if item.name in ("value_ints", "value_int"):
-            return np.array(helper.get_attribute_value(item), np.int64)
-        if item.name in ("value_floats", "value_float"):
-            return np.array(helper.get_attribute_value(item), np.float32)
-    return None
 
 
 def constant_values(model: Model) -> dict[str, np.ndarray]:
@@ -46,8 +27,9 @@ def constant_values(model: Model) -> dict[str, np.ndarray]:
     small = [t for t in model.proto.graph.initializer if int(np.prod(t.dims)) <= SMALL_CONSTANT]
     result = {t.name: numpy_helper.to_array(t) for t in small}
     for node in model.proto.graph.node:
-        if node.op_type == "Constant" and constant_node_value(node) is not None:
-            result[node.output[0]] = constant_node_value(node)
+        value = constant_value(node)
+        if value is not None:
+            result[node.output[0]] = value
         elif node.op_type == "Identity" and node.input[0] in result:
             result[node.output[0]] = result[node.input[0]]
     return result
@@ -59,9 +41,9 @@ class Shapes:
     The run is made only when a handler asks for a shape inference left incomplete.
     """
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model) -> None:
         self.model = model
-        self.known = inferred_shapes(model.proto)
+        self.known = inferred_shapes(model.proto, data_prop=True)
         self.measured = False
         self._integers: dict[str, np.ndarray] | None = None
         self._producers: dict[str, onnx.NodeProto] | None = None
@@ -101,32 +83,6 @@ class Shapes:
         return len(self.get(name) or ()) or default
 
 
-def inferred_shapes(proto: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    """Shapes from ONNX inference with data propagation (0 for an unknown dimension); {} where it fails."""
-    skeleton = onnx.ModelProto()
-    copy_without_initializers(proto, skeleton)
-    for tensor in proto.graph.initializer:  # shapes only: inference reads the data of small tensors
-        if tensor.ByteSize() <= INFERENCE_DATA_LIMIT:
-            skeleton.graph.initializer.append(tensor)
-        else:
-            stand_in = skeleton.graph.initializer.add()
-            stand_in.name, stand_in.data_type = tensor.name, tensor.data_type
-            stand_in.dims.extend(tensor.dims)
-            stand_in.data_location = onnx.TensorProto.EXTERNAL
-            entry = stand_in.external_data.add()
-            entry.key, entry.value = "location", "onnxprune-shape-only"
-    try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
-    except Exception:  # best effort: a shape left unknown blocks the channels that need it, nothing else
-        return {}
-    shapes = {}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
-        if value.type.tensor_type.HasField("shape"):
-            dims = value.type.tensor_type.shape.dim
-            shapes[value.name] = tuple(d.dim_value if d.HasField("dim_value") else 0 for d in dims)
-    return shapes
-
-
 def measured_shapes(model: Model) -> dict[str, tuple[int, ...]]:
     """The shape of every node output, from one onnxruntime run ({} if the graph does not run)."""
     try:
@@ -138,7 +94,7 @@ def measured_shapes(model: Model) -> dict[str, tuple[int, ...]]:
 
 def run_with_outputs(model: Model, tensors: list[str], seeds: tuple[int, ...] = (1,)) -> dict[str, np.ndarray]:
     """Run the model in onnxruntime on random batches with `tensors` as extra outputs (one batch per seed)."""
-    from onnxprune.graph.verify import random_batch, session
+    from onnxprune.graph.verify import random_batch
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model.proto)

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnxprune.graph.channels.shapes import constant_node_value
+from onnxprune.graph.proto import constant_value
 
 
 class Store:
@@ -17,15 +17,16 @@ class Store:
     written in place only where that node is its only user, else under a new name for that node.
     """
 
-    def __init__(self, source: onnx.ModelProto, proto: onnx.ModelProto):
+    def __init__(self, source: onnx.ModelProto, proto: onnx.ModelProto) -> None:
         self.original = {t.name: numpy_helper.to_array(t) for t in source.graph.initializer}
         self.values = dict(self.original)
         self.fresh: dict[str, np.ndarray] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.alias: dict[str, str] = {}
         for node in proto.graph.node:
-            if node.op_type == "Constant" and constant_node_value(node) is not None:
-                self.constants[node.output[0]] = constant_node_value(node)
+            value = constant_value(node)
+            if value is not None:
+                self.constants[node.output[0]] = value
             elif node.op_type == "Identity" and self.get(node.input[0]) is not None:
                 self.alias[node.output[0]] = self.source(node.input[0])
         self.uses: dict[str, int] = {}

@@ -8,7 +8,7 @@ import numpy as np
 
 from onnxprune.graph.channels.groups import Tracked
 from onnxprune.graph.channels.handlers.base import Handler, register
-from onnxprune.graph.channels.shapes import attribute
+from onnxprune.graph.proto import attribute
 
 if TYPE_CHECKING:
     import onnx

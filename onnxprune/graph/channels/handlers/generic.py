@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxprune.graph.channels.handlers.base import Handler
+from onnxprune.graph.proto import session
 
 if TYPE_CHECKING:
     from onnxprune.graph.channels.groups import Tracked
@@ -79,8 +80,6 @@ def _constant_operands(ctx: TraceContext, node: onnx.NodeProto) -> list[onnx.Ten
 
 
 def _probe(ctx: TraceContext, node: onnx.NodeProto, shape: tuple, axis: int, operands: list) -> bool:
-    from onnxprune.graph.verify import session
-
     rng = np.random.default_rng(0)
     full = rng.standard_normal(shape).astype(np.float32)
     size = shape[axis]

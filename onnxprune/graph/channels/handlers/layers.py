@@ -17,7 +17,7 @@ from onnx import helper
 from onnxprune.errors import ConversionError
 from onnxprune.graph.channels.groups import Tracked
 from onnxprune.graph.channels.handlers.base import Handler, register
-from onnxprune.graph.channels.shapes import attribute
+from onnxprune.graph.proto import attribute, set_attribute
 
 if TYPE_CHECKING:
     import onnx
@@ -93,7 +93,7 @@ class LayerHandler(Handler):
                 ctx.folded.append(node.name or layer.name)
             weight = _cut_inputs(weight, layer, keep_in)
             if node.op_type == "Conv" and layer.groups > 1 and layer.shape[1] == 1 and layer.groups == keep_in.size:
-                _set_group(node, int(keep_in.sum()))  # depthwise: one group per channel
+                set_attribute(node, "group", int(keep_in.sum()))  # depthwise: one group per channel
         if not keep_out.all():
             weight = np.compress(keep_out, weight, axis=layer.out_axis)
             # the bias here (also one _add_to_bias just created) loses the same output channels;
@@ -181,9 +181,3 @@ def _new_matmul_bias(
     ctx.after.setdefault(index, []).append(helper.make_node("Add", [node.output[0], value], [output], name=name))
     ctx.renamed.add(node.output[0])
     ctx.rewritten[name] = "a bias for the constant the removed inputs of a MatMul without one carried"
-
-
-def _set_group(node: onnx.NodeProto, groups: int) -> None:
-    for item in node.attribute:
-        if item.name == "group":
-            item.i = groups

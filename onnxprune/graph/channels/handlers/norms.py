@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from onnxprune.graph.channels.handlers.base import Handler, register
-from onnxprune.graph.channels.shapes import attribute
+from onnxprune.graph.proto import attribute
 
 if TYPE_CHECKING:
     import onnx

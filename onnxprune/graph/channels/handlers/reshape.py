@@ -19,7 +19,7 @@ from onnx import helper
 from onnxprune.graph.channels.bounds import RunTimeBounds
 from onnxprune.graph.channels.groups import Tracked
 from onnxprune.graph.channels.handlers.base import Handler, register
-from onnxprune.graph.channels.shapes import attribute
+from onnxprune.graph.proto import attribute
 
 if TYPE_CHECKING:
     import onnx
@@ -128,7 +128,14 @@ def _block_counted_channels(ctx: TraceContext, bounds: RunTimeBounds, source: Tr
             structure.block([tracked], f"{where} reads the channel count of '{tensor}' for its target shape")
 
 
-def _merge_shuffle(ctx: TraceContext, node, source: Tracked, shape, out_shape, where: str) -> None:
+def _merge_shuffle(
+    ctx: TraceContext,
+    node: onnx.NodeProto,
+    source: Tracked,
+    shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    where: str,
+) -> None:
     """The last Reshape of a channel shuffle: the grid merged back into one axis."""
     axis = source.axis
     if (

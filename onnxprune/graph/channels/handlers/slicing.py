@@ -10,12 +10,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from onnx import helper
 
 from onnxprune.graph.channels.bounds import RunTimeBounds
 from onnxprune.graph.channels.groups import Tracked
 from onnxprune.graph.channels.handlers.base import Handler, register
-from onnxprune.graph.channels.shapes import attribute
+from onnxprune.graph.proto import attribute, remove_attribute, set_attribute
 
 if TYPE_CHECKING:
     import onnx
@@ -60,23 +59,19 @@ class Split(Handler):
         new = [int(ctx.keep_of[o].sum()) for o in node.output]
         if old == new:
             return
-        for item in node.attribute:
-            if item.name == "split":
-                del item.ints[:]
-                item.ints.extend(new)
-                return
+        if attribute(node, "split") is not None:
+            set_attribute(node, "split", new)
+            return
         if len(node.input) > 1 and node.input[1]:
             store.put(node, 1, np.array(new, np.int64))
             return
-        for item in list(node.attribute):
-            if item.name == "num_outputs":  # opset 18: equal parts no more; sizes replace the count
-                node.attribute.remove(item)
+        remove_attribute(node, "num_outputs")  # opset 18: equal parts no more; sizes replace the count
         if ctx.opset >= 13:
             while len(node.input) < 2:
                 node.input.append("")
             node.input[1] = store.add(f"{node.name or node.output[0]}_split", np.array(new, np.int64))
         else:
-            node.attribute.append(helper.make_attribute("split", new))
+            set_attribute(node, "split", new)
 
 
 def split_sizes(node: onnx.NodeProto, size: int, constants: dict) -> list[int] | None:
@@ -167,9 +162,10 @@ class Slice(Handler):
         k = axes.index(source.axis)
         for position, key, value in ((1, "starts", new_start), (2, "ends", new_stop)):
             if by_attribute:
-                item = next(a for a in node.attribute if a.name == key)
-                if not (key == "ends" and item.ints[k] >= keep_in.size):  # "to the end" stays so
-                    item.ints[k] = value
+                limits = list(attribute(node, key))
+                if not (key == "ends" and limits[k] >= keep_in.size):  # "to the end" stays so
+                    limits[k] = value
+                    set_attribute(node, key, limits)
             else:
                 array = np.array(store.get(node.input[position]), copy=True)
                 if not (key == "ends" and array[k] >= keep_in.size):
