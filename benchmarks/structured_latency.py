@@ -24,7 +24,7 @@ from torch import nn
 
 import onnxprune
 from onnxprune.graph.inspection import describe
-from onnxprune.graph.verify import session
+from onnxprune.graph.proto import session
 
 VGG11 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"]
 

@@ -16,8 +16,9 @@ from onnxprune.graph.channels import analyse, compact
 from onnxprune.graph.channels.handlers import OPS, Handler, handler_for, register, unregister
 from onnxprune.graph.channels.handlers.generic import Generic
 from onnxprune.graph.model import from_proto
+from onnxprune.graph.proto import session
 from onnxprune.graph.storage import write_back
-from onnxprune.graph.verify import random_batch, session
+from onnxprune.graph.verify import random_batch
 from onnxprune.pruning.channels import kept_whole, target_count
 
 

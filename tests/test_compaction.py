@@ -15,8 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxprune
 from onnxprune.graph.channels import analyse, compact
 from onnxprune.graph.model import from_proto
+from onnxprune.graph.proto import session
 from onnxprune.graph.storage import write_back
-from onnxprune.graph.verify import random_batch, session
+from onnxprune.graph.verify import random_batch
 
 RTOL = 1e-5
 

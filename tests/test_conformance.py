@@ -14,7 +14,8 @@ from conftest import ALL_MODELS, shared_path
 from onnx import numpy_helper
 
 import onnxprune
-from onnxprune.graph.verify import random_batch, session, torch_outputs
+from onnxprune.graph.proto import session
+from onnxprune.graph.verify import random_batch, torch_outputs
 
 
 def written_weights(path) -> dict[str, np.ndarray]:

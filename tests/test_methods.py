@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import onnxprune
-from onnxprune.graph.verify import random_batch, session
+from onnxprune.graph.proto import session
+from onnxprune.graph.verify import random_batch
 from onnxprune.pruning.methods import list_methods
 from onnxprune.workbench.data import Dataset, preprocess_for
 

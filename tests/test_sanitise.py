@@ -15,8 +15,9 @@ from test_cli_errors import assert_one_line_error, run
 import onnxprune
 from onnxprune.errors import ConversionError
 from onnxprune.graph.model import from_proto
+from onnxprune.graph.proto import session
 from onnxprune.graph.storage import write_back
-from onnxprune.graph.verify import random_batch, session, torch_outputs
+from onnxprune.graph.verify import random_batch, torch_outputs
 from onnxprune.workbench.convert import to_torch
 
 

@@ -15,8 +15,9 @@ from onnxprune.errors import ConfigError
 from onnxprune.graph.channels import analyse, compact
 from onnxprune.graph.inspection import describe
 from onnxprune.graph.model import from_proto
+from onnxprune.graph.proto import session
 from onnxprune.graph.storage import write_back
-from onnxprune.graph.verify import random_batch, session
+from onnxprune.graph.verify import random_batch
 from onnxprune.pruning import channels
 from onnxprune.pruning.methods import ScoreContext, get_method
 from onnxprune.workbench.convert import to_torch

@@ -405,7 +405,7 @@ def relative_difference(want: list[np.ndarray], got: list[np.ndarray]) -> float:
 
 def run_onnx(path_or_proto, inputs: np.ndarray) -> list[np.ndarray]:
     """The outputs of a model file (or proto) in onnxruntime."""
-    from onnxprune.graph.verify import session
+    from onnxprune.graph.proto import session
 
     source = path_or_proto if isinstance(path_or_proto, Path) else path_or_proto.SerializeToString()
     run = session(source)

@@ -71,8 +71,9 @@ def compact(
     from onnxprune.graph.channels import compact as compact_model
     from onnxprune.graph.inspection import describe
     from onnxprune.graph.model import check_output_path, from_proto, load
+    from onnxprune.graph.proto import session
     from onnxprune.graph.storage import save_model_file
-    from onnxprune.graph.verify import Reference, random_batch, session, verify
+    from onnxprune.graph.verify import Reference, random_batch, verify
 
     model = load(model_path)
     check_output_path(model, output)

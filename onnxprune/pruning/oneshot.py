@@ -301,20 +301,8 @@ def _prune_one(model: Model, options: PruneOptions, inputs: PruneInputs, sparsit
         notes.append(reconstruction.note())
         weights = torch_model.initializer_values(model)  # reconstruction also solved biases
     layers = [_layer_report(layer, weights[layer.weight], plans[layer.name]) for layer in model.layers]
-    return PruneResult(
-        source=model,
-        torch_model=torch_model,
-        weights=weights,
-        layers=layers,
-        method=options.method,
-        scope=options.scope,
-        requested=sparsity,
-        notes=notes,
-        selection_seconds=selection_seconds,
-        masks_kept=inputs.keep_masks,
-        total_sparsity=_total_sparsity(model, weights),
-        reconstruction=reconstruction,
-    )
+    return _result(model, torch_model, weights, layers, options, sparsity, notes, selection_seconds,
+                   inputs.keep_masks, reconstruction)  # fmt: skip
 
 
 def _prune_channels(
@@ -366,18 +354,8 @@ def _prune_channels(
         notes.append(f"{len(report.skipped)} channel(s) zeroed but not removed: {next(iter(report.skipped.values()))}")
     if reconstruction is not None:
         notes.append(reconstruction.note())
-    return PruneResult(
-        source=model,
-        torch_model=torch_model,
-        weights=weights,
-        layers=layers,
-        method=method.name,
-        scope=options.scope,
-        requested=sparsity,
-        notes=notes,
-        selection_seconds=selection_seconds,
-        masks_kept=keep_masks,
-        total_sparsity=_total_sparsity(model, weights),
+    return _result(
+        model, torch_model, weights, layers, options, sparsity, notes, selection_seconds, keep_masks, reconstruction,
         compacted=compacted,
         compaction=report,
         granularity="channel",
@@ -389,8 +367,21 @@ def _prune_channels(
         ),
         kept_whole=sum(chosen_plan.kept_whole.values()),
         history=history,
-        reconstruction=reconstruction,
-    )
+    )  # fmt: skip
+
+
+def _result(
+    model: Model, torch_model: TorchModel, weights: dict[str, np.ndarray], layers: list[LayerReport],
+    options: PruneOptions, sparsity: float, notes: list[str], selection_seconds: float, keep_masks: bool,
+    reconstruction: Reconstruction | None, **structured: Any,
+) -> PruneResult:  # fmt: skip
+    """The `PruneResult` of one method's prune; `structured` holds what compaction adds."""
+    return PruneResult(
+        source=model, torch_model=torch_model, weights=weights, layers=layers, method=options.method,
+        scope=options.scope, requested=sparsity, notes=notes, selection_seconds=selection_seconds,
+        masks_kept=keep_masks, total_sparsity=_total_sparsity(model, weights), reconstruction=reconstruction,
+        **structured,
+    )  # fmt: skip
 
 
 def _select(

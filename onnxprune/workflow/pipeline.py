@@ -370,8 +370,9 @@ def _scheduled(
 
 def _write_final(final: Model, output: Path, sparse_storage: bool) -> tuple[list[str], float]:
     """The run's final model written to `output` (sparse storage if asked), checked against it."""
+    from onnxprune.graph.proto import session
     from onnxprune.graph.storage import save_model_file
-    from onnxprune.graph.verify import Reference, random_batch, session, verify
+    from onnxprune.graph.verify import Reference, random_batch, verify
 
     inputs = random_batch(final.input, 2)
     source = session(final.path)
