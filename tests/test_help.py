@@ -108,3 +108,25 @@ def test_commands_of_many_options_group_them(command, panels):
     assert result.exit_code == 0
     assert all(f"─ {panel} ─" in result.output for panel in panels), result.output
     assert "--pixel-range" in result.output.split("─ Data ─")[1]
+
+
+def test_help_shows_the_defaults_of_the_options_dataclasses():
+    """The defaults --help states are read from onnxprune.options (written once), and are shown at all.
+
+    rich took "[default: 0.99]" for markup and dropped it; the defaults read "(default: ...)" now.
+    """
+    from onnxprune.options import SLIMMING_BN_L1, PruneOptions, TrainOptions
+
+    shown = subprocess.run([sys.executable, "-m", "onnxprune", "prune", "--help"], capture_output=True, text=True,
+                           env={"COLUMNS": "250", "TERM": "dumb", "PATH": ""})  # fmt: skip
+    lines = {line.split()[1]: line for line in shown.stdout.splitlines() if line.startswith("│ --")}
+    defaults = {
+        "--sparsity": PruneOptions().sparsity,
+        "--max-layer-sparsity": PruneOptions().max_layer_sparsity,
+        "--round-to": PruneOptions().round_to,
+        "--batch-size": TrainOptions().batch_size,
+        "--weight-decay": f"{TrainOptions().weight_decay:g}",
+        "--bn-l1": f"{SLIMMING_BN_L1:g}",
+    }
+    for option, value in defaults.items():
+        assert f"(default: {value})" in lines[option], lines[option]
