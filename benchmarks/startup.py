@@ -32,12 +32,13 @@ def one_run(tree: Path) -> tuple[float, float, bool]:
     for line in done.stderr.splitlines():
         if not line.startswith("import time:") or "|" not in line:
             continue
-        _, cumul, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
+        _, cumul, name = line.removeprefix("import time:").split("|")
+        cumul = cumul.strip()
         if not cumul.isdigit():
             continue  # the header
-        if name.split(".")[0] == "torch":
+        if name.strip().split(".")[0] == "torch":
             torch_seen = True
-        if not name.startswith(" ") and name.strip().split(".")[0] == "onnxprune":
+        if not name[1:].startswith(" ") and name.strip().split(".")[0] == "onnxprune":
             cumulative += int(cumul)  # a top-level entry: its cumulative time holds what it imported
     return wall, cumulative / 1e6, torch_seen
 
