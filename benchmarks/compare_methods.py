@@ -36,18 +36,18 @@ sys.path.insert(0, str(ROOT))
 
 import onnxprune  # noqa: E402
 from onnxprune.measure import bench  # noqa: E402
-from onnxprune.workbench.evaluate import evaluate  # noqa: E402
 from onnxprune.options import (  # noqa: E402
     PruneOptions,
     ScheduleOptions,
     TrainOptions,  # noqa: E402
+    parse_recipe,  # noqa: E402
 )
 from onnxprune.pruning.oneshot import prune_chain  # noqa: E402
-from onnxprune.workflow.schedule import run, write_checkpoint  # noqa: E402
-from onnxprune.options import parse_recipe  # noqa: E402
 from onnxprune.report import plots  # noqa: E402
 from onnxprune.workbench.data import load_data, preprocess_for, split  # noqa: E402
+from onnxprune.workbench.evaluate import evaluate  # noqa: E402
 from onnxprune.workbench.train import finetune, pick_device  # noqa: E402
+from onnxprune.workflow.schedule import run, write_checkpoint  # noqa: E402
 
 REFERENCE = ROOT / "models" / "vgg13_bn_w025_cifar10.onnx"
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}

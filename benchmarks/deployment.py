@@ -39,8 +39,8 @@ from onnxprune.options import (  # noqa: E402
     ScheduleOptions,
     TrainOptions,  # noqa: E402
 )
-from onnxprune.workflow.schedule import run  # noqa: E402
 from onnxprune.workbench.data import load_data, preprocess_for  # noqa: E402
+from onnxprune.workflow.schedule import run  # noqa: E402
 
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
 

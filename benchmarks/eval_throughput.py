@@ -14,9 +14,9 @@ import statistics
 from pathlib import Path
 
 import onnxprune
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.workbench.convert import to_torch
 from onnxprune.workbench.data import load_data, preprocess_for
+from onnxprune.workbench.evaluate import evaluate
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from mnist_omp_imp import MLP, mlp_and_mnist  # the same model and split (benchmarks/ is on the path)
 
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.workflow.schedule import run
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 
 import onnxprune
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-from onnxprune.workflow.schedule import run
 from onnxprune.workbench.data import load_data, preprocess_for
+from onnxprune.workbench.evaluate import evaluate
+from onnxprune.workflow.schedule import run
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

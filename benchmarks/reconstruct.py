@@ -36,11 +36,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import versus_anchors as anchors  # noqa: E402
 
 import onnxprune  # noqa: E402
-from onnxprune.workbench.evaluate import evaluate  # noqa: E402
 from onnxprune.measure.sweep import sweep  # noqa: E402
 from onnxprune.pruning.reconstruct import CALIBRATION_SAMPLES  # noqa: E402
 from onnxprune.report import plots  # noqa: E402
 from onnxprune.workbench.data import load_data, preprocess_for, stratified_sample  # noqa: E402
+from onnxprune.workbench.evaluate import evaluate  # noqa: E402
 
 LEVELS = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 SCOPES = ["global", "lamp"]

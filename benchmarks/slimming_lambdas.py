@@ -23,11 +23,11 @@ sys.path.insert(0, str(ROOT))
 
 import onnxprune  # noqa: E402
 from onnxprune.options import TrainOptions  # noqa: E402
-from onnxprune.workflow.schedule import write_checkpoint  # noqa: E402
 from onnxprune.report import plots  # noqa: E402
 from onnxprune.workbench.convert import to_torch  # noqa: E402
 from onnxprune.workbench.data import load_data, preprocess_for  # noqa: E402
 from onnxprune.workbench.train import finetune  # noqa: E402
+from onnxprune.workflow.schedule import write_checkpoint  # noqa: E402
 
 CIFAR = {"mean": (0.4914, 0.4822, 0.4465), "std": (0.2470, 0.2435, 0.2616)}
 

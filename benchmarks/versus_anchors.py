@@ -40,12 +40,12 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 import onnxprune
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import PruneOptions, ScheduleOptions, TrainOptions
-from onnxprune.workflow.schedule import run
 from onnxprune.workbench.convert import to_torch
 from onnxprune.workbench.data import load_data, preprocess_for, split
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.workbench.train import finetune, logits_module
+from onnxprune.workflow.schedule import run
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -24,10 +24,10 @@ import numpy as np
 from torch.nn.utils import prune as torch_prune
 
 import onnxprune
-from onnxprune.workbench.evaluate import evaluate
 from onnxprune.options import TrainOptions
 from onnxprune.workbench.convert import to_torch
 from onnxprune.workbench.data import load_data, preprocess_for, split
+from onnxprune.workbench.evaluate import evaluate
 from onnxprune.workbench.train import finetune, logits_module
 
 ROOT = Path(__file__).resolve().parents[1]

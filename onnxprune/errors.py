@@ -6,6 +6,8 @@ exits with code 2.
 
 from __future__ import annotations
 
+import os
+
 
 class OnnxpruneError(Exception):
     """Base class of every error onnxprune raises on purpose."""
@@ -35,7 +37,7 @@ class WriteError(OnnxpruneError):
     """An output that cannot be written: disk full, a read-only folder, a file size limit."""
 
 
-def write_error(path, exc: OSError) -> WriteError:
+def write_error(path: str | os.PathLike, exc: OSError) -> WriteError:
     """The one line for an OSError while writing `path`: what failed, and what to do."""
     reason = exc.strerror or type(exc).__name__
     return WriteError(f"cannot write {path}: {reason}; nothing was written (free space, or choose another output)")

@@ -69,7 +69,7 @@ def write(table: ResultTable, folder: str | os.PathLike, stem: str = "results") 
     return paths
 
 
-def _write_csv(table: ResultTable, path) -> None:
+def _write_csv(table: ResultTable, path: str | os.PathLike) -> None:
     with open(path, "w", newline="") as stream:
         writer = csv.writer(stream)
         writer.writerow(["method", "scope", "sparsity", "accuracy", "loss", "num_nonzero", "units"] + table.layer_names)
@@ -78,7 +78,7 @@ def _write_csv(table: ResultTable, path) -> None:
             writer.writerow(fields + list(row.layer_sparsity))
 
 
-def _write_mat(table: ResultTable, path) -> None:
+def _write_mat(table: ResultTable, path: str | os.PathLike) -> None:
     import scipy.io
 
     def cell(names: list[str]) -> np.ndarray:

@@ -41,7 +41,7 @@ def _main_options(
     """Prune ONNX classifiers exported by MATLAB or PyTorch, verified in onnxruntime."""
 
 
-def _flags_without_type(command) -> None:
+def _flags_without_type(command: typer.core.TyperGroup) -> None:
     """Show flags as flags in --help: typer labels every on/off option `<bool>`, inviting `--skip-first true`.
 
     --help itself and --version count too (the help option is made on demand: made here, then cached).

@@ -37,7 +37,9 @@ QUICK = {"train_per_class": 40, "test_per_class": 10, "levels": "0:0.3:0.9", "ep
 Say = Callable[[str], None]
 
 
-def run_demo(out: str | Path, quick: bool = False, say: Say | None = None, progress=None) -> dict:
+def run_demo(
+    out: str | Path, quick: bool = False, say: Say | None = None, progress: Callable[[dict], None] | None = None
+) -> dict:
     """Run the whole lab; returns a summary (also written to OUT/summary.json).
 
     Args:
@@ -112,7 +114,7 @@ def run_demo(out: str | Path, quick: bool = False, say: Say | None = None, progr
     return summary
 
 
-def _accuracy_at(table, sparsity: float) -> float | None:
+def _accuracy_at(table: results.ResultTable, sparsity: float) -> float | None:
     rows = [r for r in table.rows if r.scope == "global" and abs(r.sparsity - sparsity) < 1e-9]
     return rows[0].accuracy if rows else None
 

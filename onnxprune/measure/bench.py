@@ -15,13 +15,21 @@ import os
 import statistics
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import is_quantized, load, model_file_size
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession
+
+    from onnxprune.graph.model import InputSpec, Model
+    from onnxprune.workbench.data import Dataset, Preprocess
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -61,7 +69,7 @@ def check_provider(provider: str) -> str:
     return name
 
 
-def values_mask_bytes(model) -> int:
+def values_mask_bytes(model: Model) -> int:
     """The weights' values+mask size: every non-zero value at its full width, plus the mask's entropy.
 
     For each float initializer with n values of which k are non-zero: k values of its width, plus
@@ -93,7 +101,12 @@ def zipped_size(path: Path) -> int:
     return len(buffer.getvalue())
 
 
-def int8_baselines(reference: str | os.PathLike, folder: str | os.PathLike, data=None, preprocess=None) -> list[Path]:
+def int8_baselines(
+    reference: str | os.PathLike,
+    folder: str | os.PathLike,
+    data: Dataset | None = None,
+    preprocess: Preprocess | None = None,
+) -> list[Path]:
     """The reference model quantized to int8 by onnxruntime: dynamic always, static (QDQ) with calibration `data`.
 
     The cheap alternative to pruning for speed and size, to be timed beside the pruned models.
@@ -113,11 +126,11 @@ def int8_baselines(reference: str | os.PathLike, folder: str | os.PathLike, data
 
 def bench(
     paths: list[str | os.PathLike],
-    batches: list[int] = (1, 32),
+    batches: Sequence[int] = (1, 32),
     provider: str = "cpu",
     threads: int | None = None,
     runs: int | None = None,
-    data=None,
+    data: Dataset | None = None,
     preprocess_options: dict | None = None,
 ) -> list[ModelBench]:
     """Measure each model; see the module docstring.
@@ -155,7 +168,7 @@ def bench(
     return results
 
 
-def _prepare(path: Path, provider: str, threads: int | None):
+def _prepare(path: Path, provider: str, threads: int | None) -> tuple[ModelBench, InferenceSession, InputSpec]:
     """(ModelBench with the static figures, its session, its input spec)."""
     import onnxruntime as ort
 
@@ -184,7 +197,12 @@ def _prepare(path: Path, provider: str, threads: int | None):
     return result, session, model.input
 
 
-def _time_round_robin(prepared, batches, runs: int | None, rounds: int = 5) -> None:
+def _time_round_robin(
+    prepared: list[tuple[ModelBench, InferenceSession, InputSpec]],
+    batches: Sequence[int],
+    runs: int | None,
+    rounds: int = 5,
+) -> None:
     """Time every model at every batch size, the models taking turns in `rounds` rounds.
 
     Only one session computes at any moment; turns spread slow drifts of the machine (clock
@@ -223,7 +241,7 @@ def _time_round_robin(prepared, batches, runs: int | None, rounds: int = 5) -> N
                 result.throughput[str(batch)] = batch / median
 
 
-def _call_count(session, feed, runs: int | None) -> int:
+def _call_count(session: InferenceSession, feed: dict[str, np.ndarray], runs: int | None) -> int:
     """Warm the session up; how many timed calls make about 2 s (or `runs`)."""
     for _ in range(3):
         session.run(None, feed)

@@ -12,8 +12,10 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -21,6 +23,10 @@ from onnx import numpy_helper
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.model import Model, is_quantized, load, model_file_size
+from onnxprune.graph.proto import PRUNABLE_OPS, attribute
+
+if TYPE_CHECKING:
+    from onnxprune.workbench.data import Dataset, Preprocess
 
 METHODS = ("static", "dynamic")
 
@@ -42,11 +48,11 @@ class QuantizeReport:
 class _Calibration:
     """onnxruntime's CalibrationDataReader over preprocessed samples."""
 
-    def __init__(self, batches: list[np.ndarray], input_name: str):
+    def __init__(self, batches: list[np.ndarray], input_name: str) -> None:
         self.batches = iter(batches)
         self.input_name = input_name
 
-    def get_next(self):
+    def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self.batches, None)
         return None if batch is None else {self.input_name: batch}
 
@@ -55,10 +61,10 @@ def quantize(
     model: Model,
     output: str | os.PathLike,
     method: str = "static",
-    data=None,
-    preprocess=None,
+    data: Dataset | None = None,
+    preprocess: Preprocess | None = None,
     calibration_samples: int = 256,
-    evaluate_data=None,
+    evaluate_data: Dataset | None = None,
 ) -> QuantizeReport:
     """Quantize a float model to int8 with onnxruntime.quantization; writes `output` atomically.
 
@@ -115,7 +121,7 @@ def quantize(
     return report
 
 
-def _float_copy(model: Model, conversion_copy) -> onnx.ModelProto:
+def _float_copy(model: Model, conversion_copy: Callable[[onnx.ModelProto], onnx.ModelProto]) -> onnx.ModelProto:
     """The model at opset >= 13 with its weights (the conversion copy holds only stand-ins)."""
     copy = conversion_copy(model.proto)
     originals = {tensor.name: tensor for tensor in model.proto.graph.initializer}
@@ -125,7 +131,7 @@ def _float_copy(model: Model, conversion_copy) -> onnx.ModelProto:
     return copy
 
 
-def _calibration_batches(model: Model, data, preprocess, count: int) -> list[np.ndarray]:
+def _calibration_batches(model: Model, data: Dataset, preprocess: Preprocess | None, count: int) -> list[np.ndarray]:
     if preprocess is None:
         from onnxprune.workbench.data import preprocess_for
 
@@ -144,14 +150,14 @@ def _weight_zeros(proto: onnx.ModelProto, float_only: bool) -> int:
     values = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     zeros = 0
     for node in proto.graph.node:
-        if node.op_type in ("Conv", "Gemm", "MatMul") and float_only:
+        if node.op_type in PRUNABLE_OPS and float_only:
             weight = values.get(node.input[1]) if len(node.input) > 1 else None
             if weight is not None and weight.ndim >= 2 and weight.dtype.kind == "f":
                 zeros += int(np.sum(weight == 0))
         elif node.op_type == "DequantizeLinear" and not float_only and node.input[0] in values:
             weight = values[node.input[0]]
             if weight.ndim >= 2:
-                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+                axis = attribute(node, "axis", 1)
                 point = values.get(node.input[2]) if len(node.input) > 2 else None
                 zeros += int(np.sum(weight == _broadcast(point, weight, axis)))
         elif node.op_type in ("MatMulInteger", "ConvInteger") and not float_only and node.input[1] in values:
@@ -161,7 +167,7 @@ def _weight_zeros(proto: onnx.ModelProto, float_only: bool) -> int:
     return zeros
 
 
-def _broadcast(point, weight: np.ndarray, axis: int):
+def _broadcast(point: np.ndarray | None, weight: np.ndarray, axis: int) -> np.ndarray | int:
     if point is None:
         return 0
     point = np.asarray(point)
@@ -173,7 +179,7 @@ def _broadcast(point, weight: np.ndarray, axis: int):
 
 
 @contextlib.contextmanager
-def _quiet_root_logger():
+def _quiet_root_logger() -> Iterator[None]:
     """Silence onnxruntime.quantization's "pre-process" advice (on the root logger) while it runs.
 
     The root logger's level is given back after: the MATLAB bridge's Python lives on.

@@ -9,6 +9,7 @@ reconstruction: when both reconstruct on the same samples with the same seed; th
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable
@@ -95,7 +96,7 @@ class Sweeper:
         batch_size: int = 500,
         engine: str = "auto",
         calibration: Dataset | None = None,
-    ):
+    ) -> None:
         self.model = model
         self.data = data
         self.levels = RankedModel(
@@ -132,7 +133,7 @@ class Sweeper:
     def _evaluate_torch(self) -> tuple[float, float]:
         return self._metrics(torch_runner(self.torch_model.module), self.inputs.numpy())
 
-    def _metrics(self, run, inputs: np.ndarray) -> tuple[float, float]:
+    def _metrics(self, run: Callable[[np.ndarray], np.ndarray], inputs: np.ndarray) -> tuple[float, float]:
         size = self.batch_size
         batches = ((inputs[s : s + size], self.labels[s : s + size]) for s in range(0, inputs.shape[0], size))
         top1, _, loss = metrics_over(run, batches, self.probabilities)
@@ -337,7 +338,7 @@ def ratios_for_target(table: ResultTable, model: Model, target: float, max_drop:
     return chosen
 
 
-def write_ratios(ratios: dict[str, float], path, comment: str = "") -> None:
+def write_ratios(ratios: dict[str, float], path: str | os.PathLike, comment: str = "") -> None:
     """A ratio YAML that `onnxprune prune --config` reads."""
     from pathlib import Path
 

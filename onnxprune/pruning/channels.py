@@ -22,7 +22,7 @@ from onnxprune.graph.channels import Structure, analyse
 from onnxprune.graph.model import Model
 from onnxprune.pruning import select
 from onnxprune.pruning.methods.registry import Method, ScoreContext
-from onnxprune.workbench.convert import TorchModel, mask_parameter
+from onnxprune.workbench.convert import ParamEntry, TorchModel, mask_parameter
 
 
 @dataclass
@@ -294,7 +294,7 @@ def apply(torch_model: TorchModel, model: Model, chosen_plan: ChannelPlan, keep_
                     mask_parameter(module, "bias", keep, keep_masks)
 
 
-def _bias_module(entry, torch_model: TorchModel):
+def _bias_module(entry: ParamEntry, torch_model: TorchModel) -> torch.nn.Module | None:
     module = entry.module
     if isinstance(module, (torch.nn.Linear, torch.nn.modules.conv._ConvNd)) and module.bias is not None:
         return module

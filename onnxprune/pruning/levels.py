@@ -44,7 +44,9 @@ class RankedModel:
             (`onnxprune.pruning.reconstruct`); None leaves the pruned weights as they are.
     """
 
-    def __init__(self, model: Model, torch_model: TorchModel | None = None, calibration: torch.Tensor | None = None):
+    def __init__(
+        self, model: Model, torch_model: TorchModel | None = None, calibration: torch.Tensor | None = None
+    ) -> None:
         self.model = model
         self.torch_model = torch_model or to_torch(model)
         self.originals = {name: entry.parameter.detach().clone() for name, entry in self.torch_model.params.items()}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -191,11 +192,11 @@ def _capture(root: torch.nn.Module, module: torch.nn.Module, x: torch.Tensor, ou
     """`module`'s input (or output) when `root` runs on `x`; the forward stops there."""
     box = {}
 
-    def keep_input(_, args):
+    def keep_input(_: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> NoReturn:
         box["value"] = args[0]
         raise _Stop
 
-    def keep_output(_, args, result):
+    def keep_output(_: torch.nn.Module, args: tuple[torch.Tensor, ...], result: torch.Tensor) -> NoReturn:
         box["value"] = result
         raise _Stop
 
@@ -212,7 +213,16 @@ def _capture(root: torch.nn.Module, module: torch.nn.Module, x: torch.Tensor, ou
     return box["value"].detach()
 
 
-def _statistics(root, module, reference, target, inputs, batch_size, positions, generator):
+def _statistics(
+    root: torch.nn.Module,
+    module: torch.nn.Module,
+    reference: torch.nn.Module,
+    target: torch.nn.Module,
+    inputs: torch.Tensor,
+    batch_size: int,
+    positions: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """X^T X, X^T Y and sum(Y^2) per group, over the calibration samples (float64).
 
     X holds the layer's inputs in the pruned network (with a column of ones where it has a bias),
@@ -239,7 +249,13 @@ def _statistics(root, module, reference, target, inputs, batch_size, positions, 
     return gram, cross, energy
 
 
-def _rows(module, layer_input, layer_output, positions, generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _rows(
+    module: torch.nn.Module,
+    layer_input: torch.Tensor,
+    layer_output: torch.Tensor,
+    positions: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Matching (input patch, output) rows, grouped: (rows, groups, d) and (rows, groups, outputs per group)."""
     if not isinstance(module, torch.nn.Conv2d):  # Linear, or MatMul by a constant (in, out) weight
         inputs = layer_input.reshape(-1, layer_input.shape[-1])
@@ -262,14 +278,14 @@ def _rows(module, layer_input, layer_output, positions, generator) -> tuple[torc
     return patches.reshape(-1, groups, width // groups), outputs.reshape(-1, groups, outputs.shape[1] // groups)
 
 
-def _row_supports(module) -> tuple[torch.Tensor, torch.Tensor]:
+def _row_supports(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """(weights as rows: outputs x inputs per group, float64; which are kept, as booleans)."""
     weight = current_value(module, "weight").detach()
     rows = (weight.T if _is_matmul(module) else weight.reshape(weight.shape[0], -1)).double()
     return rows, rows != 0
 
 
-def _solve_cost(module) -> float:
+def _solve_cost(module: torch.nn.Module) -> float:
     """Multiply-adds of factorising every distinct kept pattern once (|S|^3 / 3 each)."""
     rows, kept = _row_supports(module)
     groups = module.groups if isinstance(module, torch.nn.Conv2d) else 1
@@ -281,7 +297,9 @@ def _solve_cost(module) -> float:
     return cost
 
 
-def _solve_rows(module, gram, cross, energy, ridge) -> tuple[float, float]:
+def _solve_rows(
+    module: torch.nn.Module, gram: torch.Tensor, cross: torch.Tensor, energy: torch.Tensor, ridge: float
+) -> tuple[float, float]:
     """Solve each output row on its kept inputs; write the weights and bias. Returns (error before, after).
 
     Rows that keep the same inputs (every row of a filter-pruned layer) share one Cholesky
@@ -323,7 +341,9 @@ def _solve_rows(module, gram, cross, energy, ridge) -> tuple[float, float]:
     return before, after
 
 
-def _error(weights, gram, cross, energy, per_group) -> float:
+def _error(
+    weights: torch.Tensor, gram: torch.Tensor, cross: torch.Tensor, energy: torch.Tensor, per_group: int
+) -> float:
     """||X W^T - Y||^2 / ||Y||^2 from the accumulated statistics (no second pass over the data)."""
     total = 0.0
     for group in range(gram.shape[0]):
@@ -336,7 +356,7 @@ def _error(weights, gram, cross, energy, per_group) -> float:
     return max(total, 0.0) / max(float(energy.sum()), 1e-30)
 
 
-def _write(module, solved, width, has_bias) -> None:
+def _write(module: torch.nn.Module, solved: torch.Tensor, width: int, has_bias: bool) -> None:
     """Kept weights into the tensor the optimizer and the masks read; zeros stay zeros."""
     stored = module.weight_orig if hasattr(module, "weight_orig") else module.weight
     values = solved[:, :width]

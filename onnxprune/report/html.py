@@ -15,6 +15,7 @@ import html
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 from onnxprune.errors import ConfigError
 from onnxprune.files import save_atomic
@@ -100,7 +101,8 @@ def _sections(folder: Path) -> list[str]:
     return sections
 
 
-def _json(path: Path):
+def _json(path: Path) -> Any:
+    """The parsed JSON document (a dict, or a list for bench.json), None when missing or unreadable."""
     if not path.exists():
         return None
     try:
@@ -132,14 +134,14 @@ def _table(columns: list[str], rows: list[list]) -> str:
     return f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _cell(value) -> str:
+def _cell(value: object) -> str:
     if isinstance(value, tuple):  # (shown text, value to sort by)
         text, key = value
         return f"<td data-value='{html.escape(str(key))}'>{html.escape(text)}</td>"
     return f"<td>{html.escape(_text(value))}</td>"
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -149,7 +151,7 @@ def _text(value) -> str:
     return str(value)
 
 
-def _percent(value) -> tuple[str, float] | str:
+def _percent(value: float | None) -> tuple[str, float] | str:
     return "-" if value is None else (f"{100 * value:.2f}%", value)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -21,6 +22,17 @@ from onnxprune.errors import ConfigError  # noqa: E402
 from onnxprune.graph.model import Model  # noqa: E402
 from onnxprune.results import ResultTable  # noqa: E402
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
+    from matplotlib.backend_bases import RendererBase
+    from matplotlib.figure import Figure
+    from matplotlib.legend import Legend
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    from onnxprune.measure.bench import ModelBench
+
 SIZE = (8, 5)
 DPI = 100  # 800 x 500 pixels
 DENSE_STYLE = {"color": "gray", "linestyle": "--", "linewidth": 1}
@@ -29,12 +41,15 @@ TITLE_WIDTH = 70  # characters of a title line at the default size
 LEGEND_ROWS = 18  # entries per legend column before a second column starts
 
 
-def _figure(*grid, **options):
-    """A figure whose layout matplotlib keeps free of overlaps (constrained layout, legends included)."""
+def _figure(*grid: int, **options: Any) -> tuple[Figure, Any]:
+    """A figure whose layout matplotlib keeps free of overlaps (constrained layout, legends included).
+
+    The second item is what `plt.subplots` gives: one `Axes`, or an array of them for a grid.
+    """
     return plt.subplots(*grid, figsize=options.pop("figsize", SIZE), layout="constrained", **options)
 
 
-def _save(figure, path: str | os.PathLike) -> Path:
+def _save(figure: Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI)
@@ -42,7 +57,7 @@ def _save(figure, path: str | os.PathLike) -> Path:
     return path
 
 
-def _legend_outside(axis, fontsize: float = 8, **options) -> None:
+def _legend_outside(axis: Axes, fontsize: float = 8, **options: Any) -> None:
     """The legend to the right of the axes, never over the data; more columns when it is long."""
     handles, labels = axis.get_legend_handles_labels()
     if handles:
@@ -51,7 +66,7 @@ def _legend_outside(axis, fontsize: float = 8, **options) -> None:
                     ncol=columns, **options)  # fmt: skip
 
 
-def _figure_legend(figure, axes, fontsize: float = 7) -> None:
+def _figure_legend(figure: Figure, axes: Sequence[Axes], fontsize: float = 7) -> None:
     """One legend for all panels, below them (an entry drawn in several panels, like "dense", once)."""
     entries = {}
     for axis in axes:
@@ -62,7 +77,7 @@ def _figure_legend(figure, axes, fontsize: float = 7) -> None:
                       ncol=min(3, len(entries)))  # fmt: skip
 
 
-def _legend_below(axis, fontsize: float = 7) -> None:
+def _legend_below(axis: Axes, fontsize: float = 7) -> None:
     """The legend under the axes (panels side by side leave no room to their right)."""
     handles, _ = axis.get_legend_handles_labels()
     if handles:
@@ -70,7 +85,7 @@ def _legend_below(axis, fontsize: float = 7) -> None:
                     ncol=min(2, len(handles)))  # fmt: skip
 
 
-def _whole_number_ticks(axis, values: Sequence[int]) -> None:
+def _whole_number_ticks(axis: Axes, values: Sequence[int]) -> None:
     """Epochs and rounds are whole numbers: a tick at each when few, else whole-number ticks only."""
     if 0 < len(values) <= 12:
         axis.set_xticks(list(values))
@@ -89,7 +104,7 @@ def _model_names(tables: Sequence[ResultTable]) -> str:
     return ", ".join(dict.fromkeys(Path(table.model).name for table in tables))
 
 
-def save_checked(figure, path: str | os.PathLike) -> Path:
+def save_checked(figure: Figure, path: str | os.PathLike) -> Path:
     """Save a figure drawn outside this module (benchmarks) once `layout_problems` finds nothing in it."""
     problems = layout_problems(figure)
     if problems:
@@ -98,7 +113,7 @@ def save_checked(figure, path: str | os.PathLike) -> Path:
     return _save(figure, path)
 
 
-def layout_problems(figure) -> list[str]:
+def layout_problems(figure: Figure) -> list[str]:
     """What would make a drawn figure hard to read, in words (an empty list: nothing).
 
     Looked for: text cut off by the figure's edge, a legend over the data, a text or another
@@ -141,13 +156,13 @@ def layout_problems(figure) -> list[str]:
     return problems
 
 
-def _has_data(axis) -> bool:
+def _has_data(axis: Axes) -> bool:
     """Whether the panel shows anything: a line with a finite point, a bar, a marker or an image."""
     finite = any(np.isfinite(np.asarray(line.get_ydata(), dtype=float)).any() for line in axis.lines)
     return finite or bool(axis.patches or axis.collections or axis.images)
 
 
-def _fractional_ticks(axis) -> list[str]:
+def _fractional_ticks(axis: Axes) -> list[str]:
     """Epoch and round axes tick on whole numbers only."""
     label = axis.get_xlabel()
     if not label.startswith(("epoch", "round", "pruning round")):
@@ -158,11 +173,11 @@ def _fractional_ticks(axis) -> list[str]:
     return [f"the {label.split()[0]} axis of {_name(axis)} has ticks between whole numbers: {ticks}"]
 
 
-def _name(axis) -> str:
+def _name(axis: Axes) -> str:
     return repr(axis.get_title()[:40])
 
 
-def _texts(figure) -> list:
+def _texts(figure: Figure) -> list[Text]:
     texts = [t for t in figure.texts if t.get_text()]  # the suptitle included
     for axis in figure.axes:
         if not (axis.get_visible() and axis.axison):
@@ -177,7 +192,7 @@ def _texts(figure) -> list:
     return [t for t in texts if t.get_visible() and t.get_text()]
 
 
-def _drawn_tick_labels(axis, limits) -> list:
+def _drawn_tick_labels(axis: Axis, limits: tuple[float, float]) -> list[Text]:
     """The tick labels matplotlib draws: those of ticks within the view (the others exist but stay hidden)."""
     low, high = sorted(limits)
     span = (high - low) * 1e-9
@@ -185,7 +200,7 @@ def _drawn_tick_labels(axis, limits) -> list:
             if low - span <= location <= high + span]  # fmt: skip
 
 
-def _legend_problems(axis, legend, renderer, panels) -> list[str]:
+def _legend_problems(axis: Axes, legend: Legend, renderer: RendererBase, panels: Sequence[Axes]) -> list[str]:
     problems = []
     labels = [t.get_text() for t in legend.get_texts()]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
@@ -199,7 +214,7 @@ def _legend_problems(axis, legend, renderer, panels) -> list[str]:
     return problems
 
 
-def _covers_data(axis, box) -> bool:
+def _covers_data(axis: Axes, box: Bbox) -> bool:
     """Whether any plotted point, bar or marker of `axis` lies under `box` (display coordinates)."""
     for line in axis.lines:
         points = line.get_transform().transform(np.column_stack(line.get_data()).astype(float))
@@ -219,7 +234,7 @@ def _covers_data(axis, box) -> bool:
     return False
 
 
-def _segments_cross(points: np.ndarray, box) -> bool:
+def _segments_cross(points: np.ndarray, box: Bbox) -> bool:
     """Whether the polyline through `points` passes through `box` (sampled finely along each segment)."""
     for start, end in zip(points[:-1], points[1:], strict=True):
         for t in np.linspace(0.0, 1.0, 50):
@@ -229,11 +244,11 @@ def _segments_cross(points: np.ndarray, box) -> bool:
     return False
 
 
-def _overlap(one, other) -> bool:
+def _overlap(one: Bbox, other: Bbox) -> bool:
     return one.x0 < other.x1 and other.x0 < one.x1 and one.y0 < other.y1 and other.y0 < one.y1
 
 
-def accuracy_vs_sparsity(tables: Sequence[ResultTable], path, title: str | None = None) -> Path:
+def accuracy_vs_sparsity(tables: Sequence[ResultTable], path: str | os.PathLike, title: str | None = None) -> Path:
     """One curve per method and scope (and per table), the dense accuracy as a dashed line.
 
     Sparsities of weights and of channels do not share an axis: a sweep of both gets two panels.
@@ -277,7 +292,9 @@ def accuracy_vs_sparsity(tables: Sequence[ResultTable], path, title: str | None 
     return _save(figure, path)
 
 
-def pareto(points: Sequence[dict], path, title: str = "Accuracy vs sparsity across runs and methods") -> Path:
+def pareto(
+    points: Sequence[dict], path: str | os.PathLike, title: str = "Accuracy vs sparsity across runs and methods"
+) -> Path:
     """Every (sparsity, accuracy, label) point; the non-dominated frontier highlighted.
 
     A point may say what its sparsity counts ("units": weights or channels): channel points are
@@ -322,7 +339,7 @@ def pareto_frontier(points: Sequence[dict]) -> list[dict]:
     return sorted(frontier, key=lambda p: p["sparsity"])
 
 
-def mask(model: Model, path, layer: str | None = None) -> Path:
+def mask(model: Model, path: str | os.PathLike, layer: str | None = None) -> Path:
     """Kept and pruned weights of one layer (or every layer): a row per filter, C x kH x kW columns."""
     layers = [model.layer(layer)] if layer else model.layers
     columns = min(len(layers), 3)
@@ -342,7 +359,7 @@ def mask(model: Model, path, layer: str | None = None) -> Path:
     return _save(figure, path)
 
 
-def layer_sparsity(model: Model, path, title: str | None = None) -> Path:
+def layer_sparsity(model: Model, path: str | os.PathLike, title: str | None = None) -> Path:
     """Sparsity of every prunable layer (bars) and, when layers group into blocks, of every block."""
     names, values, sizes = [], [], []
     for item in model.layers:
@@ -382,7 +399,7 @@ def _block_of(weight_name: str, layer_name: str) -> str:
     return ".".join(parts[:-2]) if len(parts) > 2 else layer_name
 
 
-def filters_per_layer(before: Model, after: Model, path, title: str | None = None) -> Path:
+def filters_per_layer(before: Model, after: Model, path: str | os.PathLike, title: str | None = None) -> Path:
     """Output channels of every layer before and after structured pruning."""
     kept = {item.name: item.shape[item.out_axis] for item in after.layers}
     names = [item.name for item in before.layers]
@@ -399,7 +416,7 @@ def filters_per_layer(before: Model, after: Model, path, title: str | None = Non
     return _save(figure, path)
 
 
-def training(run: dict, path) -> Path:
+def training(run: dict, path: str | os.PathLike) -> Path:
     """A run's training, from its results.json, in four panels with their own axes.
 
     Loss and top-1 per epoch through all rounds (a dotted line where a round ends); per round the
@@ -450,7 +467,7 @@ def training(run: dict, path) -> Path:
     return _save(figure, path)
 
 
-def taylor_rounds(history: Sequence[dict], path) -> Path:
+def taylor_rounds(history: Sequence[dict], path: str | os.PathLike) -> Path:
     """MATLAB's three Taylor plots: mini-batch loss, validation accuracy, filters left, per round."""
     figure, axes = _figure(1, 3)
     rounds = [h["round"] for h in history]
@@ -466,7 +483,9 @@ def taylor_rounds(history: Sequence[dict], path) -> Path:
     return _save(figure, path)
 
 
-def batchnorm_scales(models: Sequence[Model], path, labels: Sequence[str] | None = None, bins: int = 50) -> Path:
+def batchnorm_scales(
+    models: Sequence[Model], path: str | os.PathLike, labels: Sequence[str] | None = None, bins: int = 50
+) -> Path:
     """Histogram of |gamma| (BatchNorm scale factors) of each model, overlaid."""
     from onnx import numpy_helper
 
@@ -493,7 +512,7 @@ def batchnorm_scales(models: Sequence[Model], path, labels: Sequence[str] | None
     return _save(figure, path)
 
 
-def sensitivity(table: ResultTable, path) -> Path:
+def sensitivity(table: ResultTable, path: str | os.PathLike) -> Path:
     """One accuracy curve per layer, each pruned alone."""
     figure, axis = _figure()
     for name in table.layer_names:
@@ -509,7 +528,7 @@ def sensitivity(table: ResultTable, path) -> Path:
     return _save(figure, path)
 
 
-def bench_figure(results, path) -> Path:
+def bench_figure(results: Sequence[ModelBench], path: str | os.PathLike) -> Path:
     """Bars of median latency per batch size and of file size (decimal MB, as the tables), per model.
 
     A model run at batch 1 only (a fixed batch in its graph) has no bar at the other sizes; the title says so.

@@ -12,7 +12,9 @@ import contextlib
 import logging
 import sys
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 import torch
@@ -21,8 +23,12 @@ from torch import fx, nn
 from torch.nn.utils import prune as torch_prune
 
 from onnxprune.errors import ConversionError
-from onnxprune.graph.model import Model, PrunableLayer, conversion_copy, is_quantized, is_stand_in
+from onnxprune.graph.model import Model, PrunableLayer, conversion_copy, is_quantized
+from onnxprune.graph.proto import attribute, is_stand_in
 from onnxprune.graph.sanitise import check_convertible, register_known_revisions
+
+if TYPE_CHECKING:
+    import onnx
 
 _LOG = logging.getLogger(__name__)
 
@@ -53,7 +59,7 @@ def import_onnx2torch() -> types.ModuleType:
 
 
 @contextlib.contextmanager
-def _torchvision_stand_in(reason: str):
+def _torchvision_stand_in(reason: str) -> Iterator[None]:
     """Put a stand-in `torchvision` in sys.modules while onnx2torch is imported, then remove it.
 
     onnx2torch keeps its references to the stand-in; everything else (torch.onnx's exporter looks
@@ -61,7 +67,7 @@ def _torchvision_stand_in(reason: str):
     """
     broken = {name: sys.modules.pop(name) for name in list(sys.modules) if name.split(".")[0] == "torchvision"}
 
-    def unavailable(*_args, **_kwargs):
+    def unavailable(*_args: object, **_kwargs: object) -> NoReturn:
         raise ConversionError(
             f"this graph needs torchvision, which failed to import ({reason}); "
             "install the torchvision release that matches your torch"
@@ -89,13 +95,13 @@ class BoundWeight(nn.Module):
     (pruning masks) apply on every call.
     """
 
-    def __init__(self, inner: nn.Module, weight: torch.Tensor, position: int):
+    def __init__(self, inner: nn.Module, weight: torch.Tensor, position: int) -> None:
         super().__init__()
         self.inner = inner
         self.weight = nn.Parameter(weight.detach())
         self.position = position
 
-    def forward(self, *args):  # noqa: D102 - same contract as the wrapped module
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:  # noqa: D102 - same contract as the wrapped module
         args = list(args)
         args.insert(self.position, self.weight)
         return self.inner(*args)
@@ -282,7 +288,7 @@ def _freeze_unwritten(torch_model: TorchModel, model: Model) -> None:
 
 
 @contextlib.contextmanager
-def _values_from(original):
+def _values_from(original: onnx.ModelProto) -> Iterator[None]:
     """While converting a skeleton, give onnx2torch each stand-in's value from the original proto.
 
     Every converter of onnx2torch reads initializer values through `OnnxTensor.to_torch`; routing
@@ -305,7 +311,7 @@ def _values_from(original):
         OnnxTensor.to_torch = own_to_torch
 
 
-def _trainable_inputs(node, module: nn.Module | None) -> dict[str, np.ndarray]:
+def _trainable_inputs(node: onnx.NodeProto, module: nn.Module | None) -> dict[str, np.ndarray]:
     """Initializer name -> value for the trainable tensors of one converted node besides its weight."""
     if module is None:
         return {}
@@ -318,7 +324,7 @@ def _trainable_inputs(node, module: nn.Module | None) -> dict[str, np.ndarray]:
     if node.op_type == "Conv" and isinstance(module, nn.modules.conv._ConvNd) and module.bias is not None:
         return {node.input[2]: numpy(current_value(module, "bias"))} if len(node.input) > 2 and node.input[2] else {}
     if node.op_type == "Gemm" and isinstance(module, nn.Linear) and module.bias is not None and len(node.input) > 2:
-        beta = next((a.f for a in node.attribute if a.name == "beta"), 1.0)
+        beta = attribute(node, "beta", 1.0)
         return {node.input[2]: numpy(current_value(module, "bias")) / beta}
     if node.op_type == "BatchNormalization" and isinstance(module, nn.modules.batchnorm._BatchNorm):
         scale, shift, mean, var = node.input[1:5]
@@ -364,14 +370,12 @@ def _entry_for(model: Model, layer: PrunableLayer, module: fx.GraphModule, fx_no
         return ParamEntry(layer, submodule)
     if isinstance(submodule, nn.Linear):
         node = _onnx_node(model, layer)
-        attributes = {a.name: a for a in node.attribute}
-        trans_b = bool(attributes["transB"].i) if "transB" in attributes else False
-        alpha = attributes["alpha"].f if "alpha" in attributes else 1.0
-        return ParamEntry(layer, submodule, transpose=not trans_b, scale=alpha)
+        trans_b = bool(attribute(node, "transB", 0))
+        return ParamEntry(layer, submodule, transpose=not trans_b, scale=attribute(node, "alpha", 1.0))
     return ParamEntry(layer, _bind_weight(model, layer, module, fx_node))
 
 
-def _onnx_node(model: Model, layer: PrunableLayer):
+def _onnx_node(model: Model, layer: PrunableLayer) -> onnx.NodeProto:
     return next(node for node in model.proto.graph.node if node.output and node.output[0] == layer.output)
 
 

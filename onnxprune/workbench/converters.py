@@ -39,7 +39,16 @@ from onnx import TensorProto, helper
 from torch import nn
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+
+    from onnx2torch.onnx_graph import OnnxGraph
+    from onnx2torch.onnx_node import OnnxNode
+    from onnx2torch.utils.common import OperationConverterResult
+
+    # onnx2torch's converter; a fallback also gets the converter that refused; a correction its result
+    Converter = Callable[[OnnxNode, OnnxGraph], OperationConverterResult]
+    Fallback = Callable[[OnnxNode, OnnxGraph, Converter], OperationConverterResult]
+    Correction = Callable[[OnnxNode, OperationConverterResult], OperationConverterResult]
 
 # marks a registry entry already wrapped (onnx2torch is imported once per process, wrapped once)
 WRAPPED = "onnxprune_fallback"
@@ -48,7 +57,7 @@ WRAPPED = "onnxprune_fallback"
 class DynamicClip(nn.Module):
     """Clip with bounds that are tensors computed by the graph (either may be absent)."""
 
-    def __init__(self, has_min: bool, has_max: bool):
+    def __init__(self, has_min: bool, has_max: bool) -> None:
         super().__init__()
         self.has_min, self.has_max = has_min, has_max
 
@@ -67,7 +76,7 @@ class AnyRankBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"BatchNormalization needs an input of rank 2 or more, got {input.dim()}")
 
 
-def _clip(node, graph, original):
+def _clip(node: OnnxNode, graph: OnnxGraph, original: Converter) -> OperationConverterResult:
     from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
     names = list(node.input_values) + [""] * (3 - len(node.input_values))
@@ -78,7 +87,7 @@ def _clip(node, graph, original):
     )
 
 
-def _batch_norm(node, graph, original):
+def _batch_norm(node: OnnxNode, graph: OnnxGraph, original: Converter) -> OperationConverterResult:
     from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
     parameters = node.input_values[1:5]
@@ -99,7 +108,7 @@ def _batch_norm(node, graph, original):
     )
 
 
-def _pool(node, graph, original):
+def _pool(node: OnnxNode, graph: OnnxGraph, original: Converter) -> OperationConverterResult:
     """Convert again with the input's rank taken from the kernel shape."""
     kernel = node.attributes.get("kernel_shape")
     source = node.input_values[0]
@@ -133,12 +142,12 @@ class OnnxRecurrent(nn.Module):
     many as the node names. (ONNX's batch-first layout=1 is not run by onnxruntime either.)
     """
 
-    def __init__(self, recurrent: nn.RNNBase, reverse: bool, inputs: tuple[bool, ...], outputs: int):
+    def __init__(self, recurrent: nn.RNNBase, reverse: bool, inputs: tuple[bool, ...], outputs: int) -> None:
         super().__init__()
         self.recurrent, self.reverse = recurrent, reverse
         self.has_initial, self.outputs = inputs, outputs
 
-    def forward(self, data: torch.Tensor, *initial: torch.Tensor):  # noqa: D102
+    def forward(self, data: torch.Tensor, *initial: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:  # noqa: D102
         if self.reverse:
             data = data.flip(0)
         states = list(initial)
@@ -163,7 +172,7 @@ class OnnxRecurrent(nn.Module):
 GATE_ORDER = {"LSTM": (0, 2, 3, 1), "GRU": (1, 0, 2)}
 
 
-def _recurrent(node, graph):
+def _recurrent(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
     op, attributes = node.operation_type, node.attributes
@@ -209,13 +218,13 @@ def _recurrent(node, graph):
     return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=inputs, outputs=outputs))
 
 
-def _non_default(op: str, activations) -> bool:
+def _non_default(op: str, activations: Sequence[str | bytes]) -> bool:
     names = [a.decode() if isinstance(a, bytes) else a for a in activations]
     default = ["Sigmoid", "Tanh", "Tanh"] if op == "LSTM" else ["Sigmoid", "Tanh"]
     return [n.lower() for n in names] != [n.lower() for n in default * (len(names) // len(default))]
 
 
-def _col2im(node, graph):
+def _col2im(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 
     try:
@@ -242,7 +251,7 @@ NEW_CONVERTERS: dict[str, tuple[Callable, tuple[int, ...]]] = {
 }
 
 
-def _cumsum_direction(node, result):
+def _cumsum_direction(node: OnnxNode, result: OperationConverterResult) -> OperationConverterResult:
     """The direction ONNX's defaults mean (`reverse` and `exclusive` default to 0)."""
     result.torch_module.reverse = bool(node.attributes.get("reverse", 0))
     result.torch_module.exclusive = bool(node.attributes.get("exclusive", 0))
@@ -273,8 +282,8 @@ def install() -> None:
             _CONVERTER_REGISTRY[description] = _wrapped(original, FALLBACKS.get(op), CORRECTIONS.get(op))
 
 
-def _wrapped(original, fallback, correction):
-    def converter(node, graph):
+def _wrapped(original: Converter, fallback: Fallback | None, correction: Correction | None) -> Converter:
+    def converter(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
         try:
             result = original(node, graph)
         except NotImplementedError:

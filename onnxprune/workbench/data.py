@@ -21,11 +21,17 @@ import os
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from onnxprune.errors import DataError
 from onnxprune.graph.model import Model
+
+if TYPE_CHECKING:
+    import h5py
+
+    from onnxprune.options import DataOptions
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 IMAGE_KEYS = ("x", "images", "X", "XTrain", "XTest", "XValidation", "data", "imgs", "input", "inputs")
@@ -289,7 +295,7 @@ def _read_mat73(path: Path) -> dict:
     return content
 
 
-def _h5_string(dataset) -> str:
+def _h5_string(dataset: h5py.Dataset) -> str:
     return "".join(chr(code) for code in np.asarray(dataset).reshape(-1))
 
 
@@ -309,7 +315,7 @@ def _pick(variables: dict, keys: tuple[str, ...], path: Path, what: str) -> str:
     )
 
 
-def _describe(value) -> str:
+def _describe(value: object) -> str:
     if isinstance(value, _Opaque):
         return f"MATLAB {value.matlab_class} object"
     if isinstance(value, np.ndarray):
@@ -317,7 +323,7 @@ def _describe(value) -> str:
     return type(value).__name__
 
 
-def _check_numeric(value, path: Path, key: str) -> np.ndarray:
+def _check_numeric(value: np.ndarray | _Opaque, path: Path, key: str) -> np.ndarray:
     if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
         raise DataError(
             f"{path}: variable '{key}' is not a numeric array ({_describe(value)}); save it with double() or uint8()"
@@ -328,7 +334,7 @@ def _check_numeric(value, path: Path, key: str) -> np.ndarray:
 MAX_CLASSES = 1_000_000
 
 
-def _labels_from(value, path: Path, key: str) -> tuple[np.ndarray, list[str]]:
+def _labels_from(value: np.ndarray | _Opaque, path: Path, key: str) -> tuple[np.ndarray, list[str]]:
     opaque = isinstance(value, _Opaque) or (
         isinstance(value, np.ndarray) and value.dtype.kind == "O" and _is_matlab_object(value)
     )
@@ -364,7 +370,7 @@ def _is_matlab_object(value: np.ndarray) -> bool:
     return isinstance(value, MatlabOpaque) or any(isinstance(item, MatlabOpaque) for item in value.reshape(-1)[:1])
 
 
-def _cell_text(item) -> str:
+def _cell_text(item: object) -> str:
     while isinstance(item, np.ndarray) and item.dtype.kind == "O" and item.size == 1:
         item = item.reshape(-1)[0]
     if isinstance(item, np.ndarray):
@@ -666,7 +672,9 @@ def class_coverage_note(dataset: Dataset, num_outputs: int | None) -> str | None
     )
 
 
-def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preprocess, Dataset | None, Dataset | None]:
+def prepare(
+    model: Model, options: DataOptions, default_split: float = 0.0
+) -> tuple[Preprocess, Dataset | None, Dataset | None]:
     """(preprocess, training set, validation set) for a model and its `onnxprune.options.DataOptions`.
 
     Without a data path both sets are None (the preprocessing still follows the options). The
@@ -678,7 +686,7 @@ def prepare(model: Model, options, default_split: float = 0.0) -> tuple[Preproce
         return preprocess, None, None
     notes = []
 
-    def read(path):
+    def read(path: str) -> Dataset:
         dataset = load_data(path, size=preprocess.image_size)
         if options.first is not None:  # archive order, for users who need it
             dataset = dataset.subset(np.arange(min(options.first, len(dataset))), f" (first {options.first})")

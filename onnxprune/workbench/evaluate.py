@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -105,7 +106,9 @@ def evaluate(
     return Evaluation(top1, top5, loss, len(dataset), engine, time.perf_counter() - started)
 
 
-def metrics_over(run, batches, probabilities: bool) -> tuple[float, float, float]:
+def metrics_over(
+    run: Callable[[np.ndarray], np.ndarray], batches: Iterable[tuple[np.ndarray, np.ndarray]], probabilities: bool
+) -> tuple[float, float, float]:
     """The one evaluation loop: (top-1, top-5, mean loss) of `run` over (inputs, labels) batches.
 
     Args:
@@ -121,7 +124,9 @@ def metrics_over(run, batches, probabilities: bool) -> tuple[float, float, float
     return hits1 / max(count, 1), hits5 / max(count, 1), loss / max(count, 1)
 
 
-def onnxruntime_runner(proto: onnx.ModelProto, providers: list[str] | None = None):
+def onnxruntime_runner(
+    proto: onnx.ModelProto, providers: list[str] | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
     """Inputs -> scores in onnxruntime (a fixed batch of 1 made symbolic; else one sample per call)."""
     from onnxprune.graph.verify import session
 
@@ -144,7 +149,7 @@ def _converted(model: Model) -> torch.nn.Module:
     return to_torch(model).module
 
 
-def torch_runner(module: torch.nn.Module):
+def torch_runner(module: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     """Inputs -> scores of a torch module in eval mode, on the device it lives on."""
     module.eval()
     device = next(iter(module.parameters()), torch.empty(0)).device
@@ -158,7 +163,7 @@ def torch_runner(module: torch.nn.Module):
     return _batched(run)
 
 
-def _batched(run_batch):
+def _batched(run_batch: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
     """Run whole batches; if the graph hard-codes batch 1, fall back to one sample per call."""
     state = {"per_sample": False}
 

@@ -235,9 +235,24 @@ def refresh_pruned(module: torch.nn.Module) -> None:
 
 
 def _train_epoch(
-    network, module, inputs, labels, options, optimizer, scheduler, scaler, generator,
-    device, channels_last, image_input, steps, epoch, progress, teacher=None, step_hook=None,
-) -> EpochRecord:  # fmt: skip
+    network: torch.nn.Module,
+    module: torch.nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    options: TrainOptions,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    generator: torch.Generator,
+    device: torch.device,
+    channels_last: bool,
+    image_input: bool,
+    steps: int,
+    epoch: int,
+    progress: Progress | None,
+    teacher: torch.nn.Module | None = None,
+    step_hook: StepHook | None = None,
+) -> EpochRecord:
     module.train()
     order = torch.randperm(inputs.shape[0], generator=generator)
     started = time.perf_counter()
@@ -290,7 +305,9 @@ def _train_epoch(
     )
 
 
-def _with_distillation(loss, logits, teacher, x, options) -> torch.Tensor:
+def _with_distillation(
+    loss: torch.Tensor, logits: torch.Tensor, teacher: torch.nn.Module, x: torch.Tensor, options: TrainOptions
+) -> torch.Tensor:
     """(1 - w) x loss + w x T^2 x KL(teacher || student) at temperature T (Hinton et al. 2015).
 
     T^2 keeps the soft targets' gradients on the scale of the hard ones, whatever T.
@@ -379,7 +396,12 @@ def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def _validate(
-    network, inputs: np.ndarray, labels: np.ndarray, batch_size, device, channels_last
+    network: torch.nn.Module,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+    channels_last: bool,
 ) -> tuple[float, float]:
     network.eval()
     hits = 0

@@ -10,6 +10,8 @@ zeroed alone.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,11 +20,14 @@ from onnxprune.graph.channels import analyse
 from onnxprune.pruning.channels import ChannelPlan, apply, channel_groups, floors, kept_whole, target_count
 from onnxprune.pruning.methods.registry import ScoreContext, register
 
+if TYPE_CHECKING:
+    from onnxprune.workbench.convert import TorchModel
+
 
 class _Loss:
     """Cross-entropy of the logits on a fixed, seeded validation sample of the training data."""
 
-    def __init__(self, ctx: ScoreContext, rng: np.random.Generator):
+    def __init__(self, ctx: ScoreContext, rng: np.random.Generator) -> None:
         indices = np.sort(rng.permutation(len(ctx.data))[: ctx.settings.val_samples])
         self.inputs = torch.from_numpy(ctx.preprocess(ctx.data, indices))
         self.labels = torch.from_numpy(ctx.data.labels[indices])
@@ -34,7 +39,9 @@ class _Loss:
             return float(F.cross_entropy(output.reshape(output.shape[0], -1), self.labels))
 
 
-def greedy_loop(ctx: ScoreContext, sparsity: float, max_layer_sparsity: float, mask_only: bool = False):
+def greedy_loop(
+    ctx: ScoreContext, sparsity: float, max_layer_sparsity: float, mask_only: bool = False
+) -> tuple[ChannelPlan, list[dict]]:
     """Remove, one at a time, the unit whose removal raises the validation loss least.
 
     Each step samples up to `candidates` units still present (never one already removed),
@@ -97,7 +104,7 @@ def greedy(ctx: ScoreContext) -> dict[str, np.ndarray]:
     return scores
 
 
-def _zero_temporarily(torch_model, drops: dict[str, np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _zero_temporarily(torch_model: TorchModel, drops: dict[str, np.ndarray]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Zero the output channels `drops[layer]` marks, filters and biases, in place; return what to restore.
 
     Masks attached by torch.nn.utils.prune stay in force: their hooks multiply again on the next forward.
@@ -120,7 +127,7 @@ def _zero_temporarily(torch_model, drops: dict[str, np.ndarray]) -> list[tuple[t
     return saved
 
 
-def _restore(saved) -> None:
+def _restore(saved: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
     for target, original in saved:
         target.copy_(original)
 
@@ -136,5 +143,5 @@ def _short_finetune(ctx: ScoreContext, rng: np.random.Generator) -> None:
     ctx.torch_model.module.eval()
 
 
-def _first(output):
+def _first(output: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor]) -> torch.Tensor:
     return output[0] if isinstance(output, (tuple, list)) else output

@@ -8,14 +8,19 @@ BatchNorm directly after them are left alone (scored +inf).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from onnxprune.errors import ConfigError
 from onnxprune.pruning.methods.registry import ScoreContext, register
 
+if TYPE_CHECKING:
+    from onnxprune.workbench.convert import ParamEntry
+
 
 @register("slimming", granularity="channel")
-def slimming(entry, ctx: ScoreContext) -> np.ndarray:
+def slimming(entry: ParamEntry, ctx: ScoreContext) -> np.ndarray:
     """Score each output channel by |gamma| of the BatchNorm that follows it (Network Slimming)."""
     model = ctx.model
     if model is None:

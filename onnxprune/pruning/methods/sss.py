@@ -11,10 +11,15 @@ lowest are removed (then compacted; polish the rest with a hybrid recipe such as
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from onnxprune.pruning.methods.registry import ScoreContext, register
+
+if TYPE_CHECKING:
+    from onnxprune.workbench.convert import TorchModel
 
 
 @register("sss", granularity="channel", needs_data=True, whole_model=True)
@@ -26,11 +31,13 @@ def sss(ctx: ScoreContext) -> dict[str, np.ndarray]:
 class _Scale:
     """A forward hook multiplying a layer's output channels by a learnable factor."""
 
-    def __init__(self, count: int, axis: int):
+    def __init__(self, count: int, axis: int) -> None:
         self.factor = torch.nn.Parameter(torch.ones(count))
         self.axis = axis
 
-    def __call__(self, _module, _inputs, output):
+    def __call__(
+        self, _module: torch.nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> torch.Tensor:
         shape = [1] * output.dim()
         shape[self.axis if self.axis >= 0 else output.dim() + self.axis] = -1
         return output * self.factor.reshape(shape)
@@ -65,7 +72,14 @@ def learn_factors(ctx: ScoreContext) -> dict[str, np.ndarray]:
     return {name: scale.factor.detach().numpy().astype(np.float64) for name, scale in scales.items()}
 
 
-def _train(ctx: ScoreContext, network, optimizer, factors, rng, steps: int) -> None:
+def _train(
+    ctx: ScoreContext,
+    network: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    factors: list[torch.nn.Parameter],
+    rng: np.random.Generator,
+    steps: int,
+) -> None:
     """SGD steps on the loss, each followed by the proximal step of the factors' L1 penalty."""
     settings = ctx.settings
     for _ in range(steps):
@@ -79,7 +93,7 @@ def _train(ctx: ScoreContext, network, optimizer, factors, rng, steps: int) -> N
                 factor.copy_(torch.sign(factor) * torch.clamp(factor.abs() - threshold, min=0.0))
 
 
-def fold(torch_model, factors: dict[str, torch.Tensor]) -> None:
+def fold(torch_model: TorchModel, factors: dict[str, torch.Tensor]) -> None:
     """Multiply each layer's filters and biases by its channels' factors (exactly what the hooks did)."""
     with torch.no_grad():
         for name, factor in factors.items():

@@ -14,12 +14,16 @@ takes exactly SynFlow's set.
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from onnxprune.pruning import select
 from onnxprune.pruning.methods.registry import ScoreContext, register
+
+if TYPE_CHECKING:
+    from onnxprune.workbench.convert import ParamEntry, TorchModel
 
 
 @register("synflow", granularity="weight", whole_model=True)
@@ -29,7 +33,9 @@ def synflow(ctx: ScoreContext) -> dict[str, np.ndarray]:
                             ctx.logits())  # fmt: skip
 
 
-def iterative_scores(torch_model, target: float, iterations: int, input_shape, logits) -> dict[str, np.ndarray]:
+def iterative_scores(
+    torch_model: TorchModel, target: float, iterations: int, input_shape: tuple[int, ...], logits: torch.nn.Module
+) -> dict[str, np.ndarray]:
     """Run the SynFlow rounds on a |W| copy of `logits` (the model without a final Softmax).
 
     Returns:
@@ -82,14 +88,14 @@ def iterative_scores(torch_model, target: float, iterations: int, input_shape, l
     return {name: _ranked(final[name], pruned_at[name], torch_model.params[name]) for name in names}
 
 
-def _ranked(last_scores: np.ndarray, pruned_at: np.ndarray, entry) -> np.ndarray:
+def _ranked(last_scores: np.ndarray, pruned_at: np.ndarray, entry: ParamEntry) -> np.ndarray:
     """Survivors keep their last SynFlow score; pruned weights score below all of them, earliest lowest."""
     scores = np.where(np.isinf(pruned_at), last_scores + 1.0, -1.0 / np.where(np.isinf(pruned_at), 1.0, pruned_at))
     scores = np.where(np.isinf(pruned_at), scores, scores - 1.0)
     return entry.layout_to_onnx(scores.reshape(tuple(entry.parameter.shape)))
 
 
-def _twins(torch_model, network) -> dict[str, torch.nn.Module]:
+def _twins(torch_model: TorchModel, network: torch.nn.Module) -> dict[str, torch.nn.Module]:
     """The copy's module holding each prunable weight (matched by qualified name)."""
     names = {id(module): name for name, module in torch_model.module.named_modules()}
     twins = {}

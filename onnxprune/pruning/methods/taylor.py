@@ -10,12 +10,16 @@ fine-tuned on those same mini-batches while the scores accumulate, and pruning i
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from onnxprune.errors import ConfigError
 from onnxprune.graph.channels import analyse
 from onnxprune.pruning.channels import (
+    ChannelGroup,
     ChannelPlan,
     apply,
     channel_groups,
@@ -26,6 +30,9 @@ from onnxprune.pruning.channels import (
 )
 from onnxprune.pruning.methods.registry import ScoreContext, register
 from onnxprune.workbench.evaluate import evaluate
+
+if TYPE_CHECKING:
+    from onnxprune.workbench.convert import ParamEntry
 
 
 def accumulate(ctx: ScoreContext, round_number: int = 0) -> tuple[dict[str, np.ndarray], list[float]]:
@@ -65,7 +72,9 @@ def accumulate(ctx: ScoreContext, round_number: int = 0) -> tuple[dict[str, np.n
     return {name: _normalised(total) for name, total in totals.items()}, losses
 
 
-def taylor_loop(ctx: ScoreContext, sparsity: float, max_layer_sparsity: float, mask_only: bool = False):
+def taylor_loop(
+    ctx: ScoreContext, sparsity: float, max_layer_sparsity: float, mask_only: bool = False
+) -> tuple[ChannelPlan, list[dict]]:
     """MATLAB's taylorPrunableNetwork loop: score while fine-tuning, remove up to N filters, repeat.
 
     Each round fine-tunes on `batches_per_round` mini-batches while accumulating Taylor scores,
@@ -124,7 +133,14 @@ def _val_top1(ctx: ScoreContext) -> float | None:
     return evaluate(ctx.model, ctx.val, ctx.val_preprocess, engine="torch", torch_module=ctx.torch_model.module).top1
 
 
-def _pick(groups, group_of, scores, removed, minimum, budget) -> set[int]:
+def _pick(
+    groups: dict[str, ChannelGroup],
+    group_of: dict[int, str],
+    scores: dict[int, float],
+    removed: set[int],
+    minimum: dict[str, int],
+    budget: int,
+) -> set[int]:
     remaining = {name: [r for r in group.roots if r not in removed] for name, group in groups.items()}
     chosen: set[int] = set()
     for root in sorted((r for r in group_of if r not in removed), key=lambda r: (scores[r], r)):
@@ -151,15 +167,17 @@ def _pick(groups, group_of, scores, removed, minimum, budget) -> set[int]:
     return chosen
 
 
-def _capture(name: str, captured: dict):
-    def hook(_module, _inputs, output):
+def _capture(
+    name: str, captured: dict[str, torch.Tensor]
+) -> Callable[[torch.nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+    def hook(_module: torch.nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
         output.retain_grad()
         captured[name] = output
 
     return hook
 
 
-def _channel_importance(activation: torch.Tensor, entry) -> np.ndarray:
+def _channel_importance(activation: torch.Tensor, entry: ParamEntry) -> np.ndarray:
     """|a * grad| averaged over everything but the channel axis."""
     axis = 1 if entry.layer.op_type == "Conv" else activation.ndim - 1
     product = (activation * activation.grad).detach()
