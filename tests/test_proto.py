@@ -235,3 +235,25 @@ def test_session_runs_a_model_from_bytes():
     run = session(model.SerializeToString())
     (output,) = run.run(None, {"x": np.ones((1, 1, 8, 8), np.float32)})
     assert output.shape == (1, 2 * 6 * 6)
+
+
+def test_constant_map_reads_initializers_constants_and_identities_within_a_size():
+    from onnxprune.graph.proto import constant_map
+
+    nodes = [
+        helper.make_node("Constant", [], ["axes"], value_ints=[0, 2]),
+        helper.make_node("Identity", ["pads"], ["pads_copy"]),
+        helper.make_node("Identity", ["x"], ["y"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array([1, 1], np.int64), "pads"),
+        numpy_helper.from_array(np.zeros((4, 8), np.float32), "weight"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])], initializers)  # fmt: skip
+    proto = helper.make_model(graph)
+    everything = constant_map(proto)
+    assert sorted(everything) == ["axes", "pads", "weight"]  # no Identity unless asked
+    small = constant_map(proto, max_size=16, through_identity=True)
+    assert sorted(small) == ["axes", "pads", "pads_copy"]  # the 32-element weight left out
+    np.testing.assert_array_equal(small["pads_copy"], [1, 1])

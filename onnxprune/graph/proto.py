@@ -115,6 +115,31 @@ def constant_value(node: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
+def constant_map(
+    proto: onnx.ModelProto, *, max_size: int | None = None, through_identity: bool = False
+) -> dict[str, np.ndarray]:
+    """Name -> value of the graph's constants: initializers with data and Constant nodes.
+
+    Args:
+        proto: the model.
+        max_size: leave out initializers of more elements (operands such as axes, pads and sizes
+            are small; weights are not read).
+        through_identity: an Identity of a constant is that constant too.
+    """
+    values = {
+        tensor.name: numpy_helper.to_array(tensor)
+        for tensor in proto.graph.initializer
+        if not is_stand_in(tensor) and (max_size is None or int(np.prod(tensor.dims)) <= max_size)
+    }
+    for node in proto.graph.node:
+        value = constant_value(node)
+        if value is not None:
+            values[node.output[0]] = value
+        elif through_identity and node.op_type == "Identity" and node.input[0] in values:
+            values[node.output[0]] = values[node.input[0]]
+    return values
+
+
 def _dense(sparse: onnx.SparseTensorProto) -> np.ndarray:
     """A sparse tensor as a dense array (indices linearised [NNZ] or coordinates [NNZ, rank])."""
     shape = tuple(int(d) for d in sparse.dims)

@@ -34,9 +34,8 @@ from onnx import defs, helper, numpy_helper
 from onnxprune.errors import ConversionError
 from onnxprune.graph.proto import (
     attribute,
-    constant_value,
+    constant_map,
     inferred_shapes,
-    is_stand_in,
     remove_attribute,
     set_attribute,
 )
@@ -109,7 +108,7 @@ def sanitise(copy: onnx.ModelProto) -> None:
     opset = next((o.version for o in copy.opset_import if o.domain in ("", "ai.onnx")), 0)
     _resolve_identities(copy)
     _inline_decided_branches(copy)
-    constants = _constants(copy)
+    constants = constant_map(copy)
     shapes = _shapes(copy)
     nodes = []
     for index, node in enumerate(copy.graph.node):
@@ -227,16 +226,6 @@ def _resolve_identities(copy: onnx.ModelProto) -> None:
                 node.input[position] = alias[name]
     del copy.graph.node[:]
     copy.graph.node.extend(kept)
-
-
-def _constants(copy: onnx.ModelProto) -> ValueMap:
-    """Values of the initializers with data and of the Constant nodes (axes, pads, split sizes)."""
-    values = {t.name: numpy_helper.to_array(t) for t in copy.graph.initializer if not is_stand_in(t)}
-    for node in copy.graph.node:
-        value = constant_value(node)
-        if value is not None:
-            values[node.output[0]] = value
-    return values
 
 
 def _shapes(copy: onnx.ModelProto) -> ShapeMap:

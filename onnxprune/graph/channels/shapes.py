@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.graph.proto import constant_value, inferred_shapes, session
+from onnxprune.graph.proto import constant_map, inferred_shapes, session
 
 if TYPE_CHECKING:
     from onnxprune.graph.model import Model
@@ -24,15 +24,7 @@ SMALL_CONSTANT = 16
 
 def constant_values(model: Model) -> dict[str, np.ndarray]:
     """Values of the small initializers, Constant nodes and Identity nodes of them."""
-    small = [t for t in model.proto.graph.initializer if int(np.prod(t.dims)) <= SMALL_CONSTANT]
-    result = {t.name: numpy_helper.to_array(t) for t in small}
-    for node in model.proto.graph.node:
-        value = constant_value(node)
-        if value is not None:
-            result[node.output[0]] = value
-        elif node.op_type == "Identity" and node.input[0] in result:
-            result[node.output[0]] = result[node.input[0]]
-    return result
+    return constant_map(model.proto, max_size=SMALL_CONSTANT, through_identity=True)
 
 
 class Shapes:
