@@ -25,6 +25,10 @@ class ConfigError(OnnxpruneError):
     """Bad options: a sparsity out of range, a YAML naming an unknown layer, ..."""
 
 
+class UnreachableLevel(ConfigError):
+    """A sparsity that the selection cannot reach under its constraints (the layer cap of global scope)."""
+
+
 class VerificationError(OnnxpruneError):
     """The written model fails onnx.checker, onnxruntime, or disagrees with torch."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import fixtures
@@ -280,3 +281,62 @@ def test_no_stray_blank_lines_when_output_is_not_a_terminal(fixture_model, tmp_p
         assert done.returncode == 0, done.stderr
         for stream in (done.stdout, done.stderr):
             assert "" not in stream.splitlines(), (args[0], stream)
+
+
+def _sweep_args(model, data, out, *extra):
+    return ["sweep", model, "--data", str(data), "-o", str(out), "--json", *extra]
+
+
+def test_a_sweep_records_an_unreachable_level_and_measures_the_others(fixture_model, tmp_path):
+    """Issue 27: a global level above the layer cap stopped the sweep with nothing written."""
+    pixels, labels = fixtures.class_images(40, size=16, classes=10)
+    np.savez(tmp_path / "d.npz", x=pixels, y=labels)
+    model = str(fixture_model("vgg_bn_torchscript"))
+    args = _sweep_args(model, tmp_path / "d.npz", tmp_path / "sw", "--sparsities", "0.5,0.995,0.997",
+                       "--scope", "layer,global")  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    table = results.read(tmp_path / "sw")
+    assert {(r.scope, r.sparsity) for r in table.rows} == {("layer", 0.5), ("layer", 0.995), ("layer", 0.997),
+                                                           ("global", 0.5)}  # fmt: skip
+    unreachable = [(u["scope"], u["sparsity"]) for u in table.extra["unreachable"]]
+    assert unreachable == [("global", 0.995), ("global", 0.997)]
+    assert any("global) at 0.995: not reached" in note for note in json.loads(result.stdout)["notes"])
+
+
+def test_an_interrupted_sweep_resumed_equals_an_uninterrupted_one(fixture_model, tmp_path, monkeypatch):
+    """Issue 27: levels are written as they finish; Ctrl-C keeps them; --resume measures only the rest."""
+    from onnxprune.measure.sweep import Sweeper
+
+    pixels, labels = fixtures.class_images(40, size=16, classes=10)
+    np.savez(tmp_path / "d.npz", x=pixels, y=labels)
+    model = str(fixture_model("vgg_bn_torchscript"))
+    levels = ["--sparsities", "0,0.3,0.6,0.9", "--scope", "layer,global"]
+    whole = CliRunner().invoke(app, _sweep_args(model, tmp_path / "d.npz", tmp_path / "whole", *levels))
+    assert whole.exit_code == 0, whole.output
+
+    measured = []
+    original = Sweeper.level
+
+    def interrupted_after_three(self, *args, **kwargs):
+        if len(measured) == 3:
+            raise KeyboardInterrupt
+        measured.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Sweeper, "level", interrupted_after_three)
+    cut = CliRunner().invoke(app, _sweep_args(model, tmp_path / "d.npz", tmp_path / "cut", *levels))
+    assert cut.exit_code == 130 and "3 of 8 levels written" in cut.output and "--resume" in cut.output
+    assert len(results.read(tmp_path / "cut").rows) == 3
+
+    measured.clear()
+    monkeypatch.setattr(Sweeper, "level", lambda self, *a, **k: measured.append(a) or original(self, *a, **k))
+    resumed = CliRunner().invoke(app, _sweep_args(model, tmp_path / "d.npz", tmp_path / "cut", *levels, "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    assert len(measured) == 5, "only the levels the interrupted run had not measured"
+    expected, got = results.read(tmp_path / "whole"), results.read(tmp_path / "cut")
+    assert [dataclasses.asdict(r) for r in got.rows] == [dataclasses.asdict(r) for r in expected.rows]
+    other_data = CliRunner().invoke(
+        app, _sweep_args(model, tmp_path / "d.npz", tmp_path / "cut", *levels, "--resume", "--limit", "20")
+    )
+    assert other_data.exit_code == 2 and "--resume: the sweep in" in other_data.output and "limit" in other_data.output

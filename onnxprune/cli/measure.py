@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -36,6 +38,7 @@ from onnxprune.cli.common import (
     numbers,
     old_spelling,
     percent,
+    print_error,
     reports_errors,
 )
 from onnxprune.errors import ConfigError
@@ -112,10 +115,16 @@ def sweep(
             "squares against the dense outputs); the others are evaluated",
         ),
     ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="continue the sweep in --out-dir: its measured levels are kept")
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop."""
-    from onnxprune import results
+    """Accuracy at every sparsity level without fine-tuning; the best trade-off within --max-drop.
+
+    Results are written as levels finish (kept on an error or Ctrl-C; --resume continues), and a
+    level that cannot be reached is recorded and skipped.
+    """
     from onnxprune.graph.model import load
     from onnxprune.measure.sweep import sweep as sweep_model
     from onnxprune.measure.sweep import trade_off
@@ -137,13 +146,21 @@ def sweep(
             f"--reconstruct: {len(calibration)} of the images (stratified) solve the layers; top-1 is measured on "
             f"the other {len(dataset)}"
         )
-    with level_progress() as progress:
+    out_dir = out_dir or model_path.with_name(f"{model_path.stem}_sweep")
+    identity = {
+        "model_sha256": file_digest(model_path), "data": str(data), "limit": limit, "first": first,
+        "pixel_range": pixel_range, "mean": mean, "std": std, "flatten": flatten, "reconstruct": reconstruct,
+    }  # fmt: skip
+    done = _earlier_sweep(out_dir, identity) if resume else None
+    writer = _SweepWriter(out_dir, identity)
+    with level_progress() as progress, writer.keeps_what_was_measured(len(levels) * len(methods) * len(scopes)):
         table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress,
-                            calibration=calibration)  # fmt: skip
+                            calibration=calibration, checkpoint=writer.update, done=done)  # fmt: skip
     choice = trade_off(table, max_drop)
     table.extra["trade_off"] = choice
-    out_dir = out_dir or model_path.with_name(f"{model_path.stem}_sweep")
-    written = results.write(table, out_dir)
+    notes += [f"{u['method']} ({u['scope']}) at {u['sparsity']:g}: not reached: {u['reason']}"
+              for u in table.extra.get("unreachable", [])]  # fmt: skip
+    written = writer.write(table)
     figure = plots.accuracy_vs_sparsity([table], out_dir / "accuracy_vs_sparsity.png")
     page = write_report(out_dir)
     if as_json:
@@ -155,6 +172,77 @@ def sweep(
     _print_notes([*notes, chance_note(table.baseline_accuracy, model.num_classes or len(dataset.classes))])
     _print_sweep(table, choice)
     console().print(f"wrote {', '.join(str(p) for p in written.values())}, {figure} and {page}")
+
+
+def file_digest(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks (a resumed run must be of the same model)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _earlier_sweep(out_dir: Path, identity: dict) -> ResultTable:
+    """The interrupted sweep in `out_dir`, checked to be of the same model and data."""
+    from onnxprune import results
+
+    if not (out_dir / "results.json").is_file():
+        raise ConfigError(f"--resume: no sweep in {out_dir} (no results.json); run without --resume")
+    earlier = results.read(out_dir)
+    recorded = earlier.extra.get("identity", {})
+    for key, value in identity.items():
+        if recorded.get(key) != value:
+            raise ConfigError(
+                f"--resume: the sweep in {out_dir} was run with {key} = {recorded.get(key)}, this one with "
+                f"{value}; give the same model and data, or another --out-dir"
+            )
+    return earlier
+
+
+class _SweepWriter:
+    """Writes a sweep's results as levels finish (at most every 2 s), and what was measured on an interruption."""
+
+    def __init__(self, out_dir: Path, identity: dict) -> None:
+        self.out_dir, self.identity = out_dir, identity
+        self.table: ResultTable | None = None
+        self.last = 0.0
+
+    def update(self, table: ResultTable) -> None:
+        """Called after every level; writes when 2 s have passed since the last write."""
+        import time
+
+        self.table = table
+        if time.monotonic() - self.last >= 2.0:
+            self.write(table)
+
+    def write(self, table: ResultTable) -> dict[str, Path]:
+        """results.json, .csv and .mat in the out folder, with the run's identity (for --resume)."""
+        import time
+
+        from onnxprune import results
+
+        table.extra["identity"] = self.identity
+        self.last = time.monotonic()
+        return results.write(table, self.out_dir)
+
+    @contextlib.contextmanager
+    def keeps_what_was_measured(self, total: int) -> Iterator[None]:
+        """On Ctrl-C or an error, write the levels measured so far before leaving."""
+        try:
+            yield
+        except BaseException as exc:
+            if self.table is not None and self.table.rows:
+                self.write(self.table)
+                if isinstance(exc, KeyboardInterrupt):
+                    print_error(
+                        f"interrupted; {len(self.table.rows)} of {total} levels written to {self.out_dir}; "
+                        "add --resume to continue"
+                    )
+                    raise typer.Exit(130) from None
+            raise
 
 
 def _print_notes(notes: list[str]) -> None:

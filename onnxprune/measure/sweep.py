@@ -9,16 +9,18 @@ reconstruction: when both reconstruct on the same samples with the same seed; th
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import yaml
 
-from onnxprune.errors import ConfigError
+from onnxprune.errors import ConfigError, UnreachableLevel
 from onnxprune.graph.model import Model
 from onnxprune.options import DEFAULT_MAX_LAYER_SPARSITY, check_scope
 from onnxprune.pruning.levels import RankedModel
@@ -164,6 +166,8 @@ def sweep(
     progress: Progress | None = None,
     engine: str = "auto",
     calibration: Dataset | None = None,
+    checkpoint: Callable[[ResultTable], None] | None = None,
+    done: ResultTable | None = None,
 ) -> ResultTable:
     """Accuracy and loss at every level, for every method and scope; the dense accuracy as baseline.
 
@@ -172,12 +176,20 @@ def sweep(
     (kept apart from `data`), every level's kept weights are reconstructed on them before it is
     evaluated (`extra["reconstructed_on"]` records how many).
 
+    Measured work is never thrown away: a level the selection cannot reach (global scope above
+    the layer cap) is recorded in `extra["unreachable"]` and the sweep goes on; `checkpoint` is
+    called with the table after every level (to write it as it grows); the levels of `done` (an
+    earlier, interrupted sweep of the same model and data) are taken from it, not measured again,
+    and its engine is kept so that they compare.
+
     Returns:
-        A `ResultTable` of kind "sweep" (one row per method, scope and level).
+        A `ResultTable` of kind "sweep" (one row per method, scope and reachable level).
     """
     levels = check_levels(list(levels))
     for scope in scopes:
         check_scope(scope)
+    if done is not None:
+        engine = done.extra.get("engine", engine)
     sweeper = Sweeper(model, data, preprocess, engine=engine, calibration=calibration)
     baseline, _ = sweeper.evaluate()
     units = {sparsity_units(m) for m in methods}
@@ -191,15 +203,39 @@ def sweep(
         ),
         extra={"engine": sweeper.engine, **({"reconstructed_on": len(calibration)} if calibration is not None else {})},
     )
+    earlier = _Earlier.of(done)
     total = len(methods) * len(scopes) * len(levels)
-    for method in methods:
-        for scope in scopes:
-            for level in levels:
+    for finished, (method, scope, level) in enumerate(itertools.product(methods, scopes, levels), start=1):
+        row = earlier.rows.get((method, scope, level))
+        if row is None and (method, scope, level) not in earlier.unreachable:
+            try:
                 row = sweeper.level(method, scope, level, max_layer_sparsity)
-                table.rows.append(row)
-                if progress:
-                    progress({"done": len(table.rows), "total": total, "row": row})
+            except UnreachableLevel as exc:  # recorded; the other levels are still measured
+                earlier.unreachable[method, scope, level] = {"method": method, "scope": scope, "sparsity": level,
+                                                             "reason": str(exc)}  # fmt: skip
+        if row is None:
+            table.extra.setdefault("unreachable", []).append(earlier.unreachable[method, scope, level])
+        else:
+            table.rows.append(row)
+        if checkpoint:
+            checkpoint(table)
+        if progress and row is not None:
+            progress({"done": finished, "total": total, "row": row})
     return table
+
+
+@dataclass
+class _Earlier:
+    """What an interrupted sweep measured: its rows and its unreachable levels, by (method, scope, level)."""
+
+    rows: dict[tuple[str, str, float], ResultRow]
+    unreachable: dict[tuple[str, str, float], dict]
+
+    @classmethod
+    def of(cls, done: ResultTable | None) -> _Earlier:
+        rows = {(r.method, r.scope, r.sparsity): r for r in done.rows} if done else {}
+        records = done.extra.get("unreachable", []) if done else []
+        return cls(rows, {(u["method"], u["scope"], u["sparsity"]): u for u in records})
 
 
 def trade_off(table: ResultTable, max_drop: float, method: str | None = None, scope: str | None = None) -> dict:

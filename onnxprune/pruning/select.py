@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from onnxprune.errors import ConfigError
+from onnxprune.errors import ConfigError, UnreachableLevel
 from onnxprune.options import DEFAULT_MAX_LAYER_SPARSITY, check_sparsity
 from onnxprune.options import check_scope as check_scope_name
 
@@ -167,7 +167,7 @@ def select_global(
         for name in over:
             capped[name] = caps[name]
         if len(capped) == len(scores):
-            raise ConfigError(
+            raise UnreachableLevel(
                 f"global sparsity {sparsity} cannot be reached with no layer above {max_layer_sparsity:.0%}; "
                 "lower the sparsity or raise --max-layer-sparsity"
             )
