@@ -9,6 +9,7 @@ import fixtures
 import numpy as np
 import pytest
 import scipy.io
+from conftest import shared_path
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -170,7 +171,7 @@ def test_sweep_and_plot_cli(fixture_model, tmp_path):
     args = ["sweep", model, "--data", str(tmp_path / "d.npz"), "--from", "0", "--to", "0.6", "--step", "0.3"]
     result = CliRunner().invoke(app, args + ["--scope", "layer,global", "--out-dir", str(tmp_path / "sw")])
     assert result.exit_code == 0, result.output
-    assert "highest sparsity within 1.0%" in result.stdout
+    assert "highest sparsity within 1.0%" in result.stdout  # the curves' table
     summary = json.loads((tmp_path / "sw" / "results.json").read_text())["extra"]["trade_off"]
     assert [(c["method"], c["scope"], c["units"]) for c in summary["curves"]] == [
         ("magnitude", "layer", "weights"), ("magnitude", "global", "weights")]  # fmt: skip
@@ -182,7 +183,7 @@ def test_sweep_and_plot_cli(fixture_model, tmp_path):
         )
         rows = [x for x in result.stdout.splitlines() if f"magnitude ({curve['scope']})" in x and "% of weights" in x]
         assert any(f"{curve['sparsity']:.1%} of weights" in row and knee in row for row in rows), result.stdout
-    assert f"knee of that curve {percent(summary['knee_sparsity'])}" in result.stdout.replace("\n", " ")
+    assert "no trade-off is chosen: the dense model's top-1" in " ".join(result.stdout.split())  # a random model
     assert "sparsity (% of weights)" in result.stdout
     assert_png(tmp_path / "sw" / "accuracy_vs_sparsity.png")
     assert json.loads((tmp_path / "sw" / "results.json").read_text())["extra"]["trade_off"]["max_drop"] == 0.01
@@ -215,10 +216,9 @@ def test_sensitivity_cli_writes_a_ratio_file_prune_reads(fixture_model, tmp_path
     assert json.loads(pruned.stdout)["prunable_sparsity"] == pytest.approx(0.5, abs=0.005)
 
 
-def test_prune_max_drop_chooses_the_sparsity(fixture_model, tmp_path):
-    pixels, labels = fixtures.class_images(60, size=16, classes=10)
-    np.savez(tmp_path / "d.npz", x=pixels, y=labels)
-    args = ["prune", str(fixture_model("vgg_bn_torchscript")), "--max-drop", "0.05", "--data", str(tmp_path / "d.npz")]
+def test_prune_max_drop_chooses_the_sparsity(tmp_path):
+    mlp = shared_path("models/matlab/nln_logsig_200_100_50.onnx")  # a trained model: a baseline far from chance
+    args = ["prune", str(mlp), "--max-drop", "0.05", "--data", str(shared_path("data/mnist")), "--limit", "600"]
     result = CliRunner().invoke(app, args + ["--sparsities", "0:0.2:0.8", "-o", str(tmp_path / "p.onnx")])
     assert result.exit_code == 0, result.output
     assert "trade-off (magnitude, scope lamp): " in result.stdout, "the note names the curve it chose on"
@@ -340,3 +340,40 @@ def test_an_interrupted_sweep_resumed_equals_an_uninterrupted_one(fixture_model,
         app, _sweep_args(model, tmp_path / "d.npz", tmp_path / "cut", *levels, "--resume", "--limit", "20")
     )
     assert other_data.exit_code == 2 and "--resume: the sweep in" in other_data.output and "limit" in other_data.output
+
+
+def test_max_drop_refuses_a_baseline_near_chance(tmp_path):
+    """Issue 27: resnet_2b without --mean/--std scores ~20%; --max-drop chose 85% "within 1%" of it."""
+    model = shared_path("models/pytorch/resnet_2b_cifar10.onnx")
+    args = ["prune", str(model), "--max-drop", "0.01", "--data", str(shared_path("data/cifar10/test.zip")),
+            "--limit", "300", "-o", str(tmp_path / "p.onnx")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "--max-drop chooses by accuracy, but the dense model's top-1" in result.stderr
+    assert "near chance" in result.stderr and "--mean/--std" in result.stderr
+    assert not (tmp_path / "p.onnx").exists()
+
+
+def test_a_sweep_near_chance_keeps_its_curves_and_chooses_nothing(fixture_model, tmp_path):
+    pixels, labels = fixtures.class_images(40, size=16, classes=10)
+    np.savez(tmp_path / "d.npz", x=pixels, y=labels)
+    args = _sweep_args(str(fixture_model("vgg_bn_torchscript")), tmp_path / "d.npz", tmp_path / "sw", "--sparsities",
+                       "0,0.5")  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    choice = json.loads(result.stdout)["trade_off"]
+    assert choice["near_chance"].startswith("no trade-off is chosen: the dense model's top-1")
+    assert len(results.read(tmp_path / "sw").rows) == 2
+    shown = CliRunner().invoke(app, [a for a in args if a != "--json"])  # the table as printed
+    assert "no trade-off is chosen" in " ".join(shown.stdout.split())
+
+
+def test_a_sweep_of_a_trained_model_states_its_trade_off(tmp_path):
+    mlp = shared_path("models/matlab/nln_logsig_200_100_50.onnx")
+    args = ["sweep", str(mlp), "--data", str(shared_path("data/mnist")), "--limit", "600", "--sparsities",
+            "0,0.3,0.6,0.9", "--max-drop", "0.3", "-o", str(tmp_path / "sw")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = results.read(tmp_path / "sw").extra["trade_off"]
+    assert "near_chance" not in summary
+    assert f"knee of that curve {percent(summary['knee_sparsity'])}" in " ".join(result.stdout.split())

@@ -157,6 +157,9 @@ def sweep(
         table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress,
                             calibration=calibration, checkpoint=writer.update, done=done)  # fmt: skip
     choice = trade_off(table, max_drop)
+    chance = chance_note(table.baseline_accuracy, model.num_classes or len(dataset.classes))
+    if chance:  # a choice on a baseline near chance would choose on noise: the curves stay, the choice goes
+        choice["near_chance"] = f"no trade-off is chosen: the dense model's {chance}"
     table.extra["trade_off"] = choice
     notes += [f"{u['method']} ({u['scope']}) at {u['sparsity']:g}: not reached: {u['reason']}"
               for u in table.extra.get("unreachable", [])]  # fmt: skip
@@ -169,7 +172,7 @@ def sweep(
         emit_json({"baseline_top1": table.baseline_accuracy, "trade_off": choice, "rows": rows,
                    "results": written, "figure": figure, "report": page, "notes": notes})  # fmt: skip
         return
-    _print_notes([*notes, chance_note(table.baseline_accuracy, model.num_classes or len(dataset.classes))])
+    _print_notes(notes)
     _print_sweep(table, choice)
     console().print(f"wrote {', '.join(str(p) for p in written.values())}, {figure} and {page}")
 
@@ -274,6 +277,8 @@ def _print_sweep(table: ResultTable, choice: dict | None) -> None:
 
 
 def _trade_off_line(choice: dict, budget: str) -> str:
+    if choice.get("near_chance"):
+        return choice["near_chance"]
     if choice["method"] is None:
         return f"no level of any curve stays within {budget} of it"
     mixed = len({curve["units"] for curve in choice["curves"]}) > 1

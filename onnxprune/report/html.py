@@ -164,7 +164,9 @@ def _results(document: dict, folder: Path) -> str:
         parts.append(_schedule(document, extra, folder, run))
     else:
         rows = document.get("rows", [])
-        if kind == "sweep" and extra.get("trade_off"):
+        if kind == "sweep" and extra.get("trade_off", {}).get("near_chance"):
+            parts.append(f"<p>{html.escape(extra['trade_off']['near_chance'])}</p>")
+        elif kind == "sweep" and extra.get("trade_off"):
             choice = extra["trade_off"]
             curve = f" ({choice['method']}, {choice.get('scope')})" if choice.get("method") else ""
             chosen = f"{100 * choice['sparsity']:.1f}%{curve}"

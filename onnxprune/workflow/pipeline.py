@@ -30,6 +30,7 @@ from onnxprune.pruning.methods import check_schedule, default_scope, traits
 if TYPE_CHECKING:
     from onnxprune.graph.model import Model
     from onnxprune.pruning.oneshot import PruneResult
+    from onnxprune.workbench.data import Dataset, Preprocess
     from onnxprune.workflow.schedule import ScheduleResult
 
 Progress = Callable[[dict], None]
@@ -285,6 +286,7 @@ def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress
     calibration = None
     if prune.reconstruct:  # the levels are measured on samples their layers were not solved on
         calibration, dataset = calibration_split(dataset, seed=prune.seed)
+    _refuse_near_chance(model, dataset, preprocess, "--max-drop")
     levels = list(options.levels) if options.levels else grid(0.0, 0.95, 0.05)
     table = sweep(model, dataset, preprocess, levels, [prune.method], [prune.scope, other], prune.max_layer_sparsity,
                   progress=level_progress, calibration=calibration)  # fmt: skip
@@ -295,6 +297,16 @@ def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress
         )
     other_choice = {**trade_off(table, options.max_drop, scope=other), "scope": other}  # its scope, even if empty
     return {**choice, "baseline": table.baseline_accuracy, "other": other_choice}
+
+
+def _refuse_near_chance(model: Model, dataset: Dataset, preprocess: Preprocess, option: str) -> None:
+    """Refuse an accuracy-based choice whose dense baseline is near chance: it would choose on noise."""
+    from onnxprune.workbench.evaluate import chance_note, evaluate
+
+    top1 = evaluate(model, dataset, preprocess).top1
+    note = chance_note(top1, model.num_classes or len(dataset.classes))
+    if note:
+        raise ConfigError(f"{option} chooses by accuracy, but the dense model's {note}")
 
 
 def _trade_off_note(prune: PruneOptions, choice: dict, max_drop: float) -> str:
