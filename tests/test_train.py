@@ -181,6 +181,31 @@ def test_prune_cli_with_data_runs_omp(fixture_model, tmp_path):
     names = sorted(p.name for p in (tmp_path / "o").iterdir())
     assert any(n.startswith("omp_unstructured_0.50_acc_") for n in names)
     assert {"results.json", "results.csv", "run.json", "round_1.onnx"} <= set(names)
+    held_out = json.loads((tmp_path / "o" / "results.json").read_text())["extra"]["val_samples"]
+    assert 0 < held_out <= 6  # the default split holds out 20%, stratified by class
+    assert f"top-1 on {held_out} validation images" in result.stdout, "issue 27: the split's size is shown"
+    assert "validation images" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_a_worse_fine_tuned_round_is_set_aside_only_beyond_sampling_noise():
+    """Issue 27: on 60 images, 100% -> 98.33% (one image) discarded the fine-tuning."""
+    from onnxprune.workflow.schedule import sampling_noise
+
+    assert sampling_noise(1.0, 60) > 1 / 60  # one image of 60 is within the noise
+    assert sampling_noise(0.5, 10_000) == pytest.approx(0.01)  # two standard errors
+    assert sampling_noise(0.9, 10_000) < sampling_noise(0.9, 100)
+
+
+def test_a_result_far_below_dense_after_fine_tuning_gets_a_note_with_what_to_try(tmp_path):
+    from onnxprune.workflow.pipeline import _far_below_dense
+    from onnxprune.workflow.schedule import ScheduleResult
+
+    schedule = ScheduleOptions(PruneOptions(0.4, method="l1-filter"), train=TrainOptions(epochs=1))
+    far = ScheduleResult(tmp_path, [], 0.8767, None, 0.3367, val_samples=300)
+    note = _far_below_dense(far, schedule, train_samples=500)
+    assert note.startswith("after fine-tuning, top-1 33.67% is 54.0 points below the dense 87.67% (on 300 validation")
+    assert "more training data (this run had 500 images)" in note and "a lower --sparsity than 0.4" in note
+    assert _far_below_dense(ScheduleResult(tmp_path, [], 0.8767, None, 0.85, val_samples=300), schedule, 500) is None
 
 
 def test_prune_cli_resume_on_other_model_is_one_line(fixture_model, tmp_path):

@@ -382,7 +382,8 @@ def _print_prune_report(report: PruneReport) -> None:
 
 
 def _print_rounds(result: ScheduleResult) -> None:
-    table = Table("round", "target", "sparsity", "top-1 pruned", "top-1 fine-tuned", "loss", "seconds")
+    on = f"top-1 on {result.val_samples} validation images" if result.val_samples else "no validation data"
+    table = Table("round", "target", "sparsity", "top-1 pruned", "top-1 fine-tuned", "loss", "seconds", title=on)
     if result.baseline_top1 is not None:
         table.add_row("dense", "0%", "-", "", f"{result.baseline_top1:.2%}", "", "")
     for record in result.rounds:
@@ -396,11 +397,13 @@ def _print_rounds(result: ScheduleResult) -> None:
             f"{record.seconds:.1f}",
         )
     console().print(table)
-    worse = [str(record.round) for record in result.rounds if record.kept == "pruned"]
+    worse = [record for record in result.rounds if record.kept == "pruned"]
     if worse:
+        margin = max(record.keep_margin or 0.0 for record in worse)
         console().print(
-            f"note: in round(s) {', '.join(worse)} fine-tuning ended below the pruned model's accuracy, "
-            "which was kept; try a lower --lr"
+            f"note: in round(s) {', '.join(str(record.round) for record in worse)} fine-tuning ended below the "
+            f"pruned model's accuracy by more than the sampling noise of the {result.val_samples} validation images "
+            f"({margin:.1%}): the pruned model was kept; try a lower --lr"
         )
 
 
@@ -422,7 +425,7 @@ def _prune_summary(report: PruneReport) -> dict:
         result = report.schedule
         summary.update(
             folder=str(result.folder), baseline_top1=result.baseline_top1, final_top1=result.final_top1,
-            rounds=[dataclasses.asdict(record) for record in result.rounds],
+            val_samples=result.val_samples, rounds=[dataclasses.asdict(record) for record in result.rounds],
         )  # fmt: skip
         return summary
     result = report.result

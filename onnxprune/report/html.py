@@ -194,6 +194,7 @@ def _schedule(document: dict, extra: dict, folder: Path, run: dict | None) -> st
     last = rounds[-1] if rounds else {}
     items = [("dense top-1", _percent(document.get("baseline_accuracy"))[0]),  # "-" when not measured
              ("final top-1", _percent(final.get("top1"))[0]),
+             ("validation images", str(extra.get("val_samples") or "-")),  # what every top-1 is measured on
              ("sparsity", f"{100 * last.get('sparsity', 0):.1f}%"),
              ("parameters removed", f"{100 * last.get('params_removed', 0):.1f}%"),
              ("MACs removed", f"{100 * last.get('macs_removed', 0):.1f}%"),

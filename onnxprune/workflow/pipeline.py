@@ -296,7 +296,7 @@ def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress
             f"no sparsity level keeps accuracy within {options.max_drop} of the dense model; raise --max-drop"
         )
     other_choice = {**trade_off(table, options.max_drop, scope=other), "scope": other}  # its scope, even if empty
-    return {**choice, "baseline": table.baseline_accuracy, "other": other_choice}
+    return {**choice, "baseline": table.baseline_accuracy, "samples": len(dataset), "other": other_choice}
 
 
 def _refuse_near_chance(model: Model, dataset: Dataset, preprocess: Preprocess, option: str) -> None:
@@ -319,7 +319,8 @@ def _trade_off_note(prune: PruneOptions, choice: dict, max_drop: float) -> str:
     )
     return (
         f"trade-off ({prune.method}, scope {prune.scope}): {choice['sparsity']:.1%} of the {choice['units']} keeps "
-        f"top-1 {choice['accuracy']:.2%} within {max_drop:.1%} of the dense {choice['baseline']:.2%}; "
+        f"top-1 {choice['accuracy']:.2%} within {max_drop:.1%} of the dense {choice['baseline']:.2%} (on all "
+        f"{choice['samples']} images of --data); "
         f"with --scope {other['scope']} the same sweep {reaches}"
     )
 
@@ -367,6 +368,8 @@ def _scheduled(
 
     chance = chance_note(result.baseline_top1, model.num_classes or (len(held_out.classes) if held_out else 0))
     notes.extend([chance] if chance else [])
+    far = _far_below_dense(result, schedule, len(train) if train is not None else 0)
+    notes.extend([far] if far and not chance else [])
     notes.append(f"checkpoints, results.json/.csv and report.html in {result.folder}")
     if options.output is None and not options.sparse_storage:  # the run's own final file is the output
         return PruneReport(
@@ -378,6 +381,25 @@ def _scheduled(
         output=output, mode="schedule", options=options, schedule=result, notes=[],
         sparse_initializers=moved, max_abs_diff=difference, bytes=model_file_size(output),
     )  # fmt: skip
+
+
+# a fine-tuned result this far below the dense model (absolute top-1) gets a note with what to try
+FAR_BELOW_DENSE = 0.10
+
+
+def _far_below_dense(result: ScheduleResult, schedule: ScheduleOptions, train_samples: int) -> str | None:
+    """A note when fine-tuning left the model far below the dense one: what to try next."""
+    if schedule.train.epochs == 0 or result.final_top1 is None or result.baseline_top1 is None:
+        return None
+    drop = result.baseline_top1 - result.final_top1
+    if drop <= FAR_BELOW_DENSE:
+        return None
+    return (
+        f"after fine-tuning, top-1 {result.final_top1:.2%} is {100 * drop:.1f} points below the dense "
+        f"{result.baseline_top1:.2%} (on {result.val_samples} validation images): try more training data (this "
+        f"run had {train_samples} images), more --finetune-epochs (it had {schedule.train.epochs}), or a lower "
+        f"--sparsity than {schedule.target:g}"
+    )
 
 
 def _write_final(final: Model, output: Path, sparse_storage: bool) -> tuple[list[str], float]:
