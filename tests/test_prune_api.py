@@ -170,7 +170,7 @@ def test_the_api_and_the_cli_write_identical_weights(fixture_model, tmp_path, fi
     for name, value in from_cli.items():
         np.testing.assert_array_equal(value, from_api[name], err_msg=name)
     if not api_options:
-        assert pruned.scope == "lamp" and "scope lamp: the measured default" in pruned.notes[0]
+        assert pruned.scope == "lamp" and "scope lamp: the default measured on reference models" in pruned.notes[0]
 
 
 def test_prune_refuses_an_unknown_option_naming_the_known_ones(fixture_model):

@@ -260,7 +260,7 @@ def prune_with(
     if options.scope is None:
         options = dataclasses.replace(options, scope=default_scope(options))
         if traits(options).kind == "unstructured" and not options.is_recipe:
-            notes.append(f"scope {options.scope}: the measured default for this case (set scope to choose)")
+            notes.append(f"scope {options.scope}: the default measured on reference models, not on this one")
     if options.reconstruct and inputs.data is None:
         raise ConfigError("--reconstruct solves each layer on samples: give --data")
     if options.is_recipe:
