@@ -400,3 +400,33 @@ def test_with_data_and_no_fine_tuning_the_scope_is_measured(tmp_path):
     chosen, explicit = onnxprune.load(tmp_path / "p.onnx"), onnxprune.load(tmp_path / "g.onnx")
     for layer in chosen.layers:
         np.testing.assert_array_equal(chosen.weight_array(layer), explicit.weight_array(layer))
+
+
+def test_sensitivity_checks_the_combined_allocation_on_held_out_samples(tmp_path):
+    """Issue 27: per-layer budgets of one point added up to 65.90% on cora_mnist_point (global: 97.10%)."""
+    from onnxprune.cli.common import evaluation_data
+    from onnxprune.cli.measure import HELD_OUT_FRACTION
+    from onnxprune.workbench.data import split
+
+    model = shared_path("models/matlab/cora_mnist_point.onnx")
+    data = ["--data", str(shared_path("data/mnist")), "--limit", "1500", "--flatten", "column"]
+    args = ["sensitivity", str(model), *data, "--target", "0.8", "--max-drop", "0.02", "-o", str(tmp_path / "r.yaml"),
+            "--out-dir", str(tmp_path / "s"), "--json"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    combined = json.loads(result.stdout)["combined"]
+    by_mix = {candidate["mix"]: candidate["top1"] for candidate in combined["candidates"]}
+    assert combined["within_budget"] and combined["baseline"] - combined["top1"] <= 0.02
+    assert combined["top1"] >= by_mix[0.0], "never below global magnitude's allocation at the target"
+    assert combined["top1"] > by_mix[1.0] + 0.05, "the per-layer allocation alone collapses; the check corrects it"
+    assert f"combined top-1 {combined['top1']:.2%}" in (tmp_path / "r.yaml").read_text()
+
+    pruned = CliRunner().invoke(app, ["prune", str(model), "--config", str(tmp_path / "r.yaml"), "--scope", "layer",
+                                      "-o", str(tmp_path / "p.onnx")])  # fmt: skip
+    assert pruned.exit_code == 0, pruned.output
+    written = onnxprune.load(tmp_path / "p.onnx")
+    assert 1 - written.layer_nonzero() / written.layer_total("numel") == pytest.approx(0.8, abs=1e-3)
+    preprocess, dataset = evaluation_data(written, shared_path("data/mnist"), 1500, None, None, None, "column")
+    _, held_out = split(dataset, HELD_OUT_FRACTION, seed=0)
+    top1 = evaluate(written, held_out, preprocess).top1
+    assert top1 == pytest.approx(combined["top1"], abs=1.5 / len(held_out)), "the YAML keeps what was measured"

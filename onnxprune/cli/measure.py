@@ -45,6 +45,7 @@ from onnxprune.errors import ConfigError
 
 if TYPE_CHECKING:
     from onnxprune.measure.bench import ModelBench
+    from onnxprune.measure.sweep import Allocation
     from onnxprune.results import ResultTable
 
 BENCH_BATCHES = "1,32"
@@ -175,6 +176,28 @@ def sweep(
     _print_notes(notes)
     _print_sweep(table, choice)
     console().print(f"wrote {', '.join(str(p) for p in written.values())}, {figure} and {page}")
+
+
+# sensitivity: the share of --data kept apart to measure the combined allocation on
+HELD_OUT_FRACTION = 0.3
+
+
+def _allocation_note(allocation: Allocation, max_drop: float) -> str | None:
+    """What the check of the combined allocation changed, or could not reach."""
+    if not allocation.within_budget:
+        return (
+            f"no blend of the per-layer allocation with global magnitude's stays within {max_drop:g} of the dense "
+            f"top-1 at this target; the best measured (mix {allocation.mix:g}) keeps {allocation.top1:.2%} of "
+            f"{allocation.baseline:.2%}: lower --target or raise --max-drop"
+        )
+    if allocation.mix < 1:
+        first = allocation.candidates[0]
+        return (
+            f"the per-layer budgets added up: together they kept {first['top1']:.2%} (dense "
+            f"{allocation.baseline:.2%}); blended with global magnitude's allocation (mix {allocation.mix:g}) "
+            f"they keep {allocation.top1:.2%}"
+        )
+    return None
 
 
 def file_digest(path: Path) -> str:
@@ -310,10 +333,11 @@ def sensitivity(
     """Prune one layer at a time to find the sensitive ones; write per-layer ratios reaching --target."""
     from onnxprune import results
     from onnxprune.graph.model import load
-    from onnxprune.measure.sweep import ratios_for_target, write_ratios
+    from onnxprune.measure.sweep import checked_allocation, write_ratios
     from onnxprune.measure.sweep import sensitivity as layer_sensitivity
     from onnxprune.options import check_sparsity
     from onnxprune.report import plots
+    from onnxprune.workbench.data import split
 
     if data is None:
         raise ConfigError("sensitivity needs --data")
@@ -321,32 +345,44 @@ def sensitivity(
     levels = level_options(sparsities, None, None, None, "0:0.1:0.9,0.95,0.98")
     model = load(model_path)
     preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
+    curves_on, held_out = split(dataset, HELD_OUT_FRACTION, seed=0)  # the whole is checked on samples apart
     with level_progress() as progress:
-        table = layer_sensitivity(model, dataset, preprocess, levels, progress=progress)
-    ratios = ratios_for_target(table, model, target, max_drop)
+        table = layer_sensitivity(model, curves_on, preprocess, levels, progress=progress)
+    allocation = checked_allocation(model, table, held_out, preprocess, target, max_drop)
+    ratios = allocation.ratios
     out_dir = out_dir or model_path.with_name(f"{model_path.stem}_sensitivity")
     output = output or out_dir / "ratios.yaml"
     table.extra["ratios"] = ratios
+    table.extra["combined"] = dataclasses.asdict(allocation)
     results.write(table, out_dir)
     figure = plots.sensitivity(table, out_dir / "sensitivity.png")
     sizes = {layer.name: layer.numel for layer in model.layers}
     reached = sum(ratios[n] * sizes[n] for n in ratios) / sum(sizes.values())
-    write_ratios(
-        ratios, output, f"onnxprune sensitivity: target {target}, per-layer budget {max_drop}; reaches {reached:.4f}"
+    combined = (
+        f"combined top-1 {allocation.top1:.2%} on {allocation.samples} held-out samples "
+        f"(dense {allocation.baseline:.2%}, budget {max_drop:g}{'' if allocation.within_budget else ', not met'}); "
+        f"mix {allocation.mix:g} of the sensitivity allocation with global magnitude's"
     )
+    write_ratios(
+        ratios, output,
+        f"onnxprune sensitivity: target {target}, per-layer budget {max_drop}; reaches {reached:.4f}\n# {combined}",
+    )  # fmt: skip
     from onnxprune.report.html import write_report
 
     page = write_report(out_dir)
+    notes = [*preprocess.notes, _allocation_note(allocation, max_drop)]
     if as_json:
         layers = [{"name": name, "weights": sizes[name], "ratio": ratio} for name, ratio in ratios.items()]
         emit_json({"ratios_file": output, "figure": figure, "folder": out_dir, "target": target, "reached": reached,
-                   "layers": layers, "report": page, "notes": list(preprocess.notes)})  # fmt: skip
+                   "combined": dataclasses.asdict(allocation), "layers": layers, "report": page,
+                   "notes": [note for note in notes if note]})  # fmt: skip
         return
-    _print_notes(preprocess.notes)
+    _print_notes([note for note in notes if note])
     summary = Table("layer", "weights", "ratio")
     for name, ratio in ratios.items():
         summary.add_row(name, f"{sizes[name]:,}", f"{ratio:.1%}")
     console().print(summary)
+    console().print(combined)
     if reached + 1e-6 < target:
         console().print(f"note: with {max_drop:.1%} per layer the ratios reach only {reached:.1%} of {target:.1%}")
     console().print(f"overall {reached:.2%}; wrote {output}, {figure}, results and {page.name} in {out_dir}")

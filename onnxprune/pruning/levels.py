@@ -85,6 +85,13 @@ class RankedModel:
         self._mask(layer, ranking, count)
         return count
 
+    def apply_ratios(self, method: str, ratios: dict[str, float]) -> None:
+        """Prune every layer to its own ratio by `method`'s ranking (as `prune --config` with those ratios)."""
+        self.restore()
+        ranking = self.ranking(method)
+        for name, ratio in ratios.items():
+            self._mask(name, ranking, int(round(ratio * ranking.scores[name].size)))
+
     def zeros(self) -> dict[str, int]:
         """Zero weights per prunable layer, as the model stands."""
         return {name: int((entry.module.weight == 0).sum()) for name, entry in self.torch_model.params.items()}
