@@ -154,19 +154,20 @@ def sweep(
     }  # fmt: skip
     done = _earlier_sweep(out_dir, identity) if resume else None
     writer = _SweepWriter(out_dir, identity)
-    with level_progress() as progress, writer.keeps_what_was_measured(len(levels) * len(methods) * len(scopes)):
-        table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress,
-                            calibration=calibration, checkpoint=writer.update, done=done)  # fmt: skip
-    choice = trade_off(table, max_drop)
-    chance = chance_note(table.baseline_accuracy, model.num_classes or len(dataset.classes))
-    if chance:  # a choice on a baseline near chance would choose on noise: the curves stay, the choice goes
-        choice["near_chance"] = f"no trade-off is chosen: the dense model's {chance}"
-    table.extra["trade_off"] = choice
-    notes += [f"{u['method']} ({u['scope']}) at {u['sparsity']:g}: not reached: {u['reason']}"
-              for u in table.extra.get("unreachable", [])]  # fmt: skip
-    written = writer.write(table)
-    figure = plots.accuracy_vs_sparsity([table], out_dir / "accuracy_vs_sparsity.png")
-    page = write_report(out_dir)
+    with writer.keeps_what_was_measured(len(levels) * len(methods) * len(scopes)):  # until the last write
+        with level_progress() as progress:
+            table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress,
+                                calibration=calibration, checkpoint=writer.update, done=done)  # fmt: skip
+        choice = trade_off(table, max_drop)
+        chance = chance_note(table.baseline_accuracy, model.num_classes or len(dataset.classes))
+        if chance:  # a choice on a baseline near chance would choose on noise: the curves stay, the choice goes
+            choice["near_chance"] = f"no trade-off is chosen: the dense model's {chance}"
+        table.extra["trade_off"] = choice
+        notes += [f"{u['method']} ({u['scope']}) at {u['sparsity']:g}: not reached: {u['reason']}"
+                  for u in table.extra.get("unreachable", [])]  # fmt: skip
+        written = writer.write(table)
+        figure = plots.accuracy_vs_sparsity([table], out_dir / "accuracy_vs_sparsity.png")
+        page = write_report(out_dir)
     if as_json:
         rows = [{"method": r.method, "scope": r.scope, "sparsity": r.sparsity, "accuracy": r.accuracy, "loss": r.loss,
                  "num_nonzero": r.num_nonzero} for r in table.rows]  # fmt: skip
