@@ -376,6 +376,8 @@ def test_a_sweep_of_a_trained_model_states_its_trade_off(tmp_path):
     assert result.exit_code == 0, result.output
     summary = results.read(tmp_path / "sw").extra["trade_off"]
     assert "near_chance" not in summary
+    assert results.read(tmp_path / "sw").extra["samples"] == 600  # issue 27: what every top-1 is measured on
+    assert "on 600 samples;" in " ".join(result.stdout.split())
     assert f"knee of that curve {percent(summary['knee_sparsity'])}" in " ".join(result.stdout.split())
 
 

@@ -297,7 +297,10 @@ def _print_sweep(table: ResultTable, choice: dict | None) -> None:
         curves.add_row(f"{curve['method']} ({curve['scope']})", f"{curve['sparsity']:.1%} of {curve['units']}",
                        f"{curve['accuracy']:.2%}", knee if curve["knee_sparsity"] is not None else "-")  # fmt: skip
     console().print(curves)
-    console().print(f"dense top-1 {table.baseline_accuracy:.2%}; {_trade_off_line(choice, budget)}", highlight=False)
+    on = f" on {table.extra['samples']} samples" if table.extra.get("samples") else ""
+    console().print(
+        f"dense top-1 {table.baseline_accuracy:.2%}{on}; {_trade_off_line(choice, budget)}", highlight=False
+    )
 
 
 def _trade_off_line(choice: dict, budget: str) -> str:

@@ -201,7 +201,11 @@ def sweep(
         units={frozenset({"channels"}): "channels", frozenset({"weights"}): "weights"}.get(
             frozenset(units), "weights (unstructured) or channels (structured)"
         ),
-        extra={"engine": sweeper.engine, **({"reconstructed_on": len(calibration)} if calibration is not None else {})},
+        extra={
+            "engine": sweeper.engine,
+            "samples": len(data),  # every top-1 of the table is measured on these
+            **({"reconstructed_on": len(calibration)} if calibration is not None else {}),
+        },  # fmt: skip
     )
     earlier = _Earlier.of(done)
     total = len(methods) * len(scopes) * len(levels)
@@ -318,7 +322,8 @@ def sensitivity(
     levels = check_levels(list(levels))
     sweeper = Sweeper(model, data, preprocess)
     baseline, _ = sweeper.evaluate()
-    table = ResultTable("sensitivity", str(model.path or "model"), list(sweeper.torch_model.params), baseline)
+    layers = list(sweeper.torch_model.params)
+    table = ResultTable("sensitivity", str(model.path or "model"), layers, baseline, extra={"samples": len(data)})
     total = len(table.layer_names) * len(levels)
     for name in sweeper.torch_model.params:
         for level in levels:

@@ -171,6 +171,7 @@ def _results(document: dict, folder: Path) -> str:
             curve = f" ({choice['method']}, {choice.get('scope')})" if choice.get("method") else ""
             chosen = f"{100 * choice['sparsity']:.1f}%{curve}"
             parts.append(_headline([("dense top-1", _percent(document.get("baseline_accuracy"))[0]),
+                                    ("samples", str(extra.get("samples") or "-")),
                                     ("highest sparsity within the budget", chosen),
                                     ("its top-1", _percent(choice.get("accuracy"))[0])]))  # fmt: skip
         if kind == "sensitivity" and extra.get("ratios"):
