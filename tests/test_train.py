@@ -95,6 +95,7 @@ def test_finetune_cli_writes_a_verified_model(fixture_model, tmp_path):
     result = CliRunner().invoke(app, args + ["--epochs", "1", "--batch-size", "8", "-o", str(output)])
     assert result.exit_code == 0, result.output
     assert "kept epoch 1 of 1" in result.stdout and output.exists()
+    assert "learning rate" in result.stdout and "scope" not in result.stdout, "finetune chooses no scope"
 
 
 def test_schedule_sparsities():

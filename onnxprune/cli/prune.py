@@ -549,10 +549,8 @@ def finetune(
         **pick({"lr": lr, "momentum": momentum, "optimizer": optimizer}, "lr", "momentum", "optimizer"),
     )  # fmt: skip
     unset = frozenset(name for name, value in (("optimizer", optimizer), ("lr", lr)) if value is None)
-    schedule, chosen = pipeline.measured_defaults(
-        ScheduleOptions(train=options), unset, preprocess.pixel_range == "0-255"
-    )  # the same measured optimizer and learning rate as prune's (no teacher here: distillation stays off)
-    options = schedule.train
+    # the same measured optimizer and learning rate as prune's (no teacher here: distillation stays off)
+    options, chosen = pipeline.measured_training(options, unset, preprocess.pixel_range == "0-255")
     notes = list(preprocess.notes) + chosen
     if not as_json:  # stdout holds only the JSON with --json
         for note in notes:

@@ -24,7 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from onnxprune.errors import ConfigError
-from onnxprune.options import ADAM_LR, DISTILL_WEIGHT, RAW_PIXEL_LR, SGD_LR, DataOptions, PruneOptions, ScheduleOptions
+from onnxprune.options import (
+    ADAM_LR,
+    DISTILL_WEIGHT,
+    RAW_PIXEL_LR,
+    SGD_LR,
+    DataOptions,
+    PruneOptions,
+    ScheduleOptions,
+    TrainOptions,
+)
 from onnxprune.pruning.methods import check_schedule, default_scope, traits
 
 if TYPE_CHECKING:
@@ -65,22 +74,32 @@ def measured_defaults(schedule: ScheduleOptions, unset: frozenset, raw_pixels: b
                 else f"scope {prune.scope}: the default measured on reference models for fine-tuning (set --scope)"
             )
     if fine_tunes:
-        changes = {}
-        if "optimizer" in unset and raw_pixels:
-            changes["optimizer"] = "adam"
-        optimizer = changes.get("optimizer", train.optimizer)
-        if "lr" in unset:
-            changes["lr"] = ADAM_LR if optimizer == "adam" else RAW_PIXEL_LR if raw_pixels else SGD_LR
-        if "distill_weight" in unset:
-            changes["distill_weight"] = DISTILL_WEIGHT
-        train = dataclasses.replace(train, **changes)
-        inputs = "raw 0-255 inputs" if raw_pixels else "normalised inputs"
-        notes.append(
-            f"{inputs}: {train.optimizer} at learning rate {train.lr:g}"
-            + (f", distilling from the dense model (weight {train.distill_weight:g})" if train.distill_weight else "")
-            + " (measured defaults: the options choose otherwise)"
-        )
+        train, training_notes = measured_training(train, unset, raw_pixels)
+        notes += training_notes
     return dataclasses.replace(schedule, prune=prune, train=train), notes
+
+
+def measured_training(train: TrainOptions, unset: frozenset, raw_pixels: bool) -> tuple[TrainOptions, list[str]]:
+    """The fine-tuning defaults measured best (`measured_defaults`), for the options in `unset`; and their note.
+
+    `onnxprune finetune` uses this alone: it has no scope to choose.
+    """
+    changes = {}
+    if "optimizer" in unset and raw_pixels:
+        changes["optimizer"] = "adam"
+    optimizer = changes.get("optimizer", train.optimizer)
+    if "lr" in unset:
+        changes["lr"] = ADAM_LR if optimizer == "adam" else RAW_PIXEL_LR if raw_pixels else SGD_LR
+    if "distill_weight" in unset:
+        changes["distill_weight"] = DISTILL_WEIGHT
+    train = dataclasses.replace(train, **changes)
+    inputs = "raw 0-255 inputs" if raw_pixels else "normalised inputs"
+    note = (
+        f"{inputs}: {train.optimizer} at learning rate {train.lr:g}"
+        + (f", distilling from the dense model (weight {train.distill_weight:g})" if train.distill_weight else "")
+        + " (measured defaults: the options choose otherwise)"
+    )
+    return train, [note]
 
 
 @dataclass(frozen=True)
