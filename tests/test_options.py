@@ -67,6 +67,7 @@ PROBES = {
     "--optimizer": ["--optimizer", "sgd"],  # the fixture takes raw 0-255 pixels: adam is its default
     "--distill-temperature": ["--distill-temperature", "2"],
     "--reconstruct": ["--reconstruct"],
+    "--no-reconstruct": ["--no-reconstruct"],
 }
 # options whose effect needs a state no single run has; each is tested where named
 ELSEWHERE = {

@@ -267,11 +267,18 @@ def test_max_drop_sweeps_with_reconstruction(tmp_path):
     assert "reconstructed 4 layer(s)" in outcome.output and (tmp_path / "m.onnx").exists()
 
 
-def test_a_prune_with_data_and_no_fine_tuning_suggests_reconstruction(tmp_path):
+def test_with_data_and_nothing_trained_reconstruction_is_measured_and_chosen(tmp_path):
+    """Issue 27: whether to reconstruct is measured on the model, not only suggested; the user decides over it."""
     mlp = shared_path("models/matlab/nln_logsig_200_100_50.onnx")
-    base = ["prune", str(mlp), "--sparsity", "0.8", "--data", str(shared_path("data/mnist")), "--limit", "400"]
-    plain = runner.invoke(app, [*base, "-o", str(tmp_path / "a.onnx"), "--out-dir", str(tmp_path / "a")])
-    assert plain.exit_code == 0 and "note: nothing fine-tunes this model: --reconstruct would solve" in plain.output
-    tuned = runner.invoke(app, [*base, "--finetune-epochs", "1", "-o", str(tmp_path / "b.onnx"),
-                                "--out-dir", str(tmp_path / "b")])  # fmt: skip
-    assert tuned.exit_code == 0 and "--reconstruct would solve" not in tuned.output
+    base = ["prune", str(mlp), "--sparsity", "0.8", "--data", str(shared_path("data/mnist")), "--limit", "1500"]
+    chosen = runner.invoke(app, [*base, "-o", str(tmp_path / "a.onnx"), "--out-dir", str(tmp_path / "a")])
+    assert chosen.exit_code == 0, chosen.output
+    text = " ".join(chosen.output.split())
+    assert "note: reconstruction measured at 80% (scope lamp) on 988 samples:" in text
+    assert ": reconstructing;" in text and "note: round 1: reconstructed 4 layer(s)" in text
+    assert "--reconstruct would solve" not in text, "measured, not suggested"
+    declined = runner.invoke(app, [*base, "--no-reconstruct", "-o", str(tmp_path / "b.onnx"), "--out-dir",
+                                   str(tmp_path / "b")])  # fmt: skip
+    assert declined.exit_code == 0 and "reconstruct" not in declined.output.replace("--no-reconstruct", "")
+    tuned = runner.invoke(app, [*base, "--finetune-epochs", "1", "--no-reconstruct", "-o", str(tmp_path / "c.onnx")])
+    assert tuned.exit_code == 2 and "--no-reconstruct has no effect here" in tuned.stderr

@@ -139,13 +139,14 @@ def prune(
     ] = None,
     rewind: Annotated[bool, typer.Option("--rewind", help="reset surviving weights to their original values")] = False,
     reconstruct: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--reconstruct",
+            "--reconstruct/--no-reconstruct",
             help="re-solve each layer's kept weights on 512 samples of --data so that it reproduces the dense "
-            "layer's outputs (least squares; no labels used; the masks and channels removed stay)",
+            "layer's outputs (least squares; no labels used; the masks and channels removed stay) "
+            "(default: with --data and nothing trained, measured on the model)",
         ),
-    ] = False,
+    ] = None,
     out_dir: Annotated[Path | None, typer.Option(help="folder for checkpoints and results (with --data)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue the run in --out-dir")] = False,
     batch_size: Annotated[
@@ -240,6 +241,8 @@ def prune(
     Every option acts in every mode it is accepted in; one that would have no effect is refused.
     """
     given = {name: value for name, value in locals().items() if value is not None and value is not False}
+    if reconstruct is False:  # --no-reconstruct: given, and False
+        given["reconstruct"] = False
     options = _prune_run_options(given)
     from onnxprune.workflow.pipeline import run
 
@@ -336,6 +339,11 @@ def _prune_run_options(given: dict) -> RunOptions:
     for option, refused, why in _prune_refusals(given, options):
         if refused and option.lstrip("-").replace("-", "_") in given:
             raise ConfigError(f"{option} has no effect here: {why}")
+    if given.get("reconstruct") is False and not options.chooses_reconstruction(ignore_given=True):
+        raise ConfigError(
+            "--no-reconstruct has no effect here: reconstruction is chosen only for a prune with --data and "
+            "nothing trained (magnitude or filter norms, no --config, --skip-first/last or --max-drop)"
+        )
     return options
 
 

@@ -142,10 +142,14 @@ class Sweeper:
         return top1, loss
 
     def level(
-        self, method: str, scope: str, sparsity: float, max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY
-    ) -> ResultRow:
-        """Set the weights to `method`/`scope` at `sparsity` (from the stored ranking) and evaluate."""
-        self.levels.apply(method, scope, sparsity, max_layer_sparsity)
+        self, method: str, scope: str, sparsity: float, max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY,
+        reconstruct: bool = True,
+    ) -> ResultRow:  # fmt: skip
+        """Set the weights to `method`/`scope` at `sparsity` (from the stored ranking) and evaluate.
+
+        With calibration samples, the level is reconstructed on them unless `reconstruct` is False.
+        """
+        self.levels.apply(method, scope, sparsity, max_layer_sparsity, solve=reconstruct)
         zeros = self.levels.zeros()
         top1, loss = self.evaluate()
         originals = self.levels.originals

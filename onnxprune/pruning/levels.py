@@ -64,9 +64,13 @@ class RankedModel:
                 tensor.copy_(original)
 
     def apply(
-        self, method: str, scope: str, sparsity: float, max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY
-    ) -> None:
-        """Set the weights to `method` in `scope` at `sparsity`, from the stored ranking (reconstructed if asked)."""
+        self, method: str, scope: str, sparsity: float, max_layer_sparsity: float = DEFAULT_MAX_LAYER_SPARSITY,
+        solve: bool = True,
+    ) -> None:  # fmt: skip
+        """Set the weights to `method` in `scope` at `sparsity`, from the stored ranking.
+
+        With calibration samples (and `solve`), the kept weights are solved again on them.
+        """
         chosen = get_method(method)
         select.check_scope(scope, method, chosen.granularity)
         self.restore()
@@ -74,7 +78,7 @@ class RankedModel:
             self._apply_channels(method, scope, sparsity, max_layer_sparsity)
         else:
             self._apply_weights(method, scope, sparsity, max_layer_sparsity)
-        if self.calibration is not None and sparsity > 0:
+        if self.calibration is not None and solve and sparsity > 0:
             reconstruct(self.torch_model, self.reference, self.calibration)
 
     def apply_to_layer(self, method: str, layer: str, sparsity: float) -> int:

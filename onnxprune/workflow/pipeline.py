@@ -46,7 +46,7 @@ Progress = Callable[[dict], None]
 
 # The training options a user may leave to onnxprune; `measured_defaults` chooses them
 # (benchmarks/versus_anchors.py). The scope left unset is None in `PruneOptions`: `default_scope`.
-CHOSEN = frozenset({"optimizer", "lr", "distill_weight"})
+CHOSEN = frozenset({"optimizer", "lr", "distill_weight", "reconstruct"})
 
 
 def measured_defaults(schedule: ScheduleOptions, unset: frozenset, raw_pixels: bool) -> tuple[ScheduleOptions, list]:
@@ -159,6 +159,13 @@ class RunOptions:
                 "a one-shot prune writes only -o"
             )
 
+    def chooses_reconstruction(self, ignore_given: bool = False) -> bool:
+        """True when the run measures whether to reconstruct (`_measured_choices`): data, nothing trained.
+
+        `ignore_given`: whether it would, had --reconstruct/--no-reconstruct not been given.
+        """
+        return (ignore_given or "reconstruct" in self.unset) and _measurable(self)
+
     @property
     def has_data(self) -> bool:
         """True when samples were given (`data` with a path)."""
@@ -230,12 +237,8 @@ def run(
     model_path = Path(model_path)
     model = load(model_path)  # a missing or corrupt file fails here, before anything else
     notes: list[str] = []
-    measured = _measured_scope(model, options)
-    if measured is not None:
-        scope, note = measured
-        prune = dataclasses.replace(options.schedule.prune, scope=scope)
-        options = dataclasses.replace(options, schedule=dataclasses.replace(options.schedule, prune=prune))
-        notes.append(note)
+    options, measured = _measured_choices(model, options)
+    notes.extend(measured)
     if options.unset or options.schedule.prune.scope is None:
         schedule, chosen = measured_defaults(options.schedule, options.unset, _raw_pixels(model, options.data))
         options = dataclasses.replace(options, schedule=schedule, unset=frozenset())
@@ -271,53 +274,91 @@ def run(
 CANDIDATE_SCOPES = {"weight": ("lamp", "global", "layer"), "channel": ("layer", "global")}
 
 
-def _measured_scope(model: Model, options: RunOptions) -> tuple[str, str] | None:
-    """With data and nothing trained: the candidate scope of best top-1 at the requested sparsity.
-
-    Each candidate is set from one ranking (`onnxprune.pruning.levels`) and evaluated on the
-    validation samples the run will use. None where the scope is given or nothing is measured:
-    fine-tuning (the accuracy before it does not rank the scopes after it: VGG13 at 80%, LAMP leads
-    by 10-27 points before one epoch and trails global by 0.7 after), a recipe, `--max-drop` (its
-    sweep compares scopes itself), a method that scores on data or selects in rounds, per-layer
-    ratios or skipped layers, and `--reconstruct`.
-    """
-    from onnxprune.errors import UnreachableLevel
-    from onnxprune.measure.sweep import Sweeper
+def _measurable(options: RunOptions) -> bool:
+    """Whether candidates can be measured for this run: data, nothing trained, one plain method."""
     from onnxprune.pruning.methods import get_method
-    from onnxprune.workbench.data import prepare
 
     schedule, prune = options.schedule, options.schedule.prune
     trains = schedule.train.epochs > 0 or schedule.sparsity_epochs > 0 or schedule.iterations > 1
-    if prune.scope is not None or not options.has_data or options.max_drop is not None or trains:
-        return None
-    if prune.is_recipe or prune.config or prune.skip_first or prune.skip_last or prune.reconstruct:
-        return None
+    if not options.has_data or options.max_drop is not None or trains or options.resume:
+        return False
+    if prune.is_recipe or prune.config or prune.skip_first or prune.skip_last:
+        return False
     method = get_method(prune.method)
-    if method.needs_data or method.loop is not None:
-        return None
+    return not method.needs_data and method.loop is None
+
+
+def _measured_choices(model: Model, options: RunOptions) -> tuple[RunOptions, list[str]]:
+    """With data and nothing trained: the scope and whether to reconstruct, measured on the model.
+
+    Each candidate scope is set at the requested sparsity from one ranking (`onnxprune.pruning.levels`)
+    and evaluated on the samples of --data (--val when given), less 512 held out to reconstruct on;
+    the best is used. Reconstruction of the best is then measured the same way, and chosen when it
+    gains more than the samples' sampling noise. Nothing is measured where the user chose, where
+    training follows (the accuracy before it does not rank the candidates after it: VGG13 at 80%,
+    LAMP leads by 10-27 points before one epoch and trails global by 0.7 after), for a recipe,
+    `--max-drop` (its sweep compares scopes itself), a method that scores on data or selects in
+    rounds, per-layer ratios or skipped layers.
+    """
+    from onnxprune.errors import DataError, UnreachableLevel
+    from onnxprune.measure.sweep import Sweeper
+    from onnxprune.pruning.methods import get_method
+    from onnxprune.pruning.reconstruct import calibration_split
+    from onnxprune.workbench.data import prepare
+    from onnxprune.workflow.schedule import sampling_noise
+
+    prune = options.schedule.prune
+    scope_open, reconstruct_open = prune.scope is None, options.chooses_reconstruction()
+    if not _measurable(options) or not (scope_open or reconstruct_open):
+        return options, []
     preprocess, _, validation = prepare(model, options.data, 0.0)
-    sweeper = Sweeper(model, validation, preprocess, engine="torch")
-    measured = {}
-    for scope in CANDIDATE_SCOPES[method.granularity]:
+    calibration = None
+    if reconstruct_open:
         try:
-            measured[scope] = sweeper.level(prune.method, scope, prune.sparsity, prune.max_layer_sparsity).accuracy
+            calibration, validation = calibration_split(validation, seed=prune.seed)
+        except DataError:  # too few samples to hold some out: reconstruction is not measured
+            reconstruct_open = False
+    sweeper = Sweeper(model, validation, preprocess, engine="torch", calibration=calibration)
+    granularity = get_method(prune.method).granularity
+    measured = {}
+    for scope in CANDIDATE_SCOPES[granularity] if scope_open else (prune.scope,):
+        try:
+            measured[scope] = sweeper.level(prune.method, scope, prune.sparsity, prune.max_layer_sparsity,
+                                            reconstruct=False).accuracy  # fmt: skip
         except UnreachableLevel:
             continue
     if not measured:
-        return None
+        return options, []
     best = max(measured, key=lambda scope: measured[scope])  # the first candidate on a tie
-    shown = ", ".join(f"{scope} {top1:.2%}" for scope, top1 in measured.items())
-    return best, (
-        f"scope {best}: measured best at {prune.sparsity:.0%} on the {len(validation)} samples of --data before "
-        f"any fine-tuning ({shown}); --scope chooses"
-    )
+    notes = []
+    if scope_open:
+        shown = ", ".join(f"{scope} {top1:.2%}" for scope, top1 in measured.items())
+        notes.append(f"scope {best}: measured best at {prune.sparsity:.0%} on {len(validation)} samples of --data "
+                     f"before any fine-tuning ({shown}); --scope chooses")  # fmt: skip
+    reconstruct = False
+    if reconstruct_open:
+        solved = sweeper.level(prune.method, best, prune.sparsity, prune.max_layer_sparsity).accuracy
+        margin = sampling_noise(measured[best], len(validation))
+        reconstruct = solved > measured[best] + margin
+        verdict = "reconstructing" if reconstruct else "not reconstructing (within the sampling noise)"
+        notes.append(
+            f"reconstruction measured at {prune.sparsity:.0%} (scope {best}) on {len(validation)} samples: "
+            f"{measured[best]:.2%} as pruned, {solved:.2%} with the kept weights solved again on "
+            f"{len(calibration)} others (noise {margin:.1%}): {verdict}; --reconstruct/--no-reconstruct choose"
+        )
+    chosen = dataclasses.replace(prune, scope=best, reconstruct=reconstruct or prune.reconstruct)
+    unset = options.unset - {"reconstruct"}
+    return dataclasses.replace(
+        options, schedule=dataclasses.replace(options.schedule, prune=chosen), unset=unset
+    ), notes
 
 
 def _could_reconstruct(options: RunOptions) -> bool:
     """Pruning with data and no training, without --reconstruct: where it would help most."""
     schedule = options.schedule
     trains = schedule.train.epochs > 0 or schedule.sparsity_epochs > 0  # gradual and --rewind need it too
-    return options.has_data and not schedule.prune.reconstruct and not trains
+    chosen = "reconstruct" not in options.unset  # given, or measured (`_measured_choices`)
+    return options.has_data and not schedule.prune.reconstruct and not trains and not chosen
 
 
 def _sparse_storage_note(model_path: Path, report: PruneReport) -> str:
