@@ -392,7 +392,7 @@ def test_with_data_and_no_fine_tuning_the_scope_is_measured(tmp_path):
     summary = json.loads(result.stdout)
     note = next(n for n in summary["notes"] if "measured best at 80%" in n)
     measured = {
-        part.split()[0]: float(part.split()[1].rstrip("%")) for part in note.split("(")[1].split(")")[0].split(", ")
+        part.split()[0]: float(part.split()[1].rstrip("%")) for part in note.split("(")[1].split(";")[0].split(", ")
     }
     assert set(measured) == {"lamp", "global", "layer"}
     assert summary["scope"] == max(measured, key=measured.get) == "global"

@@ -293,7 +293,8 @@ def _measured_choices(model: Model, options: RunOptions) -> tuple[RunOptions, li
 
     Each candidate scope is set at the requested sparsity from one ranking (`onnxprune.pruning.levels`)
     and evaluated on the samples of --data (--val when given), less 512 held out to reconstruct on;
-    the best is used. Reconstruction of the best is then measured the same way, and chosen when it
+    the best is used when it beats the reference default (the first candidate) by more than the
+    samples' sampling noise. Reconstruction of the best is then measured the same way, and chosen when it
     gains more than the samples' sampling noise. Nothing is measured where the user chose, where
     training follows (the accuracy before it does not rank the candidates after it: VGG13 at 80%,
     LAMP leads by 10-27 points before one epoch and trails global by 0.7 after), for a recipe,
@@ -330,11 +331,16 @@ def _measured_choices(model: Model, options: RunOptions) -> tuple[RunOptions, li
     if not measured:
         return options, []
     best = max(measured, key=lambda scope: measured[scope])  # the first candidate on a tie
+    reference = next(iter(measured))  # the default measured on the reference models
+    noise = sampling_noise(measured[reference], len(validation))
+    if measured[best] - measured[reference] <= noise:  # within the noise of these samples: the reference holds
+        best = reference
     notes = []
     if scope_open:
         shown = ", ".join(f"{scope} {top1:.2%}" for scope, top1 in measured.items())
-        notes.append(f"scope {best}: measured best at {prune.sparsity:.0%} on {len(validation)} samples of --data "
-                     f"before any fine-tuning ({shown}); --scope chooses")  # fmt: skip
+        verdict = "measured best" if best != reference else "kept: no candidate beats it beyond the sampling noise"
+        notes.append(f"scope {best}: {verdict} at {prune.sparsity:.0%} on {len(validation)} samples of --data "
+                     f"before any fine-tuning ({shown}; noise {noise:.1%}); --scope chooses")  # fmt: skip
     reconstruct = False
     if reconstruct_open:
         solved = sweeper.level(prune.method, best, prune.sparsity, prune.max_layer_sparsity).accuracy
