@@ -673,13 +673,15 @@ def class_coverage_note(dataset: Dataset, num_outputs: int | None) -> str | None
 
 
 def prepare(
-    model: Model, options: DataOptions, default_split: float = 0.0
+    model: Model, options: DataOptions, default_split: float = 0.0, loaded: dict | None = None
 ) -> tuple[Preprocess, Dataset | None, Dataset | None]:
     """(preprocess, training set, validation set) for a model and its `onnxprune.options.DataOptions`.
 
     Without a data path both sets are None (the preprocessing still follows the options). The
     validation set is `options.val`, else a seeded stratified split of `options.val_split` (or
-    `default_split`) of the data, else the data itself.
+    `default_split`) of the data, else the data itself. `loaded` (a dict a caller keeps) holds the
+    files read, so that a run preparing the same data twice (a measurement, then the prune) reads
+    and decodes them once.
     """
     preprocess = preprocess_for(model, options.pixel_range, options.mean, options.std, options.flatten or "row")
     if options.path is None:
@@ -687,7 +689,10 @@ def prepare(
     notes = []
 
     def read(path: str) -> Dataset:
-        dataset = load_data(path, size=preprocess.image_size)
+        key = (path, preprocess.image_size)
+        dataset = loaded[key] if loaded is not None and key in loaded else load_data(path, size=preprocess.image_size)
+        if loaded is not None:
+            loaded[key] = dataset
         if options.first is not None:  # archive order, for users who need it
             dataset = dataset.subset(np.arange(min(options.first, len(dataset))), f" (first {options.first})")
         elif options.limit is not None and options.limit < len(dataset):

@@ -34,7 +34,7 @@ from onnxprune.options import (
     ScheduleOptions,
     TrainOptions,
 )
-from onnxprune.pruning.methods import check_schedule, default_scope, traits
+from onnxprune.pruning.methods import check_schedule, default_scope, get_method, traits
 
 if TYPE_CHECKING:
     from onnxprune.graph.model import Model
@@ -237,7 +237,8 @@ def run(
     model_path = Path(model_path)
     model = load(model_path)  # a missing or corrupt file fails here, before anything else
     notes: list[str] = []
-    options, measured = _measured_choices(model, options)
+    loaded: dict = {}  # the data files read once, for the measurements and the prune
+    options, measured = _measured_choices(model, options, loaded)
     notes.extend(measured)
     if options.unset or options.schedule.prune.scope is None:
         schedule, chosen = measured_defaults(options.schedule, options.unset, _raw_pixels(model, options.data))
@@ -245,7 +246,7 @@ def run(
         notes.extend(chosen)
     choice = None
     if options.max_drop is not None:
-        choice = _choose_sparsity(model, options, level_progress)
+        choice = _choose_sparsity(model, options, level_progress, loaded)
         prune = dataclasses.replace(options.schedule.prune, sparsity=choice["sparsity"])
         options = dataclasses.replace(options, schedule=dataclasses.replace(options.schedule, prune=prune))
         notes.append(_trade_off_note(prune, choice, options.max_drop))
@@ -262,7 +263,7 @@ def run(
         report = _one_shot(model, output, options)
     else:
         del model
-        report = _scheduled(model_path, output, options, progress, notes)
+        report = _scheduled(model_path, output, options, progress, notes, loaded)
     report.choice = choice
     report.notes = notes + report.notes
     if options.sparse_storage:
@@ -276,8 +277,6 @@ CANDIDATE_SCOPES = {"weight": ("lamp", "global", "layer"), "channel": ("layer", 
 
 def _measurable(options: RunOptions) -> bool:
     """Whether candidates can be measured for this run: data, nothing trained, one plain method."""
-    from onnxprune.pruning.methods import get_method
-
     schedule, prune = options.schedule, options.schedule.prune
     trains = schedule.train.epochs > 0 or schedule.sparsity_epochs > 0 or schedule.iterations > 1
     if not options.has_data or options.max_drop is not None or trains or options.resume:
@@ -288,7 +287,7 @@ def _measurable(options: RunOptions) -> bool:
     return not method.needs_data and method.loop is None
 
 
-def _measured_choices(model: Model, options: RunOptions) -> tuple[RunOptions, list[str]]:
+def _measured_choices(model: Model, options: RunOptions, loaded: dict) -> tuple[RunOptions, list[str]]:
     """With data and nothing trained: the scope and whether to reconstruct, measured on the model.
 
     Each candidate scope is set at the requested sparsity from one ranking (`onnxprune.pruning.levels`)
@@ -303,7 +302,6 @@ def _measured_choices(model: Model, options: RunOptions) -> tuple[RunOptions, li
     """
     from onnxprune.errors import DataError, UnreachableLevel
     from onnxprune.measure.sweep import Sweeper
-    from onnxprune.pruning.methods import get_method
     from onnxprune.pruning.reconstruct import calibration_split
     from onnxprune.workbench.data import prepare
     from onnxprune.workflow.schedule import sampling_noise
@@ -312,7 +310,7 @@ def _measured_choices(model: Model, options: RunOptions) -> tuple[RunOptions, li
     scope_open, reconstruct_open = prune.scope is None, options.chooses_reconstruction()
     if not _measurable(options) or not (scope_open or reconstruct_open):
         return options, []
-    preprocess, _, validation = prepare(model, options.data, 0.0)
+    preprocess, _, validation = prepare(model, options.data, 0.0, loaded)
     calibration = None
     if reconstruct_open:
         try:
@@ -391,7 +389,7 @@ def _raw_pixels(model: Model, data: DataOptions | None) -> bool:
     return preprocess_for(model, pixel_range).pixel_range == "0-255"
 
 
-def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress | None) -> dict:
+def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress | None, loaded: dict) -> dict:
     """Sweep the method in the run's scope and in the other of layer/global; the run's scope decides.
 
     Returns:
@@ -405,7 +403,7 @@ def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress
     prune = options.schedule.prune
     other = "global" if prune.scope == "layer" else "layer"
     evaluation = dataclasses.replace(options.data, val=None, val_split=None)
-    preprocess, dataset, _ = prepare(model, evaluation, 0.0)
+    preprocess, dataset, _ = prepare(model, evaluation, 0.0, loaded)
     calibration = None
     if prune.reconstruct:  # the levels are measured on samples their layers were not solved on
         calibration, dataset = calibration_split(dataset, seed=prune.seed)
@@ -465,7 +463,12 @@ def _one_shot(model: Model, output: Path, options: RunOptions) -> PruneReport:
 
 
 def _scheduled(
-    model_path: Path, output: Path, options: RunOptions, progress: Progress | None, notes: list[str]
+    model_path: Path,
+    output: Path,
+    options: RunOptions,
+    progress: Progress | None,
+    notes: list[str],
+    loaded: dict | None = None,
 ) -> PruneReport:
     from onnxprune.graph.model import check_output_path, load, model_file_size
     from onnxprune.workbench.data import prepare
@@ -478,7 +481,7 @@ def _scheduled(
     trains = schedule.train.epochs > 0 or traits(schedule.prune).needs_data or schedule.sparsity_epochs > 0
     # what the run fits (weights, scores, reconstructed layers) is measured on samples held out from it
     fits = trains or schedule.prune.reconstruct
-    preprocess, train, held_out = prepare(model, options.data or DataOptions(), 0.2 if fits else 0.0)
+    preprocess, train, held_out = prepare(model, options.data or DataOptions(), 0.2 if fits else 0.0, loaded)
     notes.extend(preprocess.notes)
     out_dir = Path(options.out_dir) if options.out_dir else output.with_name(
         f"{model_path.stem}_{schedule.name}_{schedule.target:.2f}"
