@@ -17,6 +17,17 @@ if TYPE_CHECKING:
     import onnx
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in blocks: what a resumed run checks it continues on the same model."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def temporary_path(output: Path) -> Path:
     """A new empty file beside `output` (hidden, `.tmp`), with the usual permissions."""
     try:

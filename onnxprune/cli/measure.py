@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -126,6 +127,7 @@ def sweep(
     Results are written as levels finish (kept on an error or Ctrl-C; --resume continues), and a
     level that cannot be reached is recorded and skipped.
     """
+    from onnxprune.files import file_digest
     from onnxprune.graph.model import load
     from onnxprune.measure.sweep import sweep as sweep_model
     from onnxprune.measure.sweep import trade_off
@@ -201,17 +203,6 @@ def _allocation_note(allocation: Allocation, max_drop: float) -> str | None:
     return None
 
 
-def file_digest(path: Path) -> str:
-    """The SHA-256 of a file, read in blocks (a resumed run must be of the same model)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _earlier_sweep(out_dir: Path, identity: dict) -> ResultTable:
     """The interrupted sweep in `out_dir`, checked to be of the same model and data."""
     from onnxprune import results
@@ -239,16 +230,12 @@ class _SweepWriter:
 
     def update(self, table: ResultTable) -> None:
         """Called after every level; writes when 2 s have passed since the last write."""
-        import time
-
         self.table = table
         if time.monotonic() - self.last >= 2.0:
             self.write(table)
 
     def write(self, table: ResultTable) -> dict[str, Path]:
         """results.json, .csv and .mat in the out folder, with the run's identity (for --resume)."""
-        import time
-
         from onnxprune import results
 
         table.extra["identity"] = self.identity

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from onnxprune.errors import ConfigError
-from onnxprune.files import save_atomic
+from onnxprune.files import file_digest, save_atomic
 from onnxprune.graph.channels import analyse
 from onnxprune.graph.model import Model, from_proto, load
 from onnxprune.graph.storage import save_model_file
@@ -220,7 +219,7 @@ def _alive(pid: int) -> bool:
 
 
 def _identity(model_path: Path, options: ScheduleOptions) -> dict:
-    digest = hashlib.sha256(model_path.read_bytes()).hexdigest()
+    digest = file_digest(model_path)  # in blocks: a large model is not read into memory at once
     described = json.loads(json.dumps(asdict(options)))  # as run.json holds it: tuples become lists
     return {"model": model_path.name, "model_sha256": digest, "kind": traits(options.prune).kind, "options": described}
 
