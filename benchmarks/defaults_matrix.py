@@ -9,8 +9,9 @@ half measures every result (never seen by any choice). Magnitude pruning, per mo
   layer and LAMP;
 - data, no fine-tuning, 50/80/90%: the default (`onnxprune prune --data`: the scope measured on
   the choice half) against the three;
-- data + 1 epoch of fine-tuning on the choice half, 80%: the default (the reference rule, and the
-  measured training defaults for every run alike) against the three;
+- data + 1 epoch of fine-tuning on the choice half, 80%: the default (the scope measured on the
+  run's validation split before fine-tuning; the measured training defaults for every run alike)
+  against the three;
 - `--max-drop 0.01` (the sparsity chosen and its top-1), `sensitivity --target 0.8 --max-drop 0.02`
   then `prune --config` against global at 80%, and `l1-filter` at 30% of the filters.
 
@@ -112,9 +113,11 @@ def one_model(name: str, path: Path, data: Path | None, args: list[str], samples
     row["ft_0.8"] = {}
     for scope in (*SCOPES, None):
         out = folder / f"ft_{scope}.onnx"
-        cli("prune", str(path), "--sparsity", "0.8", *given, "--finetune-epochs", "1", *(["--scope", scope] if scope
-            else []), "-o", str(out), "--out-dir", str(folder / f"ft_{scope}"))  # fmt: skip
+        chosen = ["--scope", scope] if scope else []
+        summary = cli("prune", str(path), "--sparsity", "0.8", *given, "--finetune-epochs", "1", *chosen, "-o",
+                      str(out), "--out-dir", str(folder / f"ft_{scope}"))  # fmt: skip
         row["ft_0.8"][scope or "default"] = top1(out, evaluation, preprocess) if out.exists() else None
+    row["ft_note"] = next((n for n in summary.get("notes", []) if n.startswith("scope")), summary)
     out = folder / "max_drop.onnx"
     summary = cli("prune", str(path), "--max-drop", "0.01", *given, "-o", str(out))
     row["max_drop"] = {"error": summary["error"]} if "error" in summary else {

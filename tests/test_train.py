@@ -190,7 +190,7 @@ def test_prune_cli_with_data_runs_omp(fixture_model, tmp_path):
 
 def test_a_worse_fine_tuned_round_is_set_aside_only_beyond_sampling_noise():
     """Issue 27: on 60 images, 100% -> 98.33% (one image) discarded the fine-tuning."""
-    from onnxprune.workflow.schedule import sampling_noise
+    from onnxprune.workbench.metrics import sampling_noise
 
     assert sampling_noise(1.0, 60) > 1 / 60  # one image of 60 is within the noise
     assert sampling_noise(0.5, 10_000) == pytest.approx(0.01)  # two standard errors

@@ -195,10 +195,17 @@ def _allocation_note(allocation: Allocation, max_drop: float) -> str | None:
         )
     if allocation.mix < 1:
         first = allocation.candidates[0]
+        best = max(allocation.candidates, key=lambda candidate: candidate["top1"])
+        inside_noise = (
+            f" (mix {best['mix']:g} kept {best['top1']:.2%}: not beyond the sampling noise of "
+            f"{allocation.samples} samples, so global's allocation is written)"
+            if best["top1"] > allocation.top1
+            else ""
+        )
         return (
             f"the per-layer budgets added up: together they kept {first['top1']:.2%} (dense "
             f"{allocation.baseline:.2%}); blended with global magnitude's allocation (mix {allocation.mix:g}) "
-            f"they keep {allocation.top1:.2%}"
+            f"they keep {allocation.top1:.2%}{inside_noise}"
         )
     return None
 

@@ -46,6 +46,7 @@ from onnxprune.results import write as write_results
 from onnxprune.workbench.convert import TorchModel, to_torch
 from onnxprune.workbench.data import Dataset, Preprocess
 from onnxprune.workbench.evaluate import evaluate
+from onnxprune.workbench.metrics import sampling_noise
 from onnxprune.workbench.train import ensure_masks, finetune, logits_module
 
 if TYPE_CHECKING:
@@ -380,16 +381,6 @@ def _round(
         keep_margin=margin,
         notes=[note for note in result.notes if note.startswith(NOTE_START) or f": {NOTE_START}" in note],
     )
-
-
-def sampling_noise(top1: float, samples: int) -> float:
-    """Two standard errors of a top-1 measured on `samples` images (at least one image's worth).
-
-    A fine-tuned round is set aside for its pruned start only when it scores lower by more than
-    this: on 60 images one image is 1.7 points, and a round 100% -> 98.3% is noise, not a failure.
-    """
-    p = min(max(top1, 1 / samples), 1 - 1 / samples) if samples > 1 else 0.5
-    return max(2 * (p * (1 - p) / samples) ** 0.5, 1 / samples)
 
 
 def original_channel_counts(source: Model) -> dict[str, int]:
