@@ -152,6 +152,86 @@ def test_bench_table_is_narrow_by_default_and_wide_on_request(fixture_model):
     assert refused.exit_code == 2
     assert refused.stderr.strip() == "error: --wide has no effect with --json: the JSON holds every column already"
     assert narrow.exit_code == 0 and wide.exit_code == 0, narrow.output + wide.output
-    assert "zipped" not in narrow.stdout and "(p90)" not in narrow.stdout
-    assert "zipped" in wide.stdout and "(p90)" in wide.stdout and "values+mask:" in wide.stdout
+    assert "zipped" not in narrow.stdout and "p90" not in narrow.stdout
+    assert "zipped" in wide.stdout and "IQR, p90)" in wide.stdout and "values+mask:" in wide.stdout
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 120
+
+
+def test_int8_runs_integer_convolutions_once_batchnorm_is_folded(fixture_model, tmp_path, monkeypatch):
+    """Issue 28: unfolded, 10 float BatchNormalization nodes sat between DequantizeLinear and QuantizeLinear."""
+    from onnxprune.measure import quantize as quantize_module
+
+    model = onnxprune.load(fixture_model("vgg_bn_torchscript"))
+    assert any(node.op_type == "BatchNormalization" for node in model.proto.graph.node)
+    pixels, labels = fixtures.class_images(20, size=16, classes=10)
+    data = Dataset(pixels, labels, [str(i) for i in range(10)], "synthetic")
+    report = quantize(model, tmp_path / "q.onnx", "static", data, preprocess_for(model), 20)
+    assert report.prepared.startswith("BatchNormalization folded")
+    kernels = quantize_module.integer_kernels(tmp_path / "q.onnx")
+    assert kernels.float == [] and kernels.why_not_faster() == ""
+    assert sum("(QLinearConv)" in node for node in kernels.integer) == 3, "every convolution runs in integers"
+
+    monkeypatch.setattr(quantize_module, "_prepared", lambda source, target: (source, "not pre-processed"))
+    quantize(model, tmp_path / "raw.onnx", "static", data, preprocess_for(model), 20)
+    unfolded = quantize_module.integer_kernels(tmp_path / "raw.onnx")
+    assert any("(BatchNormalization)" in node for node in unfolded.float)
+    assert "stayed float" in unfolded.why_not_faster() and "BatchNormalization" in unfolded.why_not_faster()
+
+
+def test_an_int8_model_slower_than_its_float_one_gets_a_note_naming_the_float_nodes(fixture_model, tmp_path,
+                                                                                    monkeypatch):  # fmt: skip
+    from onnxprune.measure import quantize as quantize_module
+
+    model = onnxprune.load(fixture_model("vgg_bn_torchscript"))
+    pixels, labels = fixtures.class_images(20, size=16, classes=10)
+    data = Dataset(pixels, labels, [str(i) for i in range(10)], "synthetic")
+    monkeypatch.setattr(quantize_module, "_prepared", lambda source, target: (source, "not pre-processed"))
+    quantize(model, tmp_path / "raw.onnx", "static", data, preprocess_for(model), 20)
+    dense = bench.ModelBench("dense.onnx", str(model.path), 1, 1, 1, 10, 10, 100, 0.0, speedup={"1": 1.0})
+    slow = bench.ModelBench("raw.onnx", str(tmp_path / "raw.onnx"), 1, 1, 1, None, None, None, 0.0,
+                            speedup={"1": 0.6, "32": 1.2})  # fmt: skip
+    bench._explain_slow_int8([dense, slow])
+    (note,) = bench.bench_notes([dense, slow])
+    assert note.startswith("raw.onnx (int8) is not faster than dense.onnx (0.60x at batch 1)")
+    assert "(BatchNormalization)" in note and "quantize/dequantize conversions" in note
+
+    monkeypatch.setattr(bench, "bench", lambda *args, **kwargs: [dense, slow])
+    report = quantize(model, tmp_path / "q.onnx", "static", data, preprocess_for(model), 20, time_batches=(1, 32))
+    assert report.speedup == {"1": 0.6, "32": 1.2}
+    assert report.notes == [report.notes[0]] and "not faster than the float one here (0.60x at batch 1)" in (
+        report.notes[0])  # fmt: skip
+
+
+def test_bench_settles_the_spread_records_threads_and_times_fixed_batch_exports_batched(fixture_model, tmp_path):
+    """Issue 29: batch 32 was dropped for fixed-batch exports although `evaluate` batches them."""
+    fixed = fixture_model("matlab_alexnet_opset8")
+    assert onnxprune.load(fixed).input.fixed_batch
+    (result,) = bench.bench([fixed], batches=[1, 4], threads=1)
+    assert result.threads == 1 and set(result.latency_ms) == {"1", "4"}
+    for timing in result.latency_ms.values():
+        assert timing["p25"] <= timing["median"] <= timing["p75"] and timing["iqr"] == pytest.approx(
+            timing["p75"] - timing["p25"])  # fmt: skip
+        assert timing["rounds"] >= bench.MIN_ROUNDS and timing["calls"] >= timing["rounds"]
+        assert isinstance(timing["stable"], bool)
+    (counted,) = bench.bench([fixed], batches=[1], runs=12)
+    assert counted.latency_ms["1"]["calls"] >= 12 and counted.latency_ms["1"]["stable"]
+
+    hard = tmp_path / "hard.onnx"  # a Reshape to 1 x 4 in the graph: no other batch can run
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Reshape", ["x", "shape"], ["y"])], "hard",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 2, 2])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+        [numpy_helper.from_array(np.array([1, 4], dtype=np.int64), "shape")],
+    )  # fmt: skip
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]), hard)
+    (only_one,) = bench.bench([hard], batches=[1, 4], runs=5)
+    assert set(only_one.latency_ms) == {"1"}, "the batch its graph hard-codes is left out, not an error"
+    refused = CliRunner().invoke(app, ["bench", str(fixed), "--threads", "0"])
+    assert refused.exit_code == 2 and refused.stderr.strip() == "error: --threads must be 1 or more, got 0"
+
+
+def test_milliseconds_keep_three_significant_digits():
+    from onnxprune.cli.measure import milliseconds
+
+    assert [milliseconds(v) for v in (0.02304, 0.1562, 8.176, 72.43, 123.4)] == [
+        "0.0230", "0.156", "8.18", "72.4", "123"]  # fmt: skip

@@ -458,15 +458,32 @@ def bench_command(
     _print_bench(results, batches, wide)
 
 
+def milliseconds(value: float) -> str:
+    """A latency in ms with three significant digits (0.0230, 0.156, 8.18, 72.4): sub-ms models need them."""
+    for limit, digits in ((100, 0), (10, 1), (1, 2), (0.1, 3)):
+        if value >= limit:
+            return f"{value:.{digits}f}"
+    return f"{value:.4f}"
+
+
 def _print_bench(results: list[ModelBench], batches: list[int], wide: bool) -> None:
     """The bench table: within 120 columns by default; --wide adds p90, zipped and values+mask sizes."""
-    latency_columns = [f"b{b} ms" + (" (p90)" if wide else "") for b in batches]
+    latency_columns = [f"b{b} ms (IQR" + (", p90)" if wide else ")") for b in batches]
     columns = ["model", *latency_columns, *[f"b{b} speedup" for b in batches], "size",
                *(["zipped", "values+mask"] if wide else []), "non-zeros", "MACs", "top-1"]  # fmt: skip
-    table = Table(*columns)
+    table = Table(*columns, title=f"onnxruntime, {results[0].threads} intra-op thread(s); medians of timed calls")
+    unstable = []
     for r in results:
-        latency = [(f"{r.latency_ms[str(b)]['median']:.2f}" + (f" ({r.latency_ms[str(b)]['p90']:.2f})" if wide else ""))
-                   if str(b) in r.latency_ms else "-" for b in batches]  # fmt: skip
+        latency = []
+        for b in batches:
+            timing = r.latency_ms.get(str(b))
+            if timing is None:
+                latency.append("-")
+                continue
+            extra = f", {milliseconds(timing['p90'])}" if wide else ""
+            latency.append(f"{milliseconds(timing['median'])} ({milliseconds(timing['iqr'])}{extra})")
+            if not timing.get("stable", True):
+                unstable.append(f"{r.name} at batch {b}")
         speed = [f"{r.speedup[str(b)]:.2f}x" if str(b) in r.speedup else "-" for b in batches]
         sizes = [human_size(r.zipped_bytes), human_size(r.values_mask_bytes)] if wide else []
         counted = r.macs is not None  # int8 weights are not float layers: not counted
@@ -476,9 +493,18 @@ def _print_bench(results: list[ModelBench], batches: list[int], wide: bool) -> N
         )  # fmt: skip
     console().print(table)
     if any(str(b) not in r.latency_ms for r in results for b in batches):
-        console().print("-: a batch size the model cannot take (its graph fixes the batch at 1)")
+        console().print("-: a batch size the model cannot take (its graph hard-codes the batch)")
     if any(r.macs is None for r in results):
         console().print("-: int8 models' weights are not float layers; their non-zeros and MACs are not counted")
+    if unstable:
+        console().print(
+            f"note: the spread did not settle within the time budget for {', '.join(unstable)}: the machine is "
+            "busy or its clock varies; compare ratios from one run, or give --runs"
+        )
+    from onnxprune.measure.bench import bench_notes
+
+    for note in bench_notes(results):
+        console().print(f"note: {note}")
     if wide:
         console().print(
             "values+mask: the weights' non-zero values at full width plus the entropy of their zero mask "
@@ -492,13 +518,17 @@ def quantize(
     output: Annotated[Path, typer.Option("--output", "-o", help="the int8 .onnx to write")],
     method: Annotated[str, typer.Option(help="static (QDQ, calibrated on --data) or dynamic")] = "static",
     data: DataOption = None,
-    calibration: Annotated[int, typer.Option(help="samples used to calibrate activations")] = 256,
+    calibration: Annotated[int, typer.Option(help="samples used to calibrate activations (stratified)")] = 256,
     limit: LimitOption = None,
     first: FirstOption = None,
     pixel_range: PixelRangeOption = None,
     mean: MeanOption = None,
     std: StdOption = None,
     flatten: FlattenOption = None,
+    timed: Annotated[
+        bool,
+        typer.Option("--time/--no-time", help="time the int8 model against the float one at batch 1 and 32 (~10 s)"),
+    ] = True,
     as_json: JsonOption = False,
 ) -> None:
     """Quantize MODEL to int8 with onnxruntime.quantization; pruned zeros stay zero."""
@@ -507,15 +537,23 @@ def quantize(
 
     model = load(model_path)
     preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
-    report = quantize_model(model, output, method, dataset, preprocess, calibration, evaluate_data=dataset)
+    batches = tuple(int(b) for b in BENCH_BATCHES.split(",")) if timed else ()
+    report = quantize_model(model, output, method, dataset, preprocess, calibration, dataset, batches)
+    notes = [*preprocess.notes, *report.notes]
     if as_json:
-        emit_json({**dataclasses.asdict(report), "notes": list(preprocess.notes)})
+        emit_json({**dataclasses.asdict(report), "notes": notes})
         return
-    _print_notes(preprocess.notes)
+    _print_notes(notes)
     accuracy = ""
     if report.top1_before is not None:
         accuracy = f"; top-1 {report.top1_before:.2%} -> {report.top1_after:.2%}"
     console().print(
         f"{method} int8: {human_size(report.bytes_before)} -> {human_size(report.bytes_after)}; "
         f"weight zeros {report.zeros_before:,} -> {report.zeros_after:,}{accuracy}; wrote {output}"
+    )
+    kernels = report.kernels
+    speed = ", ".join(f"{ratio:.2f}x at batch {batch}" for batch, ratio in report.speedup.items())
+    console().print(
+        f"onnxruntime runs {len(kernels.integer)} of {len(kernels.integer) + len(kernels.float)} compute nodes as "
+        f"integer kernels ({report.prepared})" + (f"; against the float model: {speed}" if speed else "")
     )

@@ -2,10 +2,15 @@
 
 Each model gets its own onnxruntime session; only one computes at any moment (sessions that
 compute at once on few cores distort each other), and the models take turns in rounds so that
-slow drifts of the machine hit all of them alike: session creation time, a warm-up, then the
-latency of repeated calls (median, p90, p99) and throughput at each batch size; file size raw
-and zipped, the size of its weights' values plus mask, parameters, non-zeros, MACs, and accuracy
-when data is given. Ratios are against the first model.
+slow drifts of the machine hit all of them alike: session creation time, a warm-up, then rounds
+of timed calls until the spread is small (`_time_round_robin`): latency median, interquartile
+range, p90 and p99, and throughput at each batch size, the intra-op thread count recorded; file
+size raw and zipped, the size of its weights' values plus mask, parameters, non-zeros, MACs, and
+accuracy when data is given. Ratios (speedups) are of medians against the first model.
+
+A model whose graph fixes the batch at 1 (most MATLAB exports) is timed at larger batch sizes on
+a copy whose batch is symbolic, as `evaluate` runs it; where the graph itself hard-codes the
+batch (a Reshape to 1 x N), that batch size is left out ("-").
 """
 
 from __future__ import annotations
@@ -47,11 +52,14 @@ class ModelBench:
     nonzero: int | None
     macs: int | None
     session_seconds: float
-    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # batch -> median, p90, p99
+    threads: int = 0  # onnxruntime intra-op threads the model was timed with
+    # batch -> median, p25, p75, iqr, p90, p99 (ms), calls, rounds, stable (the spread fell below SPREAD)
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     throughput: dict[str, float] = field(default_factory=dict)  # batch -> samples per second
     top1: float | None = None
     speedup: dict[str, float] = field(default_factory=dict)
     size_ratio: float = 1.0
+    notes: list[str] = field(default_factory=list)
 
 
 def check_provider(provider: str) -> str:
@@ -132,6 +140,7 @@ def bench(
     runs: int | None = None,
     data: Dataset | None = None,
     preprocess_options: dict | None = None,
+    quick: bool = False,
 ) -> list[ModelBench]:
     """Measure each model; see the module docstring.
 
@@ -139,16 +148,20 @@ def bench(
         paths: .onnx files; the first is the reference for ratios.
         batches: batch sizes to time (models with a fixed batch of 1 run batch 1 only).
         provider: "cpu" or "cuda".
-        threads: onnxruntime intra-op threads (default: onnxruntime's choice).
-        runs: timed calls per batch size (default: about 2 s worth, at least 10).
+        threads: onnxruntime intra-op threads (default: the cores this process may use).
+        runs: timed calls per batch size and model (default: rounds until the spread is small).
         data: a `Dataset` to measure top-1 on (optional).
         preprocess_options: overrides for `preprocess_for` (pixel_range, mean, std, flatten_order).
+        quick: a short measurement (a quarter of the time budget; `quantize`'s check of its speed).
     """
     provider_name = check_provider(provider)
     if not paths:
         raise ConfigError("bench needs at least one model")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be 1 or more, got {threads}")
+    threads = threads or available_cores()
     prepared = [_prepare(Path(p), provider_name, threads) for p in paths]
-    _time_round_robin(prepared, batches, runs)
+    _time_round_robin(prepared, batches, runs, budget=QUICK_BUDGET if quick else BUDGET)
     results = [item[0] for item in prepared]
     if data is not None:
         from onnxprune.workbench.data import preprocess_for
@@ -165,24 +178,63 @@ def bench(
         for batch, latency in result.latency_ms.items():
             if batch in reference.latency_ms:
                 result.speedup[batch] = reference.latency_ms[batch]["median"] / latency["median"]
+    _explain_slow_int8(results)
     return results
 
 
-def _prepare(path: Path, provider: str, threads: int | None) -> tuple[ModelBench, InferenceSession, InputSpec]:
-    """(ModelBench with the static figures, its session, its input spec)."""
+def _explain_slow_int8(results: list[ModelBench]) -> None:
+    """A note on every int8 model slower than a float reference: which compute nodes stayed float."""
+    from onnxprune.measure.quantize import integer_kernels
+
+    if results[0].macs is None:  # the reference itself is int8
+        return
+    for result in results[1:]:
+        slower = {batch: ratio for batch, ratio in result.speedup.items() if ratio < 1.0}
+        if result.macs is not None or not slower:
+            continue
+        why = integer_kernels(result.path).why_not_faster() or (
+            "every compute node runs as an integer kernel: the conversions at its edges and the per-call "
+            "overhead outweigh the arithmetic saved"
+        )
+        shown = ", ".join(f"{ratio:.2f}x at batch {batch}" for batch, ratio in slower.items())
+        result.notes.append(f"{result.name} (int8) is not faster than {results[0].name} ({shown}): {why}")
+
+
+def bench_notes(results: list[ModelBench]) -> list[str]:
+    """The notes `bench` attached to its results (int8 models not faster, and why)."""
+    return [note for result in results for note in result.notes]
+
+
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity), onnxprune's default thread count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
+def timing_session(
+    source: str | os.PathLike | bytes, threads: int, provider: str = "CPUExecutionProvider"
+) -> InferenceSession:
+    """An onnxruntime session for timing: `threads` intra-op threads, one inter-op, log silenced."""
     import onnxruntime as ort
 
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(source if isinstance(source, bytes) else str(source), options, providers=[provider])
+
+
+def _prepare(path: Path, provider: str, threads: int) -> tuple[ModelBench, dict[int, InferenceSession], InputSpec]:
+    """(ModelBench with the static figures, its sessions by batch (0: as written), its input spec)."""
     from onnxprune.graph.inspection import describe
 
     model = load(path)
     totals = describe(model)["totals"]
     quantized = is_quantized(model.proto)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = int(threads)
     started = time.perf_counter()
-    session = ort.InferenceSession(str(path), options, providers=[provider])
+    session = timing_session(path, threads, provider)
     result = ModelBench(
         name=path.name,
         path=str(path),
@@ -193,62 +245,133 @@ def _prepare(path: Path, provider: str, threads: int | None) -> tuple[ModelBench
         nonzero=None if quantized else totals["prunable_params"] - totals["prunable_zeros"],
         macs=None if quantized else totals["macs"],
         session_seconds=time.perf_counter() - started,
+        threads=threads,
     )
-    return result, session, model.input
+    sessions = {0: session}
+    if model.input.fixed_batch and model.input.shape[0] == 1:
+        from onnxprune.graph.model import with_symbolic_batch
+
+        sessions[-1] = timing_session(with_symbolic_batch(model.proto).SerializeToString(), threads, provider)
+    return result, sessions, model.input
+
+
+# a batch size's timing ends when its round medians agree within SPREAD (relative interquartile
+# range), after MIN_ROUNDS, or when BUDGET seconds (all models together) are spent
+SPREAD = 0.05
+MIN_ROUNDS = 5
+BUDGET = 20.0
+QUICK_BUDGET = 5.0
+ROUND_SECONDS = 0.2  # each model's share of one round
+# onnxruntime's worker threads spin for a while after a call (session.intra_op.allow_spinning, on by
+# default: it is what deployments get); a session started while another's threads still spin
+# shares the cores with them. VGG13 at batch 32 on 2 cores, alternating with another session:
+# 3.96 ms median, interquartile range 4.0 ms with no pause, 3.90 ms and 0.05 ms with 50 ms.
+SWITCH_PAUSE = 0.05
 
 
 def _time_round_robin(
-    prepared: list[tuple[ModelBench, InferenceSession, InputSpec]],
+    prepared: list[tuple[ModelBench, dict[int, InferenceSession], InputSpec]],
     batches: Sequence[int],
     runs: int | None,
-    rounds: int = 5,
+    budget: float = BUDGET,
 ) -> None:
-    """Time every model at every batch size, the models taking turns in `rounds` rounds.
+    """Time every model at every batch size, the models taking turns in rounds.
 
     Only one session computes at any moment; turns spread slow drifts of the machine (clock
-    speed, other load) over all models instead of penalising whichever ran first.
+    speed, other load) over all models instead of penalising whichever ran first. After a
+    warm-up, rounds go on until every model's round medians agree within `SPREAD` (at least
+    `MIN_ROUNDS`), or the budget is spent (then `stable` is False in the result), or, with
+    `runs`, until each model made that many timed calls.
     """
-    from onnxprune.graph.verify import random_batch
-
     for batch in batches:
-        feeds, counts, times = [], [], []
-        for _result, session, spec in prepared:
-            if spec.fixed_batch and spec.shape[0] != batch:
-                feeds.append(None)
-                counts.append(0)
-                times.append([])
-                continue
-            feed = {session.get_inputs()[0].name: random_batch(spec, batch)}
-            feeds.append(feed)
-            counts.append(_call_count(session, feed, runs))
-            times.append([])
-        for _ in range(rounds):
-            for index, (_, session, _) in enumerate(prepared):
-                if feeds[index] is None:
-                    continue
-                for _ in range(max(1, counts[index] // rounds)):
-                    started = time.perf_counter()
-                    session.run(None, feeds[index])
-                    times[index].append(time.perf_counter() - started)
-        for (result, _, _), measured in zip(prepared, times, strict=True):
-            if measured:
-                median = statistics.median(measured)
-                result.latency_ms[str(batch)] = {
-                    "median": median * 1000,
-                    "p90": float(np.percentile(measured, 90)) * 1000,
-                    "p99": float(np.percentile(measured, 99)) * 1000,
-                }
-                result.throughput[str(batch)] = batch / median
+        entries = []
+        for result, sessions, spec in prepared:
+            time.sleep(SWITCH_PAUSE if len(prepared) > 1 else 0)
+            entries.append(_timing_entry(result, sessions, spec, batch, runs))
+        timed = [entry for entry in entries if entry is not None]
+        started = time.perf_counter()
+        while timed:
+            for entry in timed:
+                if len(timed) > 1:
+                    time.sleep(SWITCH_PAUSE)
+                entry.round()
+            if runs is not None:
+                if all(len(entry.times) >= runs for entry in timed):
+                    break
+            elif len(timed[0].rounds) >= MIN_ROUNDS and (
+                all(entry.spread() <= SPREAD for entry in timed) or time.perf_counter() - started > budget
+            ):
+                break
+        for entry in timed:
+            entry.record(batch, stable=runs is not None or entry.spread() <= SPREAD)
 
 
-def _call_count(session: InferenceSession, feed: dict[str, np.ndarray], runs: int | None) -> int:
-    """Warm the session up; how many timed calls make about 2 s (or `runs`)."""
-    for _ in range(3):
+class _TimingEntry:
+    """One model's timed calls at one batch size, in rounds."""
+
+    def __init__(self, result: ModelBench, session: InferenceSession, feed: dict, calls: int) -> None:
+        self.result, self.session, self.feed, self.calls = result, session, feed, calls
+        self.times: list[float] = []
+        self.rounds: list[float] = []  # the median of each round
+
+    def round(self) -> None:
+        this = []
+        for _ in range(self.calls):
+            started = time.perf_counter()
+            self.session.run(None, self.feed)
+            this.append(time.perf_counter() - started)
+        self.times += this
+        self.rounds.append(statistics.median(this))
+
+    def spread(self) -> float:
+        """Interquartile range of the round medians over their median (inf before 4 rounds)."""
+        if len(self.rounds) < 4:
+            return float("inf")
+        q1, q3 = np.percentile(self.rounds[-MIN_ROUNDS:], [25, 75])
+        return float((q3 - q1) / statistics.median(self.rounds[-MIN_ROUNDS:]))
+
+    def record(self, batch: int, stable: bool) -> None:
+        median = statistics.median(self.times)
+        p25, p75, p90, p99 = (float(v) * 1000 for v in np.percentile(self.times, [25, 75, 90, 99]))
+        self.result.latency_ms[str(batch)] = {
+            "median": median * 1000, "p25": p25, "p75": p75, "iqr": p75 - p25, "p90": p90, "p99": p99,
+            "calls": len(self.times), "rounds": len(self.rounds), "stable": stable,
+        }  # fmt: skip
+        self.result.throughput[str(batch)] = batch / median
+
+
+def _timing_entry(
+    result: ModelBench, sessions: dict[int, InferenceSession], spec: InputSpec, batch: int, runs: int | None
+) -> _TimingEntry | None:
+    """The model's timing at `batch` after a warm-up, or None where its graph cannot take that batch."""
+    session = sessions[0]
+    if spec.fixed_batch and spec.shape[0] != batch:
+        session = sessions.get(-1)
+        if session is None:
+            return None
+    dtype = np.float64 if spec.elem_type == "DOUBLE" else np.float32
+    feed = {session.get_inputs()[0].name: np.random.default_rng(0).random(spec.concrete_shape(batch)).astype(dtype)}
+    try:
+        once = _warm_up(session, feed)
+    except Exception:  # noqa: BLE001 - a graph that hard-codes its batch fails on the symbolic copy
+        return None
+    calls = max(1, int(ROUND_SECONDS / max(once, 1e-7)))
+    if runs is not None:
+        calls = max(1, min(calls, runs // MIN_ROUNDS or 1))
+    return _TimingEntry(result, session, feed, calls)
+
+
+def _warm_up(session: InferenceSession, feed: dict[str, np.ndarray]) -> float:
+    """Run until two consecutive calls agree (first calls allocate and tune); the last call's seconds."""
+    last = float("inf")
+    for _ in range(20):
+        started = time.perf_counter()
         session.run(None, feed)
-    started = time.perf_counter()
-    session.run(None, feed)
-    once = time.perf_counter() - started
-    return runs or int(min(500, max(10, 2.0 / max(once, 1e-6))))
+        this = time.perf_counter() - started
+        if abs(this - last) <= 0.2 * this:
+            return this
+        last = this
+    return last
 
 
 def as_dicts(results: list[ModelBench]) -> list[dict]:

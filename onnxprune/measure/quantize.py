@@ -1,9 +1,17 @@
-"""int8 quantization through onnxruntime.quantization.
+"""int8 quantization through onnxruntime.quantization, prepared so that it runs faster.
 
 Quantization (`quantize`): static QDQ int8 with calibration batches from the user's data (the
 default), or dynamic int8 (weights only; fully-connected models). Weights are quantized
 symmetrically, so a pruned zero stays exactly zero. The float model is upgraded to opset 13 on
-a copy first (per-channel QDQ needs it; MATLAB exports are opset 8).
+a copy first (per-channel QDQ needs it; MATLAB exports are opset 8), then pre-processed with
+onnxruntime.quantization's `quant_pre_process` (shape inference, and onnxruntime's basic graph
+optimisation, which folds BatchNormalization into the Conv before it). Without that folding a
+BatchNormalization stays float between a DequantizeLinear and a QuantizeLinear after every
+convolution, and the int8 model ran slower than the float one (VGG13 reference at batch 32:
+0.61x; folded: 2-2.9x).
+
+`integer_kernels` reads the graph onnxruntime actually runs (`SessionOptions.optimized_model_filepath`)
+and lists the compute nodes that stayed float, which is what to look at when int8 is not faster.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,9 +39,39 @@ if TYPE_CHECKING:
 METHODS = ("static", "dynamic")
 
 
+# compute nodes of onnxruntime's optimized graph, by what they compute in (CPU provider names included)
+INTEGER_OPS = frozenset({
+    "QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat",
+    "DynamicQuantizeMatMul", "QLinearConvTranspose", "QAttention", "DynamicQuantizeLSTM",
+})  # fmt: skip
+FLOAT_COMPUTE_OPS = frozenset({
+    "Conv", "FusedConv", "NchwcConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul",
+    "BatchNormalization", "Einsum",
+})  # fmt: skip
+
+
+@dataclass
+class KernelCount:
+    """What onnxruntime runs a model with: integer and float compute nodes of its optimized graph."""
+
+    integer: list[str] = field(default_factory=list)  # "name (op)"
+    float: list[str] = field(default_factory=list)
+    conversions: int = 0  # QuantizeLinear / DequantizeLinear nodes left: float <-> int8 each time
+
+    def why_not_faster(self) -> str:
+        """One line on what stayed float (empty when every compute node is integer)."""
+        if not self.float:
+            return ""
+        shown = ", ".join(self.float[:6]) + (f" and {len(self.float) - 6} more" if len(self.float) > 6 else "")
+        return (
+            f"{len(self.float)} compute node(s) stayed float in onnxruntime's optimized graph ({shown}), "
+            f"{self.conversions} quantize/dequantize conversions around them"
+        )
+
+
 @dataclass
 class QuantizeReport:
-    """Sizes, zeros kept, and accuracy before and after."""
+    """Sizes, zeros kept, kernels, accuracy and speed before and after."""
 
     output: str
     method: str
@@ -43,6 +81,10 @@ class QuantizeReport:
     zeros_after: int
     top1_before: float | None = None
     top1_after: float | None = None
+    kernels: KernelCount | None = None
+    prepared: str = ""  # what the pre-processing did, or why it was skipped
+    speedup: dict[str, float] = field(default_factory=dict)  # batch -> float latency / int8 latency
+    notes: list[str] = field(default_factory=list)
 
 
 class _Calibration:
@@ -65,6 +107,7 @@ def quantize(
     preprocess: Preprocess | None = None,
     calibration_samples: int = 256,
     evaluate_data: Dataset | None = None,
+    time_batches: tuple[int, ...] = (),
 ) -> QuantizeReport:
     """Quantize a float model to int8 with onnxruntime.quantization; writes `output` atomically.
 
@@ -76,6 +119,8 @@ def quantize(
         preprocess: how `data` becomes the model's input.
         calibration_samples: how many samples calibrate the activation ranges.
         evaluate_data: samples to report top-1 before and after on (optional).
+        time_batches: batch sizes at which to time the int8 model against the float one (a short
+            `onnxprune.measure.bench` run); a note says when it is not faster, and why.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -94,6 +139,7 @@ def quantize(
         source = Path(folder) / "float.onnx"
         onnx.save_model(float_copy, str(source))
         target = Path(folder) / "int8.onnx"
+        source, prepared = _prepared(source, Path(folder) / "prepared.onnx")
         if method == "static":
             reader = _Calibration(_calibration_batches(model, data, preprocess, calibration_samples), model.input.name)
             quantize_static(
@@ -112,13 +158,88 @@ def quantize(
         bytes_after=model_file_size(output),
         zeros_before=_weight_zeros(model.proto, float_only=True),
         zeros_after=_weight_zeros(quantized, float_only=False),
+        kernels=integer_kernels(output),
+        prepared=prepared,
     )
+    if time_batches:
+        _time_against_float(model, output, time_batches, report)
     if evaluate_data is not None:
         from onnxprune.workbench.evaluate import evaluate
 
         report.top1_before = evaluate(model, evaluate_data, preprocess).top1
         report.top1_after = evaluate(load(output), evaluate_data, preprocess).top1
     return report
+
+
+def _prepared(source: Path, target: Path) -> tuple[Path, str]:
+    """(the model to quantize, what was done): `quant_pre_process` with optimisation, else without.
+
+    Symbolic shape inference is left out (it serves transformer graphs and fails on some
+    exports); where onnxruntime's optimisation fails on a graph, shape inference alone is tried,
+    and where that fails too the model is quantized as it is, and the report says so.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    attempts = (
+        ("BatchNormalization folded, shapes inferred (quant_pre_process)", {}),
+        ("shapes inferred; onnxruntime's optimisation failed on this graph", {"skip_optimization": True}),
+    )
+    for done, skipped in attempts:
+        try:
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True, **skipped)
+            return target, done
+        except Exception:  # noqa: BLE001 - any failure of the optional preparation: try less of it
+            continue
+    return source, "not pre-processed: quant_pre_process failed on this graph"
+
+
+def integer_kernels(path: str | os.PathLike) -> KernelCount:
+    """The compute nodes of the graph onnxruntime's CPU provider runs for `path`, integer or float."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as folder:
+        optimized = Path(folder) / "optimized.onnx"
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # the "hardware specific optimizations" warning of saving the graph
+        options.optimized_model_filepath = str(optimized)
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(optimized), load_external_data=False).graph
+    count = KernelCount()
+    for node in graph.node:
+        label = f"{node.name or node.output[0]} ({node.op_type})"
+        if node.op_type in INTEGER_OPS:
+            count.integer.append(label)
+        elif node.op_type in FLOAT_COMPUTE_OPS:
+            count.float.append(label)
+        elif node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            count.conversions += 1
+    return count
+
+
+def _time_against_float(model: Model, output: Path, batches: tuple[int, ...], report: QuantizeReport) -> None:
+    """Time float and int8 side by side (`onnxprune.measure.bench`); a note when int8 is not faster."""
+    from onnxprune.measure.bench import bench
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = model.path
+        if source is None:  # a model built in Python: time the float version from a file too
+            source = Path(folder) / "float.onnx"
+            onnx.save_model(model.proto, str(source))
+        timed = bench([source, output], batches, quick=True)
+    report.speedup = dict(timed[1].speedup)
+    slower = {batch: ratio for batch, ratio in report.speedup.items() if ratio < 1.0}
+    if slower:
+        shown = ", ".join(f"{ratio:.2f}x at batch {batch}" for batch, ratio in slower.items())
+        why = report.kernels.why_not_faster() if report.kernels else ""
+        report.notes.append(
+            f"the int8 model is not faster than the float one here ({shown})"
+            + (
+                f": {why}"
+                if why
+                else ": every compute node is integer; the quantize/dequantize at the edges and "
+                "the per-call overhead outweigh the arithmetic saved on a model this small"
+            )
+        )
 
 
 def _float_copy(model: Model, conversion_copy: Callable[[onnx.ModelProto], onnx.ModelProto]) -> onnx.ModelProto:
@@ -136,7 +257,9 @@ def _calibration_batches(model: Model, data: Dataset, preprocess: Preprocess | N
         from onnxprune.workbench.data import preprocess_for
 
         preprocess = preprocess_for(model)
-    indices = np.random.default_rng(0).permutation(len(data))[: min(count, len(data))]
+    from onnxprune.workbench.data import stratified_sample
+
+    indices = stratified_sample(data.labels, min(count, len(data)), seed=0)  # every class's ranges
     inputs = preprocess(data, np.sort(indices))
     size = 1 if model.input.fixed_batch else 32
     return [inputs[start : start + size] for start in range(0, inputs.shape[0], size)]
