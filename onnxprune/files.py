@@ -1,6 +1,7 @@
 """Writing a file so that a reader never sees half of it: through a temporary file, then a rename.
 
-A leaf: results, reports, ratio files and models all write through `save_atomic`.
+A leaf: results, reports, ratio files and models all write through `save_atomic`; `file_digest`
+names a file's content; `cache_root` is where per-machine data lives.
 """
 
 from __future__ import annotations
@@ -71,3 +72,11 @@ def save_atomic(
     except BaseException:
         temp_path.unlink(missing_ok=True)
         raise
+
+
+def cache_root() -> Path:
+    """$ONNXPRUNE_CACHE, else ~/.cache/onnxprune: what is generated or measured once per machine.
+
+    The demo's data sets and the latency tables of `onnxprune.workbench.latency` live there.
+    """
+    return Path(os.environ.get("ONNXPRUNE_CACHE", Path.home() / ".cache" / "onnxprune"))

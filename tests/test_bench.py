@@ -23,6 +23,7 @@ from onnxprune.graph.storage import pack, unpack
 from onnxprune.measure import bench
 from onnxprune.measure.quantize import quantize
 from onnxprune.workbench.data import Dataset, preprocess_for
+from onnxprune.workbench.timing import MIN_ROUNDS
 
 
 @pytest.fixture
@@ -195,9 +196,17 @@ def test_an_int8_model_slower_than_its_float_one_gets_a_note_naming_the_float_no
     assert note.startswith("raw.onnx (int8) is not faster than dense.onnx (0.60x at batch 1)")
     assert "(BatchNormalization)" in note and "quantize/dequantize conversions" in note
 
-    monkeypatch.setattr(bench, "bench", lambda *args, **kwargs: [dense, slow])
+    from onnxprune.workbench import timing
+
+    def fake_timing(models, batches, threads=None, budget=0.0):
+        float_timed, int8_timed = timing.TimedModel(), timing.TimedModel()
+        float_timed.latency_ms = {"1": {"median": 0.6}, "32": {"median": 1.2}}
+        int8_timed.latency_ms = {"1": {"median": 1.0}, "32": {"median": 1.0}}
+        return [float_timed, int8_timed]
+
+    monkeypatch.setattr(timing, "time_side_by_side", fake_timing)
     report = quantize(model, tmp_path / "q.onnx", "static", data, preprocess_for(model), 20, time_batches=(1, 32))
-    assert report.speedup == {"1": 0.6, "32": 1.2}
+    assert report.speedup == pytest.approx({"1": 0.6, "32": 1.2})
     assert report.notes == [report.notes[0]] and "not faster than the float one here (0.60x at batch 1)" in (
         report.notes[0])  # fmt: skip
 
@@ -211,7 +220,7 @@ def test_bench_settles_the_spread_records_threads_and_times_fixed_batch_exports_
     for timing in result.latency_ms.values():
         assert timing["p25"] <= timing["median"] <= timing["p75"] and timing["iqr"] == pytest.approx(
             timing["p75"] - timing["p25"])  # fmt: skip
-        assert timing["rounds"] >= bench.MIN_ROUNDS and timing["calls"] >= timing["rounds"]
+        assert timing["rounds"] >= MIN_ROUNDS and timing["calls"] >= timing["rounds"]
         assert isinstance(timing["stable"], bool)
     (counted,) = bench.bench([fixed], batches=[1], runs=12)
     assert counted.latency_ms["1"]["calls"] >= 12 and counted.latency_ms["1"]["stable"]

@@ -24,15 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxprune.files import cache_root
+
 CLASSES = ("am", "burst", "chirp", "fm", "square", "tone")
 RATE = 8000
 SIZE = 64
 VERSION = 2
-
-
-def cache_root() -> Path:
-    """Where generated data sets live: $ONNXPRUNE_CACHE, else ~/.cache/onnxprune."""
-    return Path(os.environ.get("ONNXPRUNE_CACHE", Path.home() / ".cache" / "onnxprune"))
 
 
 def generate(

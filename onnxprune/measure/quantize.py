@@ -217,16 +217,15 @@ def integer_kernels(path: str | os.PathLike) -> KernelCount:
 
 
 def _time_against_float(model: Model, output: Path, batches: tuple[int, ...], report: QuantizeReport) -> None:
-    """Time float and int8 side by side (`onnxprune.measure.bench`); a note when int8 is not faster."""
-    from onnxprune.measure.bench import bench
+    """Time float and int8 side by side (`onnxprune.workbench.timing`); a note when int8 is not faster."""
+    from onnxprune.workbench.timing import time_side_by_side
 
-    with tempfile.TemporaryDirectory() as folder:
-        source = model.path
-        if source is None:  # a model built in Python: time the float version from a file too
-            source = Path(folder) / "float.onnx"
-            onnx.save_model(model.proto, str(source))
-        timed = bench([source, output], batches, quick=True)
-    report.speedup = dict(timed[1].speedup)
+    float_timed, int8_timed = time_side_by_side([model, load(output)], batches)
+    report.speedup = {
+        batch: float_timed.latency_ms[batch]["median"] / timing["median"]
+        for batch, timing in int8_timed.latency_ms.items()
+        if batch in float_timed.latency_ms
+    }
     slower = {batch: ratio for batch, ratio in report.speedup.items() if ratio < 1.0}
     if slower:
         shown = ", ".join(f"{ratio:.2f}x at batch {batch}" for batch, ratio in slower.items())
