@@ -162,6 +162,13 @@ class PruneOptions:
         seed: seeds the methods' sampling.
         reconstruct: after each pruning, solve every layer's kept weights again on samples of the
             data so that it reproduces the unpruned layer's outputs (`onnxprune.pruning.reconstruct`).
+        speedup: structured: remove the channels that make the model this many times faster in
+            onnxruntime, measured on this machine (`onnxprune.pruning.budget`); `sparsity` is then
+            not used.
+        target_macs: structured: remove channels until this fraction of the dense MACs is left.
+        bench_batch_size: the batch size `speedup` is measured at.
+        threads: the onnxruntime intra-op threads `speedup` is measured with (None: every core
+            this process may use).
     """
 
     sparsity: float = 0.5
@@ -176,9 +183,14 @@ class PruneOptions:
     settings: MethodSettings = field(default_factory=MethodSettings)
     seed: int = 0
     reconstruct: bool = False
+    speedup: float | None = None
+    target_macs: float | None = None
+    bench_batch_size: int = 32
+    threads: int | None = None
 
     def __post_init__(self):
         check_sparsity(self.sparsity)
+        self._check_budget()
         check_sparsity(self.max_layer_sparsity, "max layer sparsity")
         if self.scope is not None:
             check_scope(self.scope)
@@ -188,6 +200,33 @@ class PruneOptions:
             raise ConfigError(f"{self.config}: no such ratio file; check the --config path")
         object.__setattr__(self, "settings", MethodSettings.of(self.settings))
         _ = self.stages  # a recipe's syntax and sparsities fail here; its method names where the prune starts
+
+    def _check_budget(self) -> None:
+        """`speedup` and `target_macs`: in range, one at a time, and not with options they replace."""
+        if self.speedup is not None and self.target_macs is not None:
+            raise ConfigError("--speedup and --target-macs are two budgets: give one")
+        if self.speedup is not None and not 1.0 < self.speedup <= 100:
+            raise ConfigError(f"--speedup must be above 1 (times faster than the dense model), got {self.speedup:g}")
+        if self.target_macs is not None and not 0.0 < self.target_macs < 1.0:
+            raise ConfigError(f"--target-macs must be between 0 and 1 (of the dense MACs), got {self.target_macs:g}")
+        if self.bench_batch_size < 1:
+            raise ConfigError(f"--bench-batch-size must be 1 or more, got {self.bench_batch_size}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
+        if self.budget is None:
+            return
+        option = "--speedup" if self.speedup is not None else "--target-macs"
+        for given, name in ((self.config, "--config"), (self.skip_first, "--skip-first"),
+                            (self.skip_last, "--skip-last"), (self.is_recipe, "a recipe")):  # fmt: skip
+            if given:
+                raise ConfigError(f"{option} chooses every layer's channels itself; it cannot be combined with {name}")
+
+    @property
+    def budget(self) -> tuple[str, float] | None:
+        """("speedup", x) or ("macs", f) when the run prunes to a budget, else None."""
+        if self.speedup is not None:
+            return ("speedup", self.speedup)
+        return ("macs", self.target_macs) if self.target_macs is not None else None
 
     @property
     def is_recipe(self) -> bool:

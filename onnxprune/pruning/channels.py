@@ -139,6 +139,32 @@ def floors(groups: dict[str, ChannelGroup], max_layer_sparsity: float) -> dict[s
     return {name: max(1, int(np.ceil((1 - max_layer_sparsity) * len(g.roots)))) for name, g in groups.items()}
 
 
+def selectable(
+    model: Model, method: Method, ctx: ScoreContext, mask_only: bool = False
+) -> tuple[Structure, dict[str, ChannelGroup], dict[str, str], dict[str, int], dict[int, float]]:
+    """(structure, selection groups, layers kept and why, units kept whole, each unit's score).
+
+    Raises ConfigError where no filter or neuron can be removed, or none by `method`.
+    """
+    structure = analyse(model)
+    groups, kept_layers = channel_groups(model, structure, mask_only)
+    kept = kept_whole(structure, mask_only)
+    if not groups:
+        raise ConfigError(
+            "no filter or neuron can be removed in this model "
+            + (f"({next(iter(kept_layers.values()))})" if kept_layers else "(it has no Conv or fully-connected layer)")
+            + ("; add --mask-only to zero filters without removing them" if kept else "")
+        )
+    scores = unit_scores(method.layer_scores(ctx), structure)
+    # a method may leave layers alone (neuron: convolutions) by scoring them +inf
+    ineligible = [name for name, group in groups.items() if all(np.isinf(scores[r]) for r in group.roots)]
+    for name in ineligible:
+        kept_layers.update({layer: f"{method.name} does not prune {name}" for layer in groups.pop(name).layers})
+    if not groups:
+        raise ConfigError(f"no layer of this model can be pruned by {method.name}")
+    return structure, groups, kept_layers, kept, scores
+
+
 def plan(
     model: Model,
     method: Method,
@@ -175,22 +201,7 @@ def plan(
         saturate: a ratio that would empty a layer leaves it one channel instead of raising
             (sweeps up to high levels).
     """
-    structure = analyse(model)
-    groups, kept_layers = channel_groups(model, structure, mask_only)
-    kept = kept_whole(structure, mask_only)
-    if not groups:
-        raise ConfigError(
-            "no filter or neuron can be removed in this model "
-            + (f"({next(iter(kept_layers.values()))})" if kept_layers else "(it has no Conv or fully-connected layer)")
-            + ("; add --mask-only to zero filters without removing them" if kept else "")
-        )
-    scores = unit_scores(method.layer_scores(ctx), structure)
-    # a method may leave layers alone (neuron: convolutions) by scoring them +inf
-    ineligible = [name for name, group in groups.items() if all(np.isinf(scores[r]) for r in group.roots)]
-    for name in ineligible:
-        kept_layers.update({layer: f"{method.name} does not prune {name}" for layer in groups.pop(name).layers})
-    if not groups:
-        raise ConfigError(f"no layer of this model can be pruned by {method.name}")
+    structure, groups, kept_layers, kept, scores = selectable(model, method, ctx, mask_only)
     counts = {}
     group_scores = {name: np.array([scores[r] for r in group.roots]) for name, group in groups.items()}
     originals = {name: max(len(g.roots), (original_counts or {}).get(name, 0)) for name, g in groups.items()}

@@ -21,6 +21,7 @@ from onnxprune.graph.storage import save_model_file, write_back
 from onnxprune.graph.verify import VerifyReport, reference, verify
 from onnxprune.options import MethodSettings, PruneOptions, check_sparsity
 from onnxprune.pruning import channels, select
+from onnxprune.pruning.budget import BudgetReport, plan_to_budget
 from onnxprune.pruning.methods import Method, ScoreContext, default_scope, get_method, traits
 from onnxprune.pruning.reconstruct import CALIBRATION_SAMPLES, Reconstruction, reference_copy
 from onnxprune.pruning.reconstruct import reconstruct as reconstruct_layers
@@ -81,6 +82,7 @@ class PruneResult:
             is a filter or neuron, or channels coupled by residual connections.
         kept_whole: structured methods: units kept only because the analysis cannot follow them.
         reconstruction: with `reconstruct`: what `onnxprune.pruning.reconstruct` did (also a note).
+        budget: with `speedup` or `target_macs`: what `onnxprune.pruning.budget` measured (also a note).
         verification: filled in by `save`.
         sparse_initializers: filled in by `save` with `sparse_storage=True`.
     """
@@ -107,6 +109,7 @@ class PruneResult:
     units: tuple[int, int] = (0, 0)
     kept_whole: int = 0
     reconstruction: Reconstruction | None = None
+    budget: BudgetReport | None = None
     _model: Model | None = field(default=None, repr=False)
 
     @property
@@ -284,6 +287,12 @@ def _prune_one(model: Model, options: PruneOptions, inputs: PruneInputs, sparsit
     unpruned = reference_copy(torch_model) if options.reconstruct else None  # the outputs reconstruction aims at
     if chosen.granularity == "channel":
         return _prune_channels(model, chosen, options, inputs, context, sparsity, unpruned)
+    if options.budget is not None:
+        option = "--speedup" if options.speedup is not None else "--target-macs"
+        raise ConfigError(
+            f"{option} needs a structured method (l1-filter, l2-filter, neuron, taylor-filter, ...): "
+            f"{options.method} zeroes single weights, which leaves onnxruntime's dense kernels as fast as before"
+        )
 
     pinned, default = _pinned_ratios(model, options.config, options.skip_first, options.skip_last)
     started = time.perf_counter()
@@ -320,7 +329,20 @@ def _prune_channels(
     torch_model, keep_masks = context.torch_model, inputs.keep_masks
     started = time.perf_counter()
     history = []
-    if method.loop is not None:  # a method that selects in rounds, scoring again between them
+    budget = None
+    if options.budget is not None:
+        if method.loop is not None:
+            raise ConfigError(f"--{options.budget[0].replace('macs', 'target-macs')} needs a method that scores once; "
+                              f"{method.name} selects in rounds")  # fmt: skip
+        chosen_plan, budget = plan_to_budget(
+            model, method, context, speedup=options.speedup, target_macs=options.target_macs,
+            batch=options.bench_batch_size, threads=options.threads, max_layer_sparsity=options.max_layer_sparsity,
+            round_to=options.round_to, mask_only=options.mask_only,
+        )  # fmt: skip
+        channels.apply(torch_model, model, chosen_plan, keep_masks)
+        selectable = sum(len(group.roots) for group in chosen_plan.groups.values())
+        sparsity = len(chosen_plan.removed) / max(1, selectable + sum(chosen_plan.kept_whole.values()))
+    elif method.loop is not None:  # a method that selects in rounds, scoring again between them
         chosen_plan, history = method.loop(context, sparsity, options.max_layer_sparsity, options.mask_only)
         keep_masks = True  # the masks were attached while training between rounds
     else:
@@ -354,8 +376,11 @@ def _prune_channels(
         notes.append(f"{len(report.skipped)} channel(s) zeroed but not removed: {next(iter(report.skipped.values()))}")
     if reconstruction is not None:
         notes.append(reconstruction.note())
+    if budget is not None:
+        notes.insert(0, budget.note())
     return _result(
         model, torch_model, weights, layers, options, sparsity, notes, selection_seconds, keep_masks, reconstruction,
+        budget=budget,
         compacted=compacted,
         compaction=report,
         granularity="channel",
