@@ -246,6 +246,14 @@ class PruneOptions:
         """The last stage's sparsity: what the run is named after."""
         return self.stages[-1][1]
 
+    @property
+    def target_label(self) -> str:
+        """What files and folders are named after: "0.80", or the budget ("speedup2.00", "macs0.35")."""
+        if self.budget is not None:
+            kind, value = self.budget
+            return f"{kind}{value:.2f}"
+        return f"{self.target:.2f}"
+
 
 @dataclass(frozen=True)
 class TrainOptions:
@@ -380,6 +388,11 @@ class ScheduleOptions:
     def target(self) -> float:
         """The final sparsity."""
         return self.prune.target
+
+    @property
+    def target_label(self) -> str:
+        """What the run's files are named after (`PruneOptions.target_label`)."""
+        return self.prune.target_label
 
     @property
     def name(self) -> str:

@@ -84,6 +84,7 @@ PRUNE, TRAIN, SCHEDULE, SETTINGS = PruneOptions(), TrainOptions(), ScheduleOptio
         ("mask_only", "batches_per_round", "max_per_round", "round_to", "max_drop", "bn_l1", "sparsity_epochs"),
         "Structured methods",
     ),
+    **dict.fromkeys(("speedup", "target_macs", "bench_batch_size", "threads"), "Speed budget (structured methods)"),
     **dict.fromkeys(("sparse_storage", "as_json"), "Output"),
 )
 @reports_errors
@@ -191,6 +192,25 @@ def prune(
             help=f"structured: leave layers of 32+ channels a multiple of this (1: exact) (default: {PRUNE.round_to})"
         ),
     ] = None,
+    speedup: Annotated[
+        float | None,
+        typer.Option(
+            help="structured: remove the channels that make the model this many times faster in onnxruntime, "
+            "measured on this machine (e.g. 2); replaces --sparsity"
+        ),
+    ] = None,
+    target_macs: Annotated[
+        float | None,
+        typer.Option(help="structured: remove channels until this fraction of the dense MACs is left (e.g. 0.35)"),
+    ] = None,
+    bench_batch_size: Annotated[
+        int | None,
+        typer.Option(help=f"--speedup: the batch size latency is measured at (default: {PRUNE.bench_batch_size})"),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="--speedup: onnxruntime intra-op threads latency is measured with (default: every core)"),
+    ] = None,
     max_drop: Annotated[
         float | None,
         typer.Option(
@@ -269,7 +289,14 @@ def _prune_refusals(given: dict, options: RunOptions) -> list[tuple[str, bool, s
     found = traits(prune)
     loop, structured = found.selects_in_rounds, found.kind != "unstructured"
     trains = schedule.train.epochs > 0 or schedule.sparsity_epochs > 0
+    budget = next((option for option in ("--speedup", "--target-macs") if option[2:].replace("-", "_") in given), None)
+    single_weights = (
+        f"{prune.method} zeroes single weights, which leaves onnxruntime's dense kernels as fast as before; "
+        "use a structured method (l1-filter, l2-filter, neuron, taylor-filter, ...)"
+    )
     return [
+        ("--speedup", not structured, single_weights),
+        ("--target-macs", not structured, single_weights),
         ("--sparsity", prune.is_recipe, "a hybrid recipe carries each stage's sparsity"),
         ("--sparsity", options.max_drop is not None, "--max-drop chooses the sparsity"),
         ("--scope", loop, f"{prune.method} ranks every layer together, round after round"),
@@ -302,6 +329,14 @@ def _prune_refusals(given: dict, options: RunOptions) -> list[tuple[str, bool, s
         ("--val", options.mode != "schedule", "validation data is used by runs that fine-tune or go in rounds"),
         ("--val-split", options.mode != "schedule", "validation data is used by runs that fine-tune or go in rounds"),
         ("--seed", not has_data and not trains, "nothing is random in a data-free prune"),
+        *[(option, budget is not None, f"{budget} chooses how many channels go")
+          for option in ("--sparsity", "--scope", "--max-drop", "--sparsities")],
+        ("--sparsity-epochs", budget is not None and schedule.sparsity_epochs > 0,
+         f"{budget} prunes once, by a measured budget, not gradually"),
+        ("--iterations", budget is not None and schedule.iterations > 1,
+         f"{budget} prunes in one round (fine-tune after it with --finetune-epochs)"),
+        *[(option, given.get("speedup") is None, "it describes how --speedup is measured: add --speedup")
+          for option in ("--bench-batch-size", "--threads")],
     ]  # fmt: skip
 
 
@@ -312,7 +347,7 @@ def _prune_run_options(given: dict) -> RunOptions:
 
     prune = PruneOptions(
         **pick(given, "sparsity", "method", "scope", "skip_first", "skip_last", "max_layer_sparsity", "mask_only",
-               "round_to", "seed", "reconstruct"),
+               "round_to", "seed", "reconstruct", "speedup", "target_macs", "bench_batch_size", "threads"),
         config=str(given["config"]) if "config" in given else None,
         settings=MethodSettings(**pick(given, "batches_per_round", "max_per_round")),
     )  # fmt: skip

@@ -222,7 +222,8 @@ def plan_to_budget(
                                    remove=chosen.removed)[0])  # fmt: skip
         dense, pruned = time_side_by_side([model, small], [batch], threads)
         return dense.latency_ms[str(batch)]["median"] / pruned.latency_ms[str(batch)]["median"], (
-            small.layer_total("macs") / max(1, model.layer_total("macs")))
+            small.layer_total("macs") / max(1, model.layer_total("macs"))
+        )
 
     mac_costs = _Costs(layers, None)
     if target_macs is not None:
@@ -247,6 +248,13 @@ def plan_to_budget(
         if goal <= 0:
             break
         counts, predicted = greedy_plan(groups, scores, layers, costs, goal, max_layer_sparsity, round_to)
+        if not attempts and predicted > goal * 1.001:  # every group at its floor, and still above the goal
+            most = dense_ms / (predicted + rest)
+            raise ConfigError(
+                f"--speedup {speedup:g} cannot be reached: with every layer at its floor (--max-layer-sparsity "
+                f"{max_layer_sparsity:g}) the model is predicted to run {most:.2f}x faster at batch {batch} on this "
+                f"machine; ask for at most that"
+            )
         chosen = plan_for(counts)
         measured, left = timed(chosen)
         attempts.append({"layer_budget_ms": goal, "predicted_ms": predicted + rest, "measured_speedup": measured,

@@ -584,10 +584,11 @@ def _save_compacted(result: PruneResult, output: Path) -> VerifyReport:
     return reports[0]
 
 
-def default_output(model_path: Path, sparsity: float, method: str) -> Path:
-    """`<stem>_<method>_<sparsity>.onnx` beside the input."""
+def default_output(model_path: Path, sparsity: float | str, method: str) -> Path:
+    """`<stem>_<method>_<sparsity>.onnx` beside the input (`sparsity` may be a label: "speedup2.00")."""
     method = method.replace(":", "").replace(",", "+").replace("/", "_")  # recipes name the file too
-    return model_path.with_name(f"{model_path.stem}_{method}_{sparsity:.2f}.onnx")
+    label = sparsity if isinstance(sparsity, str) else f"{sparsity:.2f}"
+    return model_path.with_name(f"{model_path.stem}_{method}_{label}.onnx")
 
 
 def _prune_recipe(model: Model, options: PruneOptions, inputs: PruneInputs) -> PruneResult:

@@ -258,7 +258,9 @@ def run(
             "samples (VGG13 at 80%: 84.81% instead of 68.26%; docs/methods.md)"
         )
     output = (
-        Path(options.output) if options.output else default_output(model_path, schedule.target, schedule.prune.method)
+        Path(options.output)
+        if options.output
+        else default_output(model_path, schedule.target_label, schedule.prune.method)
     )
     if options.mode == "one-shot":
         report = _one_shot(model, output, options)
@@ -288,6 +290,8 @@ def _scope_measurable(options: RunOptions) -> bool:
     """
     schedule, prune = options.schedule, options.schedule.prune
     if not options.has_data or options.max_drop is not None or schedule.sparsity_epochs > 0 or schedule.iterations > 1:
+        return False
+    if prune.budget is not None:  # the budget allocates the channels itself
         return False
     if prune.is_recipe or prune.config or prune.skip_first or prune.skip_last:
         return False
@@ -502,7 +506,7 @@ def _scheduled(
     preprocess, train, held_out = prepare(model, options.data or DataOptions(), 0.2 if fits else 0.0, loaded)
     notes.extend(preprocess.notes)
     out_dir = Path(options.out_dir) if options.out_dir else output.with_name(
-        f"{model_path.stem}_{schedule.name}_{schedule.target:.2f}"
+        f"{model_path.stem}_{schedule.name}_{schedule.target_label}"
     )  # fmt: skip
     result = run_schedule(
         model_path, out_dir, schedule, train, held_out, preprocess, options.resume, progress, options.command
@@ -541,8 +545,8 @@ def _far_below_dense(result: ScheduleResult, schedule: ScheduleOptions, train_sa
     return (
         f"after fine-tuning, top-1 {result.final_top1:.2%} is {100 * drop:.1f} points below the dense "
         f"{result.baseline_top1:.2%} (on {result.val_samples} validation images): try more training data (this "
-        f"run had {train_samples} images), more --finetune-epochs (it had {schedule.train.epochs}), or a lower "
-        f"--sparsity than {schedule.target:g}"
+        f"run had {train_samples} images), more --finetune-epochs (it had {schedule.train.epochs}), or "
+        + (f"a lower --sparsity than {schedule.target:g}" if schedule.prune.budget is None else "a smaller budget")
     )
 
 

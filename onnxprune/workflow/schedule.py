@@ -309,6 +309,8 @@ def _round(
     )  # fmt: skip
     # gradual: the masks grow while fine-tuning, from none
     result = prune_with(start, options.prune, inputs, sparsity=0.0 if gradual else target)
+    if options.prune.budget is not None:  # the budget chose how many channels went
+        target = result.requested
     if result.compacted is not None:  # fine-tune the compacted model: a smaller graph, nothing to mask
         start = from_proto(result.compacted)
         torch_model = to_torch(start)
@@ -379,7 +381,11 @@ def _round(
         top1_pruned=top1_pruned,
         kept=kept,
         keep_margin=margin,
-        notes=[note for note in result.notes if note.startswith(NOTE_START) or f": {NOTE_START}" in note],
+        notes=[
+            note
+            for note in result.notes
+            if note.startswith((NOTE_START, "--speedup", "--target-macs")) or f": {NOTE_START}" in note
+        ],
     )
 
 
@@ -447,7 +453,7 @@ def _finish(
         final_top1 = evaluate(load(folder / last.checkpoint), val, preprocess, engine="onnxruntime").top1
     accuracy = f"{final_top1:.3f}" if final_top1 is not None else "na"
     kind = traits(options.prune).kind
-    name = f"{options.name}_{kind}_{options.target:.2f}_acc_{accuracy}.onnx"  # the folder's number
+    name = f"{options.name}_{kind}_{options.target_label}_acc_{accuracy}.onnx"  # the folder's number
     final = folder / name
     from onnxprune.workbench.train import barrier, is_main_process
 
