@@ -68,6 +68,11 @@ PROBES = {
     "--distill-temperature": ["--distill-temperature", "2"],
     "--reconstruct": ["--reconstruct"],
     "--no-reconstruct": ["--no-reconstruct"],
+    # with the base command's magnitude these are refused; with a filter method tests/test_budget.py
+    "--speedup": ["--speedup", "1.5"],
+    "--target-macs": ["--target-macs", "0.5"],
+    "--bench-batch-size": ["--bench-batch-size", "4"],
+    "--threads": ["--threads", "1"],
 }
 # options whose effect needs a state no single run has; each is tested where named
 ELSEWHERE = {
