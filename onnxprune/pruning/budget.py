@@ -181,13 +181,16 @@ def _removal_order(group: ChannelGroup, scores: dict[int, float]) -> list[int]:
 
 
 def _steps(group: ChannelGroup, kept: int, round_to: int) -> tuple[int, ...]:
-    """How many units the next move may take: to the next multiple of `round_to` (and one block more)."""
-    if group.blocks:
-        return (len(group.blocks), 2 * len(group.blocks))
-    if round_to <= 1 or len(group.roots) < 4 * round_to:
-        return (1, 2)
-    first = kept - round_to * ((kept - 1) // round_to)
-    return (first, first + round_to)
+    """How many units the next move may take: to the next multiple of `round_to` (and one block more).
+
+    A grouped convolution's blocks lose the same number each, so the multiple is per block.
+    """
+    blocks = max(1, len(group.blocks))
+    per_block, size = kept // blocks, len(group.roots) // blocks
+    if round_to <= 1 or size < 4 * round_to:
+        return (blocks, 2 * blocks)
+    first = per_block - round_to * ((per_block - 1) // round_to)
+    return (blocks * first, blocks * (first + round_to))
 
 
 def plan_to_budget(
