@@ -21,8 +21,9 @@ images from the training set).
   onnxprune `--speedup 1.5 / 2`; 1 epoch as `vgg`, CIFAR-10 normalisation. No torch definition
   either: no anchor row.
 
-Prints one JSON line per model; writes benchmarks/out/latency_<part>.json and the Pareto figure
-docs/images/latency_pareto.png (top-1 against measured latency, batch 1 and 32).
+Prints one JSON line per model; writes benchmarks/out/latency_<part>.json, keeps the models in
+benchmarks/out/latency_models/<part>/ and draws docs/images/latency_pareto.png (top-1 against
+measured latency, batch 1 and 32).
 
 Usage:  .venv/bin/python benchmarks/latency_vs_anchors.py [--parts vgg,alexnet,resnet]
 """
@@ -33,7 +34,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -199,8 +199,7 @@ def pareto(parts: list[Part], path: Path) -> None:
             handles, labels = axis.get_legend_handles_labels()
             unique = dict(zip(labels, handles, strict=True))
             axis.legend(unique.values(), unique.keys(), fontsize=8)
-            axis.set_xscale("log")
-            axis.set_xlabel(f"latency at batch {batch} (ms, onnxruntime, log scale)")
+            axis.set_xlabel(f"median latency at batch {batch} (ms, onnxruntime, {part.rows[0]['threads']} threads)")
             axis.set_ylabel("top-1 (%)")
             axis.set_title(f"{part.name}: top-1 against measured latency, batch {batch}")
             axis.grid(alpha=0.3)
@@ -215,14 +214,13 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     builders = {"vgg": vgg, "alexnet": alexnet, "resnet": resnet}
     parts = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for name in args.parts.split(","):
-            folder = Path(scratch) / name
-            folder.mkdir()
-            part = builders[name](folder)
-            measure(part)
-            parts.append(part)
-        pareto(parts, ROOT / "docs" / "images" / "latency_pareto.png")
+    for name in args.parts.split(","):
+        folder = OUT / "latency_models" / name  # kept (benchmarks/out is not tracked) to bench again
+        folder.mkdir(parents=True, exist_ok=True)
+        part = builders[name](folder)
+        measure(part)
+        parts.append(part)
+    pareto(parts, ROOT / "docs" / "images" / "latency_pareto.png")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from onnxprune.pruning.methods.registry import Method, ScoreContext
 from onnxprune.workbench.latency import LatencyTable, LayerShape, layer_shapes
 
 TOLERANCE = 0.10  # the measured speedup may miss the request by this fraction
+THINNING = 2.0  # a block's importance is divided by (the fraction its group keeps) ** THINNING
 ATTEMPTS = 4
 
 
@@ -160,7 +161,7 @@ def greedy_plan(
                 # a channel matters more as its group thins: divided by the fraction the group keeps,
                 # so that no layer is emptied for its cost alone (an L1 score is only comparable within a layer)
                 keeps = (kept - step) / len(group.roots)
-                ratio = sum(max(scores[r], 0.0) for r in new) / keeps / saved
+                ratio = sum(max(scores[r], 0.0) for r in new) / keeps**THINNING / saved
                 if best is None or ratio < best[0]:
                     best = (ratio, name, step, changes, saved)
         if best is None:
