@@ -130,9 +130,13 @@ class _Costs:
 
 def greedy_plan(
     groups: dict[str, ChannelGroup], scores: dict[int, float], layers: list[LayerWidths], cost: _Costs,
-    budget: float, max_layer_sparsity: float, round_to: int,
+    budget: float, max_layer_sparsity: float, round_to: int, meter: _Costs | None = None,
 ) -> tuple[dict[str, int], float]:  # fmt: skip
-    """Units to remove per group so that the summed cost is at most `budget`; (counts, cost reached)."""
+    """Units to remove per group so that the summed cost is at most `budget`; (counts, cost reached).
+
+    `meter`: what the budget is counted in, when not `cost` (MACs counted, latency ranking the moves).
+    """
+    meter = meter or cost
     order = {name: _removal_order(group, scores) for name, group in groups.items()}
     floor = floors(groups, max_layer_sparsity)
     removed = {name: 0 for name in groups}
@@ -141,7 +145,7 @@ def greedy_plan(
         name: [layer for layer in layers if any(r in layer.out_counts or r in layer.in_counts for r in group.roots)]
         for name, group in groups.items()
     }
-    total = sum(cost(layer, *widths[layer.name]) for layer in layers)
+    total = sum(meter(layer, *widths[layer.name]) for layer in layers)
     while total > budget:
         best = None
         for name, group in groups.items():
@@ -150,26 +154,27 @@ def greedy_plan(
                 if kept - step < floor[name]:
                     continue
                 new = order[name][removed[name] : removed[name] + step]
-                saved, changes = 0.0, {}
+                saved, metered, changes = 0.0, 0.0, {}
                 for layer in touching[name]:
                     kin = widths[layer.name][0] - sum(layer.in_counts.get(r, 0) for r in new)
                     kout = widths[layer.name][1] - sum(layer.out_counts.get(r, 0) for r in new)
                     saved += cost(layer, *widths[layer.name]) - cost(layer, kin, kout)
+                    metered += meter(layer, *widths[layer.name]) - meter(layer, kin, kout)
                     changes[layer.name] = [kin, kout]
-                if saved <= 0:
+                if saved <= 0 or metered <= 0:
                     continue
                 # a channel matters more as its group thins: divided by the fraction the group keeps,
                 # so that no layer is emptied for its cost alone (an L1 score is only comparable within a layer)
                 keeps = (kept - step) / len(group.roots)
                 ratio = sum(max(scores[r], 0.0) for r in new) / keeps**THINNING / saved
                 if best is None or ratio < best[0]:
-                    best = (ratio, name, step, changes, saved)
+                    best = (ratio, name, step, changes, metered)
         if best is None:
             break  # every group is at its floor, or no step saves anything
-        _, name, step, changes, saved = best
+        _, name, step, changes, metered = best
         removed[name] += step
         widths.update(changes)
-        total -= saved
+        total -= metered
     return removed, total
 
 
@@ -230,9 +235,12 @@ def plan_to_budget(
         )
 
     mac_costs = _Costs(layers, None)
-    if target_macs is not None:
-        counts, reached = greedy_plan(groups, scores, layers, mac_costs, target_macs * dense_macs,
-                                      max_layer_sparsity, round_to)  # fmt: skip
+    table = LatencyTable(threads)
+    costs = _Costs(layers, table)
+    if target_macs is not None:  # the MACs counted; the moves ranked by the milliseconds they save
+        counts, reached = greedy_plan(groups, scores, layers, costs, target_macs * dense_macs,
+                                      max_layer_sparsity, round_to, meter=mac_costs)  # fmt: skip
+        table.save()
         chosen = plan_for(counts)
         measured, left = timed(chosen)
         within = left <= target_macs + 1e-9
@@ -240,8 +248,6 @@ def plan_to_budget(
                               why="" if within else "every layer is at its floor (--max-layer-sparsity)")  # fmt: skip
         return chosen, report
 
-    table = LatencyTable(threads)
-    costs = _Costs(layers, table)
     layer_sum = sum(costs(layer, layer.cin, layer.cout) for layer in layers)
     (dense_timed,) = time_side_by_side([model], [batch], threads)
     dense_ms = dense_timed.latency_ms[str(batch)]["median"]
