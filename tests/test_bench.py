@@ -244,3 +244,13 @@ def test_milliseconds_keep_three_significant_digits():
 
     assert [milliseconds(v) for v in (0.02304, 0.1562, 8.176, 72.43, 123.4)] == [
         "0.0230", "0.156", "8.18", "72.4", "123"]  # fmt: skip
+
+
+def test_a_slow_dynamic_int8_model_is_explained_as_dynamic():
+    from onnxprune.measure.quantize import KernelCount
+
+    dynamic = KernelCount(integer=["conv1 (ConvInteger)", "fc (MatMulInteger)"])
+    assert dynamic.why_not_faster().startswith("dynamic quantization: 2 node(s)")
+    assert KernelCount(integer=["conv1 (QLinearConv)"]).why_not_faster() == ""
+    mixed = KernelCount(integer=["conv1 (QLinearConv)"], float=["bn (BatchNormalization)"], conversions=4)
+    assert mixed.why_not_faster().startswith("1 compute node(s) stayed float") and "4 quantize" in mixed.why_not_faster()

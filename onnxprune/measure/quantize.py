@@ -59,7 +59,14 @@ class KernelCount:
     conversions: int = 0  # QuantizeLinear / DequantizeLinear nodes left: float <-> int8 each time
 
     def why_not_faster(self) -> str:
-        """One line on what stayed float (empty when every compute node is integer)."""
+        """One line on what stayed float, or on the slow dynamic kernels (empty when neither applies)."""
+        dynamic = [node for node in self.integer if node.endswith(("(ConvInteger)", "(MatMulInteger)"))]
+        if dynamic and not self.float:
+            return (
+                f"dynamic quantization: {len(dynamic)} node(s) quantize their input at every call and run "
+                "ConvInteger/MatMulInteger, which onnxruntime's CPU provider does not fuse into its fast integer "
+                "kernels; static quantization (QLinearConv, QGemm) is the fast form"
+            )
         if not self.float:
             return ""
         shown = ", ".join(self.float[:6]) + (f" and {len(self.float) - 6} more" if len(self.float) > 6 else "")
