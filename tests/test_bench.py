@@ -253,4 +253,5 @@ def test_a_slow_dynamic_int8_model_is_explained_as_dynamic():
     assert dynamic.why_not_faster().startswith("dynamic quantization: 2 node(s)")
     assert KernelCount(integer=["conv1 (QLinearConv)"]).why_not_faster() == ""
     mixed = KernelCount(integer=["conv1 (QLinearConv)"], float=["bn (BatchNormalization)"], conversions=4)
-    assert mixed.why_not_faster().startswith("1 compute node(s) stayed float") and "4 quantize" in mixed.why_not_faster()
+    why = mixed.why_not_faster()
+    assert why.startswith("1 compute node(s) stayed float") and "4 quantize" in why
