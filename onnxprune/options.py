@@ -215,7 +215,7 @@ class PruneOptions:
             raise ConfigError(f"--threads must be 1 or more, got {self.threads}")
         if self.budget is None:
             return
-        option = "--speedup" if self.speedup is not None else "--target-macs"
+        option = self.budget_option
         for given, name in ((self.config, "--config"), (self.skip_first, "--skip-first"),
                             (self.skip_last, "--skip-last"), (self.is_recipe, "a recipe")):  # fmt: skip
             if given:
@@ -227,6 +227,11 @@ class PruneOptions:
         if self.speedup is not None:
             return ("speedup", self.speedup)
         return ("macs", self.target_macs) if self.target_macs is not None else None
+
+    @property
+    def budget_option(self) -> str:
+        """The option that set the budget ("--speedup" or "--target-macs"), for messages."""
+        return "--speedup" if self.speedup is not None else "--target-macs"
 
     @property
     def is_recipe(self) -> bool:

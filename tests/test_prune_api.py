@@ -174,5 +174,6 @@ def test_the_api_and_the_cli_write_identical_weights(fixture_model, tmp_path, fi
 
 
 def test_prune_refuses_an_unknown_option_naming_the_known_ones(fixture_model):
-    with pytest.raises(onnxprune.OnnxpruneError, match="unknown option 'sparsty'; the options are: bench_batch_size, config, "):
+    known = "unknown option 'sparsty'; the options are: bench_batch_size, config, "
+    with pytest.raises(onnxprune.OnnxpruneError, match=known):
         onnxprune.prune(onnxprune.load(fixture_model("matmul_mlp")), 0.5, sparsty=0.4)

@@ -4,8 +4,9 @@ The channels go where they cost most and matter least: starting from the dense m
 selection group (a layer's filters, or channels coupled by residual connections) whose next
 block of lowest-scored channels has the smallest importance per unit of cost saved loses them,
 until the predicted cost meets the budget (greedy, as HALP and NetAdapt do). A block's importance
-is divided by the fraction of its group that would be left: scores are normalised per layer, so
-without it the layers whose channels cost most would be emptied first whatever they carry. Blocks keep each
+is divided by the square of the fraction of its group that would be left (`THINNING`): scores are
+normalised per layer, so without it the layers whose channels cost most would be emptied first
+whatever they carry. Blocks keep each
 group a multiple of `round_to` channels (the widths onnxruntime runs fast), and the greedy step
 also looks two blocks ahead, because some kernels only get faster every 16 channels.
 
@@ -113,7 +114,7 @@ class _Costs:
     """A layer's cost at given widths: MACs, or milliseconds from the latency table."""
 
     def __init__(self, layers: list[LayerWidths], table: LatencyTable | None) -> None:
-        self.layers, self.table = layers, table
+        self.table = table
         self.ms_per_mac = 0.0
         if table is not None:  # layers of unknown geometry are costed at the model's ms per MAC
             shaped = [layer for layer in layers if layer.shape is not None]
@@ -122,8 +123,7 @@ class _Costs:
 
     def __call__(self, layer: LayerWidths, kin: int, kout: int) -> float:
         if self.table is not None and layer.shape is not None:
-            channels_in = kin if layer.shape.op != "Conv" or not layer.depthwise else kout
-            return self.table.milliseconds(layer.shape.with_widths(channels_in, kout))
+            return self.table.milliseconds(layer.shape.with_widths(kin, kout))  # depthwise: kin follows kout
         macs = layer.macs * (kout / layer.cout) * (1.0 if layer.depthwise else kin / max(1, layer.cin))
         return macs * self.ms_per_mac if self.table is not None else macs
 

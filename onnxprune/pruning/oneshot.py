@@ -288,9 +288,8 @@ def _prune_one(model: Model, options: PruneOptions, inputs: PruneInputs, sparsit
     if chosen.granularity == "channel":
         return _prune_channels(model, chosen, options, inputs, context, sparsity, unpruned)
     if options.budget is not None:
-        option = "--speedup" if options.speedup is not None else "--target-macs"
         raise ConfigError(
-            f"{option} needs a structured method (l1-filter, l2-filter, neuron, taylor-filter, ...): "
+            f"{options.budget_option} needs a structured method (l1-filter, l2-filter, neuron, taylor-filter, ...): "
             f"{options.method} zeroes single weights, which leaves onnxruntime's dense kernels as fast as before"
         )
 
@@ -332,8 +331,9 @@ def _prune_channels(
     budget = None
     if options.budget is not None:
         if method.loop is not None:
-            raise ConfigError(f"--{options.budget[0].replace('macs', 'target-macs')} needs a method that scores once; "
-                              f"{method.name} selects in rounds")  # fmt: skip
+            raise ConfigError(
+                f"{options.budget_option} needs a method that scores once; {method.name} selects in rounds"
+            )
         chosen_plan, budget = plan_to_budget(
             model, method, context, speedup=options.speedup, target_macs=options.target_macs,
             batch=options.bench_batch_size, threads=options.threads, max_layer_sparsity=options.max_layer_sparsity,

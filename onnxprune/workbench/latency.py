@@ -89,11 +89,10 @@ def _layer_shape(layer: PrunableLayer, node: onnx.NodeProto, source: tuple | Non
         return None
     rank = len(layer.shape) - 2
     groups = int(attribute(node, "group", 1))
-    pads = attribute(node, "pads", None)
-    if attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or pads is None:
-        pads = [0] * (2 * rank) if attribute(node, "auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET", b"VALID") else None
-    if pads is None:  # SAME padding: the single-layer model keeps the auto_pad; spatial size alone differs
-        pads = [-1] * (2 * rank)
+    auto_pad = attribute(node, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    # SAME padding is marked -1: the single-layer model keeps the auto_pad; VALID and NOTSET give pads
+    pads = [-1] * (2 * rank) if auto_pad.startswith("SAME") else attribute(node, "pads", [0] * (2 * rank))
     return LayerShape(
         "Conv", cin * groups, cout, batch, tuple(int(d) for d in source[2:]), tuple(layer.shape[2:]),
         tuple(attribute(node, "strides", [1] * rank)), tuple(int(p) for p in pads),
