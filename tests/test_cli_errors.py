@@ -281,3 +281,32 @@ def test_the_debug_log_stays_small(tmp_path, monkeypatch):
         warnings.warn("from a library", UserWarning, stacklevel=1)
     assert (tmp_path / "debug.log.1").stat().st_size == 1500
     assert "UserWarning: from a library" in log.read_text() and log.stat().st_size < 1000
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (("prune", "m.onnx", "--sparsity", "90%"), ("Invalid value for '--sparsity'", "0.9 for 90%", "--help")),
+        (("prun",), ("No such command 'prun'", "Did you mean 'prune'")),
+        (("prune", "m.onnx", "--bogus"), ("No such option: --bogus", "`onnxprune prune --help`")),
+        (("prune",), ("Missing argument 'MODEL'",)),
+    ],
+)
+def test_parse_failures_are_one_line_like_every_other_error(args, fragments):
+    """Issue 29, 11: `--sparsity 90%` drew typer's box where `--sparsity 90` gets one `error:` line."""
+    result = CliRunner().invoke(app, list(args), prog_name="onnxprune")
+    assert_one_line_error(result, *fragments)
+    assert "╭" not in result.output
+
+
+def test_a_mean_with_the_wrong_number_of_values_is_one_line(alexnet, tmp_path):
+    """Issue 29, 3: two --mean values for an RGB model were an internal error (numpy broadcasting)."""
+    import fixtures
+
+    images, labels = fixtures.class_images(4, size=35, classes=2)
+    np.savez(tmp_path / "d.npz", x=images, y=labels)
+    result = run("evaluate", alexnet, "--data", tmp_path / "d.npz", "--mean", "0.4914,0.4822")
+    assert_one_line_error(result, "--mean has 2 values (0.4914,0.4822)", "3 (one per input channel) or 1")
+    result = run("prune", alexnet, "--data", tmp_path / "d.npz", "--std", "0.2,0.2", "-o", tmp_path / "o.onnx")
+    assert_one_line_error(result, "--std has 2 values")
+    only_files(tmp_path, "alexnet.onnx", "d.npz")

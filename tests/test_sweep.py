@@ -457,3 +457,18 @@ def test_sensitivity_checks_the_combined_allocation_on_held_out_samples(tmp_path
     _, held_out = split(dataset, HELD_OUT_FRACTION, seed=0)
     top1 = evaluate(written, held_out, preprocess).top1
     assert top1 == pytest.approx(combined["top1"], abs=1.5 / len(held_out)), "the YAML keeps what was measured"
+
+
+def test_levels_that_round_to_the_same_channels_are_explained():
+    """Issue 29, 10: l1-filter at 10% and 15% gave identical rows without a word."""
+    from onnxprune.measure.sweep import repeated_levels
+    from onnxprune.results import ResultRow, ResultTable
+
+    rows = [ResultRow(level, 0.9, 0.3, kept, "l1-filter", "layer") for level, kept in
+            ((0.0, 1000), (0.1, 900), (0.15, 900), (0.2, 800))]  # fmt: skip
+    rows += [ResultRow(level, 0.9, 0.3, kept, "magnitude", "layer") for level, kept in ((0.1, 900), (0.15, 850))]
+    notes = repeated_levels(ResultTable("sweep", "m.onnx", [], 0.9, rows=rows))
+    assert notes == [
+        "l1-filter (layer) at 10%, 15%: the same model, 900 weights kept: each layer's count rounds to whole "
+        "channels (and to --round-to blocks)"
+    ]

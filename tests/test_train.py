@@ -184,8 +184,40 @@ def test_prune_cli_with_data_runs_omp(fixture_model, tmp_path):
     assert {"results.json", "results.csv", "run.json", "round_1.onnx"} <= set(names)
     held_out = json.loads((tmp_path / "o" / "results.json").read_text())["extra"]["val_samples"]
     assert 0 < held_out <= 6  # the default split holds out 20%, stratified by class
-    assert f"top-1 on {held_out} validation images" in result.stdout, "issue 27: the split's size is shown"
+    assert f"top-1 on {held_out} images held out from --data" in result.stdout, "issues 27, 29: split and size"
+    assert f"on {held_out} images held out from --data, in onnxruntime)" in result.stdout  # the final line too
+    header = next(line for line in result.stdout.splitlines() if "round" in line and "target" in line)
+    assert "sparsity (of weights)" in header and "top-1 pruned" in header and "top-1 fine-tuned" in header
     assert "validation images" in (tmp_path / "o" / "report.html").read_text()
+
+
+def test_a_round_that_trained_nothing_shows_its_top1_as_pruned(fixture_model, tmp_path):
+    """Issue 29, 7 and 10: no fine-tuned column where nothing fine-tuned; channels named as channels."""
+    images, labels = fixtures.class_images(10, size=35, classes=5)
+    np.savez(tmp_path / "d.npz", x=images, y=labels)
+    args = [
+        "prune",
+        str(fixture_model("matlab_alexnet_opset8")),
+        "--method",
+        "l1-filter",
+        "--sparsity",
+        "0.5",
+        "--data",
+        str(tmp_path / "d.npz"),
+        "--out-dir",
+        str(tmp_path / "o"),
+        "--json",
+    ]
+    summary = json.loads(CliRunner().invoke(app, args).stdout)
+    assert summary["evaluated_on"] == "10 images of --data"  # nothing was fitted: all of them
+    result = CliRunner().invoke(app, args[:-1] + ["--out-dir", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    header = next(line for line in lines if "round" in line and "target" in line)
+    assert "sparsity (of channels)" in header and "top-1 pruned" in header and "fine-tuned" not in header
+    row = next(line for line in lines if line.strip("│ ").startswith("1 "))
+    assert f"{summary['rounds'][0]['top1']:.2%}" in row
+    assert "top-1 on 10 images of --data" in result.stdout
 
 
 def test_a_worse_fine_tuned_round_is_set_aside_only_beyond_sampling_noise():
@@ -329,3 +361,37 @@ def dataclasses_replace(options, **changes):
     import dataclasses
 
     return dataclasses.replace(options, **changes)
+
+
+def test_prune_prints_its_notes_before_fine_tuning_starts(fixture_model, tmp_path, monkeypatch):
+    """Issue 29, 1: the chosen optimizer and learning rate are on screen before training, and stay after Ctrl-C."""
+    import onnxprune.workflow.schedule as schedule_module
+
+    images, labels = fixtures.class_images(10, size=35, classes=5)
+    np.savez(tmp_path / "d.npz", x=images, y=labels)
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append("finetune")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(schedule_module, "finetune", interrupted)
+    args = [
+        "prune",
+        str(fixture_model("matlab_alexnet_opset8")),
+        "--sparsity",
+        "0.5",
+        "--data",
+        str(tmp_path / "d.npz"),
+        "--finetune-epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--out-dir",
+        str(tmp_path / "o"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert calls == ["finetune"] and result.exit_code == 130, result.output
+    assert "note: raw 0-255 inputs: adam at learning rate 0.001" in result.stdout
+    assert "note: scope " in result.stdout  # the scope measured before fine-tuning, too
+    assert "interrupted; finished rounds are kept" in result.output

@@ -9,13 +9,56 @@ and every one-line error return without waiting for torch.
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
+from typer._click import exceptions as usage  # typer's own copy of click: its usage errors are these
 
 from onnxprune.cli import demo, graph, measure, prune, report
 
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (an unknown command, `--sparsity 90%`) as one `error:` line, like every other mistake.
+
+    Typer draws them in a box under the usage text; the library's errors are one line on stderr and
+    exit code 2 (`onnxprune.cli.common.reports_errors`): a user should meet one style, whatever they got wrong.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run the command; in standalone mode a usage error is one line and exit code 2."""
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        given = list(args) if args is not None else sys.argv[1:]
+        try:
+            code = super().main(given, prog_name, complete_var, standalone_mode=False, **extra)
+        except usage.NoArgsIsHelpError as error:  # `onnxprune` alone: the help, as before
+            error.show()
+            raise SystemExit(2) from None
+        except usage.ClickException as error:
+            from onnxprune.cli.common import print_error
+
+            print_error(usage_error_line(error, given))
+            raise SystemExit(error.exit_code) from None
+        except typer.Abort:
+            from onnxprune.cli.common import print_error
+
+            print_error("aborted")
+            raise SystemExit(1) from None
+        raise SystemExit(code if isinstance(code, int) else 0)
+
+
+def usage_error_line(error: usage.ClickException, given: list[str]) -> str:
+    """The usage error in one line, with where to look (and the fraction a percentage meant)."""
+    message = " ".join(error.format_message().split()).rstrip(".")
+    if isinstance(error, typer.BadParameter) and any(str(arg).endswith("%") for arg in given):
+        message += " (give a fraction: 0.9 for 90%)"
+    context = getattr(error, "ctx", None)
+    return message + (f"; `{context.command_path} --help` lists the options" if context is not None else "")
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

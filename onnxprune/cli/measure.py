@@ -129,8 +129,8 @@ def sweep(
     """
     from onnxprune.files import file_digest
     from onnxprune.graph.model import load
+    from onnxprune.measure.sweep import repeated_levels, trade_off
     from onnxprune.measure.sweep import sweep as sweep_model
-    from onnxprune.measure.sweep import trade_off
     from onnxprune.pruning.reconstruct import calibration_split
     from onnxprune.report import plots
     from onnxprune.report.html import write_report
@@ -167,6 +167,7 @@ def sweep(
         table.extra["trade_off"] = choice
         notes += [f"{u['method']} ({u['scope']}) at {u['sparsity']:g}: not reached: {u['reason']}"
                   for u in table.extra.get("unreachable", [])]  # fmt: skip
+        notes += repeated_levels(table)
         written = writer.write(table)
         figure = plots.accuracy_vs_sparsity([table], out_dir / "accuracy_vs_sparsity.png")
         page = write_report(out_dir)
@@ -277,7 +278,7 @@ def _print_sweep(table: ResultTable, choice: dict | None) -> None:
     units = {f"{curve['method']} ({curve['scope']})": curve["units"] for curve in choice["curves"]}
     mixed = len(set(units.values())) > 1  # then each column says what its sparsity counts
     levels = list(dict.fromkeys(row.sparsity for row in table.rows))
-    header = "sparsity" if mixed else f"sparsity (% of {next(iter(units.values()), 'weights')})"
+    header = "sparsity (of the units in [ ])" if mixed else f"sparsity (% of {next(iter(units.values()), 'weights')})"
     grid_table = Table(header, *[f"{label} [{units[label]}]" if mixed else label for label in labels])
     by_key = {(f"{r.method} ({r.scope})", r.sparsity): r for r in table.rows}
     for level in levels:

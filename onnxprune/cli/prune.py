@@ -53,7 +53,6 @@ from onnxprune.options import (
 if TYPE_CHECKING:
     from onnxprune.pruning.oneshot import PruneResult
     from onnxprune.workflow.pipeline import PruneReport, RunOptions
-    from onnxprune.workflow.schedule import ScheduleResult
 
 # the defaults shown in --help are the options' own (the dataclasses are the one place they are written)
 PRUNE, TRAIN, SCHEDULE, SETTINGS = PruneOptions(), TrainOptions(), ScheduleOptions(), MethodSettings()
@@ -266,9 +265,16 @@ def prune(
     options = _prune_run_options(given)
     from onnxprune.workflow.pipeline import run
 
+    printed: list[str] = []
+
+    def announce(note: str) -> None:  # a note is on screen before the work it concerns (stdout is JSON with --json)
+        if not as_json and not note.startswith("checkpoints"):
+            console().print(f"note: {note}", highlight=False)
+            printed.append(note)
+
     try:
         with training_progress() as progress, level_progress() as levels:
-            report = run(model_path, options, progress=progress, level_progress=levels)
+            report = run(model_path, options, progress=progress, level_progress=levels, on_note=announce)
     except KeyboardInterrupt:
         if options.mode == "schedule":
             print_error("interrupted; finished rounds are kept in the run folder; add --resume to continue")
@@ -277,7 +283,7 @@ def prune(
     if as_json:
         typer.echo(json.dumps(_prune_summary(report), indent=2))
         return
-    _print_prune_report(report)
+    _print_prune_report(report, printed)
 
 
 # prune options that act only in some modes: (option, refused when, why)
@@ -382,17 +388,18 @@ def _prune_run_options(given: dict) -> RunOptions:
     return options
 
 
-def _print_prune_report(report: PruneReport) -> None:
+def _print_prune_report(report: PruneReport, printed: list[str]) -> None:
+    """The prune's outcome for people: the notes not yet printed, its tables and the closing line."""
     for note in report.notes:
-        if not note.startswith("checkpoints"):
+        if not note.startswith("checkpoints") and note not in printed:
             console().print(f"note: {note}", highlight=False)
     if report.mode == "schedule":
-        _print_rounds(report.schedule)
+        _print_rounds(report)
         for record in report.schedule.rounds:
             for note in record.notes:
                 console().print(f"note: round {record.round}: {note}", highlight=False)
         final = report.schedule.final_top1
-        accuracy = f" (top-1 {final:.2%} in onnxruntime)" if final is not None else ""
+        accuracy = f" (top-1 {final:.2%} on {report.evaluated_on}, in onnxruntime)" if final is not None else ""
         console().print(
             f"wrote {report.output}{accuracy} ({human_size(report.bytes)}); checkpoints and results.json/.csv "
             f"in {report.schedule.folder}"
@@ -405,8 +412,13 @@ def _print_prune_report(report: PruneReport) -> None:
             f"{result.method}: removed {result.channel_sparsity:.1%} of the removable filters and neurons"
             + (f" ({result.kept_whole} kept whole counted)" if result.kept_whole else "")
             + ": "
-            f"parameters -{result.params_removed:.1%}, MACs -{result.macs_removed:.1%}; weights "
-            f"{result.prunable_sparsity:.1%} zero; verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); "
+            f"parameters -{result.params_removed:.1%}, MACs -{result.macs_removed:.1%}; "
+            + (
+                f"weights {result.prunable_sparsity:.1%} removed (the channels are gone from the file)"
+                if result.compacted is not None
+                else f"weights {result.prunable_sparsity:.1%} zero (--mask-only)"
+            )
+            + f"; verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); "
             f"wrote {report.output} ({human_size(report.bytes)})"
         )
         return
@@ -424,21 +436,35 @@ def _print_prune_report(report: PruneReport) -> None:
     )
 
 
-def _print_rounds(result: ScheduleResult) -> None:
-    on = f"top-1 on {result.val_samples} validation images" if result.val_samples else "no validation data"
-    table = Table("round", "target", "sparsity", "top-1 pruned", "top-1 fine-tuned", "loss", "seconds", title=on)
+def _print_rounds(report: PruneReport) -> None:
+    """The schedule's rounds: target, sparsity in its units, top-1 as pruned and (when it trained) fine-tuned."""
+    from onnxprune.pruning.methods import traits
+
+    result, schedule = report.schedule, report.options.schedule
+    on = f"top-1 on {report.evaluated_on or f'{result.val_samples} validation images'}" if result.val_samples else (
+        "no validation data"
+    )  # fmt: skip
+    units = {"filter": "of channels", "hybrid": "of weights, removed or zero"}.get(traits(schedule.prune).kind,
+                                                                                     "of weights")  # fmt: skip
+    trained = schedule.train.epochs > 0 or any(record.train_history for record in result.rounds)
+    # a round that trained nothing was measured once, as pruned (its layers solved again with --reconstruct)
+    as_pruned = "top-1 pruned" + (" and solved" if schedule.prune.reconstruct else "")
+    columns = ["round", "target", f"sparsity ({units})", as_pruned] + (["top-1 fine-tuned"] if trained else [])
+    table = Table(*columns, "loss", "seconds", title=on)
     if result.baseline_top1 is not None:
-        table.add_row("dense", "0%", "-", "", f"{result.baseline_top1:.2%}", "", "")
+        dense = [f"{result.baseline_top1:.2%}"] + ([""] if trained else [])
+        table.add_row("dense", "0%", "-", *dense, "", "")
     for record in result.rounds:
+        measured = f"{record.top1:.2%}" if record.top1 is not None else "-"
+        if trained:
+            pruned = f"{record.top1_pruned:.2%}" if record.top1_pruned is not None else "-"
+            accuracies = [pruned, measured + " (pruned kept)" * (record.kept == "pruned")]
+        else:
+            accuracies = [measured]
         table.add_row(
-            str(record.round),
-            f"{record.target_sparsity:.1%}",
-            f"{record.sparsity:.1%}",
-            f"{record.top1_pruned:.2%}" if record.top1_pruned is not None else "-",
-            (f"{record.top1:.2%}" if record.top1 is not None else "-") + (" (pruned kept)" * (record.kept == "pruned")),
-            f"{record.loss:.4f}" if record.loss is not None else "-",
-            f"{record.seconds:.1f}",
-        )
+            str(record.round), f"{record.target_sparsity:.1%}", f"{record.sparsity:.1%}", *accuracies,
+            f"{record.loss:.4f}" if record.loss is not None else "-", f"{record.seconds:.1f}",
+        )  # fmt: skip
     console().print(table)
     worse = [record for record in result.rounds if record.kept == "pruned"]
     if worse:
@@ -468,7 +494,8 @@ def _prune_summary(report: PruneReport) -> dict:
         result = report.schedule
         summary.update(
             folder=str(result.folder), baseline_top1=result.baseline_top1, final_top1=result.final_top1,
-            val_samples=result.val_samples, rounds=[dataclasses.asdict(record) for record in result.rounds],
+            val_samples=result.val_samples, evaluated_on=report.evaluated_on,
+            rounds=[dataclasses.asdict(record) for record in result.rounds],
         )  # fmt: skip
         return summary
     result = report.result
@@ -489,7 +516,7 @@ def _prune_summary(report: PruneReport) -> dict:
 
 
 def _print_channel_table(result: PruneResult) -> None:
-    table = Table("layer", "op", "channels", "removed", "params before", "params after")
+    table = Table("layer", "op", "channels", "channels removed", "params before", "params after")
     for layer in result.layers:
         table.add_row(
             layer.name,

@@ -275,6 +275,33 @@ def trade_off(table: ResultTable, max_drop: float, method: str | None = None, sc
     return {**best, "max_drop": max_drop, "curves": curves}
 
 
+def repeated_levels(table: ResultTable) -> list[str]:
+    """One note per run of levels of a curve that gave the same model (the same non-zero count).
+
+    Structured methods remove whole channels, so near levels can round to the same counts
+    (l1-filter at 10% and 15% of a 20-channel layer both remove 2, or one --round-to block):
+    the identical rows are the same model, not a measurement error.
+    """
+    notes = []
+    for method, scope in dict.fromkeys((row.method, row.scope) for row in table.rows):
+        rows = sorted((r for r in table.rows if (r.method, r.scope) == (method, scope)), key=lambda r: r.sparsity)
+        runs: list[list[ResultRow]] = []
+        for row in rows:
+            if runs and runs[-1][-1].num_nonzero == row.num_nonzero and row.sparsity > 0:
+                runs[-1].append(row)
+            else:
+                runs.append([row])
+        for same in (run for run in runs if len(run) > 1):
+            why = (
+                "each layer's count rounds to whole channels (and to --round-to blocks)"
+                if sparsity_units(method) == "channels"
+                else "the same weights remain (the caps or the layers' sizes allow no more)"
+            )
+            levels = ", ".join(f"{row.sparsity:.0%}" for row in same)
+            notes.append(f"{method} ({scope}) at {levels}: the same model, {same[0].num_nonzero:,} weights kept: {why}")
+    return notes
+
+
 def _curve_trade_off(method: str, scope: str, rows: list[ResultRow], floor: float, baseline: float) -> dict:
     within = [r for r in rows if r.accuracy is not None and r.accuracy >= floor - 1e-12]
     best = max(within, key=lambda r: (r.sparsity, r.accuracy), default=None)

@@ -614,11 +614,24 @@ def preprocess_for(
             notes.append("MATLAB export with a mean-image Sub: feeding raw 0-255 pixel values")
     shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in model.input.shape[1:])
     layout = layout or ("flat" if model.input.layout in ("flat", "unknown") else model.input.layout)
+    preprocess = Preprocess(shape, layout, pixel_range, None, None, flatten_order, tuple(notes))
+    for option, values in (("--mean", mean), ("--std", std)):
+        _check_channel_values(option, values, preprocess.channels)
     if mean is not None and std is None:
         std = tuple(1.0 for _ in mean)
     if std is not None and mean is None:  # scaling alone: (x - 0) / std
         mean = tuple(0.0 for _ in std)
-    return Preprocess(shape, layout, pixel_range, mean, std, flatten_order, tuple(notes))
+    return replace(preprocess, mean=mean, std=std)
+
+
+def _check_channel_values(option: str, values: tuple[float, ...] | None, channels: int | None) -> None:
+    """One value for every channel, or one for all: anything else would not broadcast (or would be ignored)."""
+    if values is None or len(values) == 1 or (channels is not None and len(values) == channels):
+        return
+    wanted = f"{channels} (one per input channel) or 1 (for all)" if channels else "1: the model's input is flat"
+    raise DataError(
+        f"{option} has {len(values)} values ({','.join(f'{v:g}' for v in values)}); the model takes {wanted}"
+    )
 
 
 def _starts_with_mean_sub(model: Model) -> bool:

@@ -44,6 +44,30 @@ if TYPE_CHECKING:
 
 Progress = Callable[[dict], None]
 
+
+class Notes(list):
+    """The run's notes, each handed to `on_note` as it is made.
+
+    The CLI prints a note the moment it exists, so what a run chose (scope, optimizer, learning
+    rate, the preprocessing) is on screen before the long work it governs, and stays there after Ctrl-C.
+    """
+
+    def __init__(self, on_note: Callable[[str], None] | None = None) -> None:
+        super().__init__()
+        self.on_note = on_note
+
+    def append(self, note: str) -> None:
+        """Keep `note` and announce it."""
+        super().append(note)
+        if self.on_note is not None:
+            self.on_note(note)
+
+    def extend(self, notes) -> None:
+        """Keep and announce each of `notes`, in order."""
+        for note in notes:
+            self.append(note)
+
+
 # The training options a user may leave to onnxprune; `measured_defaults` chooses them
 # (benchmarks/versus_anchors.py). The scope left unset is None in `PruneOptions`: `default_scope`.
 CHOSEN = frozenset({"optimizer", "lr", "distill_weight", "reconstruct"})
@@ -203,6 +227,8 @@ class PruneReport:
         sparse_initializers: weights stored as sparse initializers in `output`.
         max_abs_diff: the written model against the torch model that produced it.
         bytes: the output's size, external data included.
+        evaluated_on: schedule mode: the samples every top-1 of the run is measured on, in words
+            ("400 images held out from --data", "10,000 images of --val").
     """
 
     output: Path
@@ -215,11 +241,12 @@ class PruneReport:
     sparse_initializers: list[str] = field(default_factory=list)
     max_abs_diff: float | None = None
     bytes: int = 0
+    evaluated_on: str | None = None
 
 
 def run(
     model_path: str | os.PathLike, options: RunOptions, progress: Progress | None = None,
-    level_progress: Progress | None = None,
+    level_progress: Progress | None = None, on_note: Callable[[str], None] | None = None,
 ) -> PruneReport:  # fmt: skip
     """Prune the model at `model_path` as `options` say; see the module docstring for the modes.
 
@@ -228,6 +255,8 @@ def run(
         options: `RunOptions`.
         progress: called with the schedule's and fine-tuning's progress events.
         level_progress: called with the `max_drop` sweep's progress events.
+        on_note: called with each note as it is made, before the work it concerns (the report
+            holds them all again, with the notes of the outcome).
 
     Returns:
         A `PruneReport`.
@@ -237,7 +266,7 @@ def run(
 
     model_path = Path(model_path)
     model = load(model_path)  # a missing or corrupt file fails here, before anything else
-    notes: list[str] = []
+    notes = Notes(on_note)
     loaded: dict = {}  # the data files read once, for the measurements and the prune
     options, measured = _measured_choices(model, options, loaded)
     notes.extend(measured)
@@ -268,7 +297,7 @@ def run(
         del model
         report = _scheduled(model_path, output, options, progress, notes, loaded)
     report.choice = choice
-    report.notes = notes + report.notes
+    report.notes = list(notes) + report.notes
     if options.sparse_storage:
         report.notes.append(_sparse_storage_note(model_path, report))
     return report
@@ -519,16 +548,31 @@ def _scheduled(
     far = _far_below_dense(result, schedule, len(train) if train is not None else 0)
     notes.extend([far] if far and not chance else [])
     notes.append(f"checkpoints, results.json/.csv and report.html in {result.folder}")
+    evaluated_on = evaluation_split(options.data, len(held_out) if held_out is not None else 0, fits)
     if options.output is None and not options.sparse_storage:  # the run's own final file is the output
         return PruneReport(
             output=result.final_path, mode="schedule", options=options, schedule=result,
-            bytes=model_file_size(result.final_path),
+            bytes=model_file_size(result.final_path), evaluated_on=evaluated_on,
         )  # fmt: skip
     moved, difference = _write_final(final, output, options.sparse_storage)
     return PruneReport(
         output=output, mode="schedule", options=options, schedule=result, notes=[],
-        sparse_initializers=moved, max_abs_diff=difference, bytes=model_file_size(output),
+        sparse_initializers=moved, max_abs_diff=difference, bytes=model_file_size(output), evaluated_on=evaluated_on,
     )  # fmt: skip
+
+
+def evaluation_split(data: DataOptions | None, samples: int, split: bool) -> str | None:
+    """The samples a run's accuracies are measured on, in words: which split of which data, and how many.
+
+    `split`: whether the run held part of --data out (it fits weights, scores or layers on the rest).
+    """
+    if not samples or data is None:
+        return None
+    if data.val is not None:
+        return f"{samples:,} images of --val"
+    if split or data.val_split:
+        return f"{samples:,} images held out from --data"
+    return f"{samples:,} images of --data"
 
 
 # a fine-tuned result this far below the dense model (absolute top-1) gets a note with what to try
