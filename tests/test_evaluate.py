@@ -75,15 +75,39 @@ def test_evaluate_cli_both_engines():
 
 
 @pytest.mark.parametrize(
-    "model, data, extra",
-    [("models/matlab/cora_mnist_point.onnx", "data/mnist", []),  # needs --flatten column
-     ("models/pytorch/resnet_2b_cifar10.onnx", "data/cifar10/test.zip", [])],  # needs --mean/--std
+    "model, data, flat",
+    [("models/matlab/cora_mnist_point.onnx", "data/mnist", True),  # needs --flatten column
+     ("models/pytorch/resnet_2b_cifar10.onnx", "data/cifar10/test.zip", False)],  # needs --mean/--std
 )  # fmt: skip
-def test_wrong_preprocessing_gets_a_note_near_chance(model, data, extra):
+def test_wrong_preprocessing_gets_a_note_near_chance(model, data, flat):
     result = CliRunner().invoke(app, ["evaluate", str(shared_path(model)), "--data", str(shared_path(data)),
-                                      "--limit", "300", *extra])  # fmt: skip
+                                      "--limit", "300"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "is near chance (10.0% for 10 classes)" in result.stdout and "--flatten" in result.stdout
+    assert "is near chance (10.0% for 10 classes)" in result.stdout and "--mean/--std" in result.stdout
+    assert ("--flatten" in result.stdout) == flat, "issue 29, 12: --flatten is suggested for flat inputs only"
+
+
+def test_a_normalised_model_fed_0_255_pixels_gets_a_note_from_its_loss():
+    """Issue 29, 4: top-1 well above chance, loss ~50-180: confidently wrong, the inputs are off by a scale."""
+    model, data = shared_path("models/pytorch/resnet_2b_cifar10.onnx"), shared_path("data/cifar10/test.zip")
+    mean_std = ["--mean", "0.4914,0.4822,0.4465", "--std", "0.2470,0.2435,0.2616"]
+    base = ["evaluate", str(model), "--data", str(data), "--limit", "500"]
+    wrong = CliRunner().invoke(app, [*base, "--pixel-range", "0-255", *mean_std])
+    assert wrong.exit_code == 0, wrong.output
+    note = next(line for line in wrong.stdout.splitlines() if line.startswith("note: loss"))
+    assert "times a uniform guess's (2.30 for 10 classes)" in note and "--pixel-range" in note, note
+    assert "near chance" not in wrong.stdout  # top-1 ~35%: the chance note stays silent, the loss speaks
+    right = CliRunner().invoke(app, [*base, *mean_std])
+    assert right.exit_code == 0 and "note:" not in right.stdout, right.stdout
+
+
+def test_the_loss_note_needs_a_loss_far_above_a_guess():
+    from onnxprune.workbench.evaluate import input_scale_note
+
+    assert input_scale_note(0.37, 161.98, 10) is not None
+    assert input_scale_note(0.42, 5.0, 10) is None  # a pruned model's loss, 2x a guess's: not an input problem
+    assert input_scale_note(0.05, 161.98, 10) is None  # near chance: chance_note speaks instead
+    assert "--flatten" not in input_scale_note(0.37, 161.98, 10, flat=False)
 
 
 def test_a_model_whose_output_is_not_class_scores_is_refused(tmp_path):

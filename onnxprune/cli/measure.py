@@ -68,7 +68,7 @@ def evaluate(
 ) -> None:
     """Top-1 and top-5 accuracy and loss of MODEL on labelled data, in onnxruntime and/or torch."""
     from onnxprune.graph.model import load
-    from onnxprune.workbench.evaluate import chance_note
+    from onnxprune.workbench.evaluate import data_notes
     from onnxprune.workbench.evaluate import evaluate as evaluate_model
 
     if data is None:
@@ -80,7 +80,8 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps([result.as_dict() for result in results], indent=2))
         return
-    _print_notes([*preprocess.notes, chance_note(results[0].top1, model.num_classes or len(dataset.classes))])
+    classes, flat = model.num_classes or len(dataset.classes), preprocess.layout == "flat"
+    _print_notes([*preprocess.notes, *data_notes(results[0], classes, flat)])
     for result in results:
         console().print(
             f"{result.engine:>11}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  "
@@ -134,7 +135,7 @@ def sweep(
     from onnxprune.pruning.reconstruct import calibration_split
     from onnxprune.report import plots
     from onnxprune.report.html import write_report
-    from onnxprune.workbench.evaluate import chance_note
+    from onnxprune.workbench.evaluate import chance_note, input_scale_note
 
     if data is None:
         raise ConfigError("sweep needs --data")
@@ -161,9 +162,12 @@ def sweep(
             table = sweep_model(model, dataset, preprocess, levels, methods, scopes, progress=progress,
                                 calibration=calibration, checkpoint=writer.update, done=done)  # fmt: skip
         choice = trade_off(table, max_drop)
-        chance = chance_note(table.baseline_accuracy, model.num_classes or len(dataset.classes))
+        classes, flat = model.num_classes or len(dataset.classes), preprocess.layout == "flat"
+        chance = chance_note(table.baseline_accuracy, classes, flat)
         if chance:  # a choice on a baseline near chance would choose on noise: the curves stay, the choice goes
             choice["near_chance"] = f"no trade-off is chosen: the dense model's {chance}"
+        scale = input_scale_note(table.baseline_accuracy, table.extra.get("baseline_loss"), classes, flat)
+        notes += [f"the dense model's {scale}"] if scale else []
         table.extra["trade_off"] = choice
         notes += [f"{u['method']} ({u['scope']}) at {u['sparsity']:g}: not reached: {u['reason']}"
                   for u in table.extra.get("unreachable", [])]  # fmt: skip

@@ -196,7 +196,7 @@ def sweep(
     if done is not None:
         engine = done.extra.get("engine", engine)
     sweeper = Sweeper(model, data, preprocess, engine=engine, calibration=calibration)
-    baseline, _ = sweeper.evaluate()
+    baseline, baseline_loss = sweeper.evaluate()
     units = {sparsity_units(m) for m in methods}
     table = ResultTable(
         kind="sweep",
@@ -209,6 +209,7 @@ def sweep(
         extra={
             "engine": sweeper.engine,
             "samples": len(data),  # every top-1 of the table is measured on these
+            "baseline_loss": baseline_loss,
             **({"reconstructed_on": len(calibration)} if calibration is not None else {}),
         },  # fmt: skip
     )

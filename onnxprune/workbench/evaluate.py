@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -54,15 +55,55 @@ def check_classifier(model: Model) -> None:
             )
 
 
-def chance_note(top1: float | None, classes: int) -> str | None:
-    """A note when an accuracy is near chance: the data is most likely prepared differently than in training."""
+# a mean loss this many times that of a uniform guess (ln C per sample) is confidently wrong, the mark of
+# inputs on another scale than in training (resnet_2b given --pixel-range 0-255: top-1 35%, loss 46 and 183)
+LOSS_OFF_FACTOR = 5.0
+
+
+def chance_note(top1: float | None, classes: int, flat: bool = True) -> str | None:
+    """A note when an accuracy is near chance: the data is most likely prepared differently than in training.
+
+    `flat`: whether the model takes flat inputs (only then is --flatten worth checking).
+    """
     chance = 1 / classes if classes >= 2 else None
     if top1 is None or chance is None or top1 >= min(2.5 * chance, chance + 0.5 * (1 - chance)):
         return None
     return (
         f"top-1 {top1:.2%} is near chance ({1 / classes:.1%} for {classes} classes): the samples are probably not "
-        "prepared as in training; check --flatten (row or column), --mean/--std and --pixel-range"
+        f"prepared as in training; {_what_to_check(flat)}"
     )
+
+
+def input_scale_note(top1: float | None, loss: float | None, classes: int, flat: bool = True) -> str | None:
+    """A note when the loss is far above a uniform guess's: confidently wrong, as with inputs on another scale.
+
+    Top-1 may be well above chance then (the note that `chance_note` would miss); the dense model's
+    loss is normally below ln(classes).
+    """
+    if top1 is None or loss is None or classes < 2 or chance_note(top1, classes, flat):
+        return None
+    guess = math.log(classes)
+    if loss <= LOSS_OFF_FACTOR * guess:
+        return None
+    return (
+        f"loss {loss:.1f} is {loss / guess:.0f} times a uniform guess's ({guess:.2f} for {classes} classes) at top-1 "
+        f"{top1:.2%}: the model is confidently wrong, as when inputs are scaled differently than in training; "
+        f"{_what_to_check(flat)}"
+    )
+
+
+def data_notes(evaluation: Evaluation, classes: int, flat: bool = True) -> list[str]:
+    """What a dense model's accuracy and loss say about how its samples were prepared.
+
+    `chance_note` and `input_scale_note`, those that apply: empty when they look like a trained model's.
+    """
+    notes = [chance_note(evaluation.top1, classes, flat),
+             input_scale_note(evaluation.top1, evaluation.loss, classes, flat)]  # fmt: skip
+    return [note for note in notes if note]
+
+
+def _what_to_check(flat: bool) -> str:
+    return "check " + ("--flatten (row or column), " if flat else "") + "--pixel-range and --mean/--std"
 
 
 def evaluate(

@@ -73,7 +73,9 @@ class Notes(list):
 CHOSEN = frozenset({"optimizer", "lr", "distill_weight", "reconstruct"})
 
 
-def measured_defaults(schedule: ScheduleOptions, unset: frozenset, raw_pixels: bool) -> tuple[ScheduleOptions, list]:
+def measured_defaults(
+    schedule: ScheduleOptions, unset: frozenset, raw_pixels: bool, unmeasured: str | None = "give --data to measure it"
+) -> tuple[ScheduleOptions, list]:
     """The defaults measured best, for the options in `unset` (docs/benchmarks.md, issue 15).
 
     - scope, when `PruneOptions.scope` is None and was not measured (`_measured_choices`):
@@ -84,6 +86,9 @@ def measured_defaults(schedule: ScheduleOptions, unset: frozenset, raw_pixels: b
     - distillation from the dense model when fine-tuning: weight 0.9, T = 4 (VGG13 +0.36 points,
       +0.26 at equal wall time; MATLAB MLP +2).
 
+    `unmeasured`: why the default scope was not measured on this model, for its note (None: no note,
+    as when --max-drop's sweep compares the scopes and says so itself).
+
     Returns the schedule with those choices and one note per choice.
     """
     prune, train = schedule.prune, schedule.train
@@ -91,10 +96,10 @@ def measured_defaults(schedule: ScheduleOptions, unset: frozenset, raw_pixels: b
     notes = []
     if prune.scope is None:
         prune = dataclasses.replace(prune, scope=default_scope(prune, fine_tunes, raw_pixels))
-        if traits(prune).kind == "unstructured" and not prune.is_recipe:
+        if traits(prune).kind == "unstructured" and not prune.is_recipe and unmeasured is not None:
             notes.append(
-                f"scope {prune.scope}: the default measured on reference models, not on this one "
-                "(give --data to measure it here, or set --scope)"
+                f"scope {prune.scope}: the default measured on reference models, not on this one ({unmeasured}, "
+                "or set --scope)"
                 if not fine_tunes
                 else f"scope {prune.scope}: the default measured on reference models for fine-tuning (set --scope)"
             )
@@ -270,11 +275,19 @@ def run(
     loaded: dict = {}  # the data files read once, for the measurements and the prune
     options, measured = _measured_choices(model, options, loaded)
     notes.extend(measured)
+    choice = None
+    if options.max_drop is not None:  # the dense model is checked before any note on what the run will do
+        _refuse_near_chance_baseline(model, options, loaded)
     if options.unset or options.schedule.prune.scope is None:
-        schedule, chosen = measured_defaults(options.schedule, options.unset, _raw_pixels(model, options.data))
+        raw_pixels = _raw_pixels(model, options.data)
+        unmeasured = (
+            None if options.max_drop is not None  # its sweep compares the scopes, and its note says so
+            else "it is measured on --data for a one-shot prune or a single round" if options.has_data
+            else "give --data to measure it here"
+        )  # fmt: skip
+        schedule, chosen = measured_defaults(options.schedule, options.unset, raw_pixels, unmeasured)
         options = dataclasses.replace(options, schedule=schedule, unset=frozenset())
         notes.extend(chosen)
-    choice = None
     if options.max_drop is not None:
         choice = _choose_sparsity(model, options, level_progress, loaded)
         prune = dataclasses.replace(options.schedule.prune, sparsity=choice["sparsity"])
@@ -458,7 +471,6 @@ def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress
     calibration = None
     if prune.reconstruct:  # the levels are measured on samples their layers were not solved on
         calibration, dataset = calibration_split(dataset, seed=prune.seed)
-    _refuse_near_chance(model, dataset, preprocess, "--max-drop")
     levels = list(options.levels) if options.levels else grid(0.0, 0.95, 0.05)
     table = sweep(model, dataset, preprocess, levels, [prune.method], [prune.scope, other], prune.max_layer_sparsity,
                   progress=level_progress, calibration=calibration)  # fmt: skip
@@ -471,12 +483,20 @@ def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress
     return {**choice, "baseline": table.baseline_accuracy, "samples": len(dataset), "other": other_choice}
 
 
+def _refuse_near_chance_baseline(model: Model, options: RunOptions, loaded: dict) -> None:
+    """`--max-drop`'s check of the dense model on its data (`_refuse_near_chance`), before any other work."""
+    from onnxprune.workbench.data import prepare
+
+    preprocess, dataset, _ = prepare(model, dataclasses.replace(options.data, val=None, val_split=None), 0.0, loaded)
+    _refuse_near_chance(model, dataset, preprocess, "--max-drop")
+
+
 def _refuse_near_chance(model: Model, dataset: Dataset, preprocess: Preprocess, option: str) -> None:
     """Refuse an accuracy-based choice whose dense baseline is near chance: it would choose on noise."""
     from onnxprune.workbench.evaluate import chance_note, evaluate
 
     top1 = evaluate(model, dataset, preprocess).top1
-    note = chance_note(top1, model.num_classes or len(dataset.classes))
+    note = chance_note(top1, model.num_classes or len(dataset.classes), preprocess.layout == "flat")
     if note:
         raise ConfigError(f"{option} chooses by accuracy, but the dense model's {note}")
 
@@ -543,7 +563,8 @@ def _scheduled(
     final = load(result.final_path)
     from onnxprune.workbench.evaluate import chance_note
 
-    chance = chance_note(result.baseline_top1, model.num_classes or (len(held_out.classes) if held_out else 0))
+    classes = model.num_classes or (len(held_out.classes) if held_out else 0)
+    chance = chance_note(result.baseline_top1, classes, preprocess.layout == "flat")
     notes.extend([chance] if chance else [])
     far = _far_below_dense(result, schedule, len(train) if train is not None else 0)
     notes.extend([far] if far and not chance else [])
