@@ -79,3 +79,21 @@ def test_demo_end_to_end_reduced(tmp_path):
     assert "Next: run the same on your own model" in result.stdout
     again = CliRunner().invoke(app, ["demo", "--quick", "--out-dir", str(out)])
     assert again.exit_code == 2 and "is not empty" in again.stderr
+
+
+def test_an_interrupted_demo_lists_what_it_wrote(tmp_path, monkeypatch):
+    """Issue 29, 5: Ctrl-C said 'no output was written' beside the sweep's figure and results."""
+    import onnxprune.demo.run as demo_run
+
+    def interrupted_fine_tuning(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_run, "run", interrupted_fine_tuning)  # after the sweep, as the user pressed it
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out-dir", str(out)])
+    assert result.exit_code == 130, result.output
+    line = result.stderr.strip()
+    assert line.startswith(f"error: interrupted; {out} holds what finished (") and "no output" not in line
+    assert "accuracy_vs_sparsity.png" in line and "sweep/results.json" in line
+    assert "delete it or give another --out-dir" in line
+    assert (out / "accuracy_vs_sparsity.png").exists() and (out / "sweep" / "results.json").exists()

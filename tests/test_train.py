@@ -395,3 +395,26 @@ def test_prune_prints_its_notes_before_fine_tuning_starts(fixture_model, tmp_pat
     assert "note: raw 0-255 inputs: adam at learning rate 0.001" in result.stdout
     assert "note: scope " in result.stdout  # the scope measured before fine-tuning, too
     assert "interrupted; finished rounds are kept" in result.output
+
+
+def test_the_training_figure_breaks_its_lines_between_rounds_and_stops_at_100(tmp_path, monkeypatch):
+    """Issue 29, 12: lines ran across round boundaries (a pruning came between) and the top-1 axis to 104%."""
+    import matplotlib.pyplot as plt
+
+    from onnxprune.report import plots
+
+    kept = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: kept.append(figure) or path)
+    history = [{"train_loss": 0.5, "train_top1": 0.99, "val_top1": 1.0}, {"train_loss": 0.4, "train_top1": 1.0,
+                                                                          "val_top1": 1.0}]  # fmt: skip
+    rounds = [{"round": n, "sparsity": 0.3 * n, "top1": 1.0, "top1_pruned": 0.98, "train_history": history}
+              for n in (1, 2)]  # fmt: skip
+    plots.training({"units": "weights", "rounds": rounds}, tmp_path / "t.png")
+    loss_axis, accuracy_axis, _, top1_axis = kept[0].axes[:4]
+    for line in accuracy_axis.get_lines()[:2] + loss_axis.get_lines()[:1]:
+        x, y = line.get_xdata(), line.get_ydata()
+        gap = [i for i, value in enumerate(y) if np.isnan(value)]
+        assert gap and x[gap[0]] == 2.5, "no line joins epoch 2 (round 1) to epoch 3 (round 2)"
+    for axis in (accuracy_axis, top1_axis):
+        assert axis.get_ylim()[1] <= 100
+    plt.close(kept[0])

@@ -13,6 +13,7 @@ from onnxprune.cli.common import (
     human_size,
     level_progress,
     old_spelling,
+    print_error,
     reports_errors,
     training_progress,
 )
@@ -39,8 +40,24 @@ def demo(
         def progress(event: dict) -> None:
             (levels if "row" in event else training)(event)
 
-        summary = run_demo(out, quick=quick, say=lambda line: console().print(line), progress=progress)
+        try:
+            summary = run_demo(out, quick=quick, say=lambda line: console().print(line), progress=progress)
+        except KeyboardInterrupt:
+            print_error(interrupted_line(out))
+            raise typer.Exit(130) from None
     _print_demo(summary, out)
+
+
+def interrupted_line(out: Path, shown: int = 6) -> str:
+    """What an interrupted demo left in `out` (the steps that finished wrote their files), and what to do."""
+    written = sorted(str(path.relative_to(out)) for path in out.rglob("*") if path.is_file()) if out.exists() else []
+    if not written:
+        return "interrupted; no output was written"
+    listed = ", ".join(written[:shown]) + (f" and {len(written) - shown} more" if len(written) > shown else "")
+    return (
+        f"interrupted; {out} holds what finished ({listed}); the demo starts in an empty folder: "
+        "delete it or give another --out-dir"
+    )
 
 
 def _print_demo(summary: dict, out: Path) -> None:

@@ -425,14 +425,19 @@ def training(run: dict, path: str | os.PathLike) -> Path:
     rounds = run["extra"]["rounds"] if "extra" in run else run["rounds"]
     figure, ((loss_axis, accuracy_axis), (sparsity_axis, top1_axis)) = _figure(2, 2, figsize=(9, 6))
     epochs, losses, train_top1, val_top1, boundaries = [], [], [], [], []
+    count = 0  # epochs so far; a NaN point at each round's end breaks the lines there (a new pruning came)
     for record in rounds:
         history = record.get("train_history") or []
         for entry in history:
-            epochs.append(len(epochs) + 1)
+            count += 1
+            epochs.append(count)
             losses.append(entry["train_loss"])
             train_top1.append(100 * entry["train_top1"])
             val_top1.append(100 * entry["val_top1"] if entry.get("val_top1") is not None else np.nan)
-        boundaries.append(len(epochs) + 0.5)
+        boundaries.append(count + 0.5)
+        epochs.append(count + 0.5)
+        for values in (losses, train_top1, val_top1):
+            values.append(np.nan)
     loss_axis.plot(epochs, losses, marker=".", color="#1f77b4")
     loss_axis.set_ylim(bottom=0)  # from zero: noise should look like noise
     accuracy_axis.plot(epochs, train_top1, marker=".", label="train")
@@ -459,9 +464,14 @@ def training(run: dict, path: str | os.PathLike) -> Path:
     measured = not (np.all(np.isnan(pruned)) and np.all(np.isnan(tuned)))
     top1_axis.set_title("top-1 on validation per round (%)" if measured else "no validation data: no top-1", fontsize=9)
     _legend_outside(top1_axis, fontsize=7)
-    for axis, counts in ((loss_axis, epochs), (accuracy_axis, epochs), (sparsity_axis, numbers), (top1_axis, numbers)):
+    whole_epochs = list(range(1, count + 1))
+    for axis, counts in ((loss_axis, whole_epochs), (accuracy_axis, whole_epochs), (sparsity_axis, numbers),
+                         (top1_axis, numbers)):  # fmt: skip
         _whole_number_ticks(axis, counts)
         axis.grid(alpha=0.3)
+    for axis in (accuracy_axis, top1_axis):  # a percentage: the margins matplotlib adds stop at 0 and 100
+        low, high = axis.get_ylim()
+        axis.set_ylim(max(low, 0), min(high, 100))
     for axis in (sparsity_axis, top1_axis):
         axis.set_xlabel("round")
     return _save(figure, path)
