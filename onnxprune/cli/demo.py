@@ -75,7 +75,8 @@ def _print_demo(summary: dict, out: Path) -> None:
     console().print(
         f"dense top-1 {summary['dense_top1']:.2%}; pruned to {summary['pruned_sparsity']:.1%}: "
         + (f"{before:.2%} before fine-tuning, " if before is not None else "")
-        + f"{summary['pruned_top1']:.2%} after; {summary['seconds']:.0f} s"
+        + f"{summary['pruned_top1']:.2%} after (top-1 on the {summary['test_samples']} test spectrograms); "
+        f"{summary['seconds']:.0f} s"
     )
     console().print(
         f"""

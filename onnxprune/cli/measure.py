@@ -551,7 +551,8 @@ def quantize(
     _print_notes(notes)
     accuracy = ""
     if report.top1_before is not None:
-        accuracy = f"; top-1 {report.top1_before:.2%} -> {report.top1_after:.2%}"
+        on = f"the {len(dataset):,} images of --data"
+        accuracy = f"; top-1 {report.top1_before:.2%} -> {report.top1_after:.2%} on {on}"
     console().print(
         f"{method} int8: {human_size(report.bytes_before)} -> {human_size(report.bytes_after)}; "
         f"weight zeros {report.zeros_before:,} -> {report.zeros_after:,}{accuracy}; wrote {output}"

@@ -99,6 +99,7 @@ def run_demo(
         "data": str(root),
         "model": str(DEMO_MODEL),
         "dense_top1": dense.top1,
+        "test_samples": dense.samples,  # every top-1 of the demo is measured on these
         "trade_off": choice,
         "pruned_model": str(schedule.final_path),
         "pruned_sparsity": schedule.rounds[-1].sparsity,
