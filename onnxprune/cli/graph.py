@@ -22,15 +22,28 @@ from onnxprune.errors import ConfigError
 @reports_errors
 def inspect(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL", help="an .onnx file")],
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="compare the torch conversion (onnx2torch) with onnxruntime node by node; exit 1 where it differs",
+        ),
+    ] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Show producer, opset, inputs and outputs, and every prunable layer with parameters, zeros and MACs."""
     from onnxprune.graph.inspection import describe
     from onnxprune.graph.model import load
 
-    description = describe(load(model_path))
+    model = load(model_path)
+    description = describe(model)
+    if check:
+        from onnxprune.workbench.fidelity import conversion_report
+
+        description["conversion"] = conversion_report(model)
     if as_json:
         typer.echo(json.dumps(description, indent=2))
+        _exit_on_a_failed_check(description)
         return
     spec = description["input"]
     console().print(f"[bold]{model_path}[/bold]  producer: {description['producer']}  opset {description['opset']}")
@@ -53,6 +66,44 @@ def inspect(
         f"prunable: {totals['prunable_params']:,} weights, {totals['prunable_zeros']:,} zero; "
         f"all parameters: {totals['all_params']:,}, {totals['all_zeros']:,} zero; MACs {totals['macs']:,}"
     )
+    if check:
+        _print_conversion(description["conversion"])
+        _exit_on_a_failed_check(description)
+
+
+# the node values `inspect --check` shows after the first that differs (its consequences)
+SHOWN_AFTER_FIRST = 3
+
+
+def _print_conversion(report: dict) -> None:
+    """The conversion check: one line when exact; else the nodes up to the first that differs, and a few after."""
+    nodes = report["nodes"]
+    compared = f"; {len(nodes)} node values compared of {report['graph_nodes']} nodes" if report["converts"] else ""
+    console().print(f"{report['summary']}{compared}", highlight=False)
+    if report["exact"] or not nodes:
+        return
+    first = next((index for index, node in enumerate(nodes) if not node["agrees"]), len(nodes) - 1)
+    table = Table("node", "op", "revision", "inputs", "output", "max |diff|", "")
+    for node in nodes[: first + 1 + SHOWN_AFTER_FIRST]:
+        table.add_row(
+            node["node"], node["op"], str(node["revision"] or "-"), ", ".join(node["input_shapes"]), node["shape"],
+            f"{node['max_abs_diff']:.3g}", "ok" if node["agrees"] else "DIFFERS",
+        )  # fmt: skip
+    console().print(table)
+    if not report["nondeterministic"]:
+        console().print(
+            f"the first node that differs is where the conversion goes wrong (those after inherit it): report "
+            f"onnx2torch's converter of {nodes[first]['op']} with this table; pruning by weights still works "
+            "(docs/formats.md#checking-the-conversion)",
+            highlight=False,
+        )
+
+
+def _exit_on_a_failed_check(description: dict) -> None:
+    """`inspect --check` exits 1 when the conversion fails or differs (0 when nondeterminism explains it)."""
+    report = description.get("conversion")
+    if report is not None and not (report["exact"] or report.get("nondeterministic")):
+        raise typer.Exit(1)
 
 
 NOTHING_TO_REMOVE = (

@@ -110,6 +110,8 @@ class Model:
     outputs: list[str]
     external_data: bool = False
     _initializers: dict[str, onnx.TensorProto] = field(repr=False, default_factory=dict)
+    # `onnxprune.workbench.fidelity.ConversionCheck` of its torch conversion, made once per model
+    conversion_check: object = field(default=None, repr=False, compare=False)
 
     @property
     def producer(self) -> str:

@@ -14,11 +14,11 @@ import numpy as np
 import onnx
 import torch
 
-from onnxprune.errors import ConfigError
+from onnxprune.errors import ConfigError, VerificationError
 from onnxprune.graph.channels import CompactReport, compact
 from onnxprune.graph.model import Model, PrunableLayer, check_output_path, from_proto, is_quantized
 from onnxprune.graph.storage import save_model_file, write_back
-from onnxprune.graph.verify import VerifyReport, reference, verify
+from onnxprune.graph.verify import Reference, VerifyReport, random_batch, reference, verify
 from onnxprune.options import MethodSettings, PruneOptions, check_sparsity
 from onnxprune.pruning import channels, select
 from onnxprune.pruning.budget import BudgetReport, plan_to_budget
@@ -110,6 +110,7 @@ class PruneResult:
     kept_whole: int = 0
     reconstruction: Reconstruction | None = None
     budget: BudgetReport | None = None
+    verified_against: str = "torch"  # or "onnxruntime": the conversion differs, the input graph is the reference
     _model: Model | None = field(default=None, repr=False)
 
     @property
@@ -279,14 +280,14 @@ def _prune_one(model: Model, options: PruneOptions, inputs: PruneInputs, sparsit
     """One method at `sparsity`: score, select, mask (and reconstruct), for weights or channels."""
     chosen = get_method(options.method)
     select.check_scope(options.scope, options.method, chosen.granularity)
-    torch_model = inputs.torch_model or to_torch(model)
+    torch_model, degraded = (inputs.torch_model, None) if inputs.torch_model else _converted_for(model, chosen, options)
     context = ScoreContext(
         torch_model, model=model, data=inputs.data, preprocess=inputs.preprocess, val=inputs.val,
         val_preprocess=inputs.val_preprocess, target=sparsity, seed=options.seed, settings=options.settings,
     )  # fmt: skip
     unpruned = reference_copy(torch_model) if options.reconstruct else None  # the outputs reconstruction aims at
     if chosen.granularity == "channel":
-        return _prune_channels(model, chosen, options, inputs, context, sparsity, unpruned)
+        return _degraded(_prune_channels(model, chosen, options, inputs, context, sparsity, unpruned), degraded)
     if options.budget is not None:
         raise ConfigError(
             f"{options.budget_option} needs a structured method (l1-filter, l2-filter, neuron, taylor-filter, ...): "
@@ -309,8 +310,39 @@ def _prune_one(model: Model, options: PruneOptions, inputs: PruneInputs, sparsit
         notes.append(reconstruction.note())
         weights = torch_model.initializer_values(model)  # reconstruction also solved biases
     layers = [_layer_report(layer, weights[layer.weight], plans[layer.name]) for layer in model.layers]
-    return _result(model, torch_model, weights, layers, options, sparsity, notes, selection_seconds,
-                   inputs.keep_masks, reconstruction)  # fmt: skip
+    return _degraded(_result(model, torch_model, weights, layers, options, sparsity, notes, selection_seconds,
+                             inputs.keep_masks, reconstruction), degraded)  # fmt: skip
+
+
+def _converted_for(model: Model, method: Method, options: PruneOptions) -> tuple[TorchModel, str | None]:
+    """The torch model, and a note when its conversion differs but `method` needs only its weights.
+
+    Selection by magnitude, LAMP or filter norms reads weights, which the conversion maps one to one
+    (checked exactly at load); the written model is then verified against the input graph in
+    onnxruntime with the same weights. Anything that runs the torch model refuses, naming the node.
+    """
+    from onnxprune.workbench.fidelity import ConversionMismatch, mismatch_message
+
+    try:
+        return to_torch(model), None
+    except ConversionMismatch as error:
+        if method.runs_model or options.reconstruct:
+            purpose = "--reconstruct" if options.reconstruct else f"--method {method.name}"
+            raise ConversionMismatch(mismatch_message(error.check, purpose), error.torch_model, error.check) from None
+        where = error.check.first.describe() if error.check.first else "its outputs"
+        return error.torch_model, (
+            f"the conversion to torch differs from onnxruntime ({where}; `onnxprune inspect --check` reports it): "
+            f"{method.name} needs only the weights, so they were pruned in the file's initializers and the written "
+            "model was verified against the input model in onnxruntime with the same weights"
+        )
+
+
+def _degraded(result: PruneResult, note: str | None) -> PruneResult:
+    """A result whose torch model is known to differ from onnxruntime: verified against the input graph instead."""
+    if note is not None:
+        result.verified_against = "onnxruntime"
+        result.notes.append(note)
+    return result
 
 
 def _prune_channels(
@@ -553,7 +585,7 @@ def save(
     if result.compacted is not None:
         return _save_compacted(result, output)
     candidates = [layer.weight for layer in result.source.layers] if sparse_storage else []
-    expected = reference(result.torch_model.module, result.source.input)
+    expected = _reference(result)
     weights = result.weights
 
     def release_memory() -> None:
@@ -563,7 +595,7 @@ def save(
     reports: list[VerifyReport] = []
     moved = save_model_file(
         output, result.source.proto, weights, sparse_candidates=candidates,
-        external_data=result.source.external_data, check=lambda path: reports.append(verify(path, expected)),
+        external_data=result.source.external_data, check=lambda path: reports.append(_verified(path, expected, result)),
         after_write=release_memory if release else None,
     )  # fmt: skip
     result.sparse_initializers = moved
@@ -573,15 +605,49 @@ def save(
 
 def _save_compacted(result: PruneResult, output: Path) -> VerifyReport:
     """Write the compacted model; where compaction is approximate (LRN), measure instead of failing."""
-    expected = reference(result.torch_model.module, result.source.input)
+    expected = _reference(result)
     strict = not result.compaction.inexact
     reports: list[VerifyReport] = []
     save_model_file(
         output, result.compacted, external_data=result.source.external_data,
-        check=lambda path: reports.append(verify(path, expected, strict=strict)),
+        check=lambda path: reports.append(_verified(path, expected, result, strict=strict)),
     )  # fmt: skip
     result.verification = reports[0]
     return reports[0]
+
+
+def _reference(result: PruneResult) -> Reference:
+    """What the written file must reproduce.
+
+    The pruned torch model; or, where the conversion differs, the input graph in onnxruntime with the pruned weights.
+    """
+    if result.verified_against == "torch":
+        return reference(result.torch_model.module, result.source.input)
+    from onnxprune.workbench.fidelity import onnxruntime_session
+
+    inputs = random_batch(result.source.input, 2)
+    masked = onnxruntime_session(write_back(result.source, result.weights))
+    return Reference(inputs, masked.run(None, {masked.get_inputs()[0].name: inputs}))
+
+
+def _verified(path: Path, expected: Reference, result: PruneResult, strict: bool = True) -> VerifyReport:
+    """`verify`, and where the written model differs, the first node of it that departs from the reference."""
+    try:
+        return verify(path, expected, strict=strict)
+    except VerificationError as error:
+        if result.verified_against != "torch":
+            raise
+        from onnxprune.workbench.fidelity import first_departure
+
+        first, _ = first_departure(onnx.load(str(path)), result.torch_model.module, expected.inputs)
+        where = (
+            f"the first value to depart is at {first.describe()}: the rewrite of that layer changed the output"
+            if first
+            else "no single node departs"
+        )
+        raise VerificationError(
+            f"{error} (the conversion itself is exact: checked at load); {where}; please report this model"
+        ) from None
 
 
 def default_output(model_path: Path, sparsity: float | str, method: str) -> Path:

@@ -229,11 +229,17 @@ class TorchModel:
 
 
 def to_torch(model: Model) -> TorchModel:
-    """Convert a loaded model to torch and map its prunable weights.
+    """Convert a loaded model to torch, map its prunable weights, and check it computes what onnxruntime does.
+
+    The check (`onnxprune.workbench.fidelity.check_conversion`) runs once per `Model` and is kept
+    on it (`Model.conversion_check`).
 
     Raises:
         ConversionError: an op onnx2torch cannot convert (names the op and the node), or a
             weight that cannot be mapped back exactly.
+        ConversionMismatch: the converted model's outputs differ from onnxruntime's on the input
+            graph; it names the first node that differs and carries the torch model, for callers
+            that need only its weights.
     """
     if is_quantized(model.proto):
         raise ConversionError(
@@ -258,7 +264,19 @@ def to_torch(model: Model) -> TorchModel:
     node_modules = {output: module.get_submodule(node.target) for output, node in _modules_by_output(module).items()}
     torch_model = TorchModel(module=module, params=params, node_modules=node_modules)
     _freeze_unwritten(torch_model, model)
+    _check_fidelity(model, torch_model)
     return torch_model
+
+
+def _check_fidelity(model: Model, torch_model: TorchModel) -> None:
+    """Compare the conversion with onnxruntime once per model; raise `ConversionMismatch` where it differs."""
+    from onnxprune.workbench.fidelity import ConversionMismatch, check_conversion, mismatch_message
+
+    if model.conversion_check is None:
+        model.conversion_check = check_conversion(model, torch_model.module)
+    check = model.conversion_check
+    if not check.usable:
+        raise ConversionMismatch(mismatch_message(check), torch_model, check)
 
 
 # the parameters of a converted module that `_trainable_inputs` writes back, by module type

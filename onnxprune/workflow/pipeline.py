@@ -271,6 +271,7 @@ def run(
 
     model_path = Path(model_path)
     model = load(model_path)  # a missing or corrupt file fails here, before anything else
+    _check_conversion(model, options)
     notes = Notes(on_note)
     loaded: dict = {}  # the data files read once, for the measurements and the prune
     options, measured = _measured_choices(model, options, loaded)
@@ -314,6 +315,32 @@ def run(
     if options.sparse_storage:
         report.notes.append(_sparse_storage_note(model_path, report))
     return report
+
+
+def _check_conversion(model: Model, options: RunOptions) -> None:
+    """Before any work, a run that computes with the torch model refuses a conversion that differs, naming the node.
+
+    A one-shot prune whose methods only read weights goes on (`onnxprune.pruning.oneshot`
+    verifies it against onnxruntime instead); everything else runs the torch model: scoring on
+    data or SynFlow, reconstruction, fine-tuning, and the measurements a prune with --data makes.
+    """
+    from onnxprune.workbench.convert import to_torch
+    from onnxprune.workbench.fidelity import ConversionMismatch, mismatch_message
+
+    prune, train = options.schedule.prune, options.schedule.train
+    runs_model = traits(prune).runs_model or prune.reconstruct
+    if options.mode == "one-shot" and not runs_model and options.max_drop is None:
+        return
+    try:
+        to_torch(model)
+    except ConversionMismatch as error:
+        purpose = (
+            f"--method {prune.method}" if traits(prune).runs_model
+            else "fine-tuning" if train.epochs > 0 or options.schedule.sparsity_epochs > 0
+            else "--reconstruct" if prune.reconstruct
+            else "a prune with --data (it measures in torch; prune without --data, then `onnxprune evaluate`)"
+        )  # fmt: skip
+        raise ConversionMismatch(mismatch_message(error.check, purpose), error.torch_model, error.check) from None
 
 
 # the scopes a prune with data measures, the measured-on-references default first (it wins ties)

@@ -75,11 +75,13 @@ class Traits:
             names output files.
         needs_data: a stage's method scores on data.
         selects_in_rounds: the (single) method selects in rounds of its own (Taylor, greedy).
+        runs_model: a stage's method runs the torch model to score (`Method.runs_model`).
     """
 
     kind: str
     needs_data: bool
     selects_in_rounds: bool
+    runs_model: bool = False
 
 
 def traits(options: PruneOptions) -> Traits:
@@ -91,6 +93,7 @@ def traits(options: PruneOptions) -> Traits:
         kind=kind,
         needs_data=any(method.needs_data for method in methods),
         selects_in_rounds=not options.is_recipe and methods[0].loop is not None,
+        runs_model=any(method.runs_model for method in methods),
     )
 
 

@@ -110,6 +110,14 @@ class Method:
     whole_model: bool = False
     loop: Callable | None = None
 
+    @property
+    def runs_model(self) -> bool:
+        """Whether scoring runs the torch model (data-driven methods, SynFlow) rather than only reading weights.
+
+        Only these need a conversion that computes what onnxruntime does (`onnxprune.workbench.fidelity`).
+        """
+        return self.needs_data or self.whole_model or self.loop is not None
+
     def layer_scores(self, ctx: ScoreContext) -> dict[str, np.ndarray]:
         """Scores of every prunable layer (float64, lower goes first), in the model's layer order."""
         import torch  # here, not at import: the registry is read by `onnxprune --help` paths too
