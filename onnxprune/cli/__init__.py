@@ -1,7 +1,8 @@
 """The `onnxprune` command line: parse, build options, call the library once, render.
 
 Every `OnnxpruneError` becomes one line on stderr and exit code 2; anything unexpected becomes one
-line and exit code 1 (set ONNXPRUNE_DEBUG=1 for the traceback). Usage errors are typer's (exit 2).
+line naming the stage and node (`onnxprune.errors.InternalError`) and exit code 1, its traceback in
+the debug log (ONNXPRUNE_DEBUG=1: on stderr). Usage errors are typer's (exit 2).
 The commands live by room (graph, prune, measure, report, demo) and are registered here, in the
 order `--help` lists them. Library modules are imported inside the commands: `onnxprune --help`
 and every one-line error return without waiting for torch.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.console import Console
 
-from onnxprune.errors import ConfigError, OnnxpruneError
+from onnxprune.errors import ConfigError, InternalError, OnnxpruneError
 
 if TYPE_CHECKING:
     from onnxprune.graph.model import Model
@@ -65,22 +65,28 @@ DEBUG_LOG_BYTES = 1_000_000  # past this the log becomes debug.log.1 (the one be
 
 
 class _DebugLogHandler(logging.Handler):
-    """Appends to `debug_log_path()`, opened on the first record (never an empty file).
-
-    The log stays under about `DEBUG_LOG_BYTES`: when full it is moved to `<name>.1`.
-    """
+    """Appends to `debug_log_path()` (`append_to_debug_log`), opened on the first record (never an empty file)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        try:
-            path = debug_log_path()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.exists() and path.stat().st_size > DEBUG_LOG_BYTES:
-                path.replace(path.with_name(path.name + ".1"))
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.created))
-            with open(path, "a", encoding="utf-8") as log:
-                log.write(f"{stamp} {record.getMessage().strip()}\n")
-        except OSError:
-            pass  # a read-only home must not stop a pruning run over a warning
+        append_to_debug_log(record.getMessage(), record.created)  # a read-only home costs the warning, not the run
+
+
+def append_to_debug_log(text: str, created: float | None = None) -> bool:
+    """Append a timestamped entry to `debug_log_path()`; False if the log cannot be written.
+
+    The log stays under about `DEBUG_LOG_BYTES`: when full it is moved to `<name>.1` first.
+    """
+    try:
+        path = debug_log_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and path.stat().st_size > DEBUG_LOG_BYTES:
+            path.replace(path.with_name(path.name + ".1"))
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created))
+        with open(path, "a", encoding="utf-8") as log:
+            log.write(f"{stamp} {text.strip()}\n")
+    except OSError:
+        return False
+    return True
 
 
 # the options of `data_options`: every command that reads data shows them in a "Data" panel
@@ -148,6 +154,8 @@ callers = _Callers()
 def reports_errors(command: Callable) -> Callable:
     """Turn an `OnnxpruneError` into one line and exit code 2, anything else into one line and 1.
 
+    Anything else is an internal error: its line names the stage and node it escaped from (an
+    `InternalError`, see `onnxprune.errors.stage`) and the debug log, which receives the traceback.
     With `callers.raise_errors` (the MATLAB bridge) the exception goes to the caller unchanged.
     """
 
@@ -166,12 +174,45 @@ def reports_errors(command: Callable) -> Callable:
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
+            error = exc if isinstance(exc, InternalError) else InternalError(None, exc)
+            logged = log_internal_error(error)
             if os.environ.get("ONNXPRUNE_DEBUG"):
                 raise
-            print_error(f"internal error: {type(exc).__name__}: {exc} (set ONNXPRUNE_DEBUG=1 for the traceback)")
+            print_error(internal_error_line(error, logged))
             raise typer.Exit(1) from None
 
     return run
+
+
+REPORT_ADVICE = "please report it with the model's opset and producer"
+
+
+def internal_error_line(error: InternalError, logged: bool) -> str:
+    """The one line of an internal error: what, where, where the traceback is, what to do."""
+    if logged:
+        return f"{error}; the traceback is in {debug_log_path()}; {REPORT_ADVICE} (ONNXPRUNE_DEBUG=1 prints it here)"
+    return f"{error}; {REPORT_ADVICE}; {debug_log_path()} could not be written: ONNXPRUNE_DEBUG=1 prints the traceback"
+
+
+def log_internal_error(error: InternalError) -> bool:
+    """Write an internal error's traceback (the original exception's included) and the versions to the debug log.
+
+    An error wrapped by the CLI (raised outside any stage) was never raised itself: its cause's traceback is logged.
+    """
+    import platform
+    import traceback
+    from importlib import metadata
+
+    versions = []
+    for package in ("onnxprune", "onnx", "onnxruntime", "torch", "onnx2torch"):
+        try:
+            versions.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{package} absent")
+    return append_to_debug_log(
+        f"{error}\ncommand: {' '.join(sys.argv)}\n{', '.join(versions)}, Python {platform.python_version()}\n"
+        + "".join(traceback.format_exception(error if error.__traceback__ is not None else error.cause))
+    )
 
 
 DataOption = Annotated[

@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, numpy_helper, version_converter
 from onnx.external_data_helper import load_external_data_for_model
 
-from onnxprune.errors import ConfigError, ModelLoadError
+from onnxprune.errors import ConfigError, ModelLoadError, stage
 from onnxprune.graph.proto import PRUNABLE_OPS, attribute, inferred_shapes, set_attribute, weightless_copy
 from onnxprune.graph.proto import is_stand_in as is_stand_in  # re-exported: workbench/convert.py reads it here
 
@@ -201,6 +201,7 @@ def default_opset(proto: onnx.ModelProto) -> int:
     raise ModelLoadError("the model imports no version of the default ONNX domain; is it an ONNX model?")
 
 
+@stage("load")
 def load(path: str | os.PathLike) -> Model:
     """Load an ONNX classifier and find its prunable layers.
 
@@ -536,6 +537,7 @@ def _gemm_reduction(node: onnx.NodeProto, weight_shape: tuple[int, ...]) -> int:
     return weight_shape[1] if attribute(node, "transB", 0) else weight_shape[0]
 
 
+@stage("conversion to torch")
 def conversion_copy(proto: onnx.ModelProto) -> onnx.ModelProto:
     """A skeleton copy of `proto` that onnx2torch can convert: opset >= 13, sanitised.
 

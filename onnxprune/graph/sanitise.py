@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import defs, helper, numpy_helper
 
-from onnxprune.errors import ConversionError
+from onnxprune.errors import ConversionError, at_node
 from onnxprune.graph.proto import (
     attribute,
     constant_map,
@@ -115,7 +115,8 @@ def sanitise(copy: onnx.ModelProto) -> None:
         if node.domain not in ("", "ai.onnx"):
             nodes.append(node)
             continue
-        nodes.extend(_sanitise_node(copy, node, index, opset, constants, shapes))
+        with at_node(node, index):
+            nodes.extend(_sanitise_node(copy, node, index, opset, constants, shapes))
     del copy.graph.node[:]
     copy.graph.node.extend(nodes)
     _unique_module_names(copy)

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxprune.errors import ModelLoadError, write_error
+from onnxprune.errors import ModelLoadError, stage, write_error
 from onnxprune.files import save_atomic, temporary_path
 from onnxprune.graph.model import (
     FLOAT_TYPES,
@@ -43,6 +43,7 @@ INDEX_BYTES = 8
 RAW_DATA_FIELD = onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
 
 
+@stage("write-back")
 def write_back(model: Model, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     """A copy of the original proto with the given initializers replaced.
 
@@ -215,6 +216,7 @@ def _to_external(
     return header, None
 
 
+@stage("save")
 def save_model_file(
     output: Path,
     source: onnx.ModelProto,
@@ -245,6 +247,7 @@ def save_model_file(
     """
     replacements = replacements or {}
     moved: list[str] = []
+    check = stage("verification")(check) if check is not None else None
     if not external_data:
 
         def write(path: Path) -> None:

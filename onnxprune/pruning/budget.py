@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from onnxprune.errors import ConfigError
+from onnxprune.errors import ConfigError, stage
 from onnxprune.graph.channels import Structure
 from onnxprune.graph.model import Model, from_proto
 from onnxprune.pruning.channels import ChannelGroup, ChannelPlan, floors, selectable
@@ -199,6 +199,7 @@ def _steps(group: ChannelGroup, kept: int, round_to: int) -> tuple[int, ...]:
     return (blocks * first, blocks * (first + round_to))
 
 
+@stage("selection")
 def plan_to_budget(
     model: Model, method: Method, ctx: ScoreContext, *, speedup: float | None = None,
     target_macs: float | None = None, batch: int = 32, threads: int | None = None,

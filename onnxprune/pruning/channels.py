@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from onnxprune.errors import ConfigError
+from onnxprune.errors import ConfigError, stage
 from onnxprune.graph.channels import Structure, analyse
 from onnxprune.graph.model import Model
 from onnxprune.pruning import select
@@ -165,6 +165,7 @@ def selectable(
     return structure, groups, kept_layers, kept, scores
 
 
+@stage("selection")
 def plan(
     model: Model,
     method: Method,

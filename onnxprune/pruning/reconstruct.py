@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from onnxprune.errors import DataError
+from onnxprune.errors import DataError, stage
 from onnxprune.workbench.convert import BoundWeight, TorchModel, current_value
 from onnxprune.workbench.data import Dataset, stratified_sample
 from onnxprune.workbench.train import refresh_pruned
@@ -103,6 +103,7 @@ def reference_copy(torch_model: TorchModel) -> torch.nn.Module:
     return reference
 
 
+@stage("reconstruction")
 def reconstruct(
     torch_model: TorchModel,
     reference: torch.nn.Module,

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 import torch
 
-from onnxprune.errors import ConfigError
+from onnxprune.errors import ConfigError, stage
 from onnxprune.graph.model import Model, with_symbolic_batch
 from onnxprune.workbench.data import Dataset, Preprocess, check_labels
 from onnxprune.workbench.metrics import scores_to_metrics
@@ -106,6 +106,7 @@ def _what_to_check(flat: bool) -> str:
     return "check " + ("--flatten (row or column), " if flat else "") + "--pixel-range and --mean/--std"
 
 
+@stage("evaluation")
 def evaluate(
     model: Model,
     dataset: Dataset,

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import fx
 from torch.nn.utils import prune as torch_prune
 
-from onnxprune.errors import ConfigError
+from onnxprune.errors import ConfigError, stage
 from onnxprune.options import TrainOptions
 from onnxprune.workbench.convert import TorchModel
 from onnxprune.workbench.data import Dataset, Preprocess
@@ -116,6 +116,7 @@ def _outputs_of_node(module: fx.GraphModule, node: fx.Node) -> tuple[str, ...]:
     return tuple(getattr(mapping, "outputs", ()))
 
 
+@stage("training")
 def finetune(
     torch_model: TorchModel,
     train: Dataset,

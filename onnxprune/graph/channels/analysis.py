@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from onnxprune.errors import at_node, stage
 from onnxprune.graph.channels.groups import Structure
 from onnxprune.graph.channels.handlers import GENERIC, TraceContext, handler_for, where
 from onnxprune.graph.channels.shapes import Shapes, constant_values
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from onnxprune.graph.model import Model
 
 
+@stage("channel analysis")
 def analyse(model: Model) -> Structure:
     """Trace channel ids through the graph (see `onnxprune.graph.channels`)."""
     structure = Structure()
@@ -27,7 +29,8 @@ def analyse(model: Model) -> Structure:
         structure, model, {layer.output: layer for layer in model.layers}, initializers, constant_values(model), shapes
     )
     for index, node in enumerate(model.proto.graph.node):
-        trace_node(ctx, node, index)
+        with at_node(node, index):
+            trace_node(ctx, node, index)
     for output in model.proto.graph.output:
         structure.block_tensor(output.name, f"it reaches the graph output '{output.name}'")
     return structure

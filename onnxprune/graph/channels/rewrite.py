@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxprune.errors import at_node, stage
 from onnxprune.graph.channels.analysis import analyse
 from onnxprune.graph.channels.exact import (
     carried_constants,
@@ -42,6 +43,7 @@ class CompactReport:
     rewritten: dict[str, str] = field(default_factory=dict)  # nodes added or replaced, and why
 
 
+@stage("compaction")
 def compact(model: Model, remove: set[int] | None = None) -> tuple[onnx.ModelProto, CompactReport]:
     """Physically remove channels: the all-zero, removable ones (or the units given in `remove`).
 
@@ -108,7 +110,8 @@ def _rewrite(
         layers={layer.output: layer for layer in model.layers}, opset=model.opset,
     )  # fmt: skip
     for index, node in enumerate(proto.graph.node):
-        handler_for(node.op_type).patch(ctx, node, index)
+        with at_node(node, index):
+            handler_for(node.op_type).patch(ctx, node, index)
     if ctx.before or ctx.after:
         nodes = list(proto.graph.node)
         del proto.graph.node[:]
