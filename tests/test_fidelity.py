@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import fixtures
 import numpy as np
 import onnx
 import pytest
@@ -15,7 +16,6 @@ import torch
 from conftest import ALL_MODELS, REAL_MODEL_NAMES, shared_path
 from test_cli_errors import assert_one_line_error, run
 
-import fixtures
 import onnxprune
 from onnxprune.graph.storage import write_back
 from onnxprune.graph.verify import random_batch
@@ -77,8 +77,12 @@ def test_magnitude_prunes_the_weights_and_verifies_against_onnxruntime(faulty_re
 
     expected = session(write_back(source, weights).SerializeToString())
     got = session(output)
-    np.testing.assert_allclose(got.run(None, {got.get_inputs()[0].name: inputs})[0],
-                               expected.run(None, {expected.get_inputs()[0].name: inputs})[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        got.run(None, {got.get_inputs()[0].name: inputs})[0],
+        expected.run(None, {expected.get_inputs()[0].name: inputs})[0],
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_filter_pruning_degrades_the_same_way(faulty_relu, alexnet, tmp_path):
@@ -143,7 +147,9 @@ def test_a_rewrite_that_changes_the_output_is_named_apart_from_the_conversion(al
 
     monkeypatch.setattr(oneshot, "compact", broken_compact)
     result = run("prune", alexnet, "--method", "l1-filter", "--sparsity", "0.3", "-o", tmp_path / "small.onnx")
-    assert_one_line_error(result, "(the conversion itself is exact: checked at load)", "the first value to depart is at")
+    assert_one_line_error(
+        result, "(the conversion itself is exact: checked at load)", "the first value to depart is at"
+    )
     last = [n for n in onnx.load(str(alexnet)).graph.node if n.op_type in ("Gemm", "MatMul", "Conv")][-1]
     assert f"node '{last.name}'" in result.stderr
     assert not (tmp_path / "small.onnx").exists()
@@ -175,3 +181,17 @@ def test_the_check_runs_once_per_model(alexnet, monkeypatch):
 
 def test_real_models_are_listed():
     assert REAL_MODEL_NAMES and shared_path(f"models/{REAL_MODEL_NAMES[0]}").exists()
+
+
+def test_a_model_onnxruntime_cannot_run_is_not_checked_and_says_why(alexnet, monkeypatch):
+    import onnxprune.workbench.fidelity as fidelity
+
+    def refuses(*args, **kwargs):
+        raise RuntimeError("NOT_IMPLEMENTED : Could not find an implementation for SomeOp")
+
+    monkeypatch.setattr(fidelity, "_onnxruntime_outputs", refuses)
+    model = onnxprune.load(alexnet)
+    to_torch(model)  # nothing to compare with: the conversion is used, the written file is still verified
+    assert model.conversion_check.usable and "onnxruntime cannot run the input model" in model.conversion_check.summary()
+    result = run("inspect", alexnet, "--check")
+    assert result.exit_code == 1 and "conversion not checked" in result.stdout

@@ -431,8 +431,7 @@ def stage_load(path: Path, work: Path) -> dict:
     import onnxprune
     from onnxprune.graph.inspection import describe
     from onnxprune.graph.verify import random_batch, torch_outputs
-    from onnxprune.workbench.convert import to_torch
-    from onnxprune.workbench.fidelity import conversion_report
+    from onnxprune.workbench.convert import conversion_report, to_torch
 
     model = onnxprune.load(path)
     totals = describe(model)["totals"]

@@ -38,7 +38,7 @@ def inspect(
     model = load(model_path)
     description = describe(model)
     if check:
-        from onnxprune.workbench.fidelity import conversion_report
+        from onnxprune.workbench.convert import conversion_report
 
         description["conversion"] = conversion_report(model)
     if as_json:

@@ -9,7 +9,7 @@ import numpy as np
 import onnx
 import torch
 
-from onnxprune.errors import VerificationError
+from onnxprune.errors import VerificationError, stage
 from onnxprune.graph.model import InputSpec
 from onnxprune.graph.proto import session as session  # its home is graph/proto.py; read here by many callers
 
@@ -66,6 +66,7 @@ def reference(module: torch.nn.Module, spec: InputSpec, batch: int = 2) -> Refer
     return Reference(inputs=inputs, outputs=torch_outputs(module.eval(), inputs))
 
 
+@stage("verification")
 def verify(path: Path, expected: Reference, strict: bool = True) -> VerifyReport:
     """Check a written model: onnx.checker passes, onnxruntime loads it, outputs equal torch's.
 

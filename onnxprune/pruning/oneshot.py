@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 import torch
 
-from onnxprune.errors import ConfigError, VerificationError
+from onnxprune.errors import ConfigError, VerificationError, stage
 from onnxprune.graph.channels import CompactReport, compact
 from onnxprune.graph.model import Model, PrunableLayer, check_output_path, from_proto, is_quantized
 from onnxprune.graph.storage import save_model_file, write_back
@@ -390,7 +390,8 @@ def _prune_channels(
         reconstruction = _reconstruct(torch_model, unpruned, context)
     weights = torch_model.initializer_values(model)
     compacted, report = compact(from_proto(write_back(model, weights)), remove=chosen_plan.removed)
-    small = from_proto(compacted)
+    with stage("compaction"):
+        small = from_proto(compacted)
     before = {layer.name: layer for layer in model.layers}
     layers = [
         LayerReport(
@@ -441,6 +442,7 @@ def _result(
     )  # fmt: skip
 
 
+@stage("selection")
 def _select(
     method: Method, torch_model: TorchModel, pinned: dict[str, float], scope: str, free_sparsity: float,
     max_layer_sparsity: float, context: ScoreContext,
@@ -506,6 +508,7 @@ def _pinned_ratios(
     return pinned, default
 
 
+@stage("selection")
 def _score(method: Method, context: ScoreContext) -> dict[str, np.ndarray]:
     return {name: scores.astype(np.float32) for name, scores in method.layer_scores(context).items()}
 
@@ -518,6 +521,7 @@ def _reconstruct(torch_model: TorchModel, unpruned: torch.nn.Module, context: Sc
     return reconstruct_layers(torch_model, unpruned, inputs, seed=context.seed)
 
 
+@stage("selection")
 def _apply_masks(torch_model: TorchModel, masks: dict[str, np.ndarray], keep_masks: bool) -> None:
     """Attach each mask through torch.nn.utils.prune, or zero the weights in place."""
     for name, mask in masks.items():

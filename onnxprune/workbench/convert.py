@@ -13,7 +13,7 @@ import logging
 import sys
 import types
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
@@ -22,7 +22,7 @@ from onnx import numpy_helper
 from torch import fx, nn
 from torch.nn.utils import prune as torch_prune
 
-from onnxprune.errors import ConversionError
+from onnxprune.errors import ConversionError, stage
 from onnxprune.graph.model import Model, PrunableLayer, conversion_copy, is_quantized
 from onnxprune.graph.proto import attribute, is_stand_in
 from onnxprune.graph.sanitise import check_convertible, register_known_revisions
@@ -228,6 +228,7 @@ class TorchModel:
         return values
 
 
+@stage("conversion to torch")
 def to_torch(model: Model) -> TorchModel:
     """Convert a loaded model to torch, map its prunable weights, and check it computes what onnxruntime does.
 
@@ -421,3 +422,34 @@ def _bind_weight(model: Model, layer: PrunableLayer, module: fx.GraphModule, fx_
         f"layer '{layer.name}' ({layer.op_type}): its weight '{layer.weight}' is not an input of the "
         "converted module; please report this model"
     )
+
+
+def conversion_report(model: Model) -> dict:
+    """`onnxprune inspect --check`: the conversion check and every node value compared, for a bug report.
+
+    Returns a dict: converts (onnx2torch built a model), exact, summary (one line), max_abs_diff,
+    nondeterministic, first (the first differing node, or None), nodes (every node value both
+    engines compute, in topological order: node, op, revision, value, shapes, max_abs_diff,
+    agrees), graph_nodes, and on a failed conversion error (its message).
+    """
+    from onnxprune.workbench.fidelity import ConversionMismatch, compare_nodes
+
+    try:
+        torch_model = to_torch(model)
+    except ConversionMismatch as error:
+        torch_model = error.torch_model
+    except ConversionError as error:
+        return {"converts": False, "exact": False, "summary": f"conversion fails: {error}", "error": str(error),
+                "graph_nodes": len(model.proto.graph.node), "nodes": [], "first": None}  # fmt: skip
+    check = model.conversion_check
+    if check.unchecked:
+        return {"converts": True, "exact": False, "summary": check.summary(), "error": check.unchecked,
+                "graph_nodes": len(model.proto.graph.node), "nodes": [], "first": None}  # fmt: skip
+    from onnxprune.graph.verify import random_batch
+
+    nodes = compare_nodes(model.proto, torch_model.module, random_batch(model.input, 2, seed=0))
+    return {
+        "converts": True, "exact": check.exact, "summary": check.summary(), "max_abs_diff": check.max_abs_diff,
+        "nondeterministic": check.nondeterministic, "first": asdict(check.first) if check.first else None,
+        "nodes": [asdict(node) for node in nodes], "graph_nodes": len(model.proto.graph.node),
+    }  # fmt: skip

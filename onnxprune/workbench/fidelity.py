@@ -15,10 +15,9 @@ the difference. The same localisation names the layer whose rewrite changed a wr
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,6 +88,7 @@ class ConversionCheck:
             (None when both repeat themselves): differences are then not the conversion's fault.
         compared: the intermediate values compared while localising.
         nodes: the graph's nodes.
+        unchecked: why nothing was compared (onnxruntime cannot run the input model), else None.
     """
 
     exact: bool
@@ -97,15 +97,17 @@ class ConversionCheck:
     nondeterministic: str | None = None
     compared: int = 0
     nodes: int = 0
-    notes: list[str] = field(default_factory=list)
+    unchecked: str | None = None
 
     @property
     def usable(self) -> bool:
-        """Whether torch may stand in for onnxruntime: exact, or differing only by nondeterminism."""
-        return self.exact or self.nondeterministic is not None
+        """Whether torch may stand in for onnxruntime: exact, differing only by nondeterminism, or not checkable."""
+        return self.exact or self.nondeterministic is not None or self.unchecked is not None
 
     def summary(self) -> str:
-        """One line: exact, nondeterministic, or where the conversion departs."""
+        """One line: exact, nondeterministic, not checked, or where the conversion departs."""
+        if self.unchecked:
+            return f"conversion not checked: onnxruntime cannot run the input model ({self.unchecked})"
         if self.exact:
             return f"conversion exact: torch equals onnxruntime within tolerance (max |diff| {self.max_abs_diff:.2e})"
         if self.nondeterministic:
@@ -145,7 +147,11 @@ def mismatch_message(check: ConversionCheck, purpose: str | None = None) -> str:
 def check_conversion(model: Model, module: torch.nn.Module, localise: bool = True) -> ConversionCheck:
     """Run the converted `module` and onnxruntime on one seeded batch and compare (see the module docstring)."""
     inputs = random_batch(model.input, 2, seed=0)
-    expected = _onnxruntime_outputs(model.proto, inputs, model.path)
+    try:
+        expected = _onnxruntime_outputs(model.proto, inputs, model.path)
+    except Exception as exc:  # onnxruntime cannot run the input: nothing to compare with (the written file is checked)
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        return ConversionCheck(False, float("nan"), nodes=len(model.proto.graph.node), unchecked=reason)
     actual = _torch_outputs(module, inputs)
     worst, agree = _compare(expected, actual)
     nodes = len(model.proto.graph.node)
@@ -342,29 +348,3 @@ def _recorded(module: torch.nn.Module) -> Iterator[dict[str, np.ndarray]]:
     finally:
         for handle in handles:
             handle.remove()
-
-
-def conversion_report(model: Model) -> dict:
-    """`onnxprune inspect --check`: the conversion check and every node value compared, for a bug report.
-
-    Returns a dict: converts (onnx2torch built a model), exact, summary (one line), max_abs_diff,
-    nondeterministic, first (the first differing node, or None), nodes (every node value both
-    engines compute, in topological order: node, op, revision, value, shapes, max_abs_diff,
-    agrees), graph_nodes, and on a failed conversion error (its message).
-    """
-    from onnxprune.workbench.convert import to_torch
-
-    try:
-        torch_model = to_torch(model)
-    except ConversionMismatch as error:
-        torch_model = error.torch_model
-    except ConversionError as error:
-        return {"converts": False, "exact": False, "summary": f"conversion fails: {error}", "error": str(error),
-                "graph_nodes": len(model.proto.graph.node), "nodes": [], "first": None}  # fmt: skip
-    check = model.conversion_check
-    nodes = compare_nodes(model.proto, torch_model.module, random_batch(model.input, 2, seed=0))
-    return {
-        "converts": True, "exact": check.exact, "summary": check.summary(), "max_abs_diff": check.max_abs_diff,
-        "nondeterministic": check.nondeterministic, "first": dataclasses.asdict(check.first) if check.first else None,
-        "nodes": [dataclasses.asdict(node) for node in nodes], "graph_nodes": len(model.proto.graph.node),
-    }  # fmt: skip
