@@ -192,6 +192,7 @@ def test_a_model_onnxruntime_cannot_run_is_not_checked_and_says_why(alexnet, mon
     monkeypatch.setattr(fidelity, "_onnxruntime_outputs", refuses)
     model = onnxprune.load(alexnet)
     to_torch(model)  # nothing to compare with: the conversion is used, the written file is still verified
-    assert model.conversion_check.usable and "onnxruntime cannot run the input model" in model.conversion_check.summary()
+    check = model.conversion_check
+    assert check.usable and "onnxruntime cannot run the input model" in check.summary()
     result = run("inspect", alexnet, "--check")
     assert result.exit_code == 1 and "conversion not checked" in result.stdout
