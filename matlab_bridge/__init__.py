@@ -199,10 +199,8 @@ def prune(model, **options) -> dict:
                       figures=_run_figures(Path(summary["folder"]), output))  # fmt: skip
         result.update(layer_names=list(layer_sparsity), layer_sparsity=list(layer_sparsity.values()))
     else:
-        weights = summary["granularity"] == "weight"
-        result.update(sparsity=summary["prunable_sparsity"] if weights else summary["channel_sparsity"],
-                      layer_names=[layer["name"] for layer in summary["layers"]],
-                      layer_sparsity=[layer["sparsity"] for layer in summary["layers"]], figures=[])  # fmt: skip
+        weights = summary["granularity"] == "weight"  # layer_names, layer_sparsity: flattened from its layers
+        result.update(sparsity=summary["prunable_sparsity"] if weights else summary["channel_sparsity"], figures=[])
     result["opset"] = float(_opset(output))
     return result
 
@@ -233,11 +231,13 @@ def _opset(path: Path) -> int:
 def evaluate(model, **options) -> dict:
     """`onnxprune evaluate`: top-1, top-5 and loss on Data (a path) or Images + Labels (arrays).
 
-    With Engine "both", the fields of the second engine end in `_torch`.
+    `notes` (cellstr) says what the command line prints before its numbers: how the samples were
+    prepared, and an accuracy near chance or a loss that points at inputs on another scale. With
+    Engine "both", the fields of the second engine end in `_torch`.
     """
     results = commands.run("evaluate", [_model_argument(model)], options)
     first = results[0]
-    shaped = {key: first[key] for key in ("top1", "top5", "loss", "samples", "engine")}
+    shaped = {key: first[key] for key in ("top1", "top5", "loss", "samples", "engine", "notes")}
     for other in results[1:]:
         shaped.update({f"{key}_{other['engine']}": other[key] for key in ("top1", "top5", "loss")})
     return shaped

@@ -205,9 +205,11 @@ def _arrays_to_files(name: str, options: dict, folder: Path, known: dict) -> dic
 def flatten(value, prefix: str = "") -> dict:
     """A JSON result as MATLAB struct fields: nested objects joined by '_', tables as column vectors.
 
-    A list of objects (rounds, layers, rows) becomes one column per scalar field (`rounds_top1`,
-    `layers_name`); numbers become doubles, text char, lists of text cellstr (a list of texts per row,
-    like a round's notes, one text joined by '; '); null becomes NaN.
+    A list of objects (rounds, rows) becomes one column per scalar field (`rounds_top1`); numbers
+    become doubles, text char, lists of text cellstr (a list of texts per row, like a round's notes,
+    one text joined by '; '); null becomes NaN. A table of layers gives `layer_names` and
+    `layer_<field>` (`layer_sparsity`, `layer_ratio`): the names inspect, prune and results.mat use,
+    so no struct carries a layer's name under two fields.
     """
     if isinstance(value, dict):
         fields = {}
@@ -219,15 +221,24 @@ def flatten(value, prefix: str = "") -> dict:
         keys = dict.fromkeys(key for item in value for key in item)
         for key in keys:
             cells = [item.get(key) for item in value]
+            name = _column(prefix, key)
             if all(isinstance(c, str) for c in cells):
-                columns[_field(f"{prefix}_{key}")] = cells
+                columns[name] = cells
             elif all(isinstance(c, list) and all(isinstance(t, str) for t in c) for c in cells):
-                columns[_field(f"{prefix}_{key}")] = ["; ".join(c) for c in cells]  # a round's notes: one text each
+                columns[name] = ["; ".join(c) for c in cells]  # a round's notes: one text each
             elif all(c is None or (isinstance(c, (int, float)) and not isinstance(c, bool)) or isinstance(c, bool)
                      for c in cells):  # fmt: skip
-                columns[_field(f"{prefix}_{key}")] = np.array([np.nan if c is None else float(c) for c in cells])
+                columns[name] = np.array([np.nan if c is None else float(c) for c in cells])
         return columns
     return {_field(prefix): _scalar(value)}
+
+
+def _column(table: str, key: str) -> str:
+    """The field of column KEY of TABLE: `rounds_top1`; for a table of layers `layer_names`, `layer_sparsity`."""
+    if table == "layers" or table.endswith("_layers"):
+        table = table[: -len("layers")] + "layer"
+        key = "names" if key == "name" else key
+    return _field(f"{table}_{key}")
 
 
 def _scalar(value):

@@ -52,6 +52,29 @@ def test_every_function_returns_only_matlab_types(fixture_model, tmp_path):
     assert swept["sparsity"].tolist() == [0.0, 0.5]
 
 
+def test_evaluate_returns_the_notes_the_command_line_prints(fixture_model):
+    images = np.random.default_rng(0).integers(0, 255, (35, 35, 3, 10)).astype(np.float64)  # H x W x C x N
+    labels = (np.arange(10) % 5).astype(np.float64)
+    evaluation = matlab_bridge.evaluate(str(fixture_model("matlab_alexnet_opset8")), Images=images, Labels=labels)
+    assert_matlab_types(evaluation)
+    notes = evaluation["notes"]
+    assert any("raw 0-255 pixel values" in note for note in notes)  # how the samples were prepared
+    assert any("near chance (20.0% for 5 classes)" in note for note in notes)  # random labels
+
+
+def test_results_name_their_layers_once(fixture_model, tmp_path):
+    model = str(fixture_model("matlab_alexnet_opset8"))
+    results = {
+        "inspect": matlab_bridge.inspect(model),
+        "prune": matlab_bridge.prune(model, Sparsity=0.5, Output=str(tmp_path / "w.onnx")),
+        "l1-filter": matlab_bridge.prune(model, Method="l1-filter", Sparsity=0.5, Output=str(tmp_path / "c.onnx")),
+    }
+    for name, result in results.items():
+        assert not [key for key in result if key.startswith("layers_")], name
+        assert len(result["layer_names"]) == 8, name
+    assert len(results["prune"]["layer_sparsity"]) == len(results["prune"]["layer_params"]) == 8
+
+
 def test_float_valued_integers_are_accepted_and_fractions_refused(fixture_model):
     model = str(fixture_model("matlab_alexnet_opset8"))
     assert matlab_bridge.bench(model, Batch=1.0, Runs=2.0)["batch"] == 1.0
@@ -111,12 +134,67 @@ def test_file_transport(fixture_model, tmp_path):
 OCTAVE = shutil.which("octave-cli") or shutil.which("octave")
 
 
-@pytest.mark.slow
-def test_octave_package_end_to_end(fixture_model, tmp_path):
+def need_octave():
+    """Skip without GNU Octave, except in CI, which installs it."""
     if OCTAVE is None:
         if os.environ.get("CI"):
             pytest.fail("GNU Octave is not installed; .ci/run installs it")
         pytest.skip("GNU Octave is not installed (apt-get install octave-cli)")
+
+
+def run_octave(script: str, folder, **environment) -> subprocess.CompletedProcess:
+    """SCRIPT in a new Octave session in FOLDER, its preferences kept there (HOME), not in the user's."""
+    command = [OCTAVE, "--no-gui", "--quiet", "--no-window-system", "--eval", script]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=folder,
+                          env={**os.environ, "HOME": str(folder), **environment})  # fmt: skip
+
+
+def checkout(folder):
+    """A checkout in FOLDER: a copy of matlab_bridge, and a .venv/bin/python that imports that copy."""
+    shutil.copytree(REPO / "matlab_bridge", folder / "matlab_bridge", ignore=shutil.ignore_patterns("__pycache__"))
+    python = folder / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\nPYTHONPATH="{folder}" exec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    return python
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the checkouts' Pythons are shell scripts")
+def test_octave_names_its_python_once_per_session(fixture_model, tmp_path):
+    need_octave()
+    shutil.copy(fixture_model("matlab_alexnet_opset8"), tmp_path / "fixture.onnx")
+    here, other = tmp_path.resolve() / "here", tmp_path.resolve() / "other"
+    here_python, other_python = checkout(here), checkout(other)
+
+    def session(remembered: str) -> list[str]:
+        """The bridge's lines (and warnings) over two calls in one session, with REMEMBERED in the preferences."""
+        done = run_octave(
+            f"addpath('{here / 'matlab_bridge'}'); setpref('onnxprune', 'python', '{remembered}'); "
+            "onnxprune.inspect('fixture.onnx'); r = onnxprune.inspect('fixture.onnx'); disp(numel(r.layer_names))",
+            tmp_path,
+        )
+        assert done.returncode == 0 and done.stdout.rstrip().endswith("8"), done.stdout + done.stderr
+        return [line for line in (done.stdout + done.stderr).splitlines() if line.startswith(("onnxprune", "warning"))]
+
+    assert session(str(here_python)) == [
+        f"onnxprune: using Python {here_python} (from preferences; onnxprune.setup changes it)"
+    ]
+    # remembered from another checkout: this checkout's .venv runs this checkout's code, and the line says why
+    assert session(str(other_python)) == [
+        f"onnxprune: using Python {here_python} (this checkout's .venv; the remembered {other_python} runs the "
+        f"onnxprune of {other}; onnxprune.setup changes it)"
+    ]
+    shutil.rmtree(here / ".venv")
+    assert session(str(other_python)) == [
+        f"onnxprune: using Python {other_python} (from preferences; onnxprune.setup changes it)",
+        f"warning: this Python runs the onnxprune of {other}, not that of this package ({here}): "
+        "onnxprune.setup('Python', ...) with this checkout's Python",
+    ]
+
+
+@pytest.mark.slow
+def test_octave_package_end_to_end(fixture_model, tmp_path):
+    need_octave()
     from onnxprune.workbench.data import load_data
 
     mnist = load_data(shared_path("data/mnist")).subset(np.arange(300))
@@ -124,6 +202,7 @@ def test_octave_package_end_to_end(fixture_model, tmp_path):
     shutil.copy(fixture_model("matlab_alexnet_opset8"), tmp_path / "fixture.onnx")
     environment = {
         **os.environ,
+        "HOME": str(tmp_path),  # Octave keeps its preferences (onnxprune.setup's Python) here, not in the user's
         "ONNXPRUNE_PYTHON": sys.executable,
         "BRIDGE_DIR": str(REPO / "matlab_bridge"),
         "WORK_DIR": str(tmp_path),
@@ -138,6 +217,9 @@ def test_octave_package_end_to_end(fixture_model, tmp_path):
     assert "OCTAVE TESTS PASSED" in done.stdout
     # long work shows progress in the command window while it runs: a line per round and per epoch
     assert "round 2/2: finetune" in done.stdout and "epoch 1: loss" in done.stdout
+    # the Python is named once in the session, with the path onnxprune.setup was given
+    assert done.stdout.count("onnxprune: using Python") == 1
+    assert f"onnxprune: using Python {sys.executable} (from preferences; onnxprune.setup changes it)" in done.stdout
 
 
 def test_every_cli_command_has_its_bridge_function_accepting_every_option(fixture_model):
@@ -171,6 +253,9 @@ def test_flatten_gives_matlab_fields_and_column_tables():
     assert fields["rounds_notes"] == ["a; b", ""]
     assert "rounds_layer_sparsity" not in fields and fields["trade_off_sparsity"] == 0.8
     assert fields["notes"] == ["x"] and np.isnan(fields["chosen"]) and fields["x0_5"] == 1
+    layers = flatten({"layers": [{"name": "conv1", "ratio": 0.5}], "combined": {"layers": [{"name": "fc"}]}})
+    assert sorted(layers) == ["combined_layer_names", "layer_names", "layer_ratio"]
+    assert layers["layer_names"] == ["conv1"] and layers["layer_ratio"].tolist() == [0.5]
 
 
 @pytest.fixture(scope="module")
@@ -224,7 +309,8 @@ def test_taylor_compact_quantize_sensitivity_finetune_pack_plot_from_matlab(fixt
     ratios = matlab_bridge.sensitivity(model, **data, Sparsities=[0.0, 0.5, 0.9], Target=0.5,
                                        OutDir=str(tmp_path / "sens"))  # fmt: skip
     assert_matlab_types(ratios)
-    assert os.path.exists(ratios["ratios_file"]) and len(ratios["layers_name"]) == len(ratios["layers_ratio"]) == 8
+    assert os.path.exists(ratios["ratios_file"]) and len(ratios["layer_names"]) == len(ratios["layer_ratio"]) == 8
+    assert not [key for key in ratios if key.startswith("layers_")]
     tuned = matlab_bridge.finetune(masked["output"], **data, Epochs=1.0, Augment=False,
                                    Output=str(tmp_path / "ft.onnx"))  # fmt: skip
     assert_matlab_types(tuned)

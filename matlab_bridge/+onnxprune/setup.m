@@ -1,6 +1,7 @@
 function setup(varargin)
 %SETUP Choose the Python that runs onnxprune, and how MATLAB talks to it.
-%   onnxprune.setup()                          use $ONNXPRUNE_PYTHON, else python3 on the path
+%   onnxprune.setup()                          use $ONNXPRUNE_PYTHON, else this checkout's .venv
+%                                              Python, else python3 on the path
 %   onnxprune.setup('Python', '/path/to/onnxprune/.venv/bin/python')
 %   onnxprune.setup('Transport', 'file')       .mat files and a subprocess (always works)
 %   onnxprune.setup('Transport', 'py')         MATLAB's py. interface, out of process
@@ -8,6 +9,10 @@ function setup(varargin)
 %   In MATLAB, the py. transport runs Python with pyenv(ExecutionMode="OutOfProcess"):
 %   torch loaded inside the MATLAB process crashes it (library clashes). GNU Octave has no py.
 %   interface and always uses the file transport.
+%
+%   The choice is remembered in the preferences, across sessions and checkouts. The first call
+%   of a session names the Python it uses (onnxprune: using Python ...), and uses this
+%   checkout's .venv Python instead of a remembered one that runs another checkout's onnxprune.
     p = inputParser();
     p.FunctionName = 'onnxprune.setup';
     p.addParameter('Python', '', @ischar);
@@ -16,6 +21,9 @@ function setup(varargin)
     python = p.Results.Python;
     if isempty(python)
         python = getenv('ONNXPRUNE_PYTHON');
+    end
+    if isempty(python)
+        python = onnxprune.internal.venv();
     end
     if isempty(python)
         python = 'python3';

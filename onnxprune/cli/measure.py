@@ -77,11 +77,12 @@ def evaluate(
     model = load(model_path)
     preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
     results = [evaluate_model(model, dataset, preprocess, engine=name, batch_size=batch_size) for name in engines]
-    if as_json:
-        typer.echo(json.dumps([result.as_dict() for result in results], indent=2))
-        return
     classes, flat = model.num_classes or len(dataset.classes), preprocess.layout == "flat"
-    _print_notes([*preprocess.notes, *data_notes(results[0], classes, flat)])
+    notes = [note for note in [*preprocess.notes, *data_notes(results[0], classes, flat)] if note]
+    if as_json:  # every engine's entry carries the notes, as the other commands' JSON does
+        typer.echo(json.dumps([{**result.as_dict(), "notes": notes} for result in results], indent=2))
+        return
+    _print_notes(notes)
     for result in results:
         console().print(
             f"{result.engine:>11}: top-1 {result.top1:.2%}  top-5 {result.top5:.2%}  loss {result.loss:.4f}  "

@@ -14,12 +14,17 @@ assert(strcmp(r.input_name, 'data') && r.opset == 8);
 r = onnxprune.prune('fixture.onnx', 'Sparsity', 0.5, 'Scope', 'global', 'Output', 'pruned.onnx');
 assert(abs(r.sparsity - 0.5) < 1e-3 && ischar(r.output) && exist(r.output, 'file') == 2);
 assert(iscellstr(r.layer_names) && numel(r.layer_sparsity) == numel(r.layer_names));
+assert(~any(strncmp(fieldnames(r), 'layers_', 7)));  % one name per field: layer_names, not layers_name too
 
 % MNIST arrays from Octave into MATLAB's cora_mnist_point.onnx (column-major flattening)
 data = load('mnist.mat');
 cora = getenv('CORA');
 r = onnxprune.evaluate(cora, 'Images', double(data.X) / 255, 'Labels', double(data.Y), 'Flatten', 'column');
-assert(r.top1 > 0.95 && r.samples == 300);
+assert(r.top1 > 0.95 && r.samples == 300 && iscellstr(r.notes));
+rand('state', 0);  % noise: an accuracy near chance, and the note that says so
+noise = rand(28, 28, 40);
+r = onnxprune.evaluate(cora, 'Images', noise, 'Labels', mod(0:39, 10)', 'Flatten', 'column');
+assert(iscellstr(r.notes) && any(~cellfun(@isempty, strfind(r.notes, 'near chance'))));
 r = onnxprune.sweep(cora, 'Images', double(data.X) / 255, 'Labels', double(data.Y), 'Flatten', 'column', ...
                     'Sparsities', '0:0.3:0.9', 'Scope', 'global', 'OutDir', 'sweep');
 assert(iscolumn(r.sparsity) && numel(r.accuracy) == 4 && r.accuracy(1) == r.baseline_accuracy);
@@ -59,8 +64,8 @@ catch caught
 end
 r = onnxprune.sensitivity('fixture.onnx', 'Images', X, 'Labels', Y, 'Sparsities', [0 0.5 0.9], ...
                           'Target', 0.5, 'OutDir', 'sens');
-assert(exist(r.ratios_file, 'file') == 2 && iscellstr(r.layers_name) && iscolumn(r.layers_ratio));
-assert(numel(r.layers_ratio) == 8 && all(r.layers_ratio >= 0 & r.layers_ratio < 1));
+assert(exist(r.ratios_file, 'file') == 2 && iscellstr(r.layer_names) && iscolumn(r.layer_ratio));
+assert(numel(r.layer_ratio) == 8 && all(r.layer_ratio >= 0 & r.layer_ratio < 1));
 
 % bench
 r = onnxprune.bench({'fixture.onnx', 'pruned.onnx'}, 'Runs', 3);

@@ -31,12 +31,7 @@ function value = resolve(name, value)
 end
 
 function result = call_file(name, first, args)
-    python = 'python3';
-    if ispref('onnxprune', 'python')
-        python = getpref('onnxprune', 'python');
-    elseif ~isempty(getenv('ONNXPRUNE_PYTHON'))
-        python = getenv('ONNXPRUNE_PYTHON');
-    end
+    python = onnxprune.internal.python();  % names itself in the command window once per session
     folder = tempname();
     mkdir(folder);
     cleanup = onCleanup(@() rmdir(folder, 's'));
@@ -75,6 +70,13 @@ function result = call_file(name, first, args)
 end
 
 function result = call_py(name, first, args)
+    persistent named
+    if isempty(named)  % once per session, as the file transport does
+        environment = pyenv();
+        fprintf('onnxprune: using Python %s (MATLAB''s pyenv, transport py; onnxprune.setup changes it)\n', ...
+                char(environment.Executable));
+        named = true;
+    end
     module = py.importlib.import_module('matlab_bridge');
     try
         value = module.(name)(first, pyargs(args{:}));
