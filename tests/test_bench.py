@@ -239,11 +239,51 @@ def test_bench_settles_the_spread_records_threads_and_times_fixed_batch_exports_
     assert refused.exit_code == 2 and refused.stderr.strip() == "error: --threads must be 1 or more, got 0"
 
 
-def test_milliseconds_keep_three_significant_digits():
-    from onnxprune.cli.measure import milliseconds
+def test_latencies_keep_three_significant_digits_in_one_unit_per_column():
+    from onnxprune.measure.bench import latency_unit, significant_decimals, three_digits
 
-    assert [milliseconds(v) for v in (0.02304, 0.1562, 8.176, 72.43, 123.4)] == [
-        "0.0230", "0.156", "8.18", "72.4", "123"]  # fmt: skip
+    assert [three_digits(v) for v in (0.02304, 0.1562, 8.176, 72.43, 123.4, 0.004312)] == [
+        "0.0230", "0.156", "8.18", "72.4", "123", "0.00431"]  # fmt: skip
+    assert three_digits(0.00041, significant_decimals(0.02304)) == "0.0004", "a spread at its median's precision"
+    assert latency_unit([0.0230, 0.0182, float("nan")]) == ("µs", 1000.0)
+    assert latency_unit([0.0230, 72.4]) == ("ms", 1.0), "one unit down a column: 0.0230 ms beside 72.4 ms"
+
+
+def fixed_batch_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with its batch dimension fixed at 1, as MATLAB and VNN-COMP export it."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for value in [*fixed.graph.input, *fixed.graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_value = 1
+    onnx.checker.check_model(fixed)
+    return fixed
+
+
+def test_bench_shows_digits_of_a_sub_millisecond_model_and_batch_32_of_a_fixed_batch_export(tmp_path):
+    """Issue 29: '0.02 / 0.02 / 0.02 ms' beside 1.00x / 1.01x / 1.26x; batch 32 dropped for fixed-batch files."""
+    import re
+
+    mlp = fixtures.save(fixtures.matmul_mlp(), tmp_path / "mlp.onnx")  # about 10 µs a call
+    fixed = fixtures.save(fixed_batch_copy(fixtures.matmul_mlp()), tmp_path / "mlp_fixed.onnx")
+    assert onnxprune.load(fixed).input.fixed_batch
+    shown = CliRunner().invoke(app, ["bench", str(mlp), str(fixed), "--runs", "20", "--out-dir", str(tmp_path / "b")])
+    assert shown.exit_code == 0, shown.output
+    assert "b1 µs (IQR)" in shown.stdout and "b32 µs (IQR)" in shown.stdout, shown.stdout
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in shown.stdout.splitlines() if line.startswith("│ mlp")}  # fmt: skip
+    assert set(rows) == {"mlp.onnx", "mlp_fixed.onnx"}
+    for cells in rows.values():
+        for latency in cells[:2]:  # batch 1 and batch 32 of each, batch 32 of the fixed-batch file included
+            median = re.fullmatch(r"(\d+\.?\d*) \((\d+\.?\d*)\)", latency)
+            assert median, latency
+            assert len(median[1].replace(".", "").lstrip("0")) == 3, f"three significant digits: {latency}"
+    assert ("note: batch 32 of graphs that fix batch 1 (mlp_fixed.onnx): timed on a copy with a symbolic batch "
+            "dimension, one batched call as evaluate runs it") in " ".join(shown.stdout.split())  # fmt: skip
+    saved = {row["name"]: row for row in json.loads((tmp_path / "b" / "bench.json").read_text())}
+    assert set(saved["mlp_fixed.onnx"]["latency_ms"]) == {"1", "32"} and saved["mlp_fixed.onnx"]["batched_on_copy"]
+    assert not saved["mlp.onnx"]["batched_on_copy"]
+    assert saved["mlp_fixed.onnx"]["throughput"]["32"] > saved["mlp_fixed.onnx"]["throughput"]["1"], (
+        "one batched call of 32, not 32 calls")  # fmt: skip
 
 
 def test_a_slow_dynamic_int8_model_is_explained_as_dynamic():

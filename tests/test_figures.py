@@ -19,13 +19,14 @@ MLP = "models/matlab/nln_logsig_200_100_50.onnx"
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """Figures drawn while the test runs: {file name: (layout problems, the figure's texts)}."""
+    """Figures drawn while the test runs: {file name: (layout problems, the figure's texts, its bars)}."""
     seen = {}
     save = plots._save
 
     def checked(figure, path):
         texts = [t.get_text() for t in plots._texts(figure)]
-        seen[path.name if hasattr(path, "name") else str(path)] = (plots.layout_problems(figure), texts)
+        seen[path.name if hasattr(path, "name") else str(path)] = (plots.layout_problems(figure), texts,
+                                                                   drawn_bars(figure))  # fmt: skip
         return save(figure, path)
 
     monkeypatch.setattr(plots, "_save", checked)
@@ -39,9 +40,28 @@ def cli(*args):
 
 
 def assert_readable(drawn, name):
-    problems, texts = drawn[name]
+    problems, texts, _ = drawn[name]
     assert problems == [], (name, problems)
     return texts
+
+
+def drawn_bars(figure):
+    """Each bar panel's bars as drawn: {panel title: [(value, drawn length in pixels)]}, and whether
+    every value label written at a bar's end stays inside its panel and clear of the other labels."""
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    bars = {}
+    for axis in figure.axes:
+        for container in axis.containers:
+            horizontal = getattr(container, "orientation", "vertical") == "horizontal"
+            for patch, value in zip(container.patches, container.datavalues, strict=True):
+                box = patch.get_window_extent(renderer)
+                bars.setdefault(axis.get_title(), []).append((float(value), box.width if horizontal else box.height))
+        labels = [text.get_window_extent(renderer) for text in axis.texts if text.get_text()]
+        inside = all(axis.bbox.x0 <= box.x0 and box.x1 <= axis.bbox.x1 for box in labels)
+        apart = not any(one.overlaps(other) for i, one in enumerate(labels) for other in labels[i + 1 :])
+        bars.setdefault("labels inside their panel and apart", []).append(inside and apart)
+    return bars
 
 
 def test_sweep_pareto_and_two_model_figures(drawn, tmp_path):
@@ -107,11 +127,54 @@ def test_structured_taylor_and_bench_figures(drawn, tmp_path):
     vgg = REPO / "models" / "vgg13_bn_w025_cifar10.onnx"  # a batch dimension, beside two models of batch 1 only
     cli("bench", vgg, convnet, tmp_path / "filters.onnx", "--runs", "3", "--out-dir", tmp_path / "bench")
     texts = assert_readable(drawn, "bench.png")
-    assert "size (MB, 10^6 bytes)" in texts and "latency" in texts
+    assert {"batch 1", "batch 32 *"} <= set(texts)
+    caption = next(text for text in texts if text.startswith("* batch 32 of ")).replace("\n", " ")
+    assert caption == ("* batch 32 of graphs that fix batch 1 (convnet_maxpool_mnist.onnx, filters.onnx): timed on a "
+                       "copy with a symbolic batch"), caption  # fmt: skip
     rows = json.loads((tmp_path / "bench" / "bench.json").read_text())
     # fixed-batch exports are timed batched on a symbolic-batch copy (issue 29): every bar is drawn
     assert all(set(row["latency_ms"]) == {"1", "32"} for row in rows)
+    assert [row["batched_on_copy"] for row in rows] == [False, True, True]
     assert not any("no bar" in text for text in texts)
+    assert_bars_visible(drawn, "bench.png")
+
+
+def assert_bars_visible(drawn, name, pixels=3.0):
+    _, _, bars = drawn[name]
+    assert all(bars.pop("labels inside their panel and apart")), "a bar's value label leaves its panel or overlaps"
+    small = {title: found for title, found in bars.items() if any(length < pixels for _, length in found)}
+    assert not small, f"bars drawn under {pixels} pixels long: {small}"
+
+
+def test_bench_figure_keeps_sub_millisecond_bars_visible_beside_a_72_ms_one(drawn, tmp_path):
+    """Issue 29: batch-1 bars of 0.02 ms beside a 72 ms batch-32 bar on one linear axis drew nothing."""
+    from onnxprune.measure.bench import ModelBench
+
+    def result(name, batch_1, batch_32, size, on_copy=False):
+        latency = {"1": {"median": batch_1}} | ({"32": {"median": batch_32}} if batch_32 else {})
+        return ModelBench(name, name, size, size // 3, size // 2, 1, 1, 1, 0.0, latency_ms=latency,
+                          batched_on_copy=on_copy)  # fmt: skip
+
+    results = [result("vgg13_bn_w025_cifar10.onnx", 0.184, 4.58, 2_380_000),
+               result("vgg13_bn_w025_cifar10_int8_dynamic.onnx", 1.22, 72.4, 610_000, on_copy=True),
+               result("hard_coded_batch.onnx", 0.0230, None, 20_000)]  # fmt: skip
+    plots.bench_figure(results, tmp_path / "bench.png")
+    texts = assert_readable(drawn, "bench.png")
+    assert "median latency (ms, log scale)" in texts and "0.0230" in texts and "72.4" in texts
+    caption = next(text for text in texts if text.startswith("* batch 32")).replace("\n", " ")
+    assert caption == ("* batch 32 of graphs that fix batch 1 (vgg13_bn_w025_cifar10_int8_dynamic.onnx): timed on a "
+                       "copy with a symbolic batch no bar at batch 32: hard_coded_batch.onnx (a batch hard-coded in "
+                       "the graph)"), caption  # fmt: skip
+    assert "batch 32 *" in texts
+    assert_bars_visible(drawn, "bench.png")
+
+    similar = [result("a.onnx", 0.0230, 0.410, 5_760), result("b.onnx", 0.0182, 0.402, 5_750)]
+    plots.bench_figure(similar, tmp_path / "similar.png")
+    texts = assert_readable(drawn, "similar.png")
+    assert {"median latency (µs)", "23.0", "18.2", "410", "kB (10^3 bytes)"} <= set(texts), texts
+    (first, _), (second, _) = drawn["similar.png"][2]["batch 1"]
+    assert (first, second) == (23.0, 18.2), "values under 1 ms on a linear axis from 0, in µs"
+    assert_bars_visible(drawn, "similar.png")
 
 
 def test_training_without_validation_says_so_instead_of_an_empty_panel(tmp_path, drawn):

@@ -464,17 +464,16 @@ def bench_command(
     _print_bench(results, batches, wide)
 
 
-def milliseconds(value: float) -> str:
-    """A latency in ms with three significant digits (0.0230, 0.156, 8.18, 72.4): sub-ms models need them."""
-    for limit, digits in ((100, 0), (10, 1), (1, 2), (0.1, 3)):
-        if value >= limit:
-            return f"{value:.{digits}f}"
-    return f"{value:.4f}"
-
-
 def _print_bench(results: list[ModelBench], batches: list[int], wide: bool) -> None:
-    """The bench table: within 120 columns by default; --wide adds p90, zipped and values+mask sizes."""
-    latency_columns = [f"b{b} ms (IQR" + (", p90)" if wide else ")") for b in batches]
+    """The bench table: within 120 columns by default; --wide adds p90, zipped and values+mask sizes.
+
+    Each latency column has one unit, µs when all of it is under 1 ms, and three significant digits.
+    """
+    from onnxprune.measure.bench import bench_notes, latency_unit, significant_decimals, three_digits
+
+    units = {b: latency_unit([r.latency_ms[str(b)]["median"] for r in results if str(b) in r.latency_ms])
+             for b in batches}  # fmt: skip
+    latency_columns = [f"b{b} {units[b][0]} (IQR" + (", p90)" if wide else ")") for b in batches]
     columns = ["model", *latency_columns, *[f"b{b} speedup" for b in batches], "size",
                *(["zipped", "values+mask"] if wide else []), "non-zeros", "MACs", "top-1"]  # fmt: skip
     table = Table(*columns, title=f"onnxruntime, {results[0].threads} intra-op thread(s); medians of timed calls")
@@ -486,8 +485,11 @@ def _print_bench(results: list[ModelBench], batches: list[int], wide: bool) -> N
             if timing is None:
                 latency.append("-")
                 continue
-            extra = f", {milliseconds(timing['p90'])}" if wide else ""
-            latency.append(f"{milliseconds(timing['median'])} ({milliseconds(timing['iqr'])}{extra})")
+            scale = units[b][1]
+            # the spread and p90 at the median's precision: three significant digits of the median
+            decimals = significant_decimals(timing["median"] * scale)
+            shown = [three_digits(timing[key] * scale, decimals) for key in ("median", "iqr", "p90")]
+            latency.append(f"{shown[0]} ({shown[1]}" + (f", {shown[2]})" if wide else ")"))
             if not timing.get("stable", True):
                 unstable.append(f"{r.name} at batch {b}")
         speed = [f"{r.speedup[str(b)]:.2f}x" if str(b) in r.speedup else "-" for b in batches]
@@ -507,8 +509,6 @@ def _print_bench(results: list[ModelBench], batches: list[int], wide: bool) -> N
             f"note: the spread did not settle within the time budget for {', '.join(unstable)}: the machine is "
             "busy or its clock varies; compare ratios from one run, or give --runs"
         )
-    from onnxprune.measure.bench import bench_notes
-
     for note in bench_notes(results):
         console().print(f"note: {note}")
     if wide:

@@ -8,14 +8,19 @@ range, p90 and p99, and throughput at each batch size, the intra-op thread count
 size raw and zipped, the size of its weights' values plus mask, parameters, non-zeros, MACs, and
 accuracy when data is given. Ratios (speedups) are of medians against the first model.
 
-A model whose graph fixes the batch at 1 (most MATLAB exports) is timed at larger batch sizes on
-a copy whose batch is symbolic, as `evaluate` runs it; where the graph itself hard-codes the
-batch (a Reshape to 1 x N), that batch size is left out ("-").
+A model whose graph fixes the batch at 1 (most MATLAB and VNN-COMP exports) is timed at larger
+batch sizes on a copy whose batch is symbolic, as `evaluate` runs it (one batched call, not a
+loop of single samples), and a note says so; where the graph itself hard-codes the batch (a
+Reshape to 1 x N), that batch size is left out ("-").
+
+Latencies are shown to three significant digits, in microseconds where a whole column is under
+1 ms (`latency_unit`, `three_digits`): 23.0 µs beside 18.2 µs must not read as "0.02 / 0.02 ms".
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import time
 import zipfile
@@ -67,6 +72,39 @@ class ModelBench:
     speedup: dict[str, float] = field(default_factory=dict)
     size_ratio: float = 1.0
     notes: list[str] = field(default_factory=list)
+    # the graph fixes batch 1: batch sizes above 1 were timed on a copy with a symbolic batch
+    batched_on_copy: bool = False
+
+
+def latency_unit(values_ms: Sequence[float]) -> tuple[str, float]:
+    """The unit a column of latencies is shown in: ("µs", 1000.0) when every one is under 1 ms, else ("ms", 1.0).
+
+    One unit per column, so that a column reads down without unit changes: 8.19 µs beside 0.0230
+    ms would hide that they differ 3x.
+    """
+    finite = [value for value in values_ms if math.isfinite(value)]
+    return ("µs", 1000.0) if finite and max(finite) < 1.0 else ("ms", 1.0)
+
+
+def significant_decimals(value: float, digits: int = 3) -> int:
+    """Decimals that show `value` to `digits` significant digits: 2 for 8.18, 4 for 0.0230, 0 for 123."""
+    if not math.isfinite(value) or value <= 0:
+        return 0
+    return max(0, digits - 1 - math.floor(math.log10(value)))
+
+
+def three_digits(value: float, decimals: int | None = None) -> str:
+    """A latency to three significant digits (0.0230, 0.156, 8.18, 72.4, 123), or to `decimals`.
+
+    Args:
+        value: the latency, in the unit of its column (`latency_unit`).
+        decimals: a fixed number of decimals instead: a spread shown at its median's precision.
+
+    Example:
+        >>> three_digits(23.04), three_digits(0.41, significant_decimals(23.04))
+        ('23.0', '0.4')
+    """
+    return f"{value:.{significant_decimals(value) if decimals is None else decimals}f}"
 
 
 def check_provider(provider: str) -> str:
@@ -153,7 +191,8 @@ def bench(
 
     Args:
         paths: .onnx files; the first is the reference for ratios.
-        batches: batch sizes to time (models with a fixed batch of 1 run batch 1 only).
+        batches: batch sizes to time (a model whose graph fixes batch 1 runs the larger ones on a
+            symbolic-batch copy; one whose graph hard-codes its batch skips them).
         provider: "cpu" or "cuda".
         threads: onnxruntime intra-op threads (default: the cores this process may use).
         runs: timed calls per batch size and model (default: rounds until the spread is small).
@@ -170,6 +209,8 @@ def bench(
     prepared = [_prepare(Path(p), provider_name, threads) for p in paths]
     time_round_robin(prepared, batches, runs, budget=QUICK_BUDGET if quick else BUDGET)
     results = [item[0] for item in prepared]
+    for result, sessions, _ in prepared:  # -1: a symbolic-batch copy of a graph that fixes batch 1
+        result.batched_on_copy = -1 in sessions and any(int(batch) != 1 for batch in result.latency_ms)
     if data is not None:
         from onnxprune.workbench.data import preprocess_for
         from onnxprune.workbench.evaluate import evaluate
@@ -208,8 +249,15 @@ def _explain_slow_int8(results: list[ModelBench]) -> None:
 
 
 def bench_notes(results: list[ModelBench]) -> list[str]:
-    """The notes `bench` attached to its results (int8 models not faster, and why)."""
-    return [note for result in results for note in result.notes]
+    """What to know about the figures: fixed-batch models timed batched on a copy; int8 models not faster, and why."""
+    copied = [result for result in results if result.batched_on_copy]
+    larger = sorted({batch for result in copied for batch in result.latency_ms if int(batch) != 1}, key=int)
+    batched = (
+        [f"batch {', '.join(larger)} of graphs that fix batch 1 ({', '.join(r.name for r in copied)}): timed on a "
+         "copy with a symbolic batch dimension, one batched call as evaluate runs it"]
+        if copied else []
+    )  # fmt: skip
+    return batched + [note for result in results for note in result.notes]
 
 
 def _prepare(path: Path, provider: str, threads: int) -> tuple[ModelBench, dict[int, InferenceSession], InputSpec]:

@@ -7,7 +7,7 @@ reaches each of them from saved results. Axes are in percent, titles say what wa
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from onnxprune.errors import ConfigError  # noqa: E402
 from onnxprune.graph.model import Model  # noqa: E402
@@ -539,26 +539,79 @@ def sensitivity(table: ResultTable, path: str | os.PathLike) -> Path:
 
 
 def bench_figure(results: Sequence[ModelBench], path: str | os.PathLike) -> Path:
-    """Bars of median latency per batch size and of file size (decimal MB, as the tables), per model.
+    """Median latency, one panel per batch size, and file size (decimal kB or MB, as the tables), per model.
 
-    A model run at batch 1 only (a fixed batch in its graph) has no bar at the other sizes; the title says so.
+    Batch sizes get panels of their own: batch-1 bars of 0.02 ms beside a 72 ms batch-32 bar on one
+    axis would be invisible. A panel whose bars still span 10x or more (an int8 model 8x slower, a
+    tiny pruned one) is drawn on a log axis, said in its label. Bars are horizontal, the model names
+    written once on the left, each bar's value at its end (three significant digits, in µs where
+    the whole panel is under 1 ms): no legend,
+    no rotated labels. A batch size a model's graph cannot take has no bar, and a fixed-batch model's
+    larger batches ran on a symbolic-batch copy: notes under the panels say which models.
     """
+    from onnxprune.measure.bench import latency_unit, three_digits
+
     batches = sorted({b for r in results for b in r.latency_ms}, key=int)
-    figure, (left, right) = _figure(1, 2)
-    width = 0.8 / max(1, len(results))
-    for index, result in enumerate(results):
-        positions = np.arange(len(batches)) + index * width
-        medians = [result.latency_ms.get(b, {}).get("median", np.nan) for b in batches]
-        left.bar(positions, medians, width, label=result.name)
-    left.set_xticks(np.arange(len(batches)) + width * (len(results) - 1) / 2, [f"batch {b}" for b in batches])
-    left.set_ylabel("median latency (ms)")
-    missing = any(b not in r.latency_ms for r in results for b in batches)
-    left.set_title("latency" + ("\n(no bar: a fixed-batch model runs batch 1 only)" if missing else ""), fontsize=9)
-    _legend_below(left)
-    right.bar(range(len(results)), [r.bytes / 1e6 for r in results], color="#bbbbbb", label="file")
-    right.bar(range(len(results)), [r.zipped_bytes / 1e6 for r in results], color="#555555", width=0.5, label="zipped")
-    right.set_xticks(range(len(results)), [r.name for r in results], rotation=30, ha="right", fontsize=7)
-    right.set_ylabel("size (MB, 10^6 bytes)")
-    right.set_title("size: file (light), zipped (dark)", fontsize=9)
-    figure.suptitle("onnxruntime: latency and size")
+    colors = np.array([f"C{index % 10}" for index in range(len(results))])
+    panels = len(batches) + 1
+    figure, grid = _figure(1, panels, sharey=True, squeeze=False, figsize=(max(SIZE[0], 2.6 * panels), SIZE[1]))
+    axes = grid[0]
+    notes = []  # under the panels: a panel's title has no room for them
+    for axis, batch in zip(axes, batches, strict=False):
+        medians = np.array([r.latency_ms.get(batch, {}).get("median", np.nan) for r in results], dtype=float)
+        unit, scale = latency_unit(medians)  # µs where the whole panel is under 1 ms, as the table
+        log = _value_bars(axis, medians * scale, colors, three_digits)
+        axis.set_xlabel(f"median latency ({unit}" + (", log scale)" if log else ")"), fontsize=8)
+        copied = [r.name for r in results if r.batched_on_copy and batch in r.latency_ms and int(batch) != 1]
+        axis.set_title(f"batch {batch}" + (" *" if copied else ""), fontsize=9)
+        if copied:
+            notes.append(f"* batch {batch} of graphs that fix batch 1 ({', '.join(copied)}): timed on a copy with "
+                         "a symbolic batch")  # fmt: skip
+        if not np.isfinite(medians).all():
+            missing = [r.name for r in results if batch not in r.latency_ms]
+            notes.append(f"no bar at batch {batch}: {', '.join(missing)} (a batch hard-coded in the graph)")
+    sizes = axes[-1]
+    unit, scale = ("kB", 1e3) if max(r.bytes for r in results) < 1e6 else ("MB", 1e6)
+    files, zipped = (np.array([getattr(r, key) / scale for r in results]) for key in ("bytes", "zipped_bytes"))
+    log = _value_bars(sizes, files, np.full(len(results), "#bbbbbb"), lambda size: f"{size:.3g}", also=zipped)
+    low = sizes.get_xlim()[0] if log else 0.0
+    sizes.barh(np.arange(len(results)), zipped - low, left=low, height=0.4, color="#555555")
+    sizes.set_xlabel(f"{unit} (10^{int(np.log10(scale))} bytes" + (", log scale)" if log else ")"), fontsize=8)
+    sizes.set_title("size: file (light),\nzipped (dark)", fontsize=9)
+    first = axes[0]
+    first.set_yticks(np.arange(len(results)), [r.name for r in results], fontsize=7)
+    first.invert_yaxis()  # the reference, first on the command line, at the top
+    for tick, color in zip(first.get_yticklabels(), colors, strict=True):
+        tick.set_color(color)
+    figure.suptitle("onnxruntime: latency per batch size, and size")
+    if notes:
+        figure.supxlabel("\n".join(_wrapped(note) for note in notes), fontsize=8, x=0.02, ha="left")
     return _save(figure, path)
+
+
+def _value_bars(
+    axis: Axes, values: np.ndarray, colors: np.ndarray, shown: Callable[[float], str], also: np.ndarray | None = None
+) -> bool:
+    """Horizontal bars, one row per model (NaN: none), each value written at its end.
+
+    Values spanning 10x or more go on a log axis, so that the small ones stay visible (the bars
+    start at the decade below the smallest, of `values` and of the bars to be drawn over them,
+    `also`); returns whether it is log.
+    """
+    drawn = np.isfinite(values) & (values > 0)
+    if not drawn.any():
+        axis.set_xlim(0, 1)
+        return False
+    every = np.concatenate([values[drawn], [] if also is None else also[np.isfinite(also) & (also > 0)]])
+    smallest, largest = every.min(), every.max()
+    log = bool(largest >= 10 * smallest)
+    low = 10 ** np.floor(np.log10(smallest)) if log else 0.0
+    bars = axis.barh(np.flatnonzero(drawn), values[drawn] - low, left=low, height=0.8, color=colors[drawn])
+    axis.bar_label(bars, [shown(value) for value in values[drawn]], padding=2, fontsize=7)
+    if log:
+        axis.set_xscale("log")
+        axis.set_xlim(low, largest * 8)  # room for the largest bar's value
+        axis.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 0.01, not 10^-2
+    else:
+        axis.set_xlim(0, largest * 1.35)
+    return log
