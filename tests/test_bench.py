@@ -284,6 +284,8 @@ def test_bench_shows_digits_of_a_sub_millisecond_model_and_batch_32_of_a_fixed_b
     assert not saved["mlp.onnx"]["batched_on_copy"]
     assert saved["mlp_fixed.onnx"]["throughput"]["32"] > saved["mlp_fixed.onnx"]["throughput"]["1"], (
         "one batched call of 32, not 32 calls")  # fmt: skip
+    machine = json.loads(CliRunner().invoke(app, ["bench", str(mlp), str(fixed), "--runs", "5", "--json"]).stdout)
+    assert all(any("timed on a copy with a symbolic batch" in note for note in entry["notes"]) for entry in machine)
 
 
 def test_a_slow_dynamic_int8_model_is_explained_as_dynamic():

@@ -458,8 +458,9 @@ def bench_command(
         page = write_report(out_dir)
         if not as_json:
             console().print(f"wrote {out_dir / 'bench.json'}, {out_dir / 'bench.png'} and {page}")
-    if as_json:
-        typer.echo(json.dumps(bench_module.as_dicts(results), indent=2))
+    if as_json:  # every entry carries the notes the table prints, as evaluate's JSON does
+        notes = bench_module.bench_notes(results)
+        typer.echo(json.dumps([{**entry, "notes": notes} for entry in bench_module.as_dicts(results)], indent=2))
         return
     _print_bench(results, batches, wide)
 
