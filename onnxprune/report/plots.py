@@ -282,6 +282,8 @@ def accuracy_vs_sparsity(tables: Sequence[ResultTable], path: str | os.PathLike,
                     name += f" ({100 * table.baseline_accuracy:.2f}%)"
                 style = {**DENSE_STYLE, "linestyle": DENSE_LINES[(len(drawn) - 1) % len(DENSE_LINES)]}
                 axis.axhline(100 * table.baseline_accuracy, label=name, **style)
+        if len(tables) == 1:
+            _draw_trade_off(axis, tables[0], unit)
         axis.set_xlabel(f"sparsity{chr(10) if len(units) > 1 else ' '}(% of prunable {unit} removed)")
         if len(units) > 1:
             axis.set_title({"weights": "unstructured", "channels": "filters and neurons"}[unit], fontsize=10)
@@ -290,6 +292,20 @@ def accuracy_vs_sparsity(tables: Sequence[ResultTable], path: str | os.PathLike,
     axes[0][0].set_ylabel("top-1 accuracy (%)")
     figure.suptitle(_wrapped(title or f"Accuracy vs sparsity, no fine-tuning: {_model_names(tables)}"))
     return _save(figure, path)
+
+
+def _draw_trade_off(axis: Axes, table: ResultTable, unit: str) -> None:
+    """A sweep's `--max-drop` budget (a dotted line below the dense one) and the level chosen within it, ringed."""
+    choice = table.extra.get("trade_off") or {}
+    if choice.get("near_chance") or choice.get("max_drop") is None or table.baseline_accuracy is None:
+        return
+    floor = 100 * (table.baseline_accuracy - choice["max_drop"])
+    axis.axhline(floor, color="tab:red", linestyle=":", linewidth=1,
+                 label=f"budget: dense - {100 * choice['max_drop']:.1f} points")  # fmt: skip
+    if choice.get("method") is not None and choice.get("units") == unit:
+        label = f"chosen: {100 * choice['sparsity']:.1f}% ({choice['method']}, {choice['scope']})"
+        axis.plot([100 * choice["sparsity"]], [100 * choice["accuracy"]], marker="o", markersize=12,
+                  markerfacecolor="none", markeredgecolor="black", linestyle="none", label=label)  # fmt: skip
 
 
 def pareto(

@@ -39,6 +39,7 @@ from onnxprune.pruning.methods import check_schedule, default_scope, get_method,
 if TYPE_CHECKING:
     from onnxprune.graph.model import Model
     from onnxprune.pruning.oneshot import PruneResult
+    from onnxprune.results import ResultTable
     from onnxprune.workbench.data import Dataset, Preprocess
     from onnxprune.workflow.schedule import ScheduleResult
 
@@ -276,7 +277,7 @@ def run(
     loaded: dict = {}  # the data files read once, for the measurements and the prune
     options, measured = _measured_choices(model, options, loaded)
     notes.extend(measured)
-    choice = None
+    choice, swept = None, None
     if options.max_drop is not None:  # the dense model is checked before any note on what the run will do
         _refuse_near_chance_baseline(model, options, loaded)
     if options.unset or options.schedule.prune.scope is None:
@@ -290,7 +291,7 @@ def run(
         options = dataclasses.replace(options, schedule=schedule, unset=frozenset())
         notes.extend(chosen)
     if options.max_drop is not None:
-        choice = _choose_sparsity(model, options, level_progress, loaded)
+        choice, swept = _choose_sparsity(model, options, level_progress, loaded)
         prune = dataclasses.replace(options.schedule.prune, sparsity=choice["sparsity"])
         options = dataclasses.replace(options, schedule=dataclasses.replace(options.schedule, prune=prune))
         notes.append(_trade_off_note(prune, choice, options.max_drop))
@@ -311,6 +312,8 @@ def run(
         del model
         report = _scheduled(model_path, output, options, progress, notes, loaded)
     report.choice = choice
+    if swept is not None and report.schedule is not None:  # the sweep behind the sparsity, in the run's report
+        _save_sweep(report.schedule.folder, swept, choice)
     report.notes = list(notes) + report.notes
     if options.sparse_storage:
         report.notes.append(_sparse_storage_note(model_path, report))
@@ -480,12 +483,15 @@ def _raw_pixels(model: Model, data: DataOptions | None) -> bool:
     return preprocess_for(model, pixel_range).pixel_range == "0-255"
 
 
-def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress | None, loaded: dict) -> dict:
+def _choose_sparsity(
+    model: Model, options: RunOptions, level_progress: Progress | None, loaded: dict
+) -> tuple[dict, ResultTable]:
     """Sweep the method in the run's scope and in the other of layer/global; the run's scope decides.
 
     Returns:
-        `measure.sweep.trade_off` in the run's scope, with "baseline" and "other" (the trade-off
-        the other scope would have given: users compare it with the sweep they ran).
+        `measure.sweep.trade_off` in the run's scope, with "baseline", "samples" and "other" (the
+        trade-off the other scope would have given: users compare it with the sweep they ran); and
+        the sweep's table.
     """
     from onnxprune.measure.sweep import grid, sweep, trade_off
     from onnxprune.pruning.reconstruct import calibration_split
@@ -507,7 +513,25 @@ def _choose_sparsity(model: Model, options: RunOptions, level_progress: Progress
             f"no sparsity level keeps accuracy within {options.max_drop} of the dense model; raise --max-drop"
         )
     other_choice = {**trade_off(table, options.max_drop, scope=other), "scope": other}  # its scope, even if empty
-    return {**choice, "baseline": table.baseline_accuracy, "samples": len(dataset), "other": other_choice}
+    return {**choice, "baseline": table.baseline_accuracy, "samples": len(dataset), "other": other_choice}, table
+
+
+def _save_sweep(folder: Path, table: ResultTable, choice: dict) -> None:
+    """The sweep `--max-drop` chose on, in the run's folder (results, figure), and the run's report again with it.
+
+    `onnxprune.report.html` shows it before the rounds: the levels tried, the budget, the level chosen.
+    """
+    from onnxprune.report import plots
+    from onnxprune.report.html import CHOICE_FOLDER, write_report
+    from onnxprune.results import write as write_results
+    from onnxprune.workbench.train import is_main_process
+
+    if not is_main_process():  # under torchrun, rank 0 writes the run's folder
+        return
+    table.extra.update(trade_off=choice, chose="prune --max-drop")
+    write_results(table, folder / CHOICE_FOLDER)
+    plots.accuracy_vs_sparsity([table], folder / CHOICE_FOLDER / "accuracy_vs_sparsity.png")
+    write_report(folder)
 
 
 def _refuse_near_chance_baseline(model: Model, options: RunOptions, loaded: dict) -> None:
