@@ -418,3 +418,13 @@ def test_the_training_figure_breaks_its_lines_between_rounds_and_stops_at_100(tm
     for axis in (accuracy_axis, top1_axis):
         assert axis.get_ylim()[1] <= 100
     plt.close(kept[0])
+
+
+def test_a_compacted_one_shot_prune_says_weights_removed_not_zero(fixture_model, tmp_path):
+    """Issue 29, 10: a compacted file has no zeros; its channels are gone, and the table says channels."""
+    model = str(fixture_model("matlab_alexnet_opset8"))
+    result = CliRunner().invoke(app, ["prune", model, "--method", "l1-filter", "--sparsity", "0.3",
+                                      "-o", str(tmp_path / "small.onnx")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "removed (the channels are gone from the file)" in result.stdout and "% zero" not in result.stdout
+    assert "channels removed" in next(line for line in result.stdout.splitlines() if "layer" in line and "op" in line)

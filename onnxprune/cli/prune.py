@@ -413,10 +413,11 @@ def _print_prune_report(report: PruneReport, printed: list[str]) -> None:
             + (f" ({result.kept_whole} kept whole counted)" if result.kept_whole else "")
             + ": "
             f"parameters -{result.params_removed:.1%}, MACs -{result.macs_removed:.1%}; "
+            + f"weights {result.prunable_sparsity:.1%} "
             + (
-                f"weights {result.prunable_sparsity:.1%} removed (the channels are gone from the file)"
-                if result.compacted is not None
-                else f"weights {result.prunable_sparsity:.1%} zero (--mask-only)"
+                "removed or zeroed (the channels that could not be removed are zero)"
+                if result.compaction.skipped
+                else "removed (the channels are gone from the file)"
             )
             + f"; verified in onnxruntime (max |diff| {report.max_abs_diff:.2e}); "
             f"wrote {report.output} ({human_size(report.bytes)})"
