@@ -297,3 +297,17 @@ def test_a_slow_dynamic_int8_model_is_explained_as_dynamic():
     mixed = KernelCount(integer=["conv1 (QLinearConv)"], float=["bn (BatchNormalization)"], conversions=4)
     why = mixed.why_not_faster()
     assert why.startswith("1 compute node(s) stayed float") and "4 quantize" in why
+
+
+def test_the_report_shows_latencies_as_the_terminal_does(tmp_path):
+    """Issue 29, 6: the HTML report showed 0.02304 (ms) where the table shows 23.0 µs."""
+    from onnxprune.report.html import write_report
+
+    rows = [{"name": name, "latency_ms": {"1": {"median": median}, "32": {"median": 30 * median}},
+             "speedup": {"1": 1.0, "32": 1.0}, "bytes": 1000, "nonzero": 10, "macs": 10, "top1": None}
+            for name, median in (("a.onnx", 0.02304), ("b.onnx", 0.0187))]  # fmt: skip
+    (tmp_path / "bench.json").write_text(json.dumps(rows))
+    page = write_report(tmp_path).read_text()
+    assert "batch 1 µs" in page and "batch 32 µs" in page
+    assert ">23.0<" in page and ">18.7<" in page and ">691<" in page and ">0.02304<" not in page
+    assert ">1.00x<" in page

@@ -423,13 +423,28 @@ def _draw_run_figures(document: dict, folder: Path, final_file: str | None) -> N
 
 
 def _bench(rows: list[dict], figures: str) -> str:
+    """bench.json's table: latencies as the terminal shows them (three significant digits, µs under 1 ms)."""
+    from onnxprune.measure.bench import latency_unit, three_digits
+
     batches = list(rows[0].get("latency_ms", {})) if rows else []
-    columns = ["model", *[f"batch {b} ms" for b in batches], *[f"batch {b} speedup" for b in batches],
+    units = {b: latency_unit([r["latency_ms"][b]["median"] for r in rows if b in r.get("latency_ms", {})])
+             for b in batches}  # fmt: skip
+
+    def latency(row: dict, batch: str) -> tuple[str, float] | None:
+        median = row["latency_ms"].get(batch, {}).get("median")
+        return None if median is None else (three_digits(median * units[batch][1]), median)  # shown, sorted by
+
+    columns = ["model", *[f"batch {b} {units[b][0]}" for b in batches], *[f"batch {b} speedup" for b in batches],
                "size", "non-zeros", "MACs", "top-1"]  # fmt: skip
-    table = [[r["name"], *[r["latency_ms"].get(b, {}).get("median") for b in batches],
-              *[r.get("speedup", {}).get(b) for b in batches], (f"{r['bytes'] / 1e6:.2f} MB", r["bytes"]),
+    table = [[r["name"], *[latency(r, b) for b in batches],
+              *[_times(r.get("speedup", {}).get(b)) for b in batches], (f"{r['bytes'] / 1e6:.2f} MB", r["bytes"]),
               r.get("nonzero"), r.get("macs"), _percent(r.get("top1"))] for r in rows]  # fmt: skip
     return "<section><h2>Latency and size in onnxruntime</h2>" + figures + _table(columns, table) + "</section>"
+
+
+def _times(ratio: float | None) -> tuple[str, float] | None:
+    """A speedup as the terminal shows it (1.26x), sorted by its value."""
+    return None if ratio is None else (f"{ratio:.2f}x", ratio)
 
 
 def _demo(summary: dict, folder: Path) -> str:
