@@ -161,8 +161,10 @@ def greedy_plan(
                     saved += cost(layer, *widths[layer.name]) - cost(layer, kin, kout)
                     metered += meter(layer, *widths[layer.name]) - meter(layer, kin, kout)
                     changes[layer.name] = [kin, kout]
-                if saved <= 0 or metered <= 0:
+                if metered <= 0 or (saved <= 0 and meter is cost):
                     continue
+                if saved <= 0:  # MACs saved, no measured time (noise, or a step): ranked after the moves that save time
+                    saved = 1e-12 * metered
                 # a channel matters more as its group thins: divided by the fraction the group keeps,
                 # so that no layer is emptied for its cost alone (an L1 score is only comparable within a layer)
                 keeps = (kept - step) / len(group.roots)
