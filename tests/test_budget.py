@@ -148,3 +148,29 @@ def test_the_greedy_never_empties_a_layer_for_its_cost_alone():
     assert reached <= goal
     # a channel of the costly layer saves 4x as much; its importance grows as (16 / kept) ** THINNING (2)
     assert removed == {"cheap": 8, "costly": 12}, "past half kept, the costly layer's channels weigh more"
+
+
+def test_a_mac_budget_is_met_where_the_latency_table_measures_no_saving():
+    """--target-macs ranks by measured time but counts MACs: a flat (noisy) table stopped it at 0.66-0.78."""
+    from onnxprune.pruning.channels import ChannelGroup
+
+    groups = {"a": ChannelGroup("a", ["a"], list(range(16))), "b": ChannelGroup("b", ["b"], list(range(16, 32)))}
+    scores = {root: 1.0 + root / 100 for root in range(32)}
+    shape = object()  # any geometry: the flat table below gives every width the same time
+    layers = [
+        budget.LayerWidths("a", 16, 16, {r: 1 for r in range(16)}, {}, 16 * 16, False, shape),
+        budget.LayerWidths("b", 16, 16, {r: 1 for r in range(16, 32)}, {}, 16 * 16, False, shape),
+    ]
+
+    class FlatTable:
+        def milliseconds(self, _shape):
+            return 1.0
+
+    class Layer(budget._Costs):
+        def __call__(self, layer, kin, kout):
+            return 1.0  # every width measured alike: no move saves time
+
+    macs = budget._Costs(layers, None)
+    goal = 0.4 * 2 * 16 * 16
+    removed, reached = budget.greedy_plan(groups, scores, layers, Layer(layers, FlatTable()), goal, 0.99, 1, macs)
+    assert reached <= goal and sum(removed.values()) > 0
