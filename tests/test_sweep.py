@@ -335,7 +335,12 @@ def test_an_interrupted_sweep_resumed_equals_an_uninterrupted_one(fixture_model,
     assert resumed.exit_code == 0, resumed.output
     assert len(measured) == 5, "only the levels the interrupted run had not measured"
     expected, got = results.read(tmp_path / "whole"), results.read(tmp_path / "cut")
-    assert [dataclasses.asdict(r) for r in got.rows] == [dataclasses.asdict(r) for r in expected.rows]
+    # each run times torch against onnxruntime and sweeps in the faster (engine "auto"): two runs may
+    # differ in the engine, whose losses agree to float rounding; everything else is equal
+    assert [{**dataclasses.asdict(r), "loss": None} for r in got.rows] == [
+        {**dataclasses.asdict(r), "loss": None} for r in expected.rows
+    ]
+    assert [r.loss for r in got.rows] == pytest.approx([r.loss for r in expected.rows], rel=1e-6)
     other_data = CliRunner().invoke(
         app, _sweep_args(model, tmp_path / "d.npz", tmp_path / "cut", *levels, "--resume", "--limit", "20")
     )
