@@ -536,6 +536,13 @@ def quantize(
         bool,
         typer.Option("--time/--no-time", help="time the int8 model against the float one at batch 1 and 32 (~10 s)"),
     ] = True,
+    keep_float: Annotated[
+        str,
+        typer.Option(
+            help="layers to leave float: auto (those measured faster in float than as integer kernels, "
+            "kept when the whole model then runs faster), none, or Conv/Gemm/MatMul node names, comma-separated"
+        ),
+    ] = "auto",
     as_json: JsonOption = False,
 ) -> None:
     """Quantize MODEL to int8 with onnxruntime.quantization; pruned zeros stay zero."""
@@ -545,7 +552,7 @@ def quantize(
     model = load(model_path)
     preprocess, dataset = evaluation_data(model, data, limit, pixel_range, mean, std, flatten, first=first)
     batches = tuple(int(b) for b in BENCH_BATCHES.split(",")) if timed else ()
-    report = quantize_model(model, output, method, dataset, preprocess, calibration, dataset, batches)
+    report = quantize_model(model, output, method, dataset, preprocess, calibration, dataset, batches, keep_float)
     notes = [*preprocess.notes, *report.notes]
     if as_json:
         emit_json({**dataclasses.asdict(report), "notes": notes})

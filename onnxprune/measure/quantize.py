@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,8 @@ INTEGER_OPS = frozenset({
     "QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat",
     "DynamicQuantizeMatMul", "QLinearConvTranspose", "QAttention", "DynamicQuantizeLSTM",
 })  # fmt: skip
+# element-wise nodes onnxruntime fuses into the Conv/Gemm before them (the fused node takes the last output's name)
+FUSED_AFTER = frozenset({"BatchNormalization", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Add"})
 FLOAT_COMPUTE_OPS = frozenset({
     "Conv", "FusedConv", "NchwcConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul", "FusedMatMul",
     "BatchNormalization", "Einsum",
@@ -91,7 +94,24 @@ class QuantizeReport:
     kernels: KernelCount | None = None
     prepared: str = ""  # what the pre-processing did, or why it was skipped
     speedup: dict[str, float] = field(default_factory=dict)  # batch -> float latency / int8 latency
+    kept_float: list[KeptFloat] = field(default_factory=list)  # layers left float, and why
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class KeptFloat:
+    """A layer left float: given by name, or measured faster in float than as an integer kernel."""
+
+    node: str
+    float_us: float | None = None  # its kernel's microseconds per call at `batch`, float and int8
+    int8_us: float | None = None
+    batch: int | None = None
+
+    def describe(self) -> str:
+        """The layer's name, with its measured kernel times where it was measured."""
+        if self.float_us is None or self.int8_us is None:
+            return self.node
+        return f"{self.node} ({_microseconds(self.float_us)} float, {_microseconds(self.int8_us)} int8)"
 
 
 class _Calibration:
@@ -115,6 +135,7 @@ def quantize(
     calibration_samples: int = 256,
     evaluate_data: Dataset | None = None,
     time_batches: tuple[int, ...] = (),
+    keep_float: str | Sequence[str] = "auto",
 ) -> QuantizeReport:
     """Quantize a float model to int8 with onnxruntime.quantization; writes `output` atomically.
 
@@ -128,9 +149,13 @@ def quantize(
         evaluate_data: samples to report top-1 before and after on (optional).
         time_batches: batch sizes at which to time the int8 model against the float one (a short
             `onnxprune.measure.bench` run); a note says when it is not faster, and why.
+        keep_float: layers to leave float. "auto" (the default) measures: onnxruntime's profiler
+            times every convolution and matrix product float and int8 at batch 32 (the largest of
+            `time_batches` when given); those whose integer kernel is slower (a first convolution
+            of 3 channels: 3.3x slower on the VGG13 reference) are left float when the whole
+            model then measures faster side by side. "none": every layer int8. A list (or a comma-separated string) of
+            Conv/Gemm/MatMul node names: those layers.
     """
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
-
     from onnxprune.graph.model import check_output_path, conversion_copy
     from onnxprune.graph.storage import save_model_file
 
@@ -141,21 +166,19 @@ def quantize(
     if method == "static" and data is None:
         raise ConfigError("static quantization calibrates on data: give --data (or use --method dynamic)")
     output = check_output_path(model, output)
+    named = _named_float_layers(model, keep_float)
     float_copy = _float_copy(model, conversion_copy)
+    calibration = _calibration_batches(model, data, preprocess, calibration_samples) if method == "static" else []
     with _quiet_root_logger(), tempfile.TemporaryDirectory() as folder:
         source = Path(folder) / "float.onnx"
         onnx.save_model(float_copy, str(source))
-        target = Path(folder) / "int8.onnx"
         source, prepared = _prepared(source, Path(folder) / "prepared.onnx")
-        if method == "static":
-            reader = _Calibration(_calibration_batches(model, data, preprocess, calibration_samples), model.input.name)
-            quantize_static(
-                str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-            )  # fmt: skip
-        else:
-            quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=False)
+        target = Path(folder) / "int8.onnx"
+        _quantize_file(source, target, method, calibration, model.input.name, named)
+        kept, note = [KeptFloat(name) for name in named], ""
+        if keep_float == "auto":
+            batch = max(time_batches, default=32)
+            target, kept, note = _keep_slow_layers_float(model, source, target, batch, (method, calibration))
         quantized = onnx.load(str(target))
     save_model_file(output, quantized, external_data=model.external_data)
     report = QuantizeReport(
@@ -167,7 +190,10 @@ def quantize(
         zeros_after=_weight_zeros(quantized, float_only=False),
         kernels=integer_kernels(output),
         prepared=prepared,
+        kept_float=kept,
     )
+    if note:
+        report.notes.append(note)
     if time_batches:
         _time_against_float(model, output, time_batches, report)
     if evaluate_data is not None:
@@ -176,6 +202,126 @@ def quantize(
         report.top1_before = evaluate(model, evaluate_data, preprocess).top1
         report.top1_after = evaluate(load(output), evaluate_data, preprocess).top1
     return report
+
+
+def _named_float_layers(model: Model, keep_float: str | Sequence[str]) -> list[str]:
+    """The layers `keep_float` names ("auto" and "none" name none); an unknown name is refused."""
+    if isinstance(keep_float, str):
+        if keep_float in ("auto", "none"):
+            return []
+        keep_float = [name.strip() for name in keep_float.split(",") if name.strip()]
+    layers = [node.name for node in model.proto.graph.node if node.op_type in PRUNABLE_OPS]
+    unknown = [name for name in keep_float if name not in layers]
+    if unknown:
+        shown = ", ".join(layers[:8]) + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
+        raise ConfigError(
+            f"--keep-float names '{unknown[0]}', which is not a Conv, Gemm or MatMul node of this model "
+            f"(its layers: {shown}); give 'auto', 'none' or layer names separated by commas"
+        )
+    return list(keep_float)
+
+
+def _quantize_file(
+    source: Path, target: Path, method: str, calibration: list[np.ndarray], input_name: str, excluded: list[str]
+) -> None:
+    """onnxruntime.quantization on `source`, leaving the `excluded` nodes float."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if method == "static":
+        quantize_static(
+            str(source), str(target), _Calibration(calibration, input_name), quant_format=QuantFormat.QDQ,
+            per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
+            nodes_to_exclude=excluded, extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
+        )  # fmt: skip
+    else:
+        quantize_dynamic(
+            str(source), str(target), weight_type=QuantType.QInt8, per_channel=False, nodes_to_exclude=excluded
+        )
+
+
+def _keep_slow_layers_float(
+    model: Model, source: Path, all_int8: Path, batch: int, how: tuple[str, list[np.ndarray]]
+) -> tuple[Path, list[KeptFloat], str]:
+    """(the faster of all-int8 and int8 with its slow layers float, the layers kept float, a note).
+
+    onnxruntime's integer kernels lose to its float ones on some layers (a 3-channel first
+    convolution runs im2col on 27-wide rows); which ones depends on the CPU and the widths, so
+    they are measured: each layer's kernel time in both graphs, then the whole model both ways.
+    """
+    from onnxprune.workbench.timing import SPREAD, time_side_by_side
+
+    times = _layer_kernel_times(load(source), load(all_int8), batch)
+    slower = [KeptFloat(name, f, q, batch) for name, (f, q) in times.items() if q > f]
+    if not slower:
+        return all_int8, [], ""
+    mixed = all_int8.with_name("int8_mixed.onnx")
+    _quantize_file(source, mixed, how[0], how[1], model.input.name, [layer.node for layer in slower])
+    all_timed, mixed_timed = time_side_by_side([load(all_int8), load(mixed)], (batch,))
+    key = str(batch)
+    if key not in all_timed.latency_ms or key not in mixed_timed.latency_ms:
+        return all_int8, [], ""
+    gain = all_timed.latency_ms[key]["median"] / mixed_timed.latency_ms[key]["median"]
+    layers = ", ".join(layer.describe() for layer in slower[:4]) + (
+        f" and {len(slower) - 4} more" if len(slower) > 4 else ""
+    )
+    if gain <= 1.0 + SPREAD:  # not faster beyond the timing's noise: the smaller, all-int8 model
+        why = f"every layer is int8: {layers} ran slower as integer kernels at batch {batch}, but the model "
+        return all_int8, [], why + f"with them float measured {gain:.2f}x the all-int8 one (--keep-float to choose)"
+    why = f"kept {len(slower)} layer(s) float, faster than their integer kernels at batch {batch}: {layers}; "
+    return mixed, slower, why + f"the model is {gain:.2f}x faster than with every layer int8 (--keep-float none)"
+
+
+def _layer_kernel_times(float_model: Model, int8_model: Model, batch: int) -> dict[str, tuple[float, float]]:
+    """{layer: (float kernel µs, int8 kernel µs)} per call at `batch`, from onnxruntime's profiler.
+
+    onnxruntime renames what it fuses: a float Conv+Relu runs as a node named after its output
+    ("/5/Relu_output_0_nchwc"), a Gemm+Relu as "fused /12/Gemm", a QLinearConv as the Conv's
+    name with "_token_N" after the layout transform; all are traced back to the float graph's layer.
+    """
+    from onnxprune.workbench.timing import node_times
+
+    owner = _layer_of_tensor(float_model.proto)
+    float_us = _kernel_times_by_layer(node_times(float_model, batch), owner, FLOAT_COMPUTE_OPS)
+    int8_us = _kernel_times_by_layer(node_times(int8_model, batch), owner, INTEGER_OPS)
+    return {layer: (float_us[layer], int8_us[layer]) for layer in float_us if layer in int8_us}
+
+
+def _kernel_times_by_layer(
+    times: dict[str, tuple[str, float]], owner: dict[str, str], ops: frozenset[str]
+) -> dict[str, float]:
+    """{layer: µs} of the kernels in `ops`, their names stripped of what onnxruntime adds when it fuses."""
+    by_layer: dict[str, float] = {}
+    for name, (op, microseconds) in times.items():
+        base = re.sub(r"(_token_\d+)+$", "", name.removeprefix("fused ")).removesuffix("_nchwc").removesuffix("_quant")
+        layer = owner.get(base)
+        if op in ops and layer:
+            by_layer[layer] = by_layer.get(layer, 0.0) + microseconds
+    return by_layer
+
+
+def _layer_of_tensor(proto: onnx.ModelProto) -> dict[str, str]:
+    """{layer name, or a tensor it produces through the element-wise nodes onnxruntime fuses: layer}."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    owner = {}
+    for node in proto.graph.node:
+        if node.op_type not in PRUNABLE_OPS:
+            continue
+        owner[node.name] = node.name
+        tensor = node.output[0]
+        while True:
+            owner.setdefault(tensor, node.name)
+            following = consumers.get(tensor, [])
+            if len(following) != 1 or following[0].op_type not in FUSED_AFTER:
+                break
+            tensor = following[0].output[0]
+    return owner
+
+
+def _microseconds(value: float) -> str:
+    return f"{value:.0f} µs" if value >= 10 else f"{value:.1f} µs"
 
 
 def _prepared(source: Path, target: Path) -> tuple[Path, str]:
@@ -275,11 +421,12 @@ def _weight_zeros(proto: onnx.ModelProto, float_only: bool) -> int:
     """Weights of Conv / Gemm / MatMul layers that are (or dequantize to) exactly zero.
 
     A quantized weight q with zero point z dequantizes to (q - z) x scale: it is zero when q == z.
+    With `float_only` False, the float weights of layers left float count too.
     """
     values = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
     zeros = 0
     for node in proto.graph.node:
-        if node.op_type in PRUNABLE_OPS and float_only:
+        if node.op_type in PRUNABLE_OPS:
             weight = values.get(node.input[1]) if len(node.input) > 1 else None
             if weight is not None and weight.ndim >= 2 and weight.dtype.kind == "f":
                 zeros += int(np.sum(weight == 0))

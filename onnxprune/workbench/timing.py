@@ -10,6 +10,7 @@ import os
 import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -203,3 +204,60 @@ def time_side_by_side(
         prepared.append((TimedModel(), batch_sessions(model, session, threads), model.input))
     time_round_robin(prepared, batches, None, budget=budget)
     return [timed for timed, _, _ in prepared]
+
+
+# the profile of `node_times`: calls until this many seconds are spent (at least PROFILE_MIN_CALLS)
+PROFILE_SECONDS = 1.0
+PROFILE_MIN_CALLS = 5
+
+
+def node_times(model: Model, batch: int, threads: int | None = None) -> dict[str, tuple[str, float]]:
+    """{node of onnxruntime's optimized graph: (its op, mean kernel microseconds per call)}.
+
+    onnxruntime's own profiler (`SessionOptions.enable_profiling`) on `model` at `batch` after a
+    warm-up: what each kernel of the graph onnxruntime actually runs costs, fused nodes under
+    the names onnxruntime gives them. Fixed-batch exports are profiled on a symbolic-batch copy.
+    Empty where the graph cannot run that batch.
+    """
+    import json
+    import tempfile
+
+    import onnxruntime as ort
+
+    threads = threads or available_cores()
+    proto = model.proto
+    if model.input.fixed_batch and model.input.shape[0] != batch:
+        from onnxprune.graph.model import with_symbolic_batch
+
+        proto = with_symbolic_batch(proto)
+    source = str(model.path) if model.path is not None and proto is model.proto else proto.SerializeToString()
+    dtype = np.float64 if model.input.elem_type == "DOUBLE" else np.float32
+    feed_array = np.random.default_rng(0).random(model.input.concrete_shape(batch)).astype(dtype)
+    with tempfile.TemporaryDirectory() as folder:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(folder) / "profile")
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: feed_array}
+        try:
+            once = _warm_up(session, feed)
+        except Exception:  # noqa: BLE001 - a graph that hard-codes its batch fails on the symbolic copy
+            session.end_profiling()
+            return {}
+        calls = max(PROFILE_MIN_CALLS, int(PROFILE_SECONDS / max(once, 1e-7)))
+        for _ in range(calls):
+            session.run(None, feed)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    # the profile holds the warm-up calls too: count only the nodes inside the last `calls` runs
+    runs = sorted(event["ts"] for event in events if event.get("cat") == "Session" and event["name"] == "model_run")
+    since = runs[-calls] if len(runs) >= calls else 0
+    totals: dict[str, tuple[str, float]] = {}
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= since:
+            name = event["name"].removesuffix("_kernel_time")
+            op, total = totals.get(name, (event["args"]["op_name"], 0.0))
+            totals[name] = (op, total + event["dur"])
+    return {name: (op, total / calls) for name, (op, total) in totals.items()}
