@@ -250,6 +250,10 @@ def test_keep_float_by_name_leaves_those_layers_float_and_refuses_unknown_names(
                                       "dynamic", "--keep-float", "conv9", "--no-time"])  # fmt: skip
     assert result.exit_code != 0 and result.stderr.startswith("error: --keep-float names 'conv9'")
     assert result.stderr.count("\n") == 1 and not (tmp_path / "c.onnx").exists()
+    named = CliRunner().invoke(app, ["quantize", str(model.path), "-o", str(tmp_path / "c.onnx"), "--method",
+                                     "dynamic", "--keep-float", convolutions[1], "--no-time", "--json"])  # fmt: skip
+    assert named.exit_code == 0, named.output
+    assert json.loads(named.stdout)["kept_float"] == [convolutions[1]], "names, so MATLAB gets a cellstr"
 
 
 @pytest.mark.parametrize("mixed_faster", [True, False])

@@ -174,3 +174,35 @@ def test_a_mac_budget_is_met_where_the_latency_table_measures_no_saving():
     goal = 0.4 * 2 * 16 * 16
     removed, reached = budget.greedy_plan(groups, scores, layers, Layer(layers, FlatTable()), goal, 0.99, 1, macs)
     assert reached <= goal and sum(removed.values()) > 0
+
+
+def test_a_speedup_the_table_cannot_see_is_measured_at_the_floor_not_refused(fixture_model, cache, monkeypatch):
+    """resnet_2b: a pessimistic table predicted 1.40x at the floor and refused 1.5; the floor measured 1.8x."""
+    from onnxprune.workbench import timing
+
+    monkeypatch.setattr(latency.LatencyTable, "milliseconds", lambda self, shape: 1.0)  # no move saves time
+
+    def macs_timing(models, batches, threads=None, budget=0.0):  # latency in proportion to MACs, plus overhead
+        timed = []
+        for model in models:
+            result = timing.TimedModel()
+            result.latency_ms = {str(b): {"median": 0.05 + model.layer_total("macs") / 1e6} for b in batches}
+            timed.append(result)
+        return timed
+
+    monkeypatch.setattr(timing, "time_side_by_side", macs_timing)
+    model = onnxprune.load(fixture_model("vgg_bn_torchscript"))
+    dense_ms = macs_timing([model], [8])[0].latency_ms["8"]["median"]
+    result = onnxprune.prune(model, method="l1-filter", speedup=1.5, bench_batch_size=8, threads=1)
+    assert result.budget.within and abs(result.budget.reached - 1.5) <= budget.TOLERANCE * 1.5
+    assert any("macs_budget" in attempt for attempt in result.budget.attempts), "found by measuring MAC budgets"
+    written_ms = macs_timing([onnxprune.load(_saved(result, cache))], [8])[0].latency_ms["8"]["median"]
+    assert dense_ms / written_ms == pytest.approx(result.budget.reached)
+    with pytest.raises(ConfigError, match=r"--speedup 50 cannot be reached: .* the model measured \d+\.\d\dx faster"):
+        onnxprune.prune(model, method="l1-filter", speedup=50, bench_batch_size=8, threads=1)
+
+
+def _saved(result, folder):
+    path = folder / "written.onnx"
+    onnxprune.save(result, path)
+    return path

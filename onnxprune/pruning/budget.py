@@ -21,6 +21,7 @@ reached, and why where it falls short.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from onnxprune.errors import ConfigError, stage
@@ -257,17 +258,20 @@ def plan_to_budget(
     rest = max(0.0, dense_ms - layer_sum)  # pooling, activations, copies: they shrink little
     goal = dense_ms / speedup - rest
     attempts, best = [], None
+
+    def by_macs(fraction: float) -> tuple[ChannelPlan, float, float]:
+        """The plan with at most `fraction` of the dense MACs (moves still ranked by the table), measured."""
+        counts, _ = greedy_plan(groups, scores, layers, costs, fraction * dense_macs, max_layer_sparsity, round_to,
+                                meter=mac_costs)  # fmt: skip
+        chosen = plan_for(counts)
+        measured, left = timed(chosen)
+        attempts.append({"macs_budget": fraction, "measured_speedup": measured, "macs_left": left})
+        return chosen, measured, left
+
     for _ in range(ATTEMPTS):
         if goal <= 0:
             break
         counts, predicted = greedy_plan(groups, scores, layers, costs, goal, max_layer_sparsity, round_to)
-        if not attempts and predicted > goal * 1.001:  # every group at its floor, and still above the goal
-            most = dense_ms / (predicted + rest)
-            raise ConfigError(
-                f"--speedup {speedup:g} cannot be reached: with every layer at its floor (--max-layer-sparsity "
-                f"{max_layer_sparsity:g}) the model is predicted to run {most:.2f}x faster at batch {batch} on this "
-                f"machine; ask for at most that"
-            )
         chosen = plan_for(counts)
         measured, left = timed(chosen)
         attempts.append({"layer_budget_ms": goal, "predicted_ms": predicted + rest, "measured_speedup": measured,
@@ -276,9 +280,14 @@ def plan_to_budget(
             best = (chosen, measured, left)
         if abs(measured - speedup) <= TOLERANCE * speedup:
             break
-        if predicted > goal * 1.001:
-            break  # the budget cannot be met: every group is at its floor
-        goal *= measured / speedup  # the model ran slower (faster) than predicted: ask the layers for more (less)
+        at_floor = predicted > goal * 1.001  # every group at its floor, and the prediction still above the goal
+        if at_floor and measured < speedup:
+            if len(attempts) == 1:  # the table sees no more time to save: measure the model at its floor
+                best = _search_by_macs(by_macs, speedup, best, max_layer_sparsity, batch)
+            break
+        # the model ran slower (faster) than predicted: ask the layers for more (less); a floor plan
+        # that measured faster than its prediction relaxes the goal (small models: the table is pessimistic)
+        goal *= measured / speedup
     table.save()
     if best is None:
         raise ConfigError(
@@ -291,6 +300,35 @@ def plan_to_budget(
     report = BudgetReport("speedup", speedup, measured, within, left, measured, batch, threads, attempts,
                           str(table.path), table.measured, why)  # fmt: skip
     return chosen, report
+
+
+def _search_by_macs(
+    by_macs: Callable[[float], tuple[ChannelPlan, float, float]], speedup: float,
+    best: tuple[ChannelPlan, float, float], max_layer_sparsity: float, batch: int,
+) -> tuple[ChannelPlan, float, float]:  # fmt: skip
+    """The plan nearest `speedup` when the latency table saw no more time to save (small, overhead-bound models).
+
+    Every group goes to its floor (MACs counted, moves ranked by the table) and is timed end to end:
+    where even that is short the request is refused with the measured figure; otherwise the MAC
+    fraction is bisected, each plan measured, and the nearest kept.
+    """
+    floor_plan = by_macs(0.0)
+    if floor_plan[1] < speedup * (1 - TOLERANCE):
+        raise ConfigError(
+            f"--speedup {speedup:g} cannot be reached: with every layer at its floor (--max-layer-sparsity "
+            f"{max_layer_sparsity:g}) the model measured {max(floor_plan[1], best[1]):.2f}x faster at batch {batch} "
+            f"on this machine; ask for at most that"
+        )
+    nearest = min((best, floor_plan), key=lambda plan: abs(plan[1] - speedup))
+    fast, slow = floor_plan[2], 1.0  # MAC fractions: one measured at or above the request, one below
+    for _ in range(ATTEMPTS - 1):
+        if abs(nearest[1] - speedup) <= TOLERANCE * speedup:
+            break
+        middle = (fast + slow) / 2
+        plan = by_macs(middle)
+        nearest = min((nearest, plan), key=lambda candidate: abs(candidate[1] - speedup))
+        fast, slow = (middle, slow) if plan[1] >= speedup else (fast, middle)
+    return nearest
 
 
 def _shortfall(measured: float, speedup: float, attempts: list[dict]) -> str:
