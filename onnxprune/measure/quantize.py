@@ -176,12 +176,18 @@ def quantize(
         source = Path(folder) / "float.onnx"
         onnx.save_model(float_copy, str(source))
         source, prepared = _prepared(source, Path(folder) / "prepared.onnx")
+        # the pre-processing may rename a layer (MatMul + Add -> "<name>/MatMulAddFusion"): names are
+        # given and reported as the user's model has them, excluded as the prepared graph has them
+        renamed = _prepared_names(float_copy, onnx.load(str(source), load_external_data=False))
         target = Path(folder) / "int8.onnx"
-        _quantize_file(source, target, method, calibration, model.input.name, named)
+        _quantize_file(
+            source, target, method, calibration, model.input.name, [renamed.get(name, name) for name in named]
+        )
+        _check_left_float(onnx.load(str(target), load_external_data=False), named, renamed)
         kept, note = [KeptFloat(name) for name in named], ""
         if keep_float == "auto":
             batch = max(time_batches, default=32)
-            target, kept, note = _keep_slow_layers_float(model, source, target, batch, (method, calibration))
+            target, kept, note = _keep_slow_layers_float(model, source, target, batch, method, calibration, renamed)
         quantized = onnx.load(str(target))
     save_model_file(output, quantized, external_data=model.external_data)
     report = QuantizeReport(
@@ -208,20 +214,21 @@ def quantize(
 
 
 def _named_float_layers(model: Model, keep_float: str | Sequence[str]) -> list[str]:
-    """The layers `keep_float` names ("auto" and "none" name none); an unknown name is refused."""
+    """The layers `keep_float` names ("auto" and "none" name none); an unknown or empty name is refused."""
     if isinstance(keep_float, str):
         if keep_float in ("auto", "none"):
             return []
-        keep_float = [name.strip() for name in keep_float.split(",") if name.strip()]
-    layers = [node.name for node in model.proto.graph.node if node.op_type in PRUNABLE_OPS]
-    unknown = [name for name in keep_float if name not in layers]
-    if unknown:
+        keep_float = keep_float.split(",")
+    given = [name.strip() for name in keep_float]
+    layers = [node.name for node in model.proto.graph.node if node.op_type in PRUNABLE_OPS and node.name]
+    unknown = [name for name in given if name not in layers]
+    if unknown or not given:
         shown = ", ".join(layers[:8]) + (f" and {len(layers) - 8} more" if len(layers) > 8 else "")
         raise ConfigError(
-            f"--keep-float names '{unknown[0]}', which is not a Conv, Gemm or MatMul node of this model "
-            f"(its layers: {shown}); give 'auto', 'none' or layer names separated by commas"
+            f"--keep-float names '{unknown[0] if unknown else ''}', which is not a Conv, Gemm or MatMul node of this "
+            f"model (its layers: {shown or 'none named'}); give 'auto', 'none' or layer names separated by commas"
         )
-    return list(keep_float)
+    return given
 
 
 def _quantize_file(
@@ -243,26 +250,44 @@ def _quantize_file(
 
 
 def _keep_slow_layers_float(
-    model: Model, source: Path, all_int8: Path, batch: int, how: tuple[str, list[np.ndarray]]
-) -> tuple[Path, list[KeptFloat], str]:
+    model: Model, source: Path, all_int8: Path, batch: int, method: str, calibration: list[np.ndarray],
+    renamed: dict[str, str],
+) -> tuple[Path, list[KeptFloat], str]:  # fmt: skip
     """(the faster of all-int8 and int8 with its slow layers float, the layers kept float, a note).
 
     onnxruntime's integer kernels lose to its float ones on some layers (a 3-channel first
     convolution runs im2col on 27-wide rows); which ones depends on the CPU and the widths, so
     they are measured: each layer's kernel time in both graphs, then the whole model both ways.
+    `renamed` maps the user's layer names to the prepared graph's (`_prepared_names`).
     """
     from onnxprune.workbench.timing import SPREAD, time_side_by_side
 
     times = _layer_kernel_times(load(source), load(all_int8), batch)
-    slower = [KeptFloat(name, f, q, batch) for name, (f, q) in times.items() if q > KERNEL_MARGIN * f]
+    if not times:
+        return (
+            all_int8,
+            [],
+            (
+                f"every layer is int8: onnxruntime's profiler could not time the layers at batch {batch} "
+                "(unnamed nodes, or a graph that fixes another batch); --keep-float names layers to leave float"
+            ),
+        )
+    original = {prepared: name for name, prepared in renamed.items()}
+    slower = [
+        KeptFloat(original.get(name, name), f, q, batch) for name, (f, q) in times.items() if q > KERNEL_MARGIN * f
+    ]
     if not slower:
         return all_int8, [], ""
     mixed = all_int8.with_name("int8_mixed.onnx")
-    _quantize_file(source, mixed, how[0], how[1], model.input.name, [layer.node for layer in slower])
+    try:
+        _quantize_file(source, mixed, method, calibration, model.input.name, [renamed.get(layer.node, layer.node)
+                                                                               for layer in slower])  # fmt: skip
+    except Exception as error:  # noqa: BLE001 - the all-int8 model stands; the note says why nothing is float
+        return all_int8, [], f"every layer is int8: quantizing with slower layers float failed ({error})"
     all_timed, mixed_timed = time_side_by_side([load(all_int8), load(mixed)], (batch,))
     key = str(batch)
     if key not in all_timed.latency_ms or key not in mixed_timed.latency_ms:
-        return all_int8, [], ""
+        return all_int8, [], f"every layer is int8: the model cannot be timed at batch {batch} to confirm a mixed form"
     gain = all_timed.latency_ms[key]["median"] / mixed_timed.latency_ms[key]["median"]
     layers = ", ".join(layer.describe() for layer in slower[:4]) + (
         f" and {len(slower) - 4} more" if len(slower) > 4 else ""
@@ -272,6 +297,36 @@ def _keep_slow_layers_float(
         return all_int8, [], why + f"with them float measured {gain:.2f}x the all-int8 one (--keep-float to choose)"
     why = f"kept {len(slower)} layer(s) float, faster than their integer kernels at batch {batch}: {layers}; "
     return mixed, slower, why + f"the model is {gain:.2f}x faster than with every layer int8 (--keep-float none)"
+
+
+def _prepared_names(original: onnx.ModelProto, prepared: onnx.ModelProto) -> dict[str, str]:
+    """{layer of the user's model: the same layer in the pre-processed graph}, by name, then by weight."""
+    layers = [node for node in prepared.graph.node if node.op_type in PRUNABLE_OPS]
+    names = {node.name for node in layers}
+    by_weight = {name: node.name for node in layers for name in node.input[1:2]}
+    renamed = {}
+    for node in original.graph.node:
+        if node.op_type not in PRUNABLE_OPS or not node.name:
+            continue
+        fused = next((name for name in names if name.startswith(node.name + "/")), None)
+        weight = by_weight.get(node.input[1]) if len(node.input) > 1 else None
+        renamed[node.name] = node.name if node.name in names else fused or weight or node.name
+    return renamed
+
+
+def _check_left_float(quantized: onnx.ModelProto, named: list[str], renamed: dict[str, str]) -> None:
+    """Every layer `--keep-float` named still computes in float: refused in one line where it does not."""
+    initializers = {tensor.name for tensor in quantized.graph.initializer}
+    floating = {
+        node.name for node in quantized.graph.node
+        if node.op_type in PRUNABLE_OPS and len(node.input) > 1 and node.input[1] in initializers
+    }  # fmt: skip
+    for name in named:
+        if renamed.get(name, name) not in floating:
+            raise ConfigError(
+                f"--keep-float: layer '{name}' could not be left float (onnxruntime's pre-processing merged it "
+                "into another node); name another layer, or use --keep-float auto"
+            )
 
 
 def _layer_kernel_times(float_model: Model, int8_model: Model, batch: int) -> dict[str, tuple[float, float]]:

@@ -15,8 +15,11 @@ from the machine's `onnxprune.workbench.latency.LatencyTable` (measured once, ca
 speedup the prediction is the table's layers plus what the rest of the graph costs (the measured
 dense latency less the dense layers' table sum); the pruned model is then compacted and timed
 against the dense one, end to end, and the budget corrected by the error until the measured
-speedup is within `TOLERANCE` of the request (at most `ATTEMPTS` times). The report says what was
-reached, and why where it falls short.
+speedup is within `TOLERANCE` of the request (at most `ATTEMPTS` times). Where the table sees no
+more time to save and the plan is still short (small models, whose table is pessimistic), every
+group is taken to its floor and timed; a request even that misses is refused with the measured
+figure, otherwise MAC fractions are bisected (at most `ATTEMPTS` more plans, each timed). The
+report says what was reached, and why where it falls short.
 """
 
 from __future__ import annotations
@@ -268,27 +271,29 @@ def plan_to_budget(
         attempts.append({"macs_budget": fraction, "measured_speedup": measured, "macs_left": left})
         return chosen, measured, left
 
-    for _ in range(ATTEMPTS):
-        if goal <= 0:
-            break
-        counts, predicted = greedy_plan(groups, scores, layers, costs, goal, max_layer_sparsity, round_to)
-        chosen = plan_for(counts)
-        measured, left = timed(chosen)
-        attempts.append({"layer_budget_ms": goal, "predicted_ms": predicted + rest, "measured_speedup": measured,
-                         "macs_left": left})  # fmt: skip
-        if best is None or abs(measured - speedup) < abs(best[1] - speedup):
-            best = (chosen, measured, left)
-        if abs(measured - speedup) <= TOLERANCE * speedup:
-            break
-        at_floor = predicted > goal * 1.001  # every group at its floor, and the prediction still above the goal
-        if at_floor and measured < speedup:
-            if len(attempts) == 1:  # the table sees no more time to save: measure the model at its floor
-                best = _search_by_macs(by_macs, speedup, best, max_layer_sparsity, batch)
-            break
-        # the model ran slower (faster) than predicted: ask the layers for more (less); a floor plan
-        # that measured faster than its prediction relaxes the goal (small models: the table is pessimistic)
-        goal *= measured / speedup
-    table.save()
+    searched = False
+    try:  # the table keeps what was timed, a refusal included: the next, smaller request reuses it
+        for _ in range(ATTEMPTS):
+            if goal <= 0:
+                break
+            counts, predicted = greedy_plan(groups, scores, layers, costs, goal, max_layer_sparsity, round_to)
+            chosen = plan_for(counts)
+            measured, left = timed(chosen)
+            attempts.append({"layer_budget_ms": goal, "predicted_ms": predicted + rest, "measured_speedup": measured,
+                             "macs_left": left})  # fmt: skip
+            if best is None or abs(measured - speedup) < abs(best[1] - speedup):
+                best = (chosen, measured, left)
+            if abs(measured - speedup) <= TOLERANCE * speedup:
+                break
+            if predicted > goal * 1.001 and measured < speedup:
+                # the table sees no more time to save, and the plan is short: the table's floor is not
+                # the model's (it skips moves it measures as saving nothing): measure the real one
+                best, searched = _search_by_macs(by_macs, speedup, best, max_layer_sparsity, batch), True
+                break
+            # the model ran slower (faster) than predicted: ask the layers for more (less)
+            goal *= measured / speedup
+    finally:
+        table.save()
     if best is None:
         raise ConfigError(
             f"--speedup {speedup:g} cannot be reached: the layers that can lose channels take "
@@ -296,7 +301,7 @@ def plan_to_budget(
         )
     chosen, measured, left = best
     within = abs(measured - speedup) <= TOLERANCE * speedup
-    why = "" if within else _shortfall(measured, speedup, attempts)
+    why = "" if within else _shortfall(measured, speedup, attempts, searched)
     report = BudgetReport("speedup", speedup, measured, within, left, measured, batch, threads, attempts,
                           str(table.path), table.measured, why)  # fmt: skip
     return chosen, report
@@ -320,7 +325,8 @@ def _search_by_macs(
             f"on this machine; ask for at most that"
         )
     nearest = min((best, floor_plan), key=lambda plan: abs(plan[1] - speedup))
-    fast, slow = floor_plan[2], 1.0  # MAC fractions: one measured at or above the request, one below
+    # MAC fractions: the floor measured at or above the request, the table's plan below it
+    fast, slow = floor_plan[2], max(best[2], floor_plan[2])
     for _ in range(ATTEMPTS - 1):
         if abs(nearest[1] - speedup) <= TOLERANCE * speedup:
             break
@@ -331,7 +337,10 @@ def _search_by_macs(
     return nearest
 
 
-def _shortfall(measured: float, speedup: float, attempts: list[dict]) -> str:
+def _shortfall(measured: float, speedup: float, attempts: list[dict], searched: bool = False) -> str:
+    if searched:
+        budgets = sum("macs_budget" in attempt for attempt in attempts)
+        return f"the nearest of {budgets} measured MAC budgets (the model's speed moves in steps of channel blocks)"
     if measured < speedup:
         return (
             "every group reached its floor (--max-layer-sparsity) or the rest of the graph (pooling, activations, "

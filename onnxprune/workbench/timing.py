@@ -209,6 +209,7 @@ def time_side_by_side(
 # the profile of `node_times`: calls until this many seconds are spent (at least PROFILE_MIN_CALLS)
 PROFILE_SECONDS = 1.0
 PROFILE_MIN_CALLS = 5
+PROFILE_MAX_CALLS = 2000  # a 10 µs model would make 100,000 calls: onnxruntime's profile caps its events
 
 
 def node_times(model: Model, batch: int, threads: int | None = None) -> dict[str, tuple[str, float]]:
@@ -244,16 +245,19 @@ def node_times(model: Model, batch: int, threads: int | None = None) -> dict[str
         feed = {session.get_inputs()[0].name: feed_array}
         try:
             once = _warm_up(session, feed)
+            calls = min(PROFILE_MAX_CALLS, max(PROFILE_MIN_CALLS, int(PROFILE_SECONDS / max(once, 1e-7))))
+            for _ in range(calls):
+                session.run(None, feed)
         except Exception:  # noqa: BLE001 - a graph that hard-codes its batch fails on the symbolic copy
-            session.end_profiling()
             return {}
-        calls = max(PROFILE_MIN_CALLS, int(PROFILE_SECONDS / max(once, 1e-7)))
-        for _ in range(calls):
-            session.run(None, feed)
-        events = json.loads(Path(session.end_profiling()).read_text())
+        finally:
+            events = json.loads(Path(session.end_profiling()).read_text())
     # the profile holds the warm-up calls too: count only the nodes inside the last `calls` runs
     runs = sorted(event["ts"] for event in events if event.get("cat") == "Session" and event["name"] == "model_run")
-    since = runs[-calls] if len(runs) >= calls else 0
+    calls = min(calls, len(runs))
+    if not calls:
+        return {}
+    since = runs[-calls]
     totals: dict[str, tuple[str, float]] = {}
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= since:
