@@ -254,6 +254,26 @@ def test_keep_float_by_name_leaves_those_layers_float_and_refuses_unknown_names(
     assert json.loads(named.stdout)["kept_float"] == [convolutions[1]], "names, so MATLAB gets a cellstr"
 
 
+def test_a_kernel_after_a_residual_add_is_credited_to_no_layer():
+    """onnxruntime names a fused Conv+Add+Relu after its output: which of the two convolutions it fused is unknown."""
+    from onnx import TensorProto, helper
+
+    from onnxprune.measure.quantize import _layer_of_tensor
+
+    weights = [numpy_helper.from_array(np.ones((4, 4, 1, 1), np.float32), name) for name in ("w1", "w2")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1"], ["a"], name="conv"),
+        helper.make_node("Conv", ["x", "w2"], ["b"], name="shortcut"),
+        helper.make_node("Add", ["a", "b"], ["sum"], name="add"),
+        helper.make_node("Relu", ["sum"], ["y"], name="relu"),
+    ]
+    value = helper.make_tensor_value_info
+    graph = helper.make_graph(nodes, "residual", [value("x", TensorProto.FLOAT, [1, 4, 2, 2])],
+                              [value("y", TensorProto.FLOAT, [1, 4, 2, 2])], weights)  # fmt: skip
+    owner = _layer_of_tensor(helper.make_model(graph))
+    assert owner == {"conv": "conv", "shortcut": "shortcut", "a": "conv", "b": "shortcut"}
+
+
 def test_keep_float_names_survive_the_pre_processing_that_renames_them(tmp_path):
     """quant_pre_process fuses MatMul + Add into a Gemm named '<MatMul>/MatMulAddFusion': it stays float."""
     from onnx import TensorProto, helper

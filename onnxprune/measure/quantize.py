@@ -358,23 +358,29 @@ def _kernel_times_by_layer(
 
 
 def _layer_of_tensor(proto: onnx.ModelProto) -> dict[str, str]:
-    """{layer name, or a tensor it produces through the element-wise nodes onnxruntime fuses: layer}."""
+    """{layer name, or a tensor it produces through the element-wise nodes onnxruntime fuses: layer}.
+
+    A tensor two layers reach (a residual Add after a convolution and its shortcut) is left out:
+    which of them onnxruntime fused the Add into is not known from the name, and a kernel's time
+    credited to the wrong layer would be worse than none.
+    """
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in proto.graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    owner = {}
+    claims: dict[str, set[str]] = {}
     for node in proto.graph.node:
         if node.op_type not in PRUNABLE_OPS:
             continue
-        owner[node.name] = node.name
         tensor = node.output[0]
         while True:
-            owner.setdefault(tensor, node.name)
+            claims.setdefault(tensor, set()).add(node.name)
             following = consumers.get(tensor, [])
             if len(following) != 1 or following[0].op_type not in FUSED_AFTER:
                 break
             tensor = following[0].output[0]
+    owner = {tensor: next(iter(layers)) for tensor, layers in claims.items() if len(layers) == 1}
+    owner.update({node.name: node.name for node in proto.graph.node if node.op_type in PRUNABLE_OPS})
     return owner
 
 
