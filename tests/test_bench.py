@@ -230,6 +230,9 @@ def test_layer_kernel_times_trace_every_fused_kernel_back_to_its_layer(fixture_m
     times = quantize_module._layer_kernel_times(model, onnxprune.load(tmp_path / "q.onnx"), 8)
     assert set(times) == set(convolutions)
     assert all(float_us > 0 and int8_us > 0 for float_us, int8_us in times.values())
+    quantize(model, tmp_path / "d.onnx", "dynamic", keep_float="none")  # ConvInteger with its Muls, Cast, bias Add
+    dynamic = quantize_module._layer_kernel_times(model, onnxprune.load(tmp_path / "d.onnx"), 8)
+    assert set(dynamic) == set(convolutions)
 
 
 def test_keep_float_by_name_leaves_those_layers_float_and_refuses_unknown_names(fixture_model, tmp_path):

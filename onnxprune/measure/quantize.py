@@ -344,15 +344,22 @@ def _layer_kernel_times(float_model: Model, int8_model: Model, batch: int) -> di
     return {layer: (float_us[layer], int8_us[layer]) for layer in float_us if layer in int8_us}
 
 
+# the nodes onnxruntime.quantization's dynamic form puts around a ConvInteger/MatMulInteger, by the
+# suffix it names them with: part of the layer's int8 cost (the float side's bias and scale are fused)
+DYNAMIC_PARTS = ("_quant_scales_mul", "_quant_output_scale_mul", "_MatMul_quant", "_quant", "_output_quantized_cast",
+                 "_bias_add")  # fmt: skip
+
+
 def _kernel_times_by_layer(
     times: dict[str, tuple[str, float]], owner: dict[str, str], ops: frozenset[str]
 ) -> dict[str, float]:
-    """{layer: µs} of the kernels in `ops`, their names stripped of what onnxruntime adds when it fuses."""
+    """{layer: µs} of the kernels in `ops` (and the dynamic form's parts), names stripped of what onnxruntime adds."""
     by_layer: dict[str, float] = {}
     for name, (op, microseconds) in times.items():
-        base = re.sub(r"(_token_\d+)+$", "", name.removeprefix("fused ")).removesuffix("_nchwc").removesuffix("_quant")
-        layer = owner.get(base)
-        if op in ops and layer:
+        base = re.sub(r"(_token_\d+)+$", "", name.removeprefix("fused ")).removesuffix("_nchwc")
+        part = next((suffix for suffix in DYNAMIC_PARTS if base.endswith(suffix)), None)
+        layer = owner.get(base.removesuffix(part) if part else base)
+        if layer and (op in ops or (part and ops is INTEGER_OPS)):
             by_layer[layer] = by_layer.get(layer, 0.0) + microseconds
     return by_layer
 
